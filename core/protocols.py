@@ -1,0 +1,99 @@
+"""The three seams. Each is a small ``typing.Protocol`` with a contract test suite in tests/."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from core.types import ConversationKey, Event, Inbound, ReplyMessage, SessionRecord
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An AI server. Turns one user turn into a stream of events.
+
+    Retryable faults (5xx, timeouts, dropped sockets) are retried inside the backend; what
+    is left reaches the engine as a :class:`core.types.Failure` event (or an exception, which
+    the engine treats as an internal failure).
+    """
+
+    name: str
+
+    async def open(self, key: ConversationKey, language: str | None) -> str:
+        """Create a backend session and return its opaque reference."""
+        ...
+
+    def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
+        """Send one user turn; yield events until a Final or a Failure."""
+        ...
+
+    async def close(self, session_ref: str) -> None:
+        """Forget a session (drop its connection); the store forgets the reference."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release every connection; called once at shutdown."""
+        ...
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Conversation -> backend session, plus short ids for button payloads."""
+
+    async def get(self, key: ConversationKey) -> SessionRecord | None: ...
+
+    async def put(self, record: SessionRecord) -> None: ...
+
+    async def touch(self, key: ConversationKey) -> None:
+        """Mark one more turn: ``last_active`` = now, ``turn_count`` += 1."""
+        ...
+
+    async def delete(self, key: ConversationKey) -> bool: ...
+
+    async def delete_all(self, bot: str | None = None) -> int: ...
+
+    async def list(self, bot: str | None = None, limit: int = 50) -> list[SessionRecord]:
+        """Most recently active first."""
+        ...
+
+    async def count(self, bot: str | None = None) -> int: ...
+
+    async def short_id(self, payload: str) -> str:
+        """A short (<= 16 ASCII chars) id that :meth:`resolve` maps back to ``payload``."""
+        ...
+
+    async def resolve(self, short_id: str) -> str | None: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers (for readiness checks)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Surface(Protocol):
+    """Where one reply is drawn, provided by an adapter for one turn."""
+
+    async def begin(self) -> None:
+        """The turn started: show a typing indicator."""
+        ...
+
+    async def append(self, text: str) -> None:
+        """Streamed text arrived."""
+        ...
+
+    async def replace(self, text: str) -> None:
+        """The streamed text so far is replaced."""
+        ...
+
+    async def notice(self, text: str) -> None:
+        """A status line for the user, outside the answer."""
+        ...
+
+    async def finish(self, messages: Sequence[ReplyMessage]) -> None:
+        """The authoritative answer: render it (buttons included) and stop streaming."""
+        ...
+
+    async def fail(self, text: str) -> None:
+        """The turn failed: show ``text`` (plain language) instead of an answer."""
+        ...

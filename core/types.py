@@ -1,0 +1,176 @@
+"""The neutral types every layer speaks: no platform and no backend appears here.
+
+Adapters turn platform updates into :class:`Inbound`; backends turn an :class:`Inbound` into a
+stream of :data:`Event`; adapters render events through a :class:`~core.protocols.Surface`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Who is talking where. Sessions are per user *per chat* (and per thread/topic)."""
+
+    bot: str
+    platform: str
+    chat_id: str
+    user_id: str
+    thread_id: str | None = None
+
+    def short(self) -> str:
+        """A compact, log-friendly id (no secrets, stable across restarts)."""
+        base = f"{self.bot}:{self.chat_id}:{self.user_id}"
+        return f"{base}:{self.thread_id}" if self.thread_id else base
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A photo the user sent, already downloaded."""
+
+    data: bytes
+    mime_type: str = "image/jpeg"
+
+    def data_url(self) -> str:
+        """The ``data:image/...;base64,`` form both backends accept."""
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One user turn."""
+
+    key: ConversationKey
+    text: str = ""
+    images: tuple[Image, ...] = ()
+    button_payload: str | None = None  # set when the turn is a pressed button
+    language: str | None = None  # the user's platform language (IETF tag), if known
+    message_id: str | None = None  # platform message id, for logs and replies
+
+    @property
+    def effective_text(self) -> str:
+        """What the backend should read as the user's message."""
+        return self.button_payload if self.button_payload is not None else self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """A choice offered by the backend: either sends ``payload`` back, or opens ``url``."""
+
+    label: str
+    payload: str | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.payload is None) == (self.url is None):
+            raise ValueError("a Button has exactly one of payload or url")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    label: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyMessage:
+    """One message of a backend's final answer.
+
+    ``text`` is plain text; ``html`` keeps the backend's markup (when it sent any) so adapters
+    can render formatting with their own sanitiser.
+    """
+
+    text: str
+    buttons: tuple[Button, ...] = ()
+    links: tuple[Link, ...] = ()
+    html: str | None = None
+
+
+# --- events a backend yields while answering -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """Append ``text`` to the answer shown so far."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Replace the answer shown so far with ``text``."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The authoritative answer; ends the turn."""
+
+    messages: tuple[ReplyMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A status line for the user (e.g. "the conversation was restarted")."""
+
+    text: str
+
+
+class FailureKind(StrEnum):
+    VALIDATION = "validation"  # the backend refused the input (422, too long): tell the user
+    AUTH = "auth"  # operator problem (bad license key): tell the user it's unavailable
+    UNAVAILABLE = "unavailable"  # 5xx / connection refused after retries
+    TIMEOUT = "timeout"
+    MALFORMED = "malformed"  # the backend answered something we cannot read
+    SESSION_EXPIRED = "session_expired"  # the engine opens a new session and retries once
+    BAD_INPUT = "bad_input"  # rejected before reaching the backend (e.g. image too large)
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The turn failed; ``detail`` is for logs, never shown verbatim unless ``user_text``."""
+
+    kind: FailureKind
+    detail: str = ""
+    retryable: bool = False
+    user_text: str | None = None  # a ready plain-language message, when the backend has one
+
+
+Event = Token | Snapshot | Final | Notice | Failure
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the store keeps per conversation."""
+
+    key: ConversationKey
+    backend: str
+    session_ref: str  # opaque to the engine: a LoopOS session_id, a ShopAI chat_token
+    language: str | None
+    created_at: datetime
+    last_active: datetime
+    turn_count: int = 0
+
+
+TurnOutcome = Literal["ok", "failed", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """What happened to one turn, returned to whoever submitted it."""
+
+    outcome: TurnOutcome
+    messages: tuple[ReplyMessage, ...] = ()
+    failure: Failure | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
