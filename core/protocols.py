@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from core.types import ConversationKey, Event, Inbound, ReplyMessage, SessionRecord
+from core.types import (
+    ConversationKey,
+    Event,
+    Image,
+    Inbound,
+    ListingDraft,
+    ReplyMessage,
+    SessionRecord,
+)
 
 
 @runtime_checkable
@@ -37,6 +45,15 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class ListingDescriber(Protocol):
+    """Optional backend capability: photos + a short description -> a marketplace listing."""
+
+    async def describe_listing(
+        self, images: Sequence[Image], description: str, language: str | None
+    ) -> ListingDraft: ...
+
+
+@runtime_checkable
 class SessionStore(Protocol):
     """Conversation -> backend session, plus short ids for button payloads."""
 
@@ -52,7 +69,9 @@ class SessionStore(Protocol):
 
     async def delete_all(self, bot: str | None = None) -> int: ...
 
-    async def list(self, bot: str | None = None, limit: int = 50) -> list[SessionRecord]:
+    async def list(
+        self, bot: str | None = None, user_id: str | None = None, limit: int = 50
+    ) -> list[SessionRecord]:
         """Most recently active first."""
         ...
 

@@ -34,8 +34,9 @@ class RetryPolicy:
     ) -> AsyncRetrying:
         return AsyncRetrying(
             stop=stop_after_attempt(max(1, self.attempts)),
-            wait=wait_exponential(multiplier=self.base_delay, min=self.base_delay,
-                                  max=self.max_delay),
+            wait=wait_exponential(
+                multiplier=self.base_delay, min=self.base_delay, max=self.max_delay
+            ),
             retry=retry_if_exception(is_transient),
             before_sleep=on_retry,
             reraise=True,

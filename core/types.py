@@ -163,6 +163,16 @@ class SessionRecord:
     turn_count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ListingDraft:
+    """A marketplace listing proposed from photos and a short description."""
+
+    title: str
+    price: float | None
+    currency: str = "EUR"
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
 TurnOutcome = Literal["ok", "failed", "interrupted"]
 
 
