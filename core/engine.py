@@ -1,0 +1,410 @@
+"""The conversation engine: sessions, per-conversation ordering, failures in plain language.
+
+Adapters hand every user turn to :meth:`Engine.submit` (or :meth:`Engine.handle`). Turns of one
+conversation run one at a time in arrival order through a per-key lane; different
+conversations run concurrently. Whatever happens to a turn, its surface ends in ``finish`` or
+``fail``: nothing a user sends is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from core.protocols import Backend, ListingDescriber, SessionStore, Surface
+from core.texts import UserTexts
+from core.types import (
+    ConversationKey,
+    Failure,
+    FailureKind,
+    Final,
+    Image,
+    Inbound,
+    ListingDraft,
+    Notice,
+    ReplyMessage,
+    SessionRecord,
+    Snapshot,
+    Token,
+    TurnResult,
+)
+
+log = logging.getLogger(__name__)
+
+_turn_ids = itertools.count(1)
+
+
+class NotSupported(Exception):
+    """The configured backend does not offer this capability."""
+
+
+class BackendError(Exception):
+    """Raised by a backend's ``open`` (which returns no events) to report a failure."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(f"{failure.kind}: {failure.detail}")
+        self.failure = failure
+
+
+class TurnObserver(Protocol):
+    """Metrics hook: the engine reports what happens, the observer counts it."""
+
+    def turn_finished(self, bot: str, outcome: str, seconds: float) -> None: ...
+
+    def backend_error(self, bot: str, kind: str) -> None: ...
+
+    def queue_changed(self, bot: str, queued: int) -> None: ...
+
+    def sessions_changed(self, bot: str, count: int) -> None: ...
+
+
+class FloodGate(Protocol):
+    def check(self, key: ConversationKey) -> float | None:
+        """None when the turn may run, else seconds until the user may write again."""
+        ...
+
+
+Job = Callable[[], Awaitable[TurnResult]]
+
+
+@dataclass
+class _Lane:
+    """The queue of one conversation; its worker task exists only while work is pending."""
+
+    jobs: deque[tuple[Job, asyncio.Future[TurnResult], Surface | None]] = field(
+        default_factory=deque
+    )
+    worker: asyncio.Task[None] | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        bot: str,
+        backend: Backend,
+        backend_name: str,
+        store: SessionStore,
+        texts: UserTexts | None = None,
+        flood: FloodGate | None = None,
+        observer: TurnObserver | None = None,
+        turn_timeout: float = 300.0,
+    ) -> None:
+        self.bot = bot
+        self.backend = backend
+        self.backend_name = backend_name
+        self.store = store
+        self.texts = texts or UserTexts()
+        self._flood = flood
+        self._observer = observer
+        self._turn_timeout = turn_timeout
+        self._lanes: dict[ConversationKey, _Lane] = {}
+        self._closing = False
+        self._active = 0
+
+    # --- submitting work ----------------------------------------------------------------------
+
+    def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
+        """Queue a turn behind the conversation's pending ones; returns at once.
+
+        Call it synchronously in arrival order (before any ``await`` in the platform handler):
+        the order of ``submit`` calls is the order turns run in.
+        """
+        if self._closing:
+            return self._enqueue(inbound.key, self._interrupted(surface), surface)
+        if self._flood is not None:
+            wait = self._flood.check(inbound.key)
+            if wait is not None:
+                text = self.texts.flood.format(seconds=max(1, round(wait)))
+                return self._enqueue(inbound.key, self._refuse(surface, text, "flood"), surface)
+        return self._enqueue(inbound.key, lambda: self._run_turn(inbound, surface), surface)
+
+    async def handle(self, inbound: Inbound, surface: Surface) -> TurnResult:
+        """Queue a turn and wait for it to finish."""
+        return await asyncio.shield(self.submit(inbound, surface))
+
+    def _enqueue(
+        self, key: ConversationKey, job: Job, surface: Surface | None
+    ) -> asyncio.Future[TurnResult]:
+        future: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+        lane = self._lanes.setdefault(key, _Lane())
+        lane.jobs.append((job, future, surface))
+        if lane.worker is None:
+            lane.worker = asyncio.create_task(self._drain(key, lane), name=f"lane:{key.short()}")
+        self._report_queue()
+        return future
+
+    async def _drain(self, key: ConversationKey, lane: _Lane) -> None:
+        try:
+            while lane.jobs:
+                job, future, _surface = lane.jobs[0]
+                self._active += 1
+                try:
+                    result = await job()
+                except asyncio.CancelledError:
+                    # shutdown cancelled this turn: tell this user and everyone queued behind
+                    for _, fut, srf in lane.jobs:
+                        if srf is not None:
+                            await self._tell_interrupted(srf)
+                        if not fut.done():
+                            fut.set_result(TurnResult("interrupted"))
+                    lane.jobs.clear()
+                    raise
+                except Exception as exc:  # a bug in an adapter or backend; never kill the lane
+                    log.exception("turn crashed for %s", key.short())
+                    result = TurnResult("failed", failure=Failure(FailureKind.INTERNAL, repr(exc)))
+                finally:
+                    self._active -= 1
+                lane.jobs.popleft()
+                if not future.done():
+                    future.set_result(result)
+                self._report_queue()
+        finally:
+            lane.worker = None
+            if not lane.jobs and self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    # --- one turn -----------------------------------------------------------------------------
+
+    async def _run_turn(self, inbound: Inbound, surface: Surface) -> TurnResult:
+        started = time.monotonic()
+        turn_id = next(_turn_ids)
+        key = inbound.key
+        log.info("turn %d start %s", turn_id, key.short())
+        await surface.begin()
+        try:
+            async with asyncio.timeout(self._turn_timeout):
+                result = await self._converse(inbound, surface)
+        except TimeoutError:
+            result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
+        if result.failure is not None:
+            if self._observer:
+                self._observer.backend_error(self.bot, str(result.failure.kind))
+            self._log_failure(turn_id, key, result.failure)
+            await surface.fail(self.texts.for_failure(result.failure))
+        seconds = time.monotonic() - started
+        if self._observer:
+            self._observer.turn_finished(self.bot, result.outcome, seconds)
+        log.info("turn %d %s in %.3f s %s", turn_id, result.outcome, seconds, key.short())
+        return result
+
+    async def _converse(self, inbound: Inbound, surface: Surface) -> TurnResult:
+        record, failure = await self._session_for(inbound.key, inbound.language)
+        if failure is not None or record is None:
+            return TurnResult("failed", failure=failure)
+        if record.language and record.language != inbound.language:
+            inbound = dataclasses.replace(inbound, language=record.language)
+        result = await self._relay(record, inbound, surface)
+        if result.failure is not None and result.failure.kind is FailureKind.SESSION_EXPIRED:
+            # the backend forgot this session (expired or invalid token): start a new one,
+            # tell the user, and try the same message once more
+            log.info("session expired for %s; opening a new one", inbound.key.short())
+            record, failure = await self._session_for(
+                inbound.key, record.language, replace_ref=record.session_ref
+            )
+            if failure is not None or record is None:
+                return TurnResult("failed", failure=failure)
+            await surface.notice(self.texts.restarted)
+            result = await self._relay(record, inbound, surface)
+        await self.store.touch(inbound.key)
+        return result
+
+    async def _relay(self, record: SessionRecord, inbound: Inbound, surface: Surface) -> TurnResult:
+        events = self.backend.turn(record.session_ref, inbound)
+        try:
+            async for event in events:
+                match event:
+                    case Token(text):
+                        await surface.append(text)
+                    case Snapshot(text):
+                        await surface.replace(text)
+                    case Notice(text):
+                        await surface.notice(text)
+                    case Final(messages):
+                        if not any(m.text.strip() or m.buttons or m.links for m in messages):
+                            messages = (ReplyMessage(self.texts.empty),)
+                        await surface.finish(messages)
+                        return TurnResult("ok", messages=messages)
+                    case Failure():
+                        return TurnResult("failed", failure=event)
+        except Exception as exc:
+            log.exception("backend %s raised during a turn", self.backend_name)
+            return TurnResult("failed", failure=Failure(FailureKind.INTERNAL, repr(exc)))
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        ended = Failure(FailureKind.MALFORMED, "backend ended the turn without an answer")
+        return TurnResult("failed", failure=ended)
+
+    async def _session_for(
+        self, key: ConversationKey, language: str | None, replace_ref: str | None = None
+    ) -> tuple[SessionRecord | None, Failure | None]:
+        """The stored session for ``key``, opening (and persisting) one when there is none."""
+        record = await self.store.get(key)
+        if record is not None and record.backend == self.backend_name and replace_ref is None:
+            return record, None
+        if record is not None and record.backend != self.backend_name:
+            log.info("%s switched backend %s -> %s", key.short(), record.backend, self.backend_name)
+        try:
+            ref = await self.backend.open(key, language)
+        except BackendError as exc:
+            return None, exc.failure
+        except Exception as exc:
+            log.exception("backend %s could not open a session", self.backend_name)
+            return None, Failure(FailureKind.UNAVAILABLE, repr(exc), retryable=True)
+        if replace_ref is not None:
+            with contextlib.suppress(Exception):
+                await self.backend.close(replace_ref)
+        now = datetime.now(UTC)
+        record = SessionRecord(
+            key=key,
+            backend=self.backend_name,
+            session_ref=ref,
+            language=language,
+            created_at=now,
+            last_active=now,
+            turn_count=record.turn_count if record is not None and replace_ref else 0,
+        )
+        await self.store.put(record)
+        if self._observer:
+            self._observer.sessions_changed(self.bot, await self.store.count(self.bot))
+        return record, None
+
+    def _log_failure(self, turn_id: int, key: ConversationKey, failure: Failure) -> None:
+        level = logging.ERROR if failure.kind is FailureKind.AUTH else logging.WARNING
+        log.log(
+            level, "turn %d failed (%s) %s: %s", turn_id, failure.kind, key.short(), failure.detail
+        )
+
+    def _refuse(self, surface: Surface, text: str, why: str) -> Job:
+        async def job() -> TurnResult:
+            await surface.fail(text)
+            return TurnResult("failed", failure=Failure(FailureKind.BAD_INPUT, why))
+
+        return job
+
+    def _interrupted(self, surface: Surface) -> Job:
+        async def job() -> TurnResult:
+            await self._tell_interrupted(surface)
+            return TurnResult("interrupted")
+
+        return job
+
+    async def _tell_interrupted(self, surface: Surface) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await surface.fail(self.texts.interrupted)
+
+    # --- sessions and admin -------------------------------------------------------------------
+
+    async def reset(self, key: ConversationKey) -> bool:
+        """Forget the conversation's session, after its pending turns."""
+
+        async def job() -> TurnResult:
+            existed = await self._forget(key)
+            return TurnResult("ok", extra={"existed": str(existed)})
+
+        result = await self._enqueue(key, job, None)
+        return result.extra.get("existed") == "True"
+
+    async def set_language(self, key: ConversationKey, language: str) -> None:
+        """Start a new session in ``language`` (backends fix the language per session)."""
+
+        async def job() -> TurnResult:
+            await self._forget(key)
+            _record, failure = await self._session_for(key, language)
+            if failure is not None:
+                return TurnResult("failed", failure=failure)
+            return TurnResult("ok")
+
+        result = await self._enqueue(key, job, None)
+        if result.failure is not None:
+            raise BackendError(result.failure)
+
+    async def _forget(self, key: ConversationKey) -> bool:
+        record = await self.store.get(key)
+        if record is None:
+            return False
+        with contextlib.suppress(Exception):
+            await self.backend.close(record.session_ref)
+        deleted = await self.store.delete(key)
+        if self._observer:
+            self._observer.sessions_changed(self.bot, await self.store.count(self.bot))
+        return deleted
+
+    async def reset_user(self, user_id: str) -> int:
+        records = await self.store.list(self.bot, user_id=user_id, limit=10_000)
+        results = await asyncio.gather(*(self.reset(r.key) for r in records))
+        return sum(results)
+
+    async def reset_all(self) -> int:
+        records = await self.store.list(self.bot, limit=100_000)
+        for record in records:
+            with contextlib.suppress(Exception):
+                await self.backend.close(record.session_ref)
+        count = await self.store.delete_all(self.bot)
+        if self._observer:
+            self._observer.sessions_changed(self.bot, 0)
+        return count
+
+    async def list_sessions(self, limit: int = 20) -> list[SessionRecord]:
+        return await self.store.list(self.bot, limit=limit)
+
+    async def count_sessions(self) -> int:
+        return await self.store.count(self.bot)
+
+    async def button_id(self, payload: str) -> str:
+        return await self.store.short_id(payload)
+
+    async def resolve_button(self, short_id: str) -> str | None:
+        return await self.store.resolve(short_id)
+
+    async def describe_listing(
+        self, images: Sequence[Image], description: str, language: str | None
+    ) -> ListingDraft:
+        if not isinstance(self.backend, ListingDescriber):
+            raise NotSupported(f"backend {self.backend_name} cannot describe listings")
+        return await self.backend.describe_listing(images, description, language)
+
+    # --- state and shutdown -------------------------------------------------------------------
+
+    @property
+    def queued_turns(self) -> int:
+        """Turns waiting behind a running turn of the same conversation."""
+        return sum(max(0, len(lane.jobs) - 1) for lane in self._lanes.values())
+
+    @property
+    def active_turns(self) -> int:
+        return self._active
+
+    def _report_queue(self) -> None:
+        if self._observer:
+            self._observer.queue_changed(self.bot, self.queued_turns)
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Stop taking turns, let running ones finish within ``grace``, interrupt the rest.
+
+        Users whose turn could not finish are told so. The backend and store are closed by
+        whoever created them.
+        """
+        self._closing = True
+        workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
+        if not workers:
+            return
+        _, pending = await asyncio.wait(workers, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("interrupted %d conversations at shutdown", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
