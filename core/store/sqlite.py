@@ -1,0 +1,314 @@
+"""The embedded default SessionStore: one SQLite file via aiosqlite.
+
+One aiosqlite connection (one worker thread) carries every statement; an ``asyncio.Lock``
+makes each multi-statement transaction atomic with respect to other coroutines, which would
+otherwise interleave their statements on the shared connection. WAL mode lets the admin CLI
+read (and write, waiting up to ``busy_timeout``) while the bots run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from core.store._common import (
+    DEFAULT_BUTTON_TTL,
+    from_micros,
+    short_id_candidates,
+    to_micros,
+    utcnow,
+)
+from core.types import ConversationKey, SessionRecord
+
+# Numbered migrations, applied in order, each in its own transaction; PRAGMA user_version holds
+# the number of the last one applied. Append only: never edit a released migration.
+MIGRATIONS: Sequence[Sequence[str]] = (
+    # 1: sessions and button short ids. thread_id is '' (not NULL) when absent so that the
+    # primary key is unique (SQLite treats NULLs in a key as distinct). Times are integer
+    # microseconds since the epoch, UTC.
+    (
+        """CREATE TABLE sessions (
+            bot TEXT NOT NULL,
+            platform TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL DEFAULT '',
+            backend TEXT NOT NULL,
+            session_ref TEXT NOT NULL,
+            language TEXT,
+            created_at INTEGER NOT NULL,
+            last_active INTEGER NOT NULL,
+            turn_count INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (bot, platform, chat_id, user_id, thread_id)
+        )""",
+        "CREATE INDEX sessions_bot_active ON sessions (bot, last_active DESC)",
+        "CREATE INDEX sessions_active ON sessions (last_active DESC)",
+        "CREATE INDEX sessions_user ON sessions (bot, user_id)",
+        """CREATE TABLE buttons (
+            short_id TEXT PRIMARY KEY,
+            payload TEXT NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL,
+            last_used INTEGER NOT NULL
+        )""",
+        "CREATE INDEX buttons_last_used ON buttons (last_used)",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_KEY_WHERE = "bot = ? AND platform = ? AND chat_id = ? AND user_id = ? AND thread_id = ?"
+_COLUMNS = (
+    "bot, platform, chat_id, user_id, thread_id, backend, session_ref, language, "
+    "created_at, last_active, turn_count"
+)
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer chatbridge; refusing to guess its layout."""
+
+
+def _key_params(key: ConversationKey) -> tuple[str, str, str, str, str]:
+    return (key.bot, key.platform, key.chat_id, key.user_id, key.thread_id or "")
+
+
+def _record(row: Sequence[Any]) -> SessionRecord:
+    key = ConversationKey(
+        bot=row[0], platform=row[1], chat_id=row[2], user_id=row[3], thread_id=row[4] or None
+    )
+    return SessionRecord(
+        key=key,
+        backend=row[5],
+        session_ref=row[6],
+        language=row[7],
+        created_at=from_micros(row[8]),
+        last_active=from_micros(row[9]),
+        turn_count=row[10],
+    )
+
+
+class SQLiteStore:
+    """``core.protocols.SessionStore`` on one SQLite file (or ``":memory:"``)."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        path: str,
+        button_ttl: timedelta = DEFAULT_BUTTON_TTL,
+    ) -> None:
+        # Use SQLiteStore.open(); the constructor takes an already configured connection.
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.path = path
+        self.button_ttl = button_ttl
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        button_ttl: timedelta = DEFAULT_BUTTON_TTL,
+        busy_timeout_ms: int = 5000,
+    ) -> SQLiteStore:
+        """Open (creating if needed) and migrate the database; prunes expired button ids."""
+        location = str(path)
+        if location != ":memory:":
+            Path(location).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; transactions are opened explicitly below.
+        conn = await aiosqlite.connect(location, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if location != ":memory:":
+                await conn.execute("PRAGMA journal_mode = WAL")
+                # NORMAL is durable across application crashes in WAL mode (only an OS crash
+                # may lose the last transactions), and much faster than FULL.
+                await conn.execute("PRAGMA synchronous = NORMAL")
+            store = cls(conn, path=location, button_ttl=button_ttl)
+            await store._migrate()
+            await store.prune()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    # --- schema -------------------------------------------------------------------------------
+
+    async def _user_version(self) -> int:
+        rows = await self._conn.execute_fetchall("PRAGMA user_version")
+        return int(next(iter(rows))[0])
+
+    async def schema_version(self) -> int:
+        async with self._lock:
+            return await self._user_version()
+
+    async def _migrate(self) -> None:
+        for number, statements in enumerate(MIGRATIONS, start=1):
+            async with self._transaction():
+                # Read inside the (IMMEDIATE) transaction so that two processes opening the
+                # same new file do not both apply a migration.
+                current = await self._user_version()
+                if current > SCHEMA_VERSION:
+                    raise SchemaTooNew(
+                        f"{self.path}: schema version {current} is newer than this chatbridge "
+                        f"supports ({SCHEMA_VERSION})"
+                    )
+                if current >= number:
+                    continue
+                for statement in statements:
+                    await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version = {number}")
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Sequence[Any]]:
+        async with self._lock:
+            return list(await self._conn.execute_fetchall(sql, params))
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One autocommitted statement; returns the number of rows changed."""
+        async with self._lock:
+            cursor = await self._conn.execute(sql, params)
+            return cursor.rowcount
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    async def get(self, key: ConversationKey) -> SessionRecord | None:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM sessions WHERE {_KEY_WHERE}", _key_params(key)
+        )
+        return _record(rows[0]) if rows else None
+
+    async def put(self, record: SessionRecord) -> None:
+        await self._write(
+            f"""INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (bot, platform, chat_id, user_id, thread_id) DO UPDATE SET
+                backend = excluded.backend, session_ref = excluded.session_ref,
+                language = excluded.language, created_at = excluded.created_at,
+                last_active = excluded.last_active, turn_count = excluded.turn_count""",
+            (
+                *_key_params(record.key),
+                record.backend,
+                record.session_ref,
+                record.language,
+                to_micros(record.created_at),
+                to_micros(record.last_active),
+                record.turn_count,
+            ),
+        )
+
+    async def touch(self, key: ConversationKey) -> None:
+        await self._write(
+            f"UPDATE sessions SET last_active = ?, turn_count = turn_count + 1 WHERE {_KEY_WHERE}",
+            (to_micros(utcnow()), *_key_params(key)),
+        )
+
+    async def delete(self, key: ConversationKey) -> bool:
+        changed = await self._write(f"DELETE FROM sessions WHERE {_KEY_WHERE}", _key_params(key))
+        return changed > 0
+
+    async def delete_all(self, bot: str | None = None) -> int:
+        if bot is None:
+            return await self._write("DELETE FROM sessions")
+        return await self._write("DELETE FROM sessions WHERE bot = ?", (bot,))
+
+    async def list(
+        self, bot: str | None = None, user_id: str | None = None, limit: int = 50
+    ) -> builtins.list[SessionRecord]:
+        where, params = self._filters(bot, user_id)
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM sessions{where} "
+            "ORDER BY last_active DESC, created_at DESC, rowid DESC LIMIT ?",
+            (*params, max(0, limit)),
+        )
+        return [_record(row) for row in rows]
+
+    async def count(self, bot: str | None = None) -> int:
+        where, params = self._filters(bot, None)
+        rows = await self._fetch(f"SELECT COUNT(*) FROM sessions{where}", params)
+        return int(rows[0][0])
+
+    @staticmethod
+    def _filters(bot: str | None, user_id: str | None) -> tuple[str, builtins.list[str]]:
+        clauses: list[str] = []
+        params: list[str] = []
+        if bot is not None:
+            clauses.append("bot = ?")
+            params.append(bot)
+        if user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(user_id)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    # --- button short ids ---------------------------------------------------------------------
+
+    async def short_id(self, payload: str) -> str:
+        now = to_micros(utcnow())
+        async with self._transaction():
+            rows = await self._conn.execute_fetchall(
+                "SELECT short_id FROM buttons WHERE payload = ?", (payload,)
+            )
+            existing = list(rows)
+            if existing:
+                short = str(existing[0][0])
+                # Re-issuing keeps the id alive for another TTL.
+                await self._conn.execute(
+                    "UPDATE buttons SET last_used = ? WHERE short_id = ?", (now, short)
+                )
+                return short
+            for candidate in short_id_candidates(payload):
+                try:
+                    await self._conn.execute(
+                        "INSERT INTO buttons (short_id, payload, created_at, last_used) "
+                        "VALUES (?, ?, ?, ?)",
+                        (candidate, payload, now, now),
+                    )
+                except sqlite3.IntegrityError:
+                    continue  # taken by another payload (a hash collision): try the next
+                return candidate
+        raise RuntimeError("no free short id for a button payload")  # pragma: no cover
+
+    async def resolve(self, short_id: str) -> str | None:
+        rows = await self._fetch("SELECT payload FROM buttons WHERE short_id = ?", (short_id,))
+        return str(rows[0][0]) if rows else None
+
+    async def prune(self, older_than: timedelta | None = None) -> int:
+        """Forget button ids not issued for ``older_than`` (default: the store's TTL)."""
+        age = self.button_ttl if older_than is None else older_than
+        cutoff = to_micros(utcnow() - age)
+        return await self._write("DELETE FROM buttons WHERE last_used < ?", (cutoff,))
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            rows = await self._fetch("SELECT 1")
+        except (sqlite3.Error, ValueError):
+            return False
+        return bool(rows) and rows[0][0] == 1
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._lock:
+            await self._conn.close()

@@ -1,0 +1,179 @@
+"""SQLiteStore: the SessionStore contract on a real file, plus persistence and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from store_contract import SessionStoreContract, key, record
+
+from core.store import (
+    MemoryStore,
+    SchemaTooNew,
+    SQLiteStore,
+    StoreURLError,
+    open_store,
+    sqlite_path,
+)
+from core.store.sqlite import SCHEMA_VERSION
+
+
+class TestSQLiteStoreContract(SessionStoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+        s = await SQLiteStore.open(tmp_path / "sessions.db")
+        yield s
+        await s.close()
+
+
+class TestSQLiteMemoryContract(SessionStoreContract):
+    """``:memory:`` (no WAL) behaves the same."""
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[SQLiteStore]:
+        s = await SQLiteStore.open(":memory:")
+        yield s
+        await s.close()
+
+
+async def test_session_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "chatbridge.db"  # parent directory is created
+    first = await SQLiteStore.open(path)
+    await first.put(record(key(thread="t"), ref="loopos-session-uuid", turns=1))
+    await first.touch(key(thread="t"))
+    short = await first.short_id("Confirmar")
+    await first.close()
+
+    second = await SQLiteStore.open(path)
+    try:
+        got = await second.get(key(thread="t"))
+        assert got is not None
+        assert got.session_ref == "loopos-session-uuid"
+        assert got.turn_count == 2
+        assert got.key.thread_id == "t"
+        assert await second.resolve(short) == "Confirmar"
+        assert await second.short_id("Confirmar") == short
+    finally:
+        await second.close()
+
+
+async def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await SQLiteStore.open(path)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"sessions", "buttons"} <= tables
+
+
+async def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    for i in range(3):
+        store = await SQLiteStore.open(path)
+        await store.put(record(key(user=f"u{i}")))
+        assert await store.count() == i + 1
+        assert await store.schema_version() == SCHEMA_VERSION
+        await store.close()
+
+
+async def test_two_stores_open_the_same_new_file_concurrently(tmp_path: Path) -> None:
+    # Two processes (bot + admin CLI) may race to create the schema; both must succeed.
+    path = tmp_path / "race.db"
+    a, b = await asyncio.gather(SQLiteStore.open(path), SQLiteStore.open(path))
+    try:
+        await a.put(record(key(), ref="from-a"))
+        got = await b.get(key())
+        assert got is not None and got.session_ref == "from-a"
+        assert await b.delete(key()) is True  # e.g. the admin CLI resets while the bot runs
+        assert await a.get(key()) is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNew, match="newer"):
+        await SQLiteStore.open(path)
+
+
+async def test_failed_migration_rolls_back(tmp_path: Path) -> None:
+    # A table in the way makes migration 1 fail half-way: nothing of it may remain applied.
+    path = tmp_path / "broken.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE buttons (x INTEGER)")
+    with pytest.raises(sqlite3.OperationalError):
+        await SQLiteStore.open(path)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 0
+        names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "sessions" not in names
+
+
+async def test_open_prunes_expired_buttons(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    path = tmp_path / "s.db"
+    store = await SQLiteStore.open(path)
+    short = await store.short_id("stale")
+    await store.close()
+    await asyncio.sleep(0.2)
+    store = await SQLiteStore.open(path, button_ttl=timedelta(milliseconds=100))
+    try:
+        assert await store.resolve(short) is None
+    finally:
+        await store.close()
+
+
+# --- open_store(url) ----------------------------------------------------------------------------
+
+
+def test_sqlite_path_forms() -> None:
+    assert sqlite_path("sqlite:///chatbridge.db") == "chatbridge.db"
+    assert sqlite_path("sqlite:///data/x.db") == "data/x.db"
+    assert sqlite_path("sqlite:////var/lib/chatbridge/x.db") == "/var/lib/chatbridge/x.db"
+    assert sqlite_path("sqlite:///:memory:") == ":memory:"
+    assert sqlite_path(":memory:") == ":memory:"
+    assert sqlite_path("plain/path.db") == "plain/path.db"
+    for bad in ("sqlite://", "sqlite:///", "sqlite://host/x.db", "postgres:///x", ""):
+        with pytest.raises(StoreURLError):
+            sqlite_path(bad)
+
+
+async def test_open_store_relative_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = await open_store("sqlite:///rel/sessions.db")
+    try:
+        assert isinstance(store, SQLiteStore)
+        await store.put(record(key()))
+    finally:
+        await store.close()
+    assert (tmp_path / "rel" / "sessions.db").is_file()
+
+
+async def test_open_store_absolute_url_memory_and_bad_scheme(tmp_path: Path) -> None:
+    absolute = tmp_path / "abs.db"
+    store = await open_store(f"sqlite:///{absolute}")  # f"sqlite:///" + "/tmp/..." = 4 slashes
+    await store.close()
+    assert absolute.is_file()
+
+    mem = await open_store("sqlite:///:memory:")
+    assert isinstance(mem, SQLiteStore) and await mem.ping()
+    await mem.close()
+
+    plain = await open_store("memory://")
+    assert isinstance(plain, MemoryStore)
+    await plain.close()
+
+    with pytest.raises(StoreURLError, match="mongodb"):
+        await open_store("mongodb://localhost/x")
