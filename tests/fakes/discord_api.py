@@ -1,0 +1,823 @@
+"""A fake Discord API (REST under /api/v10 + the gateway WebSocket) on 127.0.0.1.
+
+discord.py 2.7.x talks to it unmodified once ``discord.http.Route.BASE`` points at
+:attr:`FakeDiscord.api_base_url` and ``DiscordWebSocket.DEFAULT_GATEWAY`` at
+:attr:`FakeDiscord.gateway_url` (the adapter does that from its ``api_base_url`` /
+``gateway_url`` options, so tests only configure it).
+
+What it does, as Discord does it:
+- login: ``GET /users/@me``, ``GET /oauth2/applications/@me``; gateway HELLO -> IDENTIFY ->
+  READY (guilds unavailable) -> GUILD_CREATE per guild (channels, members, roles);
+  heartbeat -> ACK; RESUME is answered with INVALID_SESSION so the client re-identifies.
+- REST: channel messages (create/edit/get), typing, DM channels, threads, application
+  commands (global + guild PUT), interaction callbacks (``?with_response=1`` -> 200 JSON),
+  followups and ``@original`` edits; attachments served under ``/attachments``.
+- limits: content <= 2000, components (5 rows x 5 buttons, 25 total, label <= 80,
+  custom_id 1..100, url <= 512) -> 400 ``Invalid Form Body``; a channel whose messages are
+  edited faster than ``edit_interval`` gets 429 with the headers discord.py needs to retry
+  (``Via``, ``Retry-After``, ``X-RateLimit-*``, JSON body).
+- every REST call is recorded (:attr:`calls`); :meth:`wait_call` awaits one.
+
+Every JSON answer carries exactly ``Content-Type: application/json`` (discord.py compares the
+header verbatim; aiohttp's ``json_response`` would add ``; charset=utf-8``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+DISCORD_EPOCH_MS = 1420070400000
+MANAGE_GUILD = 1 << 5
+# View channel, send messages (+ in threads), embed, attach, read history, use app commands,
+# create public threads: what a normal member and the bot need.
+BASIC_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
+BASIC_PERMISSIONS |= (1 << 35) | (1 << 38)
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class RestCall:
+    """One REST request the fake received."""
+
+    method: str
+    path: str  # without the /api/v10 prefix
+    query: dict[str, str]
+    body: Any  # decoded JSON (or the payload_json part of a multipart body), else None
+    status: int = 0
+    at: float = field(default_factory=time.monotonic)
+
+    def match(self, method: str | None = None, path: str | None = None) -> bool:
+        if method is not None and self.method != method:
+            return False
+        return path is None or re.fullmatch(path, self.path) is not None
+
+
+@dataclass(frozen=True)
+class FakeUser:
+    id: int
+    name: str
+    bot: bool = False
+
+    def payload(self) -> JSON:
+        return {
+            "id": str(self.id),
+            "username": self.name,
+            "discriminator": "0",
+            "global_name": self.name,
+            "avatar": None,
+            "bot": self.bot,
+        }
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    hdrs = {"Content-Type": "application/json"}
+    hdrs.update(headers or {})
+    return web.Response(status=status, body=json.dumps(data).encode(), headers=hdrs)
+
+
+def _form_error(field_name: str, message: str) -> web.Response:
+    body = {
+        "code": 50035,
+        "message": "Invalid Form Body",
+        "errors": {field_name: {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": message}]}},
+    }
+    return _json(body, 400)
+
+
+def check_message_payload(body: JSON) -> str | None:
+    """The limits Discord enforces on a message body; an error text, or None when valid."""
+    content = body.get("content")
+    if content is not None and len(content) > 2000:
+        return f"content: Must be 2000 or fewer in length ({len(content)})"
+    rows = body.get("components")
+    if not rows:
+        return None
+    if len(rows) > 5:
+        return f"components: Must be 5 or fewer in length ({len(rows)})"
+    total = 0
+    for r, row in enumerate(rows):
+        children = row.get("components", [])
+        if row.get("type") != 1 or not 1 <= len(children) <= 5:
+            return f"components.{r}: an action row holds 1..5 components"
+        for c, comp in enumerate(children):
+            total += 1
+            where = f"components.{r}.components.{c}"
+            if comp.get("type") != 2:
+                continue
+            if len(comp.get("label") or "") > 80:
+                return f"{where}.label: Must be 80 or fewer in length"
+            if comp.get("style") == 5:
+                url = comp.get("url") or ""
+                if not url or len(url) > 512 or "custom_id" in comp:
+                    return f"{where}.url: a link button has a url of 1..512 and no custom_id"
+            else:
+                cid = comp.get("custom_id") or ""
+                if not 1 <= len(cid) <= 100:
+                    return f"{where}.custom_id: Must be between 1 and 100 in length"
+    if total > 25:
+        return "components: at most 25 components"
+    return None
+
+
+class FakeDiscord:
+    """The fake server. ``async with FakeDiscord() as fake:`` starts and stops it."""
+
+    def __init__(self, *, edit_interval: float = 0.0, token: str = "fake-token") -> None:
+        self.edit_interval = edit_interval  # min seconds between edits in one channel, 0 = off
+        self.token = token
+        self.calls: list[RestCall] = []
+        self.gateway_events: list[JSON] = []  # every DISPATCH sent (t, d)
+        self.identify_count = 0
+        self.rate_limited = 0  # how many 429s were answered
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._cond = asyncio.Condition()
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.bot_user = FakeUser(self.snowflake(), "chatbridge-bot", bot=True)
+        self.owner = FakeUser(self.snowflake(), "owner")
+        self.application_id = self.snowflake()  # differs from the bot user's id, as on Discord
+        self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user}
+        self.guilds: dict[int, JSON] = {}
+        self.channels: dict[int, JSON] = {}
+        self.messages: dict[int, JSON] = {}
+        self.dm_channels: dict[int, int] = {}  # user id -> DM channel id
+        self.attachments: dict[int, tuple[str, bytes, str]] = {}
+        self.commands: dict[int | None, list[JSON]] = {}  # guild id (None = global) -> commands
+        self.interactions: dict[int, JSON] = {}  # id -> {token, original, kind, ...}
+        self._last_edit: dict[int, float] = {}  # channel id -> monotonic time of last edit
+        # One guild with two text channels is enough for most tests.
+        self.guild_id = self.add_guild("shop")
+        self.channel_id = self.add_channel(self.guild_id, "general")
+        self.other_channel_id = self.add_channel(self.guild_id, "support")
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> FakeDiscord:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gw", self._gateway)
+        app.router.add_get("/attachments/{id}/{name}", self._attachment)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base_url(self) -> str:
+        return f"{self.http_base}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gw"
+
+    # ----------------------------------------------------------------- world building
+
+    def snowflake(self) -> int:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return (ms << 22) | (next(self._ids) & 0x3FFFFF)
+
+    def add_user(self, name: str, *, admin: bool = False) -> FakeUser:
+        """A human who is a member of every guild (with Manage Server when ``admin``)."""
+        user = FakeUser(self.snowflake(), name)
+        self.users[user.id] = user
+        for guild in self.guilds.values():
+            guild["members"].append(self._member(user, guild, admin=admin))
+        return user
+
+    def add_guild(self, name: str) -> int:
+        gid = self.snowflake()
+        everyone = {"id": str(gid), "name": "@everyone", "permissions": str(BASIC_PERMISSIONS)}
+        admins = {"id": str(self.snowflake()), "name": "shop-admins"}
+        admins["permissions"] = str(BASIC_PERMISSIONS | MANAGE_GUILD)
+        guild: JSON = {
+            "id": str(gid),
+            "name": name,
+            "owner_id": str(self.owner.id),
+            "icon": None,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "roles": [
+                {**r, "color": 0, "hoist": False, "position": i, "managed": False}
+                | {"mentionable": False, "flags": 0}
+                for i, r in enumerate([everyone, admins])
+            ],
+            "channels": [],
+            "threads": [],
+            "members": [],
+            "member_count": 0,
+            "unavailable": False,
+            "large": False,
+            "joined_at": _now_iso(),
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "nsfw_level": 0,
+            "system_channel_flags": 0,
+        }
+        self.guilds[gid] = guild
+        guild["members"].append(self._member(self.bot_user, guild))
+        return gid
+
+    def add_channel(self, guild_id: int, name: str) -> int:
+        cid = self.snowflake()
+        guild = self.guilds[guild_id]
+        channel = {
+            "id": str(cid),
+            "type": 0,
+            "guild_id": str(guild_id),
+            "name": name,
+            "position": len(guild["channels"]),
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
+        guild["channels"].append(channel)
+        self.channels[cid] = channel
+        return cid
+
+    def _member(self, user: FakeUser, guild: JSON, *, admin: bool = False) -> JSON:
+        guild["member_count"] += 1
+        return {
+            "user": user.payload(),
+            "roles": [guild["roles"][1]["id"]] if admin else [],
+            "joined_at": _now_iso(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "nick": None,
+            "_admin": admin,
+        }
+
+    def _member_of(self, guild_id: int, user: FakeUser) -> JSON:
+        for m in self.guilds[guild_id]["members"]:
+            if m["user"]["id"] == str(user.id):
+                perms = BASIC_PERMISSIONS | (MANAGE_GUILD if m["_admin"] else 0)
+                return {k: v for k, v in m.items() if k != "_admin"} | {"permissions": str(perms)}
+        raise KeyError(f"{user.name} is not a member of guild {guild_id}")
+
+    def _guild_payload(self, gid: int) -> JSON:
+        guild = self.guilds[gid]
+        members = [{k: v for k, v in m.items() if k != "_admin"} for m in guild["members"]]
+        return {**guild, "members": members}
+
+    def dm_channel_id(self, user: FakeUser) -> int:
+        if user.id not in self.dm_channels:
+            cid = self.snowflake()
+            self.dm_channels[user.id] = cid
+            self.channels[cid] = {"id": str(cid), "type": 1, "last_message_id": None}
+            self.channels[cid]["recipients"] = [user.payload()]
+        return self.dm_channels[user.id]
+
+    # ----------------------------------------------------------------- observing
+
+    async def _record(self, call: RestCall) -> None:
+        async with self._cond:
+            self.calls.append(call)
+            self._cond.notify_all()
+
+    async def wait_call(
+        self,
+        method: str | None = None,
+        path: str | None = None,
+        *,
+        where: Callable[[RestCall], bool] | None = None,
+        since: int = 0,
+        timeout: float = 5.0,
+    ) -> RestCall:
+        """The first recorded call (index >= ``since``) matching; waits for it if needed.
+
+        ``path`` is a regular expression matched against the whole path (no /api/v10).
+        """
+
+        def find() -> RestCall | None:
+            for call in self.calls[since:]:
+                if call.match(method, path) and (where is None or where(call)):
+                    return call
+            return None
+
+        async with asyncio.timeout(timeout), self._cond:
+            while (found := find()) is None:
+                await self._cond.wait()
+            return found
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` holds (re-checked after every REST call)."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                async with self._cond:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._cond.wait(), 0.05)
+
+    def find_calls(self, method: str | None = None, path: str | None = None) -> list[RestCall]:
+        return [c for c in self.calls if c.match(method, path)]
+
+    def bot_messages(self, channel_id: int) -> list[JSON]:
+        """The bot's messages in a channel, oldest first, in their current (edited) state."""
+        return [
+            m
+            for m in self.messages.values()
+            if m["channel_id"] == str(channel_id) and m["author"]["id"] == str(self.bot_user.id)
+        ]
+
+    async def wait_identified(self, count: int = 1, timeout: float = 5.0) -> None:
+        await self.wait_until(lambda: self.identify_count >= count, timeout)
+
+    # ----------------------------------------------------------------- injecting events
+
+    async def dispatch(self, event: str, data: JSON) -> None:
+        """Send a DISPATCH event to every identified gateway connection."""
+        self.gateway_events.append({"t": event, "d": data})
+        frame = json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data})
+        for ws in list(self._sockets):
+            if not ws.closed:
+                await ws.send_str(frame)
+
+    def add_attachment(self, filename: str, data: bytes, content_type: str) -> JSON:
+        aid = self.snowflake()
+        self.attachments[aid] = (filename, data, content_type)
+        url = f"{self.http_base}/attachments/{aid}/{filename}"
+        return {
+            "id": str(aid),
+            "filename": filename,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    async def user_message(
+        self,
+        user: FakeUser,
+        content: str,
+        *,
+        channel_id: int | None = None,
+        mention: bool = False,
+        attachments: list[tuple[str, bytes, str]] = (),  # type: ignore[assignment]
+    ) -> JSON:
+        """``user`` writes in a guild channel (or thread); MESSAGE_CREATE is dispatched."""
+        cid = channel_id or self.channel_id
+        channel = self.channels[cid]
+        if mention:
+            content = f"<@{self.bot_user.id}> {content}"
+        msg = self._message(cid, user, content, attachments=attachments)
+        msg["guild_id"] = channel["guild_id"]
+        member = self._member_of(int(channel["guild_id"]), user)
+        msg["member"] = {k: v for k, v in member.items() if k not in ("user", "permissions")}
+        if mention:
+            msg["mentions"] = [self.bot_user.payload()]
+        await self.dispatch("MESSAGE_CREATE", msg)
+        return msg
+
+    async def dm_message(
+        self,
+        user: FakeUser,
+        content: str,
+        *,
+        attachments: list[tuple[str, bytes, str]] = (),  # type: ignore[assignment]
+    ) -> JSON:
+        """``user`` writes to the bot in a DM."""
+        msg = self._message(self.dm_channel_id(user), user, content, attachments=attachments)
+        msg["channel_type"] = 1
+        await self.dispatch("MESSAGE_CREATE", msg)
+        return msg
+
+    def _message(
+        self,
+        channel_id: int,
+        author: FakeUser,
+        content: str,
+        *,
+        attachments: list[tuple[str, bytes, str]] | tuple[()] = (),
+        components: list[JSON] | None = None,
+        flags: int = 0,
+    ) -> JSON:
+        mid = self.snowflake()
+        msg: JSON = {
+            "id": str(mid),
+            "channel_id": str(channel_id),
+            "author": author.payload(),
+            "content": content,
+            "timestamp": _now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [self.add_attachment(*a) for a in attachments],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": flags,
+            "components": components or [],
+        }
+        guild_id = self.channels.get(channel_id, {}).get("guild_id")
+        if guild_id:
+            msg["guild_id"] = guild_id
+        self.messages[mid] = msg
+        return msg
+
+    def _interaction_base(self, user: FakeUser, channel_id: int, itype: int) -> JSON:
+        iid = self.snowflake()
+        token = f"itoken-{iid}"
+        channel = self.channels[channel_id]
+        data: JSON = {
+            "id": str(iid),
+            "application_id": str(self.application_id),
+            "type": itype,
+            "token": token,
+            "version": 1,
+            "channel_id": str(channel_id),
+            "channel": {k: v for k, v in channel.items() if k != "recipients"},
+            "locale": "en-US",
+            "app_permissions": str(BASIC_PERMISSIONS),
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "attachment_size_limit": 8 * 1024 * 1024,
+        }
+        if "guild_id" in channel:
+            data["guild_id"] = channel["guild_id"]
+            data["guild_locale"] = "en-US"
+            data["member"] = self._member_of(int(channel["guild_id"]), user)
+            data["context"] = 0
+        else:
+            data["user"] = user.payload()
+            data["context"] = 1
+        self.interactions[iid] = {"token": token, "channel_id": channel_id, "original": None}
+        return data
+
+    async def press_button(self, user: FakeUser, message_id: int | str, custom_id: str) -> int:
+        """``user`` presses the button ``custom_id`` on a message; returns the interaction id."""
+        msg = self.messages[int(message_id)]
+        data = self._interaction_base(user, int(msg["channel_id"]), 3)
+        data["data"] = {"custom_id": custom_id, "component_type": 2}
+        data["message"] = msg
+        self.interactions[int(data["id"])]["original"] = int(message_id)
+        await self.dispatch("INTERACTION_CREATE", data)
+        return int(data["id"])
+
+    async def slash_command(
+        self,
+        user: FakeUser,
+        name: str,
+        *,
+        channel_id: int | None = None,
+        subcommand: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> int:
+        """``user`` runs ``/name [subcommand] option:value``; returns the interaction id.
+
+        A :class:`FakeUser` option value becomes a USER option with its ``resolved`` entry.
+        """
+        cid = channel_id or self.channel_id
+        data = self._interaction_base(user, cid, 2)
+        registered = [c for cmds in self.commands.values() for c in cmds if c["name"] == name]
+        opts: list[JSON] = []
+        resolved: JSON = {"users": {}}
+        for key, value in (options or {}).items():
+            if isinstance(value, FakeUser):
+                opts.append({"name": key, "type": 6, "value": str(value.id)})
+                resolved["users"][str(value.id)] = value.payload()
+            elif isinstance(value, bool):
+                opts.append({"name": key, "type": 5, "value": value})
+            elif isinstance(value, int):
+                opts.append({"name": key, "type": 4, "value": value})
+            else:
+                opts.append({"name": key, "type": 3, "value": value})
+        if subcommand is not None:
+            opts = [{"name": subcommand, "type": 1, "options": opts}]
+        data["data"] = {
+            "id": registered[0]["id"] if registered else str(self.snowflake()),
+            "name": name,
+            "type": 1,
+            "options": opts,
+            "resolved": resolved,
+        }
+        await self.dispatch("INTERACTION_CREATE", data)
+        return int(data["id"])
+
+    # ----------------------------------------------------------------- HTTP handlers
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        _name, data, ctype = self.attachments[int(request.match_info["id"])]
+        return web.Response(body=data, headers={"Content-Type": ctype})
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        body: Any = None
+        if request.content_type == "application/json":
+            body = await request.json()
+        elif request.content_type.startswith("multipart/"):
+            form = await request.post()
+            raw = form.get("payload_json")
+            body = json.loads(str(raw)) if raw is not None else None
+        call = RestCall(request.method, path, dict(request.query), body)
+        try:
+            response = await self._route(request, call)
+        except KeyError as exc:
+            response = _json({"code": 10003, "message": f"Unknown {exc}"}, 404)
+        call.status = response.status
+        await self._record(call)
+        return response
+
+    async def _route(self, request: web.Request, call: RestCall) -> web.Response:
+        m, p, body = call.method, call.path, call.body or {}
+        authorized = request.headers.get("Authorization") == f"Bot {self.token}"
+        if p.startswith(("/users/@me", "/oauth2/")) and not authorized:
+            return _json({"code": 0, "message": "401: Unauthorized"}, 401)
+        if (m, p) == ("GET", "/users/@me"):
+            return _json(self.bot_user.payload() | {"verified": True, "mfa_enabled": False})
+        if (m, p) == ("GET", "/oauth2/applications/@me"):
+            return _json(self._application())
+        if (m, p) == ("POST", "/users/@me/channels"):
+            user = self.users[int(body["recipient_id"])]
+            return _json(self.channels[self.dm_channel_id(user)])
+        if mt := re.fullmatch(r"/applications/(\d+)/(?:guilds/(\d+)/)?commands", p):
+            return self._put_commands(m, mt, body)
+        if mt := re.fullmatch(r"/channels/(\d+)/typing", p):
+            return web.Response(status=204)
+        if (mt := re.fullmatch(r"/channels/(\d+)/messages", p)) and m == "POST":
+            return self._create_message(int(mt[1]), body)
+        if mt := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
+            if m == "PATCH":
+                return self._edit_message(int(mt[1]), int(mt[2]), body)
+            if m == "GET":
+                return _json(self.messages[int(mt[2])])
+        if (mt := re.fullmatch(r"/channels/(\d+)/(?:messages/(\d+)/)?threads", p)) and m == "POST":
+            return await self._create_thread(int(mt[1]), body)
+        if mt := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
+            return self._callback(int(mt[1]), mt[2], body)
+        if mt := re.fullmatch(r"/webhooks/(\d+)/([^/]+)(?:/messages/(@original|\d+))?", p):
+            return self._webhook(m, mt[2], mt[3], body)
+        return _json({"code": 0, "message": f"404: Not Found ({m} {p})"}, 404)
+
+    def _application(self) -> JSON:
+        return {
+            "id": str(self.application_id),
+            "name": "chatbridge",
+            "description": "",
+            "icon": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.owner.payload(),
+            "verify_key": "0" * 64,
+            "flags": 0,
+            "team": None,
+            "summary": "",
+        }
+
+    def _put_commands(self, method: str, mt: re.Match[str], body: Any) -> web.Response:
+        guild_id = int(mt[2]) if mt[2] else None
+        if method == "GET":
+            return _json(self.commands.get(guild_id, []))
+        if method != "PUT":
+            return _json({"code": 0, "message": "405"}, 405)
+        out = []
+        for cmd in body:
+            out.append(
+                {
+                    "type": 1,
+                    "description": "",
+                    "options": [],
+                    **cmd,
+                    "id": str(self.snowflake()),
+                    "application_id": mt[1],
+                    "version": str(self.snowflake()),
+                }
+                | ({"guild_id": str(guild_id)} if guild_id else {})
+            )
+        self.commands[guild_id] = out
+        return _json(out)
+
+    def _create_message(self, channel_id: int, body: JSON, flags: int = 0) -> web.Response:
+        if channel_id not in self.channels:
+            return _json({"code": 10003, "message": "Unknown Channel"}, 404)
+        if (error := check_message_payload(body)) is not None:
+            return _form_error("content", error)
+        if not body.get("content") and not body.get("components") and not body.get("embeds"):
+            return _json({"code": 50006, "message": "Cannot send an empty message"}, 400)
+        msg = self._message(
+            channel_id,
+            self.bot_user,
+            body.get("content") or "",
+            components=body.get("components"),
+            flags=flags | int(body.get("flags") or 0),
+        )
+        return _json(msg)
+
+    def _rate_limit(self, channel_id: int) -> web.Response | None:
+        """429 when this channel's messages are edited faster than ``edit_interval``."""
+        if self.edit_interval <= 0:
+            return None
+        now = time.monotonic()
+        wait = self._last_edit.get(channel_id, -1e9) + self.edit_interval - now
+        if wait <= 0:
+            self._last_edit[channel_id] = now
+            return None
+        self.rate_limited += 1
+        retry = round(wait + 0.01, 3)
+        headers = {
+            "Retry-After": str(max(1, int(retry + 0.999))),
+            "X-RateLimit-Limit": "1",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": f"{time.time() + retry:.3f}",
+            "X-RateLimit-Reset-After": f"{retry:.3f}",
+            "X-RateLimit-Bucket": f"edit-{channel_id}",
+            "X-RateLimit-Scope": "user",
+            "Via": "1.1 google",
+        }
+        body = {"message": "You are being rate limited.", "retry_after": retry, "global": False}
+        return _json(body, 429, headers)
+
+    def _edit_message(self, channel_id: int, message_id: int, body: JSON) -> web.Response:
+        msg = self.messages[message_id]
+        if msg["channel_id"] != str(channel_id) or msg["author"]["id"] != str(self.bot_user.id):
+            return _json({"code": 50005, "message": "Cannot edit a message by another user"}, 403)
+        if (limited := self._rate_limit(channel_id)) is not None:
+            return limited
+        return self._apply_edit(msg, body)
+
+    def _apply_edit(self, msg: JSON, body: JSON) -> web.Response:
+        if (error := check_message_payload(body)) is not None:
+            return _form_error("content", error)
+        for key in ("content", "components", "embeds", "flags"):
+            if key in body and body[key] is not None:
+                msg[key] = body[key]
+        msg["edited_timestamp"] = _now_iso()
+        return _json(msg)
+
+    async def _create_thread(self, channel_id: int, body: JSON) -> web.Response:
+        parent = self.channels[channel_id]
+        tid = self.snowflake()
+        thread: JSON = {
+            "id": str(tid),
+            "type": 11,
+            "guild_id": parent["guild_id"],
+            "parent_id": str(channel_id),
+            "owner_id": str(self.bot_user.id),
+            "name": body.get("name") or "thread",
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": body.get("auto_archive_duration", 1440),
+                "archive_timestamp": _now_iso(),
+                "locked": False,
+            },
+        }
+        self.channels[tid] = thread
+        await self.dispatch("THREAD_CREATE", thread | {"newly_created": True})
+        return _json(thread, 201)
+
+    def _callback(self, iid: int, token: str, body: JSON) -> web.Response:
+        inter = self.interactions.get(iid)
+        if inter is None or inter["token"] != token:
+            return _json({"code": 10062, "message": "Unknown interaction"}, 404)
+        if inter.get("responded"):
+            return _json(
+                {"code": 40060, "message": "Interaction has already been acknowledged."}, 400
+            )
+        rtype = int(body["type"])
+        data = body.get("data") or {}
+        ephemeral = bool(int(data.get("flags") or 0) & 64)
+        inter["responded"] = rtype
+        resource: JSON = {"type": rtype}
+        if rtype in (4, 5):  # a new message answering the interaction
+            response = self._create_message(inter["channel_id"], data or {"content": "…"})
+            if response.status != 200:
+                inter["responded"] = None
+                return response
+            msg = json.loads(response.body)  # type: ignore[arg-type]
+            if rtype == 5:
+                msg["content"] = ""
+                self.messages[int(msg["id"])]["content"] = ""
+            inter["original"] = int(msg["id"])
+            resource["message"] = msg
+        elif rtype == 7:  # update the message that carried the component
+            response = self._apply_edit(self.messages[inter["original"]], data)
+            if response.status != 200:
+                inter["responded"] = None
+                return response
+            resource["message"] = self.messages[inter["original"]]
+        answer = {
+            "interaction": {
+                "id": str(iid),
+                "type": 3,
+                "response_message_id": str(inter["original"]) if inter["original"] else None,
+                "response_message_loading": rtype == 5,
+                "response_message_ephemeral": ephemeral,
+            },
+            "resource": resource,
+        }
+        return _json(answer)
+
+    def _webhook(self, method: str, token: str, which: str | None, body: JSON) -> web.Response:
+        inter = next((i for i in self.interactions.values() if i["token"] == token), None)
+        if inter is None:
+            return _json({"code": 10015, "message": "Unknown Webhook"}, 404)
+        if method == "POST" and which is None:  # followup message
+            return self._create_message(inter["channel_id"], body)
+        target = inter["original"] if which == "@original" else int(which or 0)
+        if target is None or target not in self.messages:
+            return _json({"code": 10008, "message": "Unknown Message"}, 404)
+        if method == "PATCH":
+            return self._apply_edit(self.messages[target], body)
+        if method == "GET":
+            return _json(self.messages[target])
+        return _json({"code": 0, "message": "405"}, 405)
+
+    # ----------------------------------------------------------------- gateway
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        try:
+            async for frame in ws:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                msg = json.loads(frame.data)
+                op = msg.get("op")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11}))
+                elif op == 2:
+                    if msg["d"].get("token") != self.token:
+                        await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    self.identify_count += 1
+                    await self._ready(ws)
+                elif op == 6:  # no resumable sessions here: start over
+                    await ws.send_str(json.dumps({"op": 9, "d": False}))
+        finally:
+            self._sockets.discard(ws)
+            async with self._cond:
+                self._cond.notify_all()
+        return ws
+
+    async def _ready(self, ws: web.WebSocketResponse) -> None:
+        ready = {
+            "v": 10,
+            "user": self.bot_user.payload() | {"verified": True, "mfa_enabled": False},
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "session_id": f"session-{self.identify_count}",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+        }
+        await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
+        for gid in self.guilds:
+            frame = {"op": 0, "t": "GUILD_CREATE", "s": next(self._seq)}
+            frame["d"] = self._guild_payload(gid)
+            await ws.send_str(json.dumps(frame))
+        self._sockets.add(ws)
+        async with self._cond:
+            self._cond.notify_all()
