@@ -1,5 +1,153 @@
-"""Placeholder, replaced below."""
+"""The ``chatbridge`` command: demo, run, check-config, sessions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bots.config import ConfigError, load_config, parse_config
+
+log = logging.getLogger("chatbridge")
 
 
-def main() -> None:
-    raise SystemExit("not yet")
+def _setup_logging(level: str, fmt: str = "plain", secrets: list[str] | None = None) -> None:
+    from bots.logging_setup import configure_logging
+
+    configure_logging(level=level, fmt=fmt, secrets=secrets or [])  # type: ignore[arg-type]
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(json.dumps(config.redacted(), indent=2, sort_keys=False))
+    print(f"{args.file}: OK ({len(config.bots)} bots, {len(config.backends)} backends)",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bots.runner import App, run_app
+
+    config = load_config(args.config)
+    _setup_logging(config.logging.level, config.logging.format, config.secrets())
+    asyncio.run(run_app(App(config)))
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from bots.runner import App, run_app
+
+    backend: dict[str, Any]
+    stop_emulator: Any
+    if args.backend == "loopos":
+        from emulators.loopos import start_loopos_emulator
+
+        loopos = await start_loopos_emulator()
+        stop_emulator = loopos.stop
+        backend = {
+            "type": "loopos",
+            "base_url": loopos.url,
+            "core_base_url": "https://core.example/",
+            "submission_base_url": "https://submission.example/",
+            "language": args.language or "PT-PT",
+            "context": "Circular economy marketplace (demo)",
+        }
+    else:
+        from emulators.shopai import start_shopai_emulator
+
+        shop = await start_shopai_emulator(version=args.shopai_version)
+        stop_emulator = shop.stop
+        backend = {
+            "type": "shopai",
+            "base_url": shop.url,
+            "license_key": "test-license",
+            "language": args.language or "en",
+            "protocol": args.protocol,
+        }
+    with tempfile.TemporaryDirectory(prefix="chatbridge-demo-") as tmp:
+        store_url = args.store or f"sqlite:///{Path(tmp) / 'demo.db'}"
+        config = parse_config(
+            {
+                "store": {"url": store_url},
+                "backends": {"demo-ai": backend},
+                "bots": [{"name": "demo", "platform": "console", "backend": "demo-ai",
+                          "language": args.language}],
+            },
+            file="<demo>",
+        )
+        try:
+            await run_app(App(config))
+        finally:
+            await stop_emulator()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING")
+    return asyncio.run(_demo(args))
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    from bots.admin_cli import run_sessions_command
+
+    config = load_config(args.config)
+    return asyncio.run(run_sessions_command(config, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatbridge",
+        description="AI commerce assistants (LoopOS AI, ShopAI) in Telegram, Discord and the "
+        "terminal.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="chat in the terminal with a built-in backend emulator")
+    demo.add_argument("--backend", choices=["loopos", "shopai"], default="loopos")
+    demo.add_argument("--protocol", choices=["auto", "websocket", "socketio"], default="auto",
+                      help="ShopAI protocol (default: ask the server)")
+    demo.add_argument("--shopai-version", choices=["v0.1", "v0.2"], default="v0.2",
+                      help="which ShopAI API the emulator speaks")
+    demo.add_argument("--language", default=None, help="e.g. PT-PT, en-US, en")
+    demo.add_argument("--store", default=None, help="store URL (default: a temporary file)")
+    demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser("run", help="run every bot a configuration file defines")
+    run.add_argument("--config", required=True, help="TOML configuration file")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and print it "
+                           "(secrets redacted)")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_check_config)
+
+    sessions = sub.add_parser("sessions", help="inspect or reset stored conversations")
+    sessions.add_argument("action", choices=["list", "show", "reset", "reset-all"])
+    sessions.add_argument("user", nargs="?", help="user id (show, reset)")
+    sessions.add_argument("--config", required=True)
+    sessions.add_argument("--bot", default=None, help="only this bot")
+    sessions.add_argument("--limit", type=int, default=50)
+    sessions.add_argument("--yes", action="store_true", help="reset-all without asking")
+    sessions.set_defaults(func=_cmd_sessions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The terminal as a chat platform: the demo's front end and a debugging tool.
+
+Interactive or piped: each input line is one user message. Replies stream as they arrive;
+buttons print as numbered choices (typing the number presses one); ``/image PATH [caption]``
+attaches a photo; ``/reset`` starts over. With piped input it exits after the last reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from core.engine import Engine
+from core.images import ImageRejected, load_image
+from core.types import Button, ConversationKey, Inbound, ReplyMessage
+
+HELP = """Commands:
+  <number>            press the button with that number
+  /image PATH [text]  send a photo (with an optional caption)
+  /reset              forget this conversation and start over
+  /help               this help
+  /quit               leave (end of input does the same)"""
+
+
+class ConsoleSurface:
+    """Renders one reply on a text stream."""
+
+    def __init__(self, out: TextIO, prefix: str = "assistant> ") -> None:
+        self._out = out
+        self._prefix = prefix
+        self._streamed = ""
+        self.buttons: list[Button] = []
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+    async def begin(self) -> None:
+        self._streamed = ""
+
+    async def append(self, text: str) -> None:
+        if not self._streamed:
+            self._write(self._prefix)
+        self._streamed += text
+        self._write(text)
+
+    async def replace(self, text: str) -> None:
+        if text.startswith(self._streamed):
+            await self.append(text[len(self._streamed) :])
+            return
+        # a terminal cannot take printed text back: show the corrected answer on a new line
+        if self._streamed:
+            self._write("\n")
+        self._streamed = ""
+        await self.append(text)
+
+    async def notice(self, text: str) -> None:
+        if self._streamed:
+            self._write("\n")
+            self._streamed = ""
+        self._write(f"(i) {text}\n")
+
+    async def finish(self, messages: Sequence[ReplyMessage]) -> None:
+        full = "\n\n".join(m.text for m in messages if m.text.strip())
+        if self._streamed and full.strip() == self._streamed.strip():
+            self._write("\n")  # the stream already showed exactly this answer
+        else:
+            if self._streamed:
+                self._write("\n")
+            for message in messages:
+                if message.text.strip():
+                    self._write(f"{self._prefix}{message.text.strip()}\n")
+        self.buttons = [b for m in messages for b in m.buttons]
+        choices = [b for b in self.buttons if b.payload is not None]
+        for n, button in enumerate(choices, 1):
+            self._write(f"  [{n}] {button.label}\n")
+        for button in self.buttons:
+            if button.url is not None:
+                self._write(f"  (link) {button.label}: {button.url}\n")
+        for message in messages:
+            for link in message.links:
+                self._write(f"  (link) {link.label}: {link.url}\n")
+        self._streamed = ""
+
+    async def fail(self, text: str) -> None:
+        if self._streamed:
+            self._write("\n")
+            self._streamed = ""
+        self._write(f"(!) {text}\n")
+
+
+class ConsoleAdapter:
+    """Runs a chat between the terminal and one engine until end of input or ``/quit``."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        engine: Engine,
+        user_id: str = "console-user",
+        language: str | None = None,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        max_image_bytes: int = 10 * 1024 * 1024,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.key = ConversationKey(bot=name, platform="console", chat_id="console", user_id=user_id)
+        self.language = language
+        self._in = stdin or sys.stdin
+        self._out = stdout or sys.stdout
+        self._max_image_bytes = max_image_bytes
+        self._choices: list[Button] = []
+        self._task: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"console:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _readline(self) -> str | None:
+        line = await asyncio.to_thread(self._in.readline)
+        return None if line == "" else line.rstrip("\r\n")
+
+    def _say(self, text: str) -> None:
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    async def run(self) -> None:
+        interactive = self._in.isatty()
+        if interactive:
+            self._say(f"chatbridge console: talking to bot '{self.name}'. /help for commands.")
+        try:
+            while True:
+                if interactive:
+                    self._out.write("you> ")
+                    self._out.flush()
+                line = await self._readline()
+                if line is None or line.strip() == "/quit":
+                    break
+                if not interactive and line.strip():
+                    self._say(f"you> {line}")
+                await self.handle_line(line.strip())
+        finally:
+            self.finished.set()
+
+    async def handle_line(self, line: str) -> None:
+        if not line:
+            return
+        if line == "/help":
+            self._say(HELP)
+            return
+        if line == "/reset":
+            await self.engine.reset(self.key)
+            self._choices = []
+            self._say("(i) Conversation reset. Say hello to start again.")
+            return
+        if line.startswith("/image"):
+            await self._send_image(line[len("/image") :].strip())
+            return
+        if line.isdigit() and self._choices:
+            n = int(line)
+            if 1 <= n <= len(self._choices):
+                button = self._choices[n - 1]
+                await self._turn(Inbound(key=self.key, text=button.label,
+                                         button_payload=button.payload, language=self.language))
+                return
+            self._say(f"(!) There is no choice {n}; pick 1 to {len(self._choices)}.")
+            return
+        await self._turn(Inbound(key=self.key, text=line, language=self.language))
+
+    async def _send_image(self, args: str) -> None:
+        path_text, _, caption = args.partition(" ")
+        if not path_text:
+            self._say("(!) Usage: /image PATH [caption]")
+            return
+        path = Path(path_text).expanduser()
+        try:
+            data = path.read_bytes()
+            image = load_image(data, self._max_image_bytes)
+        except OSError as exc:
+            self._say(f"(!) Cannot read {path}: {exc.strerror}")
+            return
+        except ImageRejected as exc:
+            self._say(f"(!) {exc.reason}")
+            return
+        await self._turn(
+            Inbound(key=self.key, text=caption.strip(), images=(image,), language=self.language)
+        )
+
+    async def _turn(self, inbound: Inbound) -> None:
+        surface = ConsoleSurface(self._out)
+        await self.engine.handle(inbound, surface)
+        self._choices = [b for b in surface.buttons if b.payload is not None]

@@ -1,0 +1,70 @@
+"""Checking user photos before they reach a backend (shared by every adapter).
+
+The MIME type is read from the file's own magic bytes, never trusted from the platform: a
+``.jpg`` name or an ``image/png`` header on a PDF must not reach the AI as an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.types import Image
+
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image MIME type from the first bytes, or None when it is not a supported image."""
+    for magic, mime in _SIGNATURES:
+        if data.startswith(magic):
+            return mime
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRejected(Exception):
+    """The user's file cannot be sent; ``reason`` is a plain-language sentence for them."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def human_size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n} bytes"
+
+
+def check_size(size: int | None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
+    """Refuse a file by its announced size before downloading it."""
+    if size is not None and size > max_bytes:
+        raise ImageRejected(
+            f"That photo is too large ({human_size(size)}). "
+            f"Please send one under {human_size(max_bytes)}."
+        )
+
+
+def load_image(data: bytes, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Image:
+    """Validate downloaded bytes as a photo: size first, then real content type."""
+    check_size(len(data), max_bytes)
+    if not data:
+        raise ImageRejected("That file is empty.")
+    mime = sniff_image_type(data)
+    if mime is None:
+        raise ImageRejected(
+            "That file is not a photo I can use. Please send a JPEG, PNG, GIF or WebP image."
+        )
+    return Image(data=data, mime_type=mime)
