@@ -184,9 +184,9 @@ class ConsoleAdapter:
         if not path_text:
             self._say("(!) Usage: /image PATH [caption]")
             return
-        path = Path(path_text).expanduser()
+        path = Path(path_text)
         try:
-            data = path.read_bytes()
+            data = await asyncio.to_thread(lambda: path.expanduser().read_bytes())
             image = load_image(data, self._max_image_bytes)
         except OSError as exc:
             self._say(f"(!) Cannot read {path}: {exc.strerror}")

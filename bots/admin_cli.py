@@ -23,7 +23,10 @@ def _row(r: SessionRecord) -> str:
             f"{r.last_active:%Y-%m-%d %H:%M:%S}  {r.language or '-'}")
 
 
-HEADER = f"{'BOT':<12} {'USER':<14} {'CHAT':<28} {'BACKEND':<12} {'TURNS':>5}  LAST ACTIVE (UTC)    LANG"
+HEADER = (
+    f"{'BOT':<12} {'USER':<14} {'CHAT':<28} {'BACKEND':<12} {'TURNS':>5}  "
+    "LAST ACTIVE (UTC)    LANG"
+)
 
 
 async def run_sessions_command(
