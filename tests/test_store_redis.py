@@ -1,0 +1,132 @@
+"""RedisStore runs the SessionStore contract against a real redis-server (skipped if absent).
+
+The server listens on a unix socket in a temporary directory (no TCP port at all), with
+persistence off; each test starts from an empty database.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from store_contract import SessionStoreContract, key, record
+
+pytest.importorskip("redis")
+
+from core.store import open_store
+from core.store.redis import RedisStore
+
+REDIS_SERVER = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server not installed (apt-get install redis-server)"
+)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import redis
+
+    assert REDIS_SERVER is not None
+    workdir = tmp_path_factory.mktemp("redis")
+    sock = workdir / "redis.sock"
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"unix://{sock}?db=0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if sock.exists() and redis.Redis.from_url(url).ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def _fresh(url: str) -> RedisStore:
+    store = await RedisStore.open(url)
+    await store._r.flushdb()
+    return store
+
+
+class TestRedisStoreContract(SessionStoreContract):
+    @pytest.fixture
+    async def store(self, redis_url: str) -> AsyncIterator[RedisStore]:
+        s = await _fresh(redis_url)
+        yield s
+        await s.close()
+
+
+async def test_open_store_redis_url_and_reconnect_keeps_sessions(redis_url: str) -> None:
+    first = await _fresh(redis_url)
+    await first.put(record(key(), ref="shared-session"))
+    short = await first.short_id("Sim")
+    await first.close()
+
+    second = await open_store(redis_url)
+    try:
+        assert isinstance(second, RedisStore)
+        got = await second.get(key())
+        assert got is not None and got.session_ref == "shared-session"
+        assert await second.resolve(short) == "Sim"
+    finally:
+        await second.close()
+
+
+async def test_two_replicas_share_state(redis_url: str) -> None:
+    a = await _fresh(redis_url)
+    b = await RedisStore.open(redis_url)
+    try:
+        await a.put(record(key()))
+        await b.touch(key())
+        await a.touch(key())
+        got = await b.get(key())
+        assert got is not None and got.turn_count == 2
+        assert await a.short_id("Confirmar") == await b.short_id("Confirmar")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_button_ids_expire_by_ttl(redis_url: str) -> None:
+    from datetime import timedelta
+
+    store = await _fresh(redis_url)
+    store.button_ttl = timedelta(milliseconds=150)
+    try:
+        short = await store.short_id("ephemeral")
+        assert await store.resolve(short) == "ephemeral"
+        import asyncio
+
+        await asyncio.sleep(0.4)
+        assert await store.resolve(short) is None  # Redis expired it without a prune call
+    finally:
+        await store.close()
+
+
+async def test_open_fails_when_server_unreachable(tmp_path: Path) -> None:
+    import redis.exceptions
+
+    with pytest.raises((redis.exceptions.ConnectionError, OSError)):
+        await RedisStore.open(f"unix://{tmp_path / 'missing.sock'}")
