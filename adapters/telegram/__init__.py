@@ -1,0 +1,21 @@
+"""Telegram adapter (python-telegram-bot 22.x): see adapters/telegram/README.md."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from adapters.telegram.options import TelegramOptions
+
+if TYPE_CHECKING:
+    from adapters.telegram.adapter import TelegramAdapter
+
+__all__ = ["TelegramAdapter", "TelegramOptions"]
+
+
+def __getattr__(name: str) -> Any:
+    # The adapter pulls in python-telegram-bot; the options model (used by config loading) not.
+    if name == "TelegramAdapter":
+        from adapters.telegram.adapter import TelegramAdapter
+
+        return TelegramAdapter
+    raise AttributeError(name)
