@@ -1,0 +1,182 @@
+"""Process logging: one line per event, plain or JSON, tagged and redacted.
+
+Every line carries the bot, conversation and turn ids set by :func:`core.logctx.log_context`.
+A redaction filter on the handler replaces every configured secret (bot tokens, license keys)
+and any Telegram ``/bot<token>/`` URL segment with ``***`` in the message, its arguments, the
+exception text and the stack, before any formatter sees the record: secrets never reach the
+output whichever library logged them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Literal, TextIO
+
+from core.logctx import FIELDS, current_context
+
+MASK = "***"
+
+# Telegram puts the token in the path: https://api.telegram.org/bot123456:AA.../getMe, and
+# /file/bot<token>/... for downloads. Masked even when the token was not configured here.
+TELEGRAM_URL_TOKEN = re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+")
+
+# Secrets shorter than this are not masked: "1" or "en" would blank out ordinary words. Real
+# tokens and license keys are far longer.
+MIN_SECRET_LEN = 6
+
+# Libraries that log every HTTP request at INFO (a Telegram long poll every few seconds).
+CHATTY_LOGGERS = ("httpx", "httpcore", "aiohttp.access", "websockets", "socketio", "engineio")
+
+_HANDLER_NAME = "chatbridge"
+
+
+class Redactor:
+    """Replaces secrets in text. Longest first, so a secret containing another is masked
+    whole."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(*secrets)
+
+    def add(self, *secrets: str | None) -> None:
+        for secret in secrets:
+            if secret and len(secret) >= MIN_SECRET_LEN:
+                self._secrets.add(secret)
+        ordered = sorted(self._secrets, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        return TELEGRAM_URL_TOKEN.sub(r"\1" + MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in a record (message with its arguments merged, exception, stack)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-format must not lose the line (nor leak raw args)
+            message = f"{record.msg!s} (unformattable args)"
+        record.msg = self.redactor(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
+        return True
+
+
+class ContextFilter(logging.Filter):
+    """Copies the current bot / conversation / turn onto the record (``record.bot`` ...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in current_context().items():
+            # An explicit extra={"bot": ...} wins over the context.
+            if getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    stamp = datetime.fromtimestamp(record.created, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+class PlainFormatter(logging.Formatter):
+    """``2026-11-26T11:13:06.123Z INFO core.engine [bot=sellers conv=sellers:1:2 turn=7] msg``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        tags = " ".join(
+            f"{'conv' if name == 'conversation' else name}={value}"
+            for name in FIELDS
+            if (value := getattr(record, name, None)) is not None
+        )
+        line = f"{_timestamp(record)} {record.levelname} {record.name}"
+        if tags:
+            line += f" [{tags}]"
+        line += f" {record.getMessage()}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        if record.stack_info:
+            line += "\n" + record.stack_info
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, bot, conversation, turn[, exc]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                data[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = record.stack_info
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def configure_logging(
+    level: str | int = "INFO",
+    fmt: Literal["plain", "json"] = "plain",
+    secrets: Iterable[str] = (),
+    *,
+    stream: TextIO | None = None,
+) -> Redactor:
+    """Install chatbridge's one handler on the root logger (replacing a previous one).
+
+    Returns the :class:`Redactor`, so secrets learnt later (``redactor.add(token)``) are masked
+    too. ``stream`` defaults to standard error (standard output carries console replies).
+    """
+    if fmt not in ("plain", "json"):
+        raise ValueError(f"log format must be 'plain' or 'json', not {fmt!r}")
+    redactor = Redactor(secrets)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    # Handler filters see every record the handler emits, including those propagated from
+    # library loggers (a filter on the root *logger* would not).
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter(redactor))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    root.setLevel(numeric)
+    # At DEBUG the operator wants everything; otherwise per-request lines are noise.
+    chatty = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)
+    logging.captureWarnings(True)
+    return redactor
