@@ -10,6 +10,7 @@ HTTP (``POST /_emulator/faults`` with a JSON object of the same fields):
 
 - ``status_5xx``: the next N API requests answer ``status_code`` (503 by default);
 - ``slow_seconds``: every API reply is delayed that long;
+- ``status_422``: the next N API requests are refused with a FastAPI-like validation body;
 - ``malformed``: the next N API replies are ``malformed_mode`` ("invalid_json" or
   "wrong_shape") and the workflow does not advance.
 
@@ -101,6 +102,7 @@ class DescriptorRequest(_Model):
 class LoopOSFaults:
     status_5xx: int = 0
     status_code: int = 503
+    status_422: int = 0
     slow_seconds: float = 0.0
     malformed: int = 0
     malformed_mode: Literal["invalid_json", "wrong_shape"] = "invalid_json"
@@ -120,6 +122,7 @@ class _FaultsModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status_5xx: int = Field(0, ge=0)
     status_code: int = Field(503, ge=500, le=599)
+    status_422: int = Field(0, ge=0)
     slow_seconds: float = Field(0.0, ge=0.0)
     malformed: int = Field(0, ge=0)
     malformed_mode: Literal["invalid_json", "wrong_shape"] = "invalid_json"
@@ -149,6 +152,8 @@ class LoopOSEmulator:
     paths: list[str] = field(default_factory=list)  # parallel to ``requests``
     sessions: dict[str, Workflow] = field(default_factory=dict)
     url: str = ""
+    in_flight: int = 0  # API requests being answered now
+    peak_in_flight: int = 0
     _runner: web.AppRunner | None = None
 
     def requests_to(self, path: str) -> list[dict[str, Any]]:
@@ -159,6 +164,7 @@ class LoopOSEmulator:
         self.requests.clear()
         self.paths.clear()
         self.sessions.clear()
+        self.peak_in_flight = self.in_flight
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -204,6 +210,14 @@ class LoopOSEmulator:
         handler: Callable[[Any], Awaitable[web.Response]],
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def endpoint(request: web.Request) -> web.Response:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                return await answer(request)
+            finally:
+                self.in_flight -= 1
+
+        async def answer(request: web.Request) -> web.Response:
             raw = await request.read()
             body: Any = None
             json_error: str | None = None
@@ -236,6 +250,11 @@ class LoopOSEmulator:
         if faults.status_5xx > 0:
             faults.status_5xx -= 1
             return web.json_response({"detail": "emulated server error"}, status=faults.status_code)
+        if faults.status_422 > 0:
+            faults.status_422 -= 1
+            error = {"type": "value_error", "loc": ["body", "messages", 0, "text"],
+                     "msg": "Value error, emulated validation failure"}  # fmt: skip
+            return web.json_response({"detail": [error]}, status=422)
         if faults.malformed > 0:
             faults.malformed -= 1
             if faults.malformed_mode == "wrong_shape":

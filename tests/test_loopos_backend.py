@@ -1,0 +1,327 @@
+"""LoopOSBackend against the LoopOS emulator over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from backend_contract import TINY_PNG, BackendContract, collect, inbound, key
+
+from core.backends.loopos import (
+    Decision,
+    LoopOSBackend,
+    LoopOSError,
+    LoopOSSettings,
+    loopos_language,
+)
+from core.protocols import Backend, ListingDescriber
+from core.types import Failure, FailureKind, Final, Image, ReplyMessage
+from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+
+CORE = "https://core.example/"
+SUBMISSION = "https://submission.example/"
+PHOTO = Image(TINY_PNG, "image/png")
+
+
+def settings(url: str, **overrides: Any) -> LoopOSSettings:
+    values: dict[str, Any] = {
+        "base_url": url,
+        "core_base_url": CORE,
+        "submission_base_url": SUBMISSION,
+        "context": "Circular economy marketplace",
+        "timeout": 5.0,
+        "retry": {"attempts": 3, "base_delay": 0.01},
+    }
+    values.update(overrides)
+    return LoopOSSettings.model_validate(values)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[LoopOSEmulator]:
+    emulator = await start_loopos_emulator()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+@pytest.fixture
+async def backend(emu: LoopOSEmulator) -> AsyncIterator[LoopOSBackend]:
+    b = LoopOSBackend(settings(emu.url), name="sellers-ai")
+    try:
+        yield b
+    finally:
+        await b.aclose()
+
+
+class TestLoopOSContract(BackendContract):
+    first_text = "Quero vender um iPhone 12"
+    second_text = "128 GB"
+    image_text = "Quero vender um iPhone 12"
+
+    @pytest.fixture
+    async def backend_factory(self, emu: LoopOSEmulator) -> AsyncIterator[Backend]:
+        b = LoopOSBackend(settings(emu.url))
+        try:
+            yield b
+        finally:
+            await b.aclose()
+
+
+async def one_turn(backend: LoopOSBackend, ref: str, text: str = "", **kw: Any) -> Final | Failure:
+    events = await collect(backend, ref, inbound(text, **kw))
+    BackendContract.assert_turn_shape(events)
+    last = events[-1]
+    assert isinstance(last, Final | Failure)
+    return last
+
+
+def reply_text(event: Final | Failure) -> str:
+    assert isinstance(event, Final), event
+    return "\n".join(m.text for m in event.messages)
+
+
+def button_payloads(event: Final | Failure) -> list[str]:
+    assert isinstance(event, Final), event
+    return [b.payload or "" for m in event.messages for b in m.buttons]
+
+
+# --- fields -----------------------------------------------------------------------------------
+
+
+async def test_every_documented_field_is_sent(emu: LoopOSEmulator) -> None:
+    b = LoopOSBackend(
+        settings(
+            emu.url,
+            session_extra_data={"channel": "telegram"},
+            agent_specific={"flow": "c2c"},
+            headers={"X-Api-Key": "k"},
+        )
+    )
+    try:
+        ref = await b.open(key(), "pt")
+        await one_turn(b, ref, "Quero vender um iPhone 12", images=(PHOTO,), language="en-GB")
+        await one_turn(b, ref, "ignored", button="128 GB")
+    finally:
+        await b.aclose()
+    first, second = emu.requests_to("/chat")
+    assert first == {
+        "language": "en-GB",
+        "messages": [{"role": "user", "text": "Quero vender um iPhone 12"}],
+        "images": ["data:image/png;base64," + base64.b64encode(TINY_PNG).decode()],
+        "conversation": True,
+        "session_id": ref,
+        "loopos_core_context": "Circular economy marketplace",
+        "loopos_core_base_url": CORE,
+        "loopos_submission_base_url": SUBMISSION,
+        "session_extra_data": {"channel": "telegram"},
+        "agent_specific": {"flow": "c2c"},
+    }
+    # a pressed button sends its payload as the user's text; no user language -> configured
+    assert second["messages"] == [{"role": "user", "text": "128 GB"}]
+    assert second["language"] == "PT-PT" and second["images"] == []
+
+
+def test_language_mapping_and_settings() -> None:
+    assert loopos_language(None, "PT-PT") == "PT-PT"
+    assert loopos_language("pt-BR", "en-US") == "PT-PT"
+    assert loopos_language("en", "PT-PT") == "en-US"
+    assert loopos_language("en_gb", "PT-PT") == "en-GB"
+    s = settings("http://127.0.0.1:1", headers={"Authorization": "Bearer secret"})
+    assert "secret" not in repr(s) and s.retry.attempts == 3
+    with pytest.raises(ValueError):
+        settings("ftp://nope")
+    with pytest.raises(ValueError):
+        settings("http://x", unknown_key=1)
+
+
+async def test_open_is_offline_uuid(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
+    refs = {await backend.open(key(str(i)), None) for i in range(20)}
+    assert len(refs) == 20 and all(len(r) == 36 for r in refs)
+    assert emu.requests == []
+    assert isinstance(backend, Backend) and isinstance(backend, ListingDescriber)
+
+
+# --- the workflow -----------------------------------------------------------------------------
+
+
+async def test_whole_workflow_with_buttons_and_photo(
+    emu: LoopOSEmulator, backend: LoopOSBackend
+) -> None:
+    ref = await backend.open(key(), None)
+    start = await one_turn(backend, ref, "Quero vender um iPhone 12")
+    assert "iPhone 12" in reply_text(start)
+    assert button_payloads(start) == ["64 GB", "128 GB", "256 GB"]
+    assert "64 GB" not in reply_text(start)  # labels are buttons, not body text
+
+    condition = await one_turn(backend, ref, button="128 GB")
+    assert button_payloads(condition) == ["Como novo", "Bom", "Razoável"]
+    created = await one_turn(backend, ref, button="Bom")
+    assert "LoopOS Core" in reply_text(created) and "O ecrã tem riscos?" in reply_text(created)
+    photo_q = await one_turn(backend, ref, button="Não")
+    assert "Envie uma fotografia do item" in reply_text(photo_q)
+    asked_again = await one_turn(backend, ref, "já enviei")
+    assert "Envie uma fotografia do item" in reply_text(asked_again)
+
+    done = await one_turn(backend, ref, "", images=(PHOTO,))
+    text = reply_text(done)
+    assert "Submissão concluída" in text and "Apple iPhone 12 128 GB" in text and "€" in text
+    assert isinstance(done, Final)
+    summary: ReplyMessage = done.messages[0]
+    assert summary.html and summary.links and summary.links[0].url.startswith(SUBMISSION)
+    assert len(emu.requests_to("/chat")) == 6
+
+
+async def test_english_session(backend: LoopOSBackend) -> None:
+    ref = await backend.open(key(), "en")
+    reply = await one_turn(backend, ref, "I want to sell my PS5", language="en")
+    assert "Great!" in reply_text(reply) and button_payloads(reply) == ["Standard", "Digital"]
+
+
+# --- faults over real HTTP --------------------------------------------------------------------
+
+
+async def test_5xx_then_success_is_retried(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
+    emu.faults.status_5xx = 2
+    ref = await backend.open(key(), None)
+    reply = await one_turn(backend, ref, "Quero vender um iPhone 12")
+    assert "iPhone 12" in reply_text(reply)
+    assert len(emu.requests_to("/chat")) == 3
+
+
+async def test_persistent_5xx_is_unavailable_after_three_tries(
+    emu: LoopOSEmulator, backend: LoopOSBackend
+) -> None:
+    emu.faults.status_5xx = 100
+    emu.faults.status_code = 500
+    ref = await backend.open(key(), None)
+    failure = await one_turn(backend, ref, "Quero vender um iPhone 12")
+    assert isinstance(failure, Failure)
+    assert failure.kind is FailureKind.UNAVAILABLE and failure.retryable
+    assert len(emu.requests_to("/chat")) == 3
+
+
+async def test_422_is_validation_and_not_retried(
+    emu: LoopOSEmulator, backend: LoopOSBackend
+) -> None:
+    emu.faults.status_422 = 5
+    ref = await backend.open(key(), None)
+    failure = await one_turn(backend, ref, "Quero vender um iPhone 12")
+    assert isinstance(failure, Failure)
+    assert failure.kind is FailureKind.VALIDATION and not failure.retryable
+    assert failure.user_text and "emulated validation failure" in failure.user_text
+    assert len(emu.requests_to("/chat")) == 1
+
+
+@pytest.mark.parametrize("mode", ["invalid_json", "wrong_shape"])
+async def test_malformed_reply(emu: LoopOSEmulator, backend: LoopOSBackend, mode: str) -> None:
+    emu.faults.update({"malformed": 1, "malformed_mode": mode})
+    ref = await backend.open(key(), None)
+    failure = await one_turn(backend, ref, "Quero vender um iPhone 12")
+    assert isinstance(failure, Failure) and failure.kind is FailureKind.MALFORMED
+    assert len(emu.requests_to("/chat")) == 1
+    # the next turn works again
+    assert "iPhone 12" in reply_text(await one_turn(backend, ref, "Quero vender um iPhone 12"))
+
+
+async def test_slow_reply_beyond_timeout_is_timeout(emu: LoopOSEmulator) -> None:
+    b = LoopOSBackend(settings(emu.url, timeout=0.2))
+    emu.faults.slow_seconds = 1.0
+    try:
+        ref = await b.open(key(), None)
+        started = time.monotonic()
+        failure = await one_turn(b, ref, "Quero vender um iPhone 12")
+        elapsed = time.monotonic() - started
+    finally:
+        await b.aclose()
+    assert isinstance(failure, Failure)
+    assert failure.kind is FailureKind.TIMEOUT and failure.retryable
+    assert len(emu.requests_to("/chat")) == 3
+    assert 0.6 <= elapsed < 2.0
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    b = LoopOSBackend(settings(f"http://127.0.0.1:{port}"))
+    try:
+        failure = await one_turn(b, await b.open(key(), None), "olá")
+    finally:
+        await b.aclose()
+    assert isinstance(failure, Failure)
+    assert failure.kind is FailureKind.UNAVAILABLE and failure.retryable
+
+
+async def test_concurrency_is_bounded(emu: LoopOSEmulator) -> None:
+    b = LoopOSBackend(settings(emu.url, max_concurrency=3))
+    emu.faults.slow_seconds = 0.02
+    try:
+
+        async def session(i: int) -> Final | Failure:
+            ref = await b.open(key(str(i)), None)
+            return await one_turn(b, ref, "Quero vender um iPhone 12", k=key(str(i)))
+
+        results = await asyncio.gather(*(session(i) for i in range(30)))
+    finally:
+        await b.aclose()
+    assert all(isinstance(r, Final) for r in results)
+    assert emu.peak_in_flight <= 3
+    assert len(emu.sessions) == 30
+
+
+async def test_logs_carry_no_request_body(
+    backend: LoopOSBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ref = await backend.open(key(), None)
+    await one_turn(backend, ref, "Quero vender um iPhone 12", images=(PHOTO,))
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST /chat -> 200" in logged
+    assert "base64" not in logged and "Quero vender" not in logged
+
+
+async def test_usable_again_after_aclose(backend: LoopOSBackend) -> None:
+    ref = await backend.open(key(), None)
+    await backend.aclose()
+    assert isinstance(await one_turn(backend, ref, "Quero vender um iPhone 12"), Final)
+
+
+# --- typed services ---------------------------------------------------------------------------
+
+
+async def test_decide(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
+    options = ["Excellent", "Good", "Fair", "Poor"]
+    decision = await backend.decide("What condition?", options, "iPhone 12 with scratches", "en")
+    assert decision == Decision("Good", "The item shows signs of use.", {})
+    assert emu.requests_to("/loopos_ai_decision")[0]["language"] == "en-US"
+    emu.faults.update({"malformed": 1, "malformed_mode": "wrong_shape"})
+    with pytest.raises(LoopOSError) as info:
+        await backend.decide("What condition?", options, "", None)
+    assert info.value.failure.kind is FailureKind.MALFORMED
+    with pytest.raises(LoopOSError) as info:
+        await backend.decide("What condition?", [], "", None)
+    assert info.value.failure.kind is FailureKind.VALIDATION
+
+
+async def test_describe_listing(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
+    draft = await backend.describe_listing([PHOTO], "iPhone 12 em bom estado", "pt-PT")
+    assert draft.title == "Apple iPhone 12" and draft.price == 380.0 and draft.currency == "EUR"
+    assert float(draft.details["value_out_min"]) < 380.0 < float(draft.details["value_out_max"])
+    sent = emu.requests_to("/loopos_ai_c2c_descriptor")[0]
+    assert sent["agent_specific"]["user_description"] == "iPhone 12 em bom estado"
+    assert sent["images"][0].startswith("data:image/png;base64,")
+
+    with pytest.raises(LoopOSError) as info:
+        await backend.describe_listing([], "x", None)
+    assert info.value.failure.kind is FailureKind.BAD_INPUT
+    with pytest.raises(LoopOSError) as info:  # not an image: the server refuses, no retry
+        await backend.describe_listing([Image(b"not a png", "image/png")], "x", None)
+    assert info.value.failure.kind is FailureKind.VALIDATION
+    assert len(emu.requests_to("/loopos_ai_c2c_descriptor")) == 2
