@@ -1,0 +1,45 @@
+"""ShopAI backend configuration (one ``[backends.<name>]`` table with ``type = "shopai"``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+__all__ = ["ShopAISettings"]
+
+
+class ShopAISettings(BaseModel):
+    """Everything the ShopAI backend reads; the defaults follow the ShopAI documents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["shopai"] = "shopai"
+    base_url: str
+    license_key: SecretStr
+    language: str = "en"  # used when the user's language is unknown or unsupported
+    protocol: Literal["auto", "websocket", "socketio"] = "auto"
+    heartbeat_interval: float = Field(15.0, gt=0)  # v0.1: "every 15 seconds"
+    idle_timeout: float = Field(300.0, gt=0)  # close a conversation's connection when idle
+    max_message_length: int = Field(512, ge=1)
+    connect_timeout: float = Field(10.0, gt=0)
+    request_timeout: float = Field(15.0, gt=0)  # /init_session and /version
+    answer_timeout: float = Field(120.0, gt=0)  # longest silence while an answer is due
+    reconnect_attempts: int = Field(4, ge=1)
+    reconnect_backoff: float = Field(0.5, ge=0)  # first wait; doubles each attempt
+    reconnect_backoff_max: float = Field(8.0, ge=0)
+    auth_failure_ttl: float = Field(60.0, ge=0)  # don't ask /init_session again for this long
+    max_concurrent_inits: int = Field(64, ge=1)  # bounds a burst of new conversations
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
