@@ -138,8 +138,15 @@ def check_message_payload(body: JSON) -> str | None:
 class FakeDiscord:
     """The fake server. ``async with FakeDiscord() as fake:`` starts and stops it."""
 
-    def __init__(self, *, edit_interval: float = 0.0, token: str = "fake-token") -> None:
+    def __init__(
+        self,
+        *,
+        edit_interval: float = 0.0,
+        attachment_delay: float = 0.0,
+        token: str = "fake-token",
+    ) -> None:
         self.edit_interval = edit_interval  # min seconds between edits in one channel, 0 = off
+        self.attachment_delay = attachment_delay  # seconds before an attachment download answers
         self.token = token
         self.calls: list[RestCall] = []
         self.gateway_events: list[JSON] = []  # every DISPATCH sent (t, d)
@@ -546,6 +553,8 @@ class FakeDiscord:
 
     async def _attachment(self, request: web.Request) -> web.Response:
         _name, data, ctype = self.attachments[int(request.match_info["id"])]
+        if self.attachment_delay:
+            await asyncio.sleep(self.attachment_delay)
         return web.Response(body=data, headers={"Content-Type": ctype})
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
@@ -730,16 +739,20 @@ class FakeDiscord:
         ephemeral = bool(int(data.get("flags") or 0) & 64)
         inter["responded"] = rtype
         resource: JSON = {"type": rtype}
-        if rtype in (4, 5):  # a new message answering the interaction
-            response = self._create_message(inter["channel_id"], data or {"content": "…"})
+        if rtype == 4:  # a new message answering the interaction
+            response = self._create_message(inter["channel_id"], data)
             if response.status != 200:
                 inter["responded"] = None
                 return response
             msg = json.loads(response.body)  # type: ignore[arg-type]
-            if rtype == 5:
-                msg["content"] = ""
-                self.messages[int(msg["id"])]["content"] = ""
             inter["original"] = int(msg["id"])
+            inter["ephemeral"] = ephemeral
+            resource["message"] = msg
+        elif rtype == 5:  # "thinking…": an empty message the followup/@original edit fills
+            flags = 64 if ephemeral else 0
+            msg = self._message(inter["channel_id"], self.bot_user, "", flags=flags)
+            inter["original"] = int(msg["id"])
+            inter["ephemeral"] = ephemeral
             resource["message"] = msg
         elif rtype == 7:  # update the message that carried the component
             response = self._apply_edit(self.messages[inter["original"]], data)

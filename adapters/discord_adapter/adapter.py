@@ -1,0 +1,339 @@
+"""The Discord adapter: discord.py events -> :class:`core.types.Inbound` -> the engine.
+
+Where it listens: DMs; guild channels where the bot is mentioned or that ``channels`` lists;
+threads the bot opened (``threads = true`` opens one per conversation). One session per user
+per channel (per thread). Ordering: discord.py runs every event as its own task, so the
+synchronous start of :meth:`DiscordAdapter._accept` reserves the message's place in its
+conversation before anything is awaited (attachments downloaded), and turns reach
+``engine.submit`` in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from typing import Any
+
+import discord
+
+from adapters.discord_adapter import endpoints
+from adapters.discord_adapter.commands import build_tree
+from adapters.discord_adapter.components import PayloadButton, disabled_copy
+from adapters.discord_adapter.options import DiscordOptions
+from adapters.discord_adapter.surface import DiscordSurface
+from core.engine import Engine
+from core.images import ImageRejected, check_size, load_image
+from core.types import ConversationKey, Image, Inbound
+
+__all__ = ["DiscordAdapter"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+NOT_FOR_YOU = "These buttons belong to another conversation. Mention me to start your own."
+EXPIRED = "That button has expired. Please type your answer instead."
+EMPTY = "Hi! Send me a message (or a photo) and I'll pass it to the assistant."
+TOO_MANY_IMAGES = "Please send at most {n} photos in one message."
+
+
+class _Client(discord.Client):
+    """discord.Client wired to one adapter (events, slash commands, persistent buttons)."""
+
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.button_handler = adapter
+        self._adapter = adapter
+        self.tree = build_tree(self, adapter)
+
+    async def setup_hook(self) -> None:
+        # Buttons of messages sent before a restart still work: they are parsed from custom_id.
+        self.add_dynamic_items(PayloadButton)
+        await self._adapter._sync_commands(self.tree)
+
+    async def on_message(self, message: discord.Message) -> None:
+        # No await before _accept: it must run in gateway order (see the module docstring).
+        await self._adapter._accept(message)
+
+
+class DiscordAdapter:
+    """One Discord bot. ``start`` logs in and connects in the background; ``stop`` closes."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        token: str,
+        engine: Engine,
+        options: DiscordOptions,
+        admins: frozenset[int],
+    ) -> None:
+        self.name = name
+        self._token = token
+        self.engine = engine
+        self.options = options
+        self.admins = admins
+        self.client: _Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        # per conversation: the previous message's "submitted" future (ordering gate)
+        self._gates: dict[ConversationKey, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _intents(self) -> discord.Intents:
+        intents = discord.Intents.default()
+        intents.message_content = self.options.message_content_intent
+        intents.members = False
+        intents.presences = False
+        return intents
+
+    async def start(self) -> None:
+        """Log in (a bad token fails here), register commands, then connect in the background."""
+        if self.client is not None:
+            raise RuntimeError(f"Discord bot {self.name} is already started")
+        endpoints.claim(self.name, self.options.api_base_url, self.options.gateway_url)
+        client = _Client(
+            self,
+            intents=self._intents(),
+            guild_ready_timeout=self.options.guild_ready_timeout,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        try:
+            await client.login(self._token)
+        except BaseException:
+            await client.close()
+            endpoints.release(self.name)
+            raise
+        self.client = client
+        self._task = asyncio.create_task(self._connect(client), name=f"discord:{self.name}")
+
+    async def _connect(self, client: _Client) -> None:
+        try:
+            await client.connect(reconnect=True)
+        except asyncio.CancelledError:
+            raise
+        except discord.LoginFailure:
+            log.error("Discord bot %s: the gateway refused the token", self.name)
+        except Exception:
+            log.exception("Discord bot %s: gateway connection ended", self.name)
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Until the gateway session is ready (guilds received)."""
+        if self.client is None:
+            raise RuntimeError("not started")
+        async with asyncio.timeout(timeout):
+            await self.client.wait_until_ready()
+
+    @property
+    def connected(self) -> bool:
+        client = self.client
+        return client is not None and client.is_ready() and not client.is_closed()
+
+    async def stop(self) -> None:
+        client, task = self.client, self._task
+        self.client, self._task = None, None
+        if client is not None:
+            await client.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for pending in list(self._tasks):
+            pending.cancel()
+        endpoints.release(self.name)
+
+    async def _sync_commands(self, tree: discord.app_commands.CommandTree[Any]) -> None:
+        if not self.options.sync_commands:
+            return
+        try:
+            if self.options.command_guilds:
+                for gid in self.options.command_guilds:
+                    guild = discord.Object(id=gid)
+                    tree.copy_global_to(guild=guild)
+                    await tree.sync(guild=guild)
+            else:
+                await tree.sync()
+        except discord.HTTPException:
+            # the bot still answers messages; commands keep their previous registration
+            log.exception("Discord bot %s: registering slash commands failed", self.name)
+
+    # --- where and who -----------------------------------------------------------------------
+
+    def key_for(self, channel: Any, user_id: int) -> ConversationKey:
+        """One conversation per user per channel; per thread inside threads."""
+        if isinstance(channel, discord.Thread):
+            chat_id, thread_id = str(channel.parent_id), str(channel.id)
+        else:
+            chat_id, thread_id = str(getattr(channel, "id", "dm")), None
+        return ConversationKey(
+            bot=self.name,
+            platform=PLATFORM,
+            chat_id=chat_id,
+            user_id=str(user_id),
+            thread_id=thread_id,
+        )
+
+    def _addressed(self, message: discord.Message, me: discord.ClientUser) -> bool:
+        """Is this message for the bot? DMs always; guilds when mentioned, listed, or in a
+        thread the bot opened."""
+        channel = message.channel
+        if message.guild is None:
+            return True
+        if me.mentioned_in(message) and not message.mention_everyone:
+            return True
+        listed = set(self.options.channels)
+        if channel.id in listed:
+            return True
+        if isinstance(channel, discord.Thread):
+            return channel.owner_id == me.id or channel.parent_id in listed
+        return False
+
+    @staticmethod
+    def _strip_mention(text: str, me: discord.ClientUser) -> str:
+        return re.sub(rf"<@!?{me.id}>", "", text).strip()
+
+    # --- inbound messages --------------------------------------------------------------------
+
+    async def _accept(self, message: discord.Message) -> None:
+        client = self.client
+        if client is None or client.user is None:
+            return
+        me = client.user
+        if message.author.bot or message.author.id == me.id:
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        if not self._addressed(message, me):
+            return
+        channel = message.channel
+        opens_thread = (
+            self.options.threads
+            and message.guild is not None
+            and isinstance(channel, discord.TextChannel)
+        )
+        if opens_thread:
+            # A new thread is a new conversation: nothing to order it against.
+            await self._in_new_thread(message)
+            return
+        key = self.key_for(channel, message.author.id)
+        # Reserve this message's place (synchronously, before any await).
+        previous = self._gates.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates[key] = mine
+        try:
+            inbound = await self._inbound(message, key, channel)
+            if previous is not None:
+                await previous
+            if inbound is not None:
+                surface = self._surface(channel, message.author.id, message)
+                self.engine.submit(inbound, surface)
+        finally:
+            mine.set_result(None)
+            if self._gates.get(key) is mine:
+                del self._gates[key]
+
+    async def _in_new_thread(self, message: discord.Message) -> None:
+        me = self.client.user if self.client is not None else None
+        name = self._strip_mention(message.content, me) if me is not None else ""
+        title = (name or message.author.display_name)[:90]
+        try:
+            thread = await message.create_thread(
+                name=title, auto_archive_duration=self.options.thread_auto_archive_minutes
+            )
+        except discord.HTTPException:
+            log.warning("bot %s: could not open a thread; answering in the channel", self.name)
+            thread = None
+        channel: Any = thread if thread is not None else message.channel
+        key = self.key_for(channel, message.author.id)
+        inbound = await self._inbound(message, key, channel)
+        if inbound is not None:
+            reply_to = None if thread is not None else message
+            self.engine.submit(inbound, self._surface(channel, message.author.id, reply_to))
+
+    async def _inbound(
+        self, message: discord.Message, key: ConversationKey, channel: Any
+    ) -> Inbound | None:
+        """The user's turn, or None after telling them why it cannot be sent."""
+        assert self.client is not None and self.client.user is not None
+        text = self._strip_mention(message.content, self.client.user)
+        try:
+            images = await self._images(message)
+        except ImageRejected as exc:
+            await self._say(channel, exc.reason, message)
+            return None
+        if not text and not images:
+            await self._say(channel, EMPTY, message)
+            return None
+        return Inbound(
+            key=key,
+            text=text,
+            images=tuple(images),
+            message_id=str(message.id),
+        )
+
+    async def _images(self, message: discord.Message) -> list[Image]:
+        attachments = list(message.attachments)
+        if len(attachments) > self.options.max_images:
+            raise ImageRejected(TOO_MANY_IMAGES.format(n=self.options.max_images))
+        images = []
+        for attachment in attachments:
+            # The announced size is checked before downloading; the bytes decide the type.
+            check_size(attachment.size, self.options.max_image_bytes)
+            data = await attachment.read()
+            images.append(load_image(data, self.options.max_image_bytes))
+        return images
+
+    async def _say(self, channel: Any, text: str, reply_to: discord.Message | None = None) -> None:
+        with contextlib.suppress(discord.HTTPException):
+            if reply_to is not None and reply_to.guild is not None:
+                await channel.send(text, reference=reply_to.to_reference(fail_if_not_exists=False))
+            else:
+                await channel.send(text)
+
+    def _surface(
+        self, channel: Any, user_id: int, reply_to: discord.Message | None = None
+    ) -> DiscordSurface:
+        return DiscordSurface(
+            channel,
+            user_id=user_id,
+            short_id=self.engine.button_id,
+            interval=self.options.stream_interval,
+            reply_to=reply_to if reply_to is not None and reply_to.guild is not None else None,
+        )
+
+    # --- buttons -----------------------------------------------------------------------------
+
+    async def button_pressed(
+        self, interaction: discord.Interaction[Any], user_id: int, short_id: str, label: str
+    ) -> None:
+        if interaction.user.id != user_id:
+            log.info(
+                "bot %s: user %s pressed a button meant for %s",
+                self.name,
+                interaction.user.id,
+                user_id,
+            )
+            await interaction.response.send_message(NOT_FOR_YOU, ephemeral=True)
+            return
+        # Acknowledge at once (Discord allows 3 s) by disabling the pressed message's buttons.
+        if interaction.message is not None:
+            await interaction.response.edit_message(view=disabled_copy(interaction.message))
+        else:
+            await interaction.response.defer()
+        payload = await self.engine.resolve_button(short_id)
+        if payload is None:
+            await interaction.followup.send(EXPIRED, ephemeral=True)
+            return
+        channel = interaction.channel
+        if channel is None:
+            return
+        key = self.key_for(channel, user_id)
+        inbound = Inbound(
+            key=key,
+            text=label,
+            button_payload=payload,
+            message_id=str(interaction.id),
+        )
+        self.engine.submit(inbound, self._surface(channel, user_id))

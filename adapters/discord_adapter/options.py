@@ -1,0 +1,73 @@
+"""Configuration of one Discord bot (the ``[[bots]]`` keys beyond name/backend/token/admins)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+
+from core.images import DEFAULT_MAX_IMAGE_BYTES
+
+__all__ = ["DiscordOptions"]
+
+
+class DiscordOptions(BaseModel):
+    """Options of a Discord bot; ``bots/config.py`` mixes these into the bot's TOML table."""
+
+    api_base_url: str | None = None
+    """REST base including the version, e.g. ``http://nirn-proxy:8080/api/v10`` (default:
+    ``https://discord.com/api/v10``). Process-wide in discord.py: every Discord bot of one
+    process must use the same value."""
+
+    gateway_url: str | None = None
+    """Gateway WebSocket URL, e.g. ``ws://gateway-proxy:7878`` (default: Discord's). Also
+    process-wide."""
+
+    channels: list[int] = Field(default_factory=list)
+    """Guild channel ids where the bot answers every message, without being mentioned."""
+
+    threads: bool = False
+    """Open a thread per shopper conversation (guild channels only; DMs never have threads)."""
+
+    thread_auto_archive_minutes: Literal[60, 1440, 4320, 10080] = 1440
+
+    stream_interval: float = Field(default=1.5, gt=0, le=60)
+    """Seconds between edits of a streamed answer; Discord allows about 5 edits / 5 s per
+    channel, so 1.5 s leaves room for other users in the same channel."""
+
+    max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, gt=0)
+    max_images: int = Field(default=4, ge=0, le=10)
+
+    message_content_intent: bool = True
+    """Request the privileged Message Content intent (enable it in the Developer Portal).
+    Without it the bot still reads DMs and messages that mention it."""
+
+    sync_commands: bool = True
+    """Register the slash commands with Discord at start-up (PUT, idempotent)."""
+
+    command_guilds: list[int] = Field(default_factory=list)
+    """Register the slash commands in these guilds (instant) instead of globally."""
+
+    guild_ready_timeout: float = Field(default=2.0, gt=0, le=60)
+    """How long discord.py waits for GUILD_CREATE events before it reports ready."""
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_api(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("api_base_url must be an http(s) URL, e.g. http://proxy:8080/api/v10")
+        return value.rstrip("/")
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _check_gateway(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError("gateway_url must be a ws:// or wss:// URL")
+        return value
