@@ -362,6 +362,10 @@ class FakeDiscord:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._cond.wait(), 0.05)
 
+    def gateway_event_at(self, event: str) -> float:
+        """When the last ``event`` was dispatched (monotonic clock, as :attr:`RestCall.at`)."""
+        return max(e["at"] for e in self.gateway_events if e["t"] == event)
+
     def find_calls(self, method: str | None = None, path: str | None = None) -> list[RestCall]:
         return [c for c in self.calls if c.match(method, path)]
 
@@ -380,7 +384,7 @@ class FakeDiscord:
 
     async def dispatch(self, event: str, data: JSON) -> None:
         """Send a DISPATCH event to every identified gateway connection."""
-        self.gateway_events.append({"t": event, "d": data})
+        self.gateway_events.append({"t": event, "d": data, "at": time.monotonic()})
         frame = json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data})
         for ws in list(self._sockets):
             if not ws.closed:
