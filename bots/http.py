@@ -18,6 +18,7 @@ from types import TracebackType
 from aiohttp import web
 
 from core.metrics import Metrics
+from core.protocols import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,29 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
+
+
+def standard_readiness(
+    store: SessionStore | None, bots: Mapping[str, Callable[[], bool]]
+) -> ReadinessCheck:
+    """The usual checks: ``store`` (``await store.ping()``) and ``bot:<name>`` per bot (its
+    callable says whether it is connected to its platform)."""
+
+    async def check() -> Mapping[str, bool]:
+        checks: dict[str, bool] = {}
+        if store is not None:
+            try:
+                checks["store"] = await store.ping()
+            except Exception:
+                checks["store"] = False
+        for name, connected in bots.items():
+            try:
+                checks[f"bot:{name}"] = bool(connected())
+            except Exception:
+                checks[f"bot:{name}"] = False
+        return checks
+
+    return check
 
 
 class HealthServer:

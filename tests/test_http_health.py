@@ -199,3 +199,21 @@ async def test_port_in_use_is_reported() -> None:
         second = HealthServer(f"127.0.0.1:{first.port}", metrics, lambda: always({}))
         with pytest.raises(OSError):
             await second.start()
+
+
+async def test_standard_readiness_with_a_real_store() -> None:
+    from bots.http import standard_readiness
+    from core.store import MemoryStore
+
+    store = await MemoryStore.open()
+    up = {"sellers": True}
+
+    def broken() -> bool:
+        raise RuntimeError("adapter gone")
+
+    check = standard_readiness(store, {"sellers": lambda: up["sellers"], "shoppers": broken})
+    assert await check() == {"store": True, "bot:sellers": True, "bot:shoppers": False}
+    up["sellers"] = False
+    await store.close()
+    assert await check() == {"store": False, "bot:sellers": False, "bot:shoppers": False}
+    assert await standard_readiness(None, {})() == {}
