@@ -259,21 +259,22 @@ async def test_connection_refused_is_unavailable() -> None:
     assert failure.kind is FailureKind.UNAVAILABLE and failure.retryable
 
 
-async def test_concurrency_is_bounded(emu: LoopOSEmulator) -> None:
-    b = LoopOSBackend(settings(emu.url, max_concurrency=3))
-    emu.faults.slow_seconds = 0.02
+@pytest.mark.parametrize("limit", [3, 40])  # 40: several httpx clients (shards)
+async def test_concurrency_is_bounded(emu: LoopOSEmulator, limit: int) -> None:
+    b = LoopOSBackend(settings(emu.url, max_concurrency=limit, timeout=3.0))
+    emu.faults.slow_seconds = 0.05
     try:
 
         async def session(i: int) -> Final | Failure:
             ref = await b.open(key(str(i)), None)
             return await one_turn(b, ref, "Quero vender um iPhone 12", k=key(str(i)))
 
-        results = await asyncio.gather(*(session(i) for i in range(30)))
+        results = await asyncio.gather(*(session(i) for i in range(2 * limit)))
     finally:
         await b.aclose()
     assert all(isinstance(r, Final) for r in results)
-    assert emu.peak_in_flight <= 3
-    assert len(emu.sessions) == 30
+    assert emu.peak_in_flight == limit  # the bound is reached, never exceeded
+    assert len(emu.sessions) == 2 * limit
 
 
 async def test_logs_carry_no_request_body(

@@ -51,6 +51,7 @@ __all__ = [
 log = logging.getLogger("chatbridge.backends.loopos")
 
 USER_AGENT = "chatbridge/0.1 (+loopos)"
+SHARD_SIZE = 16  # connections per httpx client, see LoopOSBackend.__init__
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -208,37 +209,47 @@ class LoopOSBackend:
         self.settings = settings
         self._policy = settings.retry.policy()
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
         self._limit = asyncio.Semaphore(settings.max_concurrency)
+        # httpcore's pool scans every connection for every queued request on each change
+        # (quadratic): measured at 64 connections it costs more CPU than the requests. So the
+        # permits are spread over small clients ("shards") of SHARD_SIZE connections each.
+        shards = -(-settings.max_concurrency // SHARD_SIZE)
+        self._shard_size = -(-settings.max_concurrency // shards)
+        self._clients: list[httpx.AsyncClient | None] = [None] * shards
+        self._in_flight = [0] * shards
 
     # --- HTTP -------------------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            s = self.settings
-            # Connections = permits, so a request holding a permit never waits for the pool.
-            limits = httpx.Limits(
-                max_connections=s.max_concurrency,
-                max_keepalive_connections=s.max_concurrency,
-                keepalive_expiry=30.0,
-            )
-            timeout = httpx.Timeout(s.timeout, connect=min(s.timeout, 10.0))
-            headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **s.headers}
-            self._client = httpx.AsyncClient(
-                base_url=s.base_url,
-                limits=limits,
-                timeout=timeout,
-                headers=headers,
-                transport=self._transport,
-                follow_redirects=False,
-            )
-        return self._client
+    def _new_client(self) -> httpx.AsyncClient:
+        s = self.settings
+        # Connections >= the shard's share of permits, so a request holding a permit never
+        # waits in the pool (where httpx's timeouts would already be running).
+        size = self._shard_size
+        limits = httpx.Limits(
+            max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0
+        )
+        timeout = httpx.Timeout(s.timeout, connect=min(s.timeout, 10.0))
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **s.headers}
+        return httpx.AsyncClient(
+            base_url=s.base_url,
+            limits=limits,
+            timeout=timeout,
+            headers=headers,
+            transport=self._transport,
+            follow_redirects=False,
+        )
 
     async def _attempt(self, path: str, payload: Mapping[str, Any]) -> httpx.Response:
         async with self._limit:
+            # The least busy shard has a free connection: the permits bound the total.
+            shard = min(range(len(self._clients)), key=self._in_flight.__getitem__)
+            client = self._clients[shard]
+            if client is None:
+                client = self._clients[shard] = self._new_client()
+            self._in_flight[shard] += 1
             started = time.monotonic()
             try:
-                response = await self._http().post(path, json=payload)
+                response = await client.post(path, json=payload)
             except httpx.HTTPError as exc:
                 log.warning(
                     "POST %s failed after %.0f ms: %s",
@@ -247,6 +258,8 @@ class LoopOSBackend:
                     type(exc).__name__,
                 )
                 raise
+            finally:
+                self._in_flight[shard] -= 1
             log.info(
                 "POST %s -> %d in %.0f ms",
                 path,
@@ -357,9 +370,10 @@ class LoopOSBackend:
         return None
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        clients, self._clients = self._clients, [None] * len(self._clients)
+        for client in clients:
+            if client is not None:
+                await client.aclose()
 
     # --- typed services ---------------------------------------------------------------------
 
