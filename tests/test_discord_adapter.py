@@ -395,3 +395,37 @@ async def test_conflicting_endpoints_are_refused(fake: FakeDiscord, store: SQLit
         await stop_bot(adapter, engine)
     assert discord.http.Route.BASE == "https://discord.com/api/v10", "defaults restored"
     assert not adapter.connected
+
+
+async def test_stop_lets_a_turn_in_progress_deliver_its_answer(
+    fake: FakeDiscord, store: SQLiteStore
+) -> None:
+    backend = ScriptBackend(token_delay=0.05)
+    backend.reply = lambda inbound: ReplyMessage(text="one two three four five six")
+    adapter, engine = await start_bot(fake, backend, store)
+    olaf = fake.add_user("olaf")
+    await fake.dm_message(olaf, "quick")
+    await fake.wait_until(lambda: bool(backend.turns))
+    await stop_bot(adapter, engine)  # mid-stream
+    contents = [m["content"] for m in fake.bot_messages(fake.dm_channel_id(olaf))]
+    assert contents == ["one two three four five six"]
+
+
+async def test_without_message_content_intent_only_mentions_and_dms(
+    fake: FakeDiscord, store: SQLiteStore
+) -> None:
+    backend = ScriptBackend()
+    adapter, engine = await start_bot(
+        fake, backend, store, channels=[fake.channel_id], message_content_intent=False
+    )
+    try:
+        pia = fake.add_user("pia")
+        await fake.user_message(pia, "")  # what a listed channel delivers without the intent
+        await fake.user_message(pia, "hi", mention=True)
+        await final_message(fake, fake.channel_id)
+        await fake.dm_message(pia, "dm")
+        await final_message(fake, fake.dm_channel_id(pia))
+    finally:
+        await stop_bot(adapter, engine)
+    assert [t[1].text for t in backend.turns] == ["hi", "dm"]
+    assert len(fake.bot_messages(fake.channel_id)) == 1, "no hint answered the empty message"

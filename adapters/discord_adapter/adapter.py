@@ -35,6 +35,7 @@ PLATFORM = "discord"
 NOT_FOR_YOU = "These buttons belong to another conversation. Mention me to start your own."
 EXPIRED = "That button has expired. Please type your answer instead."
 EMPTY = "Hi! Send me a message (or a photo) and I'll pass it to the assistant."
+DOWNLOAD_FAILED = "Sorry, I couldn't download your photo. Please send it again."
 TOO_MANY_IMAGES = "Please send at most {n} photos in one message."
 
 
@@ -78,7 +79,7 @@ class DiscordAdapter:
         self._task: asyncio.Task[None] | None = None
         # per conversation: the previous message's "submitted" future (ordering gate)
         self._gates: dict[ConversationKey, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()  # submitted turns not yet finished
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -131,7 +132,14 @@ class DiscordAdapter:
         client = self.client
         return client is not None and client.is_ready() and not client.is_closed()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let turns in progress deliver their answers (up to ``grace`` s), then disconnect.
+
+        Closing the client first would close its HTTP session under the engine's feet and
+        lose answers that are a moment from being sent.
+        """
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=grace)
         client, task = self.client, self._task
         self.client, self._task = None, None
         if client is not None:
@@ -140,9 +148,12 @@ class DiscordAdapter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for pending in list(self._tasks):
-            pending.cancel()
         endpoints.release(self.name)
+
+    def _submit(self, inbound: Inbound, surface: DiscordSurface) -> None:
+        future = self.engine.submit(inbound, surface)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
     async def _sync_commands(self, tree: discord.app_commands.CommandTree[Any]) -> None:
         if not self.options.sync_commands:
@@ -183,6 +194,9 @@ class DiscordAdapter:
             return True
         if me.mentioned_in(message) and not message.mention_everyone:
             return True
+        if not self.options.message_content_intent:
+            # Without the intent, other guild messages arrive with empty content.
+            return False
         listed = set(self.options.channels)
         if channel.id in listed:
             return True
@@ -227,8 +241,7 @@ class DiscordAdapter:
             if previous is not None:
                 await previous
             if inbound is not None:
-                surface = self._surface(channel, message.author.id, message)
-                self.engine.submit(inbound, surface)
+                self._submit(inbound, self._surface(channel, message.author.id, message))
         finally:
             mine.set_result(None)
             if self._gates.get(key) is mine:
@@ -250,7 +263,7 @@ class DiscordAdapter:
         inbound = await self._inbound(message, key, channel)
         if inbound is not None:
             reply_to = None if thread is not None else message
-            self.engine.submit(inbound, self._surface(channel, message.author.id, reply_to))
+            self._submit(inbound, self._surface(channel, message.author.id, reply_to))
 
     async def _inbound(
         self, message: discord.Message, key: ConversationKey, channel: Any
@@ -262,6 +275,10 @@ class DiscordAdapter:
             images = await self._images(message)
         except ImageRejected as exc:
             await self._say(channel, exc.reason, message)
+            return None
+        except (discord.HTTPException, OSError):
+            log.warning("bot %s: could not download an attachment", self.name, exc_info=True)
+            await self._say(channel, DOWNLOAD_FAILED, message)
             return None
         if not text and not images:
             await self._say(channel, EMPTY, message)
@@ -336,4 +353,4 @@ class DiscordAdapter:
             button_payload=payload,
             message_id=str(interaction.id),
         )
-        self.engine.submit(inbound, self._surface(channel, user_id))
+        self._submit(inbound, self._surface(channel, user_id))

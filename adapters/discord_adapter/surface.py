@@ -107,7 +107,8 @@ class DiscordSurface:
         await self._stream.replace(text)
 
     async def notice(self, text: str) -> None:
-        self.sent.append(await self._sink.send(text))
+        for piece in split_markdown(text):
+            self.sent.append(await self._sink.send(piece))
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
         await self._stop_typing()
@@ -150,4 +151,5 @@ class DiscordSurface:
     async def fail(self, text: str) -> None:
         await self._stop_typing()
         await self._stream.abort()  # what was streamed stays; the failure follows it
-        self.sent.append(await self._sink.send(text))
+        for piece in split_markdown(text):
+            self.sent.append(await self._sink.send(piece))
