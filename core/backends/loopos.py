@@ -25,6 +25,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from core.engine import BackendError
 from core.html import parse_reply_html
 from core.retry import RetryPolicy
 from core.types import (
@@ -108,12 +109,12 @@ class Decision:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-class LoopOSError(Exception):
-    """Raised by the typed calls (``decide``, ``describe_listing``); ``turn`` yields instead."""
+class LoopOSError(BackendError):
+    """Raised by the typed calls (``decide``, ``describe_listing``); ``turn`` yields instead.
 
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(f"{failure.kind}: {failure.detail}")
-        self.failure = failure
+    A :class:`core.engine.BackendError`, so callers of ``Engine.describe_listing`` catch one
+    type whatever the backend; ``.failure`` says what went wrong.
+    """
 
 
 class _ServerError(Exception):
