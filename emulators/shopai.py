@@ -52,6 +52,8 @@ class ShopAIFaults:
     slow_tokens: bool = False  # add ``slow_token_delay`` before every token
     slow_token_delay: float = 0.05
     refuse_token: bool = False  # tokens issued before this was switched on are refused
+    noise: bool = False  # send frames/events of unknown types before each answer
+    stale_tokens: bool = False  # stream a draft that the final history then overwrites
     refuse_since: float = field(default=0.0, repr=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -60,6 +62,11 @@ class ShopAIFaults:
         if name == "refuse_token" and value and not getattr(self, "refuse_token", False):
             object.__setattr__(self, "refuse_since", time.monotonic())
         object.__setattr__(self, name, value)
+
+
+_SWITCHES = frozenset(
+    {"drop_mid_stream", "error_frame", "slow_tokens", "refuse_token", "noise", "stale_tokens"}
+)
 
 
 @dataclass
@@ -127,6 +134,8 @@ class _WsConn:
             frame["history"] = payload
         elif kind == "error":
             frame["message"] = payload
+        elif payload is not None:
+            frame["data"] = payload
         if not self.ws.closed:
             await self.ws.send_str(json.dumps(frame))
 
@@ -260,7 +269,7 @@ class ShopAIEmulator:
     async def _set_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
         for name, value in body.items():
-            if name in {"drop_mid_stream", "error_frame", "slow_tokens", "refuse_token"}:
+            if name in _SWITCHES:
                 setattr(self.faults, name, bool(value))
             elif name == "slow_token_delay":
                 self.faults.slow_token_delay = float(value)
@@ -304,6 +313,10 @@ class ShopAIEmulator:
     async def _generate(self, chat: _Chat, question: str) -> None:
         answer = compose_answer(question, chat.language)
         tokens = split_tokens(answer)
+        if self.faults.stale_tokens:
+            tokens = split_tokens("A first draft that the final history replaces.")
+        if self.faults.noise:
+            await chat.broadcast("promo", {"banner": "Black Friday"})
         drop_at = len(tokens) // 2 if self.faults.drop_mid_stream else -1
         for i, token in enumerate(tokens):
             if i == drop_at:

@@ -13,7 +13,7 @@ import asyncio
 import html
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +89,9 @@ def find_answer(history: list[Any], text: str, baseline: int | None) -> tuple[st
     """
     users = _user_indexes(history)
     index: int | None = None
-    if baseline is not None and len(users) > baseline:
+    if baseline is not None:
+        if len(users) <= baseline:
+            return "missing", None  # the server has not taken this turn's message (yet)
         candidate = users[baseline]
         if history[candidate].get("content") == text:
             index = candidate
@@ -153,7 +155,7 @@ class ShopAIBackend:
         self._chats[token] = _Chat(token=token, user_count=0)
         return token
 
-    async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
+    async def turn(self, session_ref: str, inbound: Inbound) -> AsyncGenerator[Event, None]:
         text = inbound.effective_text
         if not text.strip():
             what = "photos" if inbound.images else "an empty message"
@@ -176,10 +178,14 @@ class ShopAIBackend:
             if chat.idle is not None:
                 chat.idle.cancel()
                 chat.idle = None
+            inner = self._turn(chat, text)
             try:
-                async for event in self._turn(chat, text):
+                async for event in inner:
                     yield event
             finally:
+                # close the inner generator now, not whenever it is garbage collected: its
+                # cleanup must not run in the middle of the next turn
+                await inner.aclose()
                 self._schedule_idle(chat)
 
     async def close(self, session_ref: str) -> None:
@@ -281,7 +287,7 @@ class ShopAIBackend:
             )
         return chat.conn
 
-    async def _turn(self, chat: _Chat, text: str) -> AsyncIterator[Event]:
+    async def _turn(self, chat: _Chat, text: str) -> AsyncGenerator[Event, None]:
         timeout = self.settings.answer_timeout
         conn = chat.conn
         if conn is None or not conn.alive:
@@ -336,7 +342,7 @@ class ShopAIBackend:
                     reconnects += 1
                     self.metrics.reconnects += 1
                     log.info("ShopAI connection lost mid-turn (%s); reconnecting", event.value)
-                    conn.end_turn()
+                    conn.end_turn(events)
                     opened = await self._reopen(chat)
                     if isinstance(opened, Failure):
                         yield opened
@@ -393,4 +399,4 @@ class ShopAIBackend:
                         )
                     return
         finally:
-            conn.end_turn()
+            conn.end_turn(events)

@@ -150,8 +150,9 @@ class ShopAIConnection(ABC):
             self._sink.put_nowait(ServerEvent("closed", self.close_reason))
         return self._sink
 
-    def end_turn(self) -> None:
-        self._sink = None
+    def end_turn(self, sink: asyncio.Queue[ServerEvent]) -> None:
+        if self._sink is sink:
+            self._sink = None
 
     def mark_processing(self) -> None:
         """After sending, the session is ``processing`` until the server says otherwise."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -19,17 +19,21 @@ class ShopAISettings(BaseModel):
     license_key: SecretStr
     language: str = "en"  # used when the user's language is unknown or unsupported
     protocol: Literal["auto", "websocket", "socketio"] = "auto"
-    heartbeat_interval: float = Field(15.0, gt=0)  # v0.1: "every 15 seconds"
-    idle_timeout: float = Field(300.0, gt=0)  # close a conversation's connection when idle
-    max_message_length: int = Field(512, ge=1)
-    connect_timeout: float = Field(10.0, gt=0)
-    request_timeout: float = Field(15.0, gt=0)  # /init_session and /version
-    answer_timeout: float = Field(120.0, gt=0)  # longest silence while an answer is due
-    reconnect_attempts: int = Field(4, ge=1)
-    reconnect_backoff: float = Field(0.5, ge=0)  # first wait; doubles each attempt
-    reconnect_backoff_max: float = Field(8.0, ge=0)
-    auth_failure_ttl: float = Field(60.0, ge=0)  # don't ask /init_session again for this long
-    max_concurrent_inits: int = Field(64, ge=1)  # bounds a burst of new conversations
+    heartbeat_interval: Annotated[float, Field(gt=0)] = 15.0  # v0.1: "every 15 seconds"
+    idle_timeout: Annotated[float, Field(gt=0)] = (
+        300.0  # close a conversation's connection when idle
+    )
+    max_message_length: Annotated[int, Field(ge=1)] = 512
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    request_timeout: Annotated[float, Field(gt=0)] = 15.0  # /init_session and /version
+    answer_timeout: Annotated[float, Field(gt=0)] = 120.0  # longest silence while an answer is due
+    reconnect_attempts: Annotated[int, Field(ge=1)] = 4
+    reconnect_backoff: Annotated[float, Field(ge=0)] = 0.5  # first wait; doubles each attempt
+    reconnect_backoff_max: Annotated[float, Field(ge=0)] = 8.0
+    auth_failure_ttl: Annotated[float, Field(ge=0)] = (
+        60.0  # don't ask /init_session again for this long
+    )
+    max_concurrent_inits: Annotated[int, Field(ge=1)] = 64  # bounds a burst of new conversations
 
     @field_validator("base_url")
     @classmethod
