@@ -172,8 +172,15 @@ class ConsoleAdapter:
             n = int(line)
             if 1 <= n <= len(self._choices):
                 button = self._choices[n - 1]
-                await self._turn(Inbound(key=self.key, text=button.label,
-                                         button_payload=button.payload, language=self.language))
+                self._say(f"(you chose: {button.label})")
+                await self._turn(
+                    Inbound(
+                        key=self.key,
+                        text=button.label,
+                        button_payload=button.payload,
+                        language=self.language,
+                    )
+                )
                 return
             self._say(f"(!) There is no choice {n}; pick 1 to {len(self._choices)}.")
             return

@@ -19,18 +19,21 @@ from core.types import SessionRecord
 def _row(r: SessionRecord) -> str:
     k = r.key
     where = f"{k.platform}:{k.chat_id}" + (f"/{k.thread_id}" if k.thread_id else "")
-    return (f"{k.bot:<12} {k.user_id:<14} {where:<28} {r.backend:<12} {r.turn_count:>5}  "
-            f"{r.last_active:%Y-%m-%d %H:%M:%S}  {r.language or '-'}")
+    return (
+        f"{k.bot:<12} {k.user_id:<14} {where:<28} {r.backend:<12} {r.turn_count:>5}  "
+        f"{r.last_active:%Y-%m-%d %H:%M:%S}  {r.language or '-'}"
+    )
 
 
 HEADER = (
-    f"{'BOT':<12} {'USER':<14} {'CHAT':<28} {'BACKEND':<12} {'TURNS':>5}  "
-    "LAST ACTIVE (UTC)    LANG"
+    f"{'BOT':<12} {'USER':<14} {'CHAT':<28} {'BACKEND':<12} {'TURNS':>5}  LAST ACTIVE (UTC)    LANG"
 )
 
 
 async def run_sessions_command(
-    config: Config, args: argparse.Namespace, out: TextIO | None = None,
+    config: Config,
+    args: argparse.Namespace,
+    out: TextIO | None = None,
     stdin: TextIO | None = None,
 ) -> int:
     out = out or sys.stdout
@@ -43,8 +46,11 @@ async def run_sessions_command(
             print(HEADER, file=out)
             for record in records:
                 print(_row(record), file=out)
-            print(f"{total} sessions" + (f" (showing {len(records)})" if total > len(records)
-                                         else ""), file=out)
+            print(
+                f"{total} sessions"
+                + (f" (showing {len(records)})" if total > len(records) else ""),
+                file=out,
+            )
             return 0
         if args.action in {"show", "reset"}:
             if not args.user:
@@ -56,8 +62,11 @@ async def run_sessions_command(
                 return 1
             if args.action == "show":
                 for r in records:
-                    print(f"{_row(r)}\n  session: {r.session_ref}\n  created: "
-                          f"{r.created_at:%Y-%m-%d %H:%M:%S}", file=out)
+                    print(
+                        f"{_row(r)}\n  session: {r.session_ref}\n  created: "
+                        f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+                        file=out,
+                    )
                 return 0
             for r in records:
                 await store.delete(r.key)

@@ -25,8 +25,10 @@ def _setup_logging(level: str, fmt: str = "plain", secrets: list[str] | None = N
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(json.dumps(config.redacted(), indent=2, sort_keys=False))
-    print(f"{args.file}: OK ({len(config.bots)} bots, {len(config.backends)} backends)",
-          file=sys.stderr)
+    print(
+        f"{args.file}: OK ({len(config.bots)} bots, {len(config.backends)} backends)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -75,8 +77,14 @@ async def _demo(args: argparse.Namespace) -> int:
             {
                 "store": {"url": store_url},
                 "backends": {"demo-ai": backend},
-                "bots": [{"name": "demo", "platform": "console", "backend": "demo-ai",
-                          "language": args.language}],
+                "bots": [
+                    {
+                        "name": "demo",
+                        "platform": "console",
+                        "backend": "demo-ai",
+                        "language": args.language,
+                    }
+                ],
             },
             file="<demo>",
         )
@@ -109,10 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="chat in the terminal with a built-in backend emulator")
     demo.add_argument("--backend", choices=["loopos", "shopai"], default="loopos")
-    demo.add_argument("--protocol", choices=["auto", "websocket", "socketio"], default="auto",
-                      help="ShopAI protocol (default: ask the server)")
-    demo.add_argument("--shopai-version", choices=["v0.1", "v0.2"], default="v0.2",
-                      help="which ShopAI API the emulator speaks")
+    demo.add_argument(
+        "--protocol",
+        choices=["auto", "websocket", "socketio"],
+        default="auto",
+        help="ShopAI protocol (default: ask the server)",
+    )
+    demo.add_argument(
+        "--shopai-version",
+        choices=["v0.1", "v0.2"],
+        default="v0.2",
+        help="which ShopAI API the emulator speaks",
+    )
     demo.add_argument("--language", default=None, help="e.g. PT-PT, en-US, en")
     demo.add_argument("--store", default=None, help="store URL (default: a temporary file)")
     demo.set_defaults(func=_cmd_demo)
@@ -121,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="TOML configuration file")
     run.set_defaults(func=_cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a configuration file and print it "
-                           "(secrets redacted)")
+    check = sub.add_parser(
+        "check-config", help="validate a configuration file and print it (secrets redacted)"
+    )
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 

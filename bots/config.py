@@ -56,17 +56,10 @@ class LimitsConfig(_Strict):
     turn_timeout: float = Field(default=300.0, gt=0)
 
 
-class LoopOSBackendConfig(LoopOSSettings):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["loopos"]
-
-
-class ShopAIBackendConfig(ShopAISettings):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["shopai"]
-
-
-BackendConfig = Annotated[LoopOSBackendConfig | ShopAIBackendConfig, Field(discriminator="type")]
+# The backends' own settings models carry a ``type`` literal, so they are the tables as written.
+LoopOSBackendConfig = LoopOSSettings
+ShopAIBackendConfig = ShopAISettings
+BackendConfig = Annotated[LoopOSSettings | ShopAISettings, Field(discriminator="type")]
 
 
 class _BotCommon(BaseModel):
@@ -172,14 +165,17 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def parse_config(data: dict[str, Any], file: str = "<config>", env: dict[str, str] | None = None
-                 ) -> Config:
+def parse_config(
+    data: dict[str, Any], file: str = "<config>", env: dict[str, str] | None = None
+) -> Config:
     data = _substitute(data, "", dict(os.environ) if env is None else env, file)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{file}: {_format_loc(e['loc']) or '(top level)'}: {e['msg']}"
-                 for e in exc.errors(include_url=False, include_input=False)]
+        lines = [
+            f"{file}: {_format_loc(e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
         raise ConfigError("\n".join(lines)) from None
 
 

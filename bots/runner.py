@@ -41,15 +41,13 @@ class Adapter(Protocol):
 
 
 def build_backend(name: str, cfg: LoopOSBackendConfig | ShopAIBackendConfig) -> Backend:
-    settings: dict[str, Any] = cfg.model_dump(exclude={"type"})
     if isinstance(cfg, LoopOSBackendConfig):
-        from core.backends.loopos import LoopOSBackend, LoopOSSettings
+        from core.backends.loopos import LoopOSBackend
 
-        return LoopOSBackend(LoopOSSettings.model_validate(settings), name=name)
-    from core.backends.shopai import ShopAIBackend, ShopAISettings
+        return LoopOSBackend(cfg, name=name)
+    from core.backends.shopai import ShopAIBackend
 
-    settings["license_key"] = cfg.license_key  # keep it a SecretStr
-    return ShopAIBackend(ShopAISettings.model_validate(settings), name=name)
+    return ShopAIBackend(cfg, name=name)
 
 
 def _options(model: type[Any], bot: Any) -> Any:
@@ -97,18 +95,33 @@ class App:
         if isinstance(bot, ConsoleBotConfig):
             from adapters.console import ConsoleAdapter
 
-            return ConsoleAdapter(name=bot.name, engine=engine, user_id=bot.user_id,
-                                  language=bot.language, stdin=self.stdin, stdout=self.stdout)
+            return ConsoleAdapter(
+                name=bot.name,
+                engine=engine,
+                user_id=bot.user_id,
+                language=bot.language,
+                stdin=self.stdin,
+                stdout=self.stdout,
+            )
         if isinstance(bot, TelegramBotConfig):
             from adapters.telegram import TelegramAdapter, TelegramOptions
 
-            return TelegramAdapter(name=bot.name, token=bot.token.get_secret_value(),
-                                   engine=engine, options=_options(TelegramOptions, bot),
-                                   admins=admins)
+            return TelegramAdapter(
+                name=bot.name,
+                token=bot.token.get_secret_value(),
+                engine=engine,
+                options=_options(TelegramOptions, bot),
+                admins=admins,
+            )
         from adapters.discord_adapter import DiscordAdapter, DiscordOptions
 
-        return DiscordAdapter(name=bot.name, token=bot.token.get_secret_value(), engine=engine,
-                              options=_options(DiscordOptions, bot), admins=admins)
+        return DiscordAdapter(
+            name=bot.name,
+            token=bot.token.get_secret_value(),
+            engine=engine,
+            options=_options(DiscordOptions, bot),
+            admins=admins,
+        )
 
     async def wait(self) -> None:
         """Until a stop signal, or until every bot is a console bot whose input ended."""
@@ -118,7 +131,7 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         consoles = [a for a in self.adapters if hasattr(a, "finished")]
-        waiters = [asyncio.create_task(stop.wait())]
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if consoles and len(consoles) == len(self.adapters):
             waiters.append(asyncio.create_task(_all_finished(consoles)))
         try:
