@@ -283,10 +283,7 @@ def test_env_example_covers_every_variable_of_the_sample_config() -> None:
 def test_sample_config_follows_the_contract() -> None:
     config = load_config(DEPLOY / "config.example.toml", env_example())
     assert {b.platform for b in config.bots} == {"telegram", "discord"}
-    assert {type(b).__name__ for b in config.backends.values()} == {
-        "LoopOSBackendConfig",
-        "ShopAIBackendConfig",
-    }
+    assert {b.type for b in config.backends.values()} == {"loopos", "shopai"}
     assert config.store.url == "sqlite:////var/lib/chatbridge/chatbridge.db"
     assert config.http.listen == env_example()["CHATBRIDGE_HTTP_LISTEN"]
     # Secrets come from the environment, never written in the file itself.
