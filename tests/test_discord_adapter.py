@@ -429,3 +429,35 @@ async def test_without_message_content_intent_only_mentions_and_dms(
         await stop_bot(adapter, engine)
     assert [t[1].text for t in backend.turns] == ["hi", "dm"]
     assert len(fake.bot_messages(fake.channel_id)) == 1, "no hint answered the empty message"
+
+
+async def test_lang_command_starts_a_session_in_that_language(
+    fake: FakeDiscord, store: SQLiteStore
+) -> None:
+    backend = ScriptBackend()
+    adapter, engine = await start_bot(fake, backend, store)
+    try:
+        quinn = fake.add_user("quinn")
+        since = len(fake.calls)
+        await fake.slash_command(quinn, "lang", options={"language": "pt-PT"})
+        done = await fake.wait_call("POST", r"/webhooks/\d+/[^/]+", since=since)
+        await fake.user_message(quinn, "olá", mention=True)
+        await final_message(fake, fake.channel_id)
+    finally:
+        await stop_bot(adapter, engine)
+    assert done.body["content"].startswith("Language set to pt-PT")
+    assert backend.languages == ["pt-PT"], "one session, opened in Portuguese"
+    assert backend.turns[0][1].language == "pt-PT"
+
+
+def test_conflict_message_hides_proxy_credentials() -> None:
+    from adapters.discord_adapter import endpoints
+
+    endpoints.claim("a", "https://user:secret@proxy.example/api/v10", None)
+    try:
+        with pytest.raises(EndpointConflict) as info:
+            endpoints.claim("b", None, None)
+        assert "secret" not in str(info.value) and "proxy.example" in str(info.value)
+    finally:
+        endpoints.release("a")
+    assert discord.http.Route.BASE == "https://discord.com/api/v10"

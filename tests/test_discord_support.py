@@ -46,11 +46,13 @@ class ScriptBackend:
     token_delay: float = 0.0
     turns: list[tuple[str, Inbound]] = field(default_factory=list)
     opened: list[ConversationKey] = field(default_factory=list)
+    languages: list[str | None] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def open(self, key: ConversationKey, language: str | None) -> str:
         self.opened.append(key)
+        self.languages.append(language)
         return f"session-{next(self._ids)}"
 
     async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:

@@ -9,6 +9,8 @@ silently talking to the wrong server.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import discord
 import discord.gateway
 import discord.http
@@ -27,14 +29,25 @@ class EndpointConflict(RuntimeError):
     """Two Discord bots in one process asked for different REST or gateway endpoints."""
 
 
+def _shown(url: str) -> str:
+    """The URL without credentials (a proxy URL may carry user:password@)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def claim(bot: str, api_base_url: str | None, gateway_url: str | None) -> None:
     """Point discord.py at the bot's endpoints, or raise if another running bot uses others."""
     wanted = (api_base_url or _DEFAULT_API, gateway_url or str(_DEFAULT_GATEWAY))
     for other, endpoints in _claims.items():
         if other != bot and endpoints != wanted:
             raise EndpointConflict(
-                f"Discord bot {bot!r} wants api_base_url={wanted[0]} gateway_url={wanted[1]}, "
-                f"but bot {other!r} in this process uses {endpoints[0]} and {endpoints[1]}. "
+                f"Discord bot {bot!r} wants api_base_url={_shown(wanted[0])} "
+                f"gateway_url={_shown(wanted[1])}, but bot {other!r} in this process uses "
+                f"{_shown(endpoints[0])} and {_shown(endpoints[1])}. "
                 "discord.py shares these settings process-wide: give every Discord bot of one "
                 "process the same api_base_url and gateway_url, or run them in separate "
                 "processes."

@@ -727,6 +727,7 @@ class FakeDiscord:
             },
         }
         self.channels[tid] = thread
+        self.guilds[int(parent["guild_id"])]["threads"].append(thread)  # active: in GUILD_CREATE
         await self.dispatch("THREAD_CREATE", thread | {"newly_created": True})
         return _json(thread, 201)
 
