@@ -80,6 +80,9 @@ def sanitize(source: str) -> str:
     cleaned = nh3.clean(
         source,
         tags=set(INLINE_TAGS | _BLOCK_TAGS),
+        # controls cannot work in a Telegram message; their choices come as ReplyMessage
+        # buttons and become the inline keyboard, so their text must not repeat in the body
+        clean_content_tags={"script", "style", "button", "select", "textarea", "template"},
         attributes={"a": {"href"}, "blockquote": {"expandable"}},
         url_schemes=_URL_SCHEMES,
         link_rel=None,
