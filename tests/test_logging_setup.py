@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bots.logging_setup import MASK, Redactor, configure_logging
+from bots.logging_setup import CHATTY_LOGGERS, MASK, Redactor, configure_logging
 from core.logctx import current_context, log_context
 
 TG_TOKEN = "123456789:AAHfakeTelegramTokenForTests_xyz-987"
@@ -25,7 +25,7 @@ DISCORD = "MTAfake.discord.token-abcdefghijklmnop"
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
     yield
     for h in list(root.handlers):
         if h not in handlers:
