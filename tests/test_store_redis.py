@@ -130,3 +130,16 @@ async def test_open_fails_when_server_unreachable(tmp_path: Path) -> None:
 
     with pytest.raises((redis.exceptions.ConnectionError, OSError)):
         await RedisStore.open(f"unix://{tmp_path / 'missing.sock'}")
+
+
+async def test_delete_all_in_batches(redis_url: str) -> None:
+    store = await _fresh(redis_url)
+    try:
+        for i in range(1203):
+            await store.put(record(key(user=f"u{i}", bot="sellers" if i % 3 else "shoppers")))
+        assert await store.delete_all("sellers") == 802
+        assert await store.count() == 401
+        assert await store.delete_all() == 401
+        assert await store.count() == 0 and await store.list() == []
+    finally:
+        await store.close()

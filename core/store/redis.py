@@ -203,9 +203,17 @@ class RedisStore:
         index = f"{self._p}idx:all" if bot is None else f"{self._p}idx:bot:{bot}"
         members = cast(builtins.list[str], await self._r.zrange(index, 0, -1))
         deleted = 0
-        for member in members:
-            if await self.delete(_key_from_member(member)):
-                deleted += 1
+        # Batched: one round trip per 500 sessions instead of one per session.
+        for start in range(0, len(members), 500):
+            async with self._r.pipeline(transaction=True) as pipe:
+                for member in members[start : start + 500]:
+                    key = _key_from_member(member)
+                    pipe.delete(self._hash(key))
+                    for idx in self._indexes(key):
+                        pipe.zrem(idx, member)
+                results = await pipe.execute()
+            stride = 1 + len(self._indexes(ConversationKey("", "", "", "")))
+            deleted += sum(1 for r in results[::stride] if r)
         return deleted
 
     async def list(
