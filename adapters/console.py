@@ -8,7 +8,9 @@ attaches a photo; ``/reset`` starts over. With piped input it exits after the la
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -128,9 +130,28 @@ class ConsoleAdapter:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    async def _readline(self) -> str | None:
-        line = await asyncio.to_thread(self._in.readline)
-        return None if line == "" else line.rstrip("\r\n")
+    def _start_reader(self) -> asyncio.Queue[str | None]:
+        """Read input lines on a daemon thread.
+
+        A blocking ``readline`` in the default executor would keep the process alive at
+        shutdown (asyncio joins those threads) until the user pressed Enter; a daemon thread
+        does not.
+        """
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for line in iter(self._in.readline, ""):
+                    loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
+            except (OSError, ValueError):  # input closed under us
+                pass
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        threading.Thread(target=pump, name=f"console-input:{self.name}", daemon=True).start()
+        return lines
 
     def _say(self, text: str) -> None:
         self._out.write(text + "\n")
@@ -138,6 +159,7 @@ class ConsoleAdapter:
 
     async def run(self) -> None:
         interactive = self._in.isatty()
+        lines = self._start_reader()
         if interactive:
             self._say(f"chatbridge console: talking to bot '{self.name}'. /help for commands.")
         try:
@@ -145,7 +167,7 @@ class ConsoleAdapter:
                 if interactive:
                     self._out.write("you> ")
                     self._out.flush()
-                line = await self._readline()
+                line = await lines.get()
                 if line is None or line.strip() == "/quit":
                     break
                 if not interactive and line.strip():

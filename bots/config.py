@@ -40,7 +40,7 @@ class HttpConfig(_Strict):
     def _check_listen(self) -> HttpConfig:
         if self.listen is not None:
             host, _, port = self.listen.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
                 raise ValueError("listen must look like HOST:PORT, e.g. 127.0.0.1:8080")
         return self
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -22,7 +23,10 @@ from bots.config import (
     ShopAIBackendConfig,
     TelegramBotConfig,
 )
+from bots.http import HealthServer, standard_readiness
 from core.engine import Engine
+from core.flood import FloodControl
+from core.metrics import Metrics
 from core.protocols import Backend, SessionStore
 from core.store import open_store
 
@@ -67,26 +71,52 @@ class App:
     backends: dict[str, Backend] = field(default_factory=dict)
     engines: dict[str, Engine] = field(default_factory=dict)
     adapters: list[Adapter] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
+    http: HealthServer | None = None
 
     async def start(self) -> None:
         cfg = self.config
         self.store = await open_store(cfg.store.url)
         for name, backend_cfg in cfg.backends.items():
             if any(bot.backend == name for bot in cfg.bots):
-                self.backends[name] = build_backend(name, backend_cfg)
+                backend = build_backend(name, backend_cfg)
+                self.backends[name] = backend
+                count = getattr(backend, "open_connections", None)
+                if callable(count):
+                    self.metrics.watch_backend_connections(name, count)
         for bot in cfg.bots:
             engine = Engine(
                 bot=bot.name,
                 backend=self.backends[bot.backend],
                 backend_name=bot.backend,
                 store=self.store,
+                flood=FloodControl(cfg.limits.turns_per_minute),
+                observer=self.metrics,
                 turn_timeout=cfg.limits.turn_timeout,
             )
+            engine.metrics = self.metrics
+            self.metrics.watch_queued_turns(bot.name, _queued_of(engine))
+            self.metrics.sessions_changed(bot.name, await engine.count_sessions())
             self.engines[bot.name] = engine
             self.adapters.append(self._adapter(bot, engine))
+        if cfg.http.listen:
+            # up before the bots connect, so /readyz can report them as not ready yet
+            readiness = standard_readiness(
+                self.store, {a.name: _connected_of(a) for a in self.adapters}
+            )
+            self.http = HealthServer(
+                cfg.http.listen, self.metrics, readiness, on_scrape=self._refresh_gauges
+            )
+            await self.http.start()
         for adapter in self.adapters:
             await adapter.start()
             log.info("bot %s started", adapter.name)
+
+    async def _refresh_gauges(self) -> None:
+        for name, engine in self.engines.items():
+            self.metrics.sessions_changed(name, await engine.count_sessions())
+            adapter = next(a for a in self.adapters if a.name == name)
+            self.metrics.bot_connected(name, adapter.connected)
 
     def _adapter(
         self, bot: ConsoleBotConfig | TelegramBotConfig | DiscordBotConfig, engine: Engine
@@ -144,17 +174,38 @@ class App:
                     loop.remove_signal_handler(sig)
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop taking updates, finish or interrupt turns, close the rest."""
+        """Graceful shutdown.
+
+        Adapters stop taking updates first (Telegram leaves unread updates on its server for the
+        next process); then running turns get ``shutdown_grace`` seconds, and users whose turn
+        could not finish are told so while the platform connection is still open; only then do
+        adapters disconnect, backends close their connections and the store closes.
+        """
+        for adapter in self.adapters:
+            pause = getattr(adapter, "stop_receiving", None)
+            if pause is not None:
+                with contextlib.suppress(Exception):
+                    await pause()
+        grace = self.config.limits.shutdown_grace
+        await asyncio.gather(*(e.aclose(grace) for e in self.engines.values()))
         for adapter in self.adapters:
             with contextlib.suppress(Exception):
                 await adapter.stop()
-        grace = self.config.limits.shutdown_grace
-        await asyncio.gather(*(e.aclose(grace) for e in self.engines.values()))
+        if self.http is not None:
+            await self.http.stop()
         for backend in self.backends.values():
             with contextlib.suppress(Exception):
                 await backend.aclose()
         if self.store is not None:
             await self.store.close()
+
+
+def _queued_of(engine: Engine) -> Callable[[], float]:
+    return lambda: float(engine.queued_turns)
+
+
+def _connected_of(adapter: Adapter) -> Callable[[], bool]:
+    return lambda: adapter.connected
 
 
 async def _all_finished(consoles: list[Any]) -> None:

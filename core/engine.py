@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from core.logctx import log_context
 from core.protocols import Backend, ListingDescriber, SessionStore, Surface
 from core.texts import UserTexts
 from core.types import (
@@ -66,6 +67,18 @@ class TurnObserver(Protocol):
 
     def sessions_changed(self, bot: str, count: int) -> None: ...
 
+    def backend_latency(self, bot: str, backend: str, seconds: float) -> None: ...
+
+
+class PlatformMetrics(Protocol):
+    """What adapters report about their platform calls (``core.metrics.Metrics`` fits)."""
+
+    def message_sent(self, bot: str, platform: str, count: int = 1) -> None: ...
+
+    def message_edited(self, bot: str, platform: str, count: int = 1) -> None: ...
+
+    def rate_limited(self, bot: str, platform: str) -> None: ...
+
 
 class FloodGate(Protocol):
     def check(self, key: ConversationKey) -> float | None:
@@ -108,6 +121,8 @@ class Engine:
         self._observer = observer
         self._turn_timeout = turn_timeout
         self._lanes: dict[ConversationKey, _Lane] = {}
+        # Adapters count platform messages, edits and 429s here when the runner sets it.
+        self.metrics: PlatformMetrics | None = None
         self._closing = False
         self._active = 0
 
@@ -125,7 +140,9 @@ class Engine:
             wait = self._flood.check(inbound.key)
             if wait is not None:
                 text = self.texts.flood.format(seconds=max(1, round(wait)))
-                return self._enqueue(inbound.key, self._refuse(surface, text, "flood"), surface)
+                return self._enqueue(
+                    inbound.key, self._refuse(inbound.key, surface, text, "flood"), surface
+                )
         return self._enqueue(inbound.key, lambda: self._run_turn(inbound, surface), surface)
 
     async def handle(self, inbound: Inbound, surface: Surface) -> TurnResult:
@@ -152,6 +169,8 @@ class Engine:
                     result = await job()
                 except asyncio.CancelledError:
                     # shutdown cancelled this turn: tell this user and everyone queued behind
+                    if self._observer:
+                        self._observer.turn_finished(self.bot, "interrupted", 0.0)
                     for _, fut, srf in lane.jobs:
                         if srf is not None:
                             await self._tell_interrupted(srf)
@@ -176,8 +195,12 @@ class Engine:
     # --- one turn -----------------------------------------------------------------------------
 
     async def _run_turn(self, inbound: Inbound, surface: Surface) -> TurnResult:
-        started = time.monotonic()
         turn_id = next(_turn_ids)
+        with log_context(bot=self.bot, conversation=inbound.key.short(), turn=turn_id):
+            return await self._timed_turn(turn_id, inbound, surface)
+
+    async def _timed_turn(self, turn_id: int, inbound: Inbound, surface: Surface) -> TurnResult:
+        started = time.monotonic()
         key = inbound.key
         log.info("turn %d start %s", turn_id, key.short())
         await surface.begin()
@@ -219,6 +242,18 @@ class Engine:
         return result
 
     async def _relay(self, record: SessionRecord, inbound: Inbound, surface: Surface) -> TurnResult:
+        started = time.monotonic()
+        try:
+            return await self._relay_events(record, inbound, surface)
+        finally:
+            if self._observer:
+                self._observer.backend_latency(
+                    self.bot, self.backend_name, time.monotonic() - started
+                )
+
+    async def _relay_events(
+        self, record: SessionRecord, inbound: Inbound, surface: Surface
+    ) -> TurnResult:
         events = self.backend.turn(record.session_ref, inbound)
         try:
             async for event in events:
@@ -287,16 +322,21 @@ class Engine:
             level, "turn %d failed (%s) %s: %s", turn_id, failure.kind, key.short(), failure.detail
         )
 
-    def _refuse(self, surface: Surface, text: str, why: str) -> Job:
+    def _refuse(self, key: ConversationKey, surface: Surface, text: str, why: str) -> Job:
         async def job() -> TurnResult:
+            log.info("refused a turn (%s) for %s", why, key.short())
             await surface.fail(text)
-            return TurnResult("failed", failure=Failure(FailureKind.BAD_INPUT, why))
+            if self._observer:
+                self._observer.turn_finished(self.bot, "refused", 0.0)
+            return TurnResult("refused", failure=Failure(FailureKind.BAD_INPUT, why))
 
         return job
 
     def _interrupted(self, surface: Surface) -> Job:
         async def job() -> TurnResult:
             await self._tell_interrupted(surface)
+            if self._observer:
+                self._observer.turn_finished(self.bot, "interrupted", 0.0)
             return TurnResult("interrupted")
 
         return job

@@ -173,7 +173,7 @@ class ListingDraft:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
-TurnOutcome = Literal["ok", "failed", "interrupted"]
+TurnOutcome = Literal["ok", "failed", "interrupted", "refused"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,6 +263,9 @@ async def test_flood_gate_refuses_with_wait_time(store: MemoryStore) -> None:
     for s in surfaces:
         await engine.handle(Inbound(key=key(), text="x"), s)
     assert surfaces[2].events == [("fail", engine.texts.flood.format(seconds=12))]
+    assert (await engine.handle(Inbound(key=key(), text="y"), RecordingSurface())).outcome == (
+        "refused"
+    )
     assert (await store.get(key())).turn_count == 2  # type: ignore[union-attr]
 
 

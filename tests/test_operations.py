@@ -1,0 +1,243 @@
+"""Operating chatbridge: health, readiness and metrics scraped during a real conversation,
+flood control, and graceful shutdown (in-process and by SIGTERM) with nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bots.config import parse_config
+from bots.runner import App
+from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def loopos() -> AsyncIterator[LoopOSEmulator]:
+    emulator = await start_loopos_emulator()
+    yield emulator
+    await emulator.stop()
+
+
+def config_dict(loopos_url: str, store: Path, **limits: Any) -> dict[str, Any]:
+    return {
+        "store": {"url": f"sqlite:///{store}"},
+        "backends": {
+            "sellers-ai": {
+                "type": "loopos",
+                "base_url": loopos_url,
+                "core_base_url": "https://core.example/",
+                "submission_base_url": "https://submission.example/",
+                "retry": {"attempts": 2, "base_delay": 0.01},
+            }
+        },
+        "bots": [{"name": "terminal", "platform": "console", "backend": "sellers-ai",
+                  "user_id": "u-1"}],
+        "http": {"listen": "127.0.0.1:0"},
+        "limits": limits,
+    }
+
+
+class PipeConsole:
+    """The console bot's standard input and output, driven from the test."""
+
+    def __init__(self) -> None:
+        read_fd, self._write_fd = os.pipe()
+        self.stdin = os.fdopen(read_fd, "r", encoding="utf-8")
+        self.stdout = io.StringIO()
+
+    def say(self, line: str) -> None:
+        os.write(self._write_fd, (line + "\n").encode())
+
+    def close(self) -> None:
+        os.close(self._write_fd)
+
+    async def wait_for(self, text: str, timeout: float = 10) -> str:
+        async with asyncio.timeout(timeout):
+            while text not in self.stdout.getvalue():
+                await asyncio.sleep(0.02)
+        return self.stdout.getvalue()
+
+
+def metric(body: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in body.splitlines():
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = ",".join(sorted((m.group(2) or "").split(","))) if m.group(2) else ""
+        if got == want:
+            return float(m.group(3))
+    return 0.0
+
+
+async def test_health_readiness_and_metrics_during_a_conversation(
+    tmp_path: Path, loopos: LoopOSEmulator
+) -> None:
+    console = PipeConsole()
+    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db")),
+              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    await app.start()
+    try:
+        assert app.http is not None
+        async with httpx.AsyncClient(base_url=app.http.url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"store": True, "bot:terminal": True}
+
+            console.say("Quero vender um iPhone 12")
+            await console.wait_for("Qual é a capacidade")
+            console.say("1")
+            await console.wait_for("Em que estado")
+            body = (await http.get("/metrics")).text
+            assert metric(body, "chatbridge_turns_total", bot="terminal", outcome="ok") == 2
+            assert metric(body, "chatbridge_open_sessions", bot="terminal") == 1
+            assert metric(body, "chatbridge_backend_latency_seconds_count", bot="terminal",
+                          backend="sellers-ai") == 2
+            assert metric(body, "chatbridge_queued_turns", bot="terminal") == 0
+
+            loopos.faults.status_5xx = 10  # the backend is down: retried, then a plain reply
+            console.say("Bom")
+            out = await console.wait_for("unavailable right now")
+            assert "Traceback" not in out
+            body = (await http.get("/metrics")).text
+            assert metric(body, "chatbridge_turns_total", bot="terminal", outcome="failed") == 1
+            assert metric(body, "chatbridge_backend_errors_total", bot="terminal",
+                          kind="unavailable") == 1
+            url = app.http.url
+    finally:
+        console.close()
+        await app.stop()
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"{url}/healthz")
+
+
+async def test_readiness_fails_when_the_store_is_closed(
+    tmp_path: Path, loopos: LoopOSEmulator
+) -> None:
+    console = PipeConsole()
+    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db")),
+              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    await app.start()
+    try:
+        assert app.http is not None and app.store is not None
+        await app.store.close()
+        async with httpx.AsyncClient(base_url=app.http.url) as http:
+            ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["store"] is False
+    finally:
+        console.close()
+        await app.stop()
+
+
+async def test_flood_control_tells_users_when_to_write_again(
+    tmp_path: Path, loopos: LoopOSEmulator
+) -> None:
+    console = PipeConsole()
+    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db", turns_per_minute=2)),
+              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    await app.start()
+    try:
+        for text in ["Quero vender um iPhone 12", "1", "Bom"]:
+            console.say(text)
+        out = await console.wait_for("sending messages too quickly")
+        assert re.search(r"Please wait (5[0-9]|60) s and try again", out), out
+        assert len(loopos.requests_to("/chat")) == 2  # the third never reached the backend
+    finally:
+        console.close()
+        await app.stop()
+
+
+async def test_shutdown_mid_turn_tells_the_user_and_loses_nothing(
+    tmp_path: Path, loopos: LoopOSEmulator
+) -> None:
+    console = PipeConsole()
+    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db", shutdown_grace=0.2)),
+              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    await app.start()
+    loopos.faults.slow_seconds = 5
+    console.say("Quero vender um iPhone 12")
+    async with asyncio.timeout(5):
+        while loopos.in_flight == 0:
+            await asyncio.sleep(0.02)
+    await app.stop()
+    console.close()
+    assert "The service is restarting and your message could not be answered" in (
+        console.stdout.getvalue()
+    )
+
+
+async def _run_subprocess(config: Path, first_line: str, loopos: LoopOSEmulator,
+                          ) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots.cli", "run", "--config", str(config), cwd=REPO,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(f"{first_line}\n".encode())
+    await proc.stdin.drain()
+    async with asyncio.timeout(15):
+        while loopos.in_flight == 0:
+            await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _toml(loopos_url: str, store: Path, grace: float) -> str:
+    return textwrap.dedent(f"""
+        [store]
+        url = "sqlite:///{store}"
+        [backends.sellers-ai]
+        type = "loopos"
+        base_url = "{loopos_url}"
+        core_base_url = "https://core.example/"
+        submission_base_url = "https://submission.example/"
+        [[bots]]
+        name = "terminal"
+        platform = "console"
+        backend = "sellers-ai"
+        [limits]
+        shutdown_grace = {grace}
+    """)
+
+
+async def test_sigterm_lets_a_running_turn_finish_within_the_grace(
+    tmp_path: Path, loopos: LoopOSEmulator
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(_toml(loopos.url, tmp_path / "s.db", grace=10))
+    loopos.faults.slow_seconds = 0.5
+    code, out, err = await _run_subprocess(config, "Quero vender um iPhone 12", loopos)
+    assert code == 0, err
+    assert "Qual é a capacidade" in out  # answered after SIGTERM, before exiting
+
+
+async def test_sigterm_past_the_grace_interrupts_with_a_notice(
+    tmp_path: Path, loopos: LoopOSEmulator
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(_toml(loopos.url, tmp_path / "s.db", grace=0.3))
+    loopos.faults.slow_seconds = 5
+    code, out, err = await _run_subprocess(config, "Quero vender um iPhone 12", loopos)
+    assert code == 0, err
+    assert "your message could not be answered" in out
+    assert "Traceback" not in err
