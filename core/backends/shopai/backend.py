@@ -111,6 +111,15 @@ def find_answer(history: list[Any], text: str, baseline: int | None) -> tuple[st
     return ("pending", None) if answer is None else ("answer", answer)
 
 
+async def _next_event(events: asyncio.Queue[ServerEvent], timeout: float) -> ServerEvent:
+    # called once per token: skip the timer when a frame is already waiting, and use
+    # asyncio.timeout (a timer handle) rather than wait_for (a new task per call)
+    if not events.empty():
+        return events.get_nowait()
+    async with asyncio.timeout(timeout):
+        return await events.get()
+
+
 @dataclass(eq=False)
 class _Chat:
     """What the backend keeps per chat token (no history: the server owns it)."""
@@ -143,6 +152,9 @@ class ShopAIBackend:
             base_delay=settings.reconnect_backoff,
             max_delay=settings.reconnect_backoff_max,
         )
+        # a burst of handshakes (e.g. after a restart) would stall the event loop, and with it
+        # every heartbeat: connect a bounded number at a time
+        self._connects = asyncio.Semaphore(settings.max_concurrent_connects)
         self._chats: dict[str, _Chat] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -232,7 +244,8 @@ class ShopAIBackend:
         def on_retry(state: Any) -> None:
             log.info("ShopAI connect attempt %d failed; retrying", state.attempt_number)
 
-        return await self._retry.call(attempt, lambda e: isinstance(e, ConnectFailed), on_retry)
+        async with self._connects:
+            return await self._retry.call(attempt, lambda e: isinstance(e, ConnectFailed), on_retry)
 
     def _schedule_idle(self, chat: _Chat) -> None:
         if chat.forgotten or self._closed or chat.conn is None:
@@ -303,6 +316,7 @@ class ShopAIBackend:
         reconnects = 0
         asked_history = 0  # get_history requests not yet answered
         streamed = ""
+        shown = ""
         events = conn.begin_turn()
         try:
             while True:
@@ -324,7 +338,7 @@ class ShopAIBackend:
                         except Exception as exc:  # the closed event follows; reconnect then
                             log.info("ShopAI send failed: %r", exc)
                 try:
-                    event: ServerEvent = await asyncio.wait_for(events.get(), timeout)
+                    event = await _next_event(events, timeout)
                 except TimeoutError:
                     await conn.aclose()
                     chat.conn = None
@@ -358,7 +372,10 @@ class ShopAIBackend:
                     if not recovering and sent:
                         streamed += event.value
                         if "<" in streamed:  # half-written markup must not reach the chat
-                            yield Snapshot(visible_text(streamed))
+                            visible = visible_text(streamed)
+                            if visible != shown:  # a token inside a tag shows nothing new
+                                shown = visible
+                                yield Snapshot(visible)
                         else:
                             yield Token(event.value)
                 elif event.kind == "history":

@@ -34,6 +34,7 @@ class ShopAISettings(BaseModel):
         60.0  # don't ask /init_session again for this long
     )
     max_concurrent_inits: Annotated[int, Field(ge=1)] = 64  # bounds a burst of new conversations
+    max_concurrent_connects: Annotated[int, Field(ge=1)] = 32  # handshakes in flight at once
 
     @field_validator("base_url")
     @classmethod
