@@ -39,6 +39,7 @@ async def test_private_chat_streams_by_drafts_then_sends_with_keyboard() -> None
             html="<p>Hello <b>there</b>, this answer streams in pieces until it is complete.</p>",
         ),
         token_delay=0.08,
+        turn_delay=0.6,  # the backend thinks first: "typing..." shows meanwhile
     )
     async with Harness(backend) as h:
         user = h.user()

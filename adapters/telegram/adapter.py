@@ -24,6 +24,7 @@ from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
 from adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
+from adapters.telegram.gate import AiohttpRequest
 from adapters.telegram.html import escape, visible_length
 from adapters.telegram.options import TelegramOptions
 from adapters.telegram.ordering import PerChatUpdateProcessor
@@ -139,8 +140,9 @@ class TelegramAdapter:
             .base_url(opts.api_base_url)
             .base_file_url(opts.resolved_file_base_url)
             .concurrent_updates(self._processor)
-            .connection_pool_size(opts.connection_pool_size)
-            .pool_timeout(opts.pool_timeout)
+            .request(
+                AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
+            )
         )
         if opts.mode == "webhook":
             builder = builder.updater(None)

@@ -163,6 +163,8 @@ def split_html(tg_html: str, max_len: int) -> list[str]:
     of one piece and reopened at the start of the next. Cuts prefer paragraph, line and
     word boundaries in the second half of a piece.
     """
+    if visible_length(tg_html) <= max_len:  # the common case, kept cheap: streams call this often
+        return [tg_html.strip()] if to_text(tg_html).strip() else [tg_html]
     atoms = _ATOM_RE.findall(tg_html)
     pieces: list[str] = []
     stack: list[tuple[str, str]] = []  # (name, opening tag) of open tags at ``start``

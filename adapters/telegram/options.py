@@ -42,9 +42,9 @@ class TelegramOptions(BaseModel):
 
     listing_command: bool = True  # offer /listing (backends without it answer politely)
 
-    # HTTP client to the Bot API: many chats stream at once, so a deep pool and a patient
-    # pool timeout (httpx counts queueing time against its timeouts).
-    connection_pool_size: int = Field(default=256, ge=1)
+    # HTTP client to the Bot API: at most this many requests in flight (more wait their turn
+    # outside httpx, whose pool gets slow with long queues), over as many connections.
+    connection_pool_size: int = Field(default=64, ge=1, le=1024)
     pool_timeout: float = Field(default=30.0, gt=0)
     stop_grace: float = Field(default=10.0, ge=0)  # seconds turns in flight get at stop()
 

@@ -16,12 +16,13 @@ from typing import Any
 REDACTED = "<redacted>"
 
 _secrets: set[str] = set()
+_ordered: list[str] = []
 _lock = threading.Lock()
 _installed = False
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    for secret in _ordered:  # longest first: a whole token before its secret half
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -37,6 +38,7 @@ def register_secret(secret: str) -> None:
             tail = secret.split(":", 1)[1]
             if len(tail) >= 8:
                 _secrets.add(tail)
+        _ordered[:] = sorted(_secrets, key=len, reverse=True)
         _install()
     # httpx's INFO line per request is pure noise with a token in it: quiet it unless the
     # operator set a level on purpose.

@@ -21,6 +21,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParam
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
+from adapters.telegram.gate import urgent
 from adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
 from core.streaming import RateLimited, ThrottledStream
 from core.types import Button, Link, ReplyMessage
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4096
 MAX_BUTTONS = 100
 EMPTY_WITH_KEYBOARD = "Please choose an option below."
+TYPING_GRACE = 0.4  # seconds without visible text before "typing..." is shown
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -252,10 +254,17 @@ class Handle:
 class MessageSink:
     """Real messages: send, then edit. Puts the final keyboard on the final piece."""
 
-    def __init__(self, ops: TelegramOps, target: Target, on_shown: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ops: TelegramOps,
+        target: Target,
+        on_shown: Callable[[], None],
+        shown: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.ops = ops
         self.target = target
         self.on_shown = on_shown
+        self.shown = shown
         self.quoted = False
         self.markup: tuple[str, InlineKeyboardMarkup] | None = None  # (last piece, keyboard)
         self.markup_on: int | None = None
@@ -272,7 +281,10 @@ class MessageSink:
 
     async def _send_into(self, handle: Handle, text: str) -> None:
         markup = self._markup_for(text)
-        handle.message_id = await self.ops.send(self.target, text, markup, quote=not self.quoted)
+        with urgent():  # a new message: the user is waiting for it
+            handle.message_id = await self.ops.send(
+                self.target, text, markup, quote=not self.quoted
+            )
         handle.draft = False
         self.quoted = True
         if markup is not None:
@@ -310,7 +322,11 @@ class DraftSink:
     async def edit(self, handle: Handle, text: str) -> None:
         if handle.draft and not self.broken:
             try:
-                await self.ops.draft(self.fallback.target, self.draft_id, text)
+                if self.fallback.shown():
+                    await self.ops.draft(self.fallback.target, self.draft_id, text)
+                else:
+                    with urgent():  # the first preview: the user is waiting for it
+                        await self.ops.draft(self.fallback.target, self.draft_id, text)
                 self.fallback.on_shown()
                 return
             except BadRequest as exc:
@@ -409,7 +425,7 @@ class TelegramReply:
         self.button_id = button_id
         self.shown = asyncio.Event()
         self.first_shown_at: float | None = None
-        self._sink = MessageSink(ops, target, self._mark_shown)
+        self._sink = MessageSink(ops, target, self._mark_shown, self.shown.is_set)
         self._drafts = DraftSink(ops, self._sink) if use_drafts and target.private else None
         self._stream: ThrottledStream[Handle] | None = None
         self._typing: asyncio.Task[None] | None = None
@@ -433,6 +449,10 @@ class TelegramReply:
         self._typing = asyncio.create_task(self._keep_typing(), name="telegram-typing")
 
     async def _keep_typing(self) -> None:
+        # a reply that starts streaming at once needs no typing indicator: skipping it saves a
+        # request per turn exactly when many chats start together
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.shown.wait(), TYPING_GRACE)
         while not self.shown.is_set():
             await self.ops.typing(self.target)
             with contextlib.suppress(TimeoutError):
@@ -444,9 +464,11 @@ class TelegramReply:
             self._typing = None
 
     async def append(self, text: str) -> None:
+        self._stop_typing()  # the answer is coming: our own send follows at once
         await self._preview().append(escape(text))
 
     async def replace(self, text: str) -> None:
+        self._stop_typing()
         await self._preview().replace(escape(text))
 
     async def notice(self, text: str) -> None:
@@ -492,7 +514,7 @@ class TelegramReply:
                     continue
                 html = escape(EMPTY_WITH_KEYBOARD)
             if i > 0:
-                self._sink = MessageSink(self.ops, self.target, self._mark_shown)
+                self._sink = MessageSink(self.ops, self.target, self._mark_shown, self.shown.is_set)
                 self._sink.quoted = True
                 stream = self._new_stream(self._sink)
             await self._deliver(stream, self._sink, html, markup)

@@ -1,0 +1,204 @@
+"""Benchmark: N simultaneous streamed answers across N Telegram chats (prints, asserts nothing).
+
+The fake Bot API runs in a subprocess (so its CPU is not billed to the bot); the bot side is
+the real stack: python-telegram-bot polling, the adapter, the engine, a scripted backend that
+streams ``--tokens`` tokens ``--token-delay`` apart to every chat at once.
+
+Reports: CPU and peak RSS of the bot process (and the fake's CPU), paced message operations per
+chat per second (sends + edits; Telegram tolerates about 1), the most in any 1 s window, 429s
+received (target 0), and the delay from a chat's first backend token to its first visible text
+(first sendMessage or sendMessageDraft accepted; target p95 <= 250 ms).
+
+    python bench/telegram_stream.py [--chats 1000] [--kind group|private|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapters.telegram import TelegramAdapter, TelegramOptions
+from core.engine import Engine
+from core.store.memory import MemoryStore
+from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_harness import ScriptBackend, answer
+
+TOKEN = "424242:bench-token-never-logged-0123456789"
+USERNAME = "bench_bot"
+PACED = ("sendMessage", "editMessageText", "editMessageReplyMarkup")
+
+
+# --- the fake server side (subprocess) ---------------------------------------------------------
+
+
+async def serve(chats: int, kind: str) -> None:
+    fake = FakeTelegram(interval=1.0)
+    await fake.start()
+    bot = fake.add_bot(TOKEN, USERNAME)
+    print("READY", fake.url, flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = line.strip().decode()
+        if command == "go":
+            for i in range(chats):
+                user = bot.make_user(50_000 + i, f"U{i}")
+                if kind == "private":
+                    await bot.push_text(bot.private_chat(user), user, "what do you have?")
+                else:
+                    chat = bot.group_chat(-(50_000 + i), f"G{i}")
+                    await bot.push_text(chat, user, f"@{USERNAME} what do you have?")
+        elif command == "report":
+            print(json.dumps(report(fake)), flush=True)
+        elif command == "quit":
+            break
+    await fake.stop()
+
+
+def report(fake: FakeTelegram) -> dict[str, Any]:
+    first: dict[str, float] = {}
+    paced: dict[str, list[float]] = {}
+    methods: dict[str, int] = {}
+    for call in fake.calls:
+        methods[call.method] = methods.get(call.method, 0) + 1
+        if not call.ok:
+            continue
+        chat = str(call.chat_id)
+        if call.method in ("sendMessage", "sendMessageDraft") and chat not in first:
+            first[chat] = call.time
+        if call.method in PACED:
+            paced.setdefault(chat, []).append(call.time)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "first_visible": first,
+        "paced": paced,
+        "methods": methods,
+        "count_429": fake.count_429,
+        "cpu": usage.ru_utime + usage.ru_stime,
+    }
+
+
+# --- the bot side ---------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        "--chats",
+        str(chats),
+        "--kind",
+        kind,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=64 * 1024 * 1024,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    url = (await proc.stdout.readline()).decode().split()[1]
+    text = " ".join(f"token{i}" for i in range(tokens))
+    backend = ScriptBackend(
+        answer(text, ["More", "Thanks"], tokens=tokens), token_delay=token_delay
+    )
+    store = await MemoryStore.open()
+    engine = Engine(bot="bench", backend=backend, backend_name="bench", store=store)
+    options = TelegramOptions(api_base_url=f"{url}/bot", poll_timeout=5, connection_pool_size=pool)
+    adapter = TelegramAdapter(
+        name="bench", token=TOKEN, engine=engine, options=options, admins=frozenset()
+    )
+    await adapter.start()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
+    deadline = started + 60 + tokens * token_delay * 2
+    while time.monotonic() < deadline:
+        busy = engine.active_turns or engine.queued_turns or adapter._pending
+        if adapter.turns_started >= chats and not busy:
+            break
+        await asyncio.sleep(0.05)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    proc.stdin.write(b"report\n")
+    await proc.stdin.drain()
+    data = json.loads(await proc.stdout.readline())
+    await adapter.stop()
+    await engine.aclose(grace=1.0)
+    await store.close()
+    proc.stdin.write(b"quit\n")
+    await proc.stdin.drain()
+    await proc.wait()
+
+    delays = [
+        (data["first_visible"][chat] - t0) * 1000
+        for chat, t0 in backend.first_token_at.items()
+        if chat in data["first_visible"]
+    ]
+    rates, window_max = [], 0
+    for times in data["paced"].values():
+        if len(times) > 1:
+            rates.append((len(times) - 1) / (times[-1] - times[0]))
+        for i, t in enumerate(times):
+            window_max = max(window_max, sum(1 for u in times[i:] if u - t < 1.0))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(
+        f"--- {chats} chats, {kind}, {tokens} tokens every {token_delay * 1000:.0f} ms, "
+        f"{pool} requests in flight ---"
+    )
+    print(
+        f"turns started {adapter.turns_started}, answered {len(data['paced'])} chats, "
+        f"wall {wall:.1f} s"
+    )
+    print(
+        f"bot CPU {cpu:.1f} s, bot peak RSS {after.ru_maxrss / 1024:.0f} MB, "
+        f"fake server CPU {data['cpu']:.1f} s"
+    )
+    print(
+        f"paced ops per chat per second: mean {statistics.fmean(rates or [0]):.2f}, "
+        f"max {max(rates or [0]):.2f}; most in any 1 s window: {window_max}"
+    )
+    print(f"429s received: {data['count_429']}; calls: {data['methods']}")
+    print(
+        f"first token -> first visible text: p50 {pct(delays, 0.5):.0f} ms, "
+        f"p95 {pct(delays, 0.95):.0f} ms, max {max(delays or [0]):.0f} ms "
+        f"({len(delays)} chats)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chats", type=int, default=1000)
+    parser.add_argument("--kind", choices=["group", "private", "both"], default="both")
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--token-delay", type=float, default=0.05)
+    parser.add_argument("--pool", type=int, default=TelegramOptions().connection_pool_size)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.chats, args.kind))
+        return
+    logging.basicConfig(level=logging.WARNING)
+    for kind in ["group", "private"] if args.kind == "both" else [args.kind]:
+        asyncio.run(run(args.chats, kind, args.tokens, args.token_delay, args.pool))
+
+
+if __name__ == "__main__":
+    main()
