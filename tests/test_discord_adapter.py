@@ -461,3 +461,28 @@ def test_conflict_message_hides_proxy_credentials() -> None:
     finally:
         endpoints.release("a")
     assert discord.http.Route.BASE == "https://discord.com/api/v10"
+
+
+async def test_answer_ending_while_a_message_is_in_flight(store: SQLiteStore) -> None:
+    # The Final arrives while the first streamed message is still being posted: the streaming
+    # helper stops its preview then. The post must neither be duplicated nor stall discord.py.
+    async with FakeDiscord(message_delay=0.5) as fake:
+        backend = ScriptBackend(token_delay=0.05)
+        backend.reply = lambda inbound: ReplyMessage(text="alpha beta gamma delta")
+        adapter, engine = await start_bot(fake, backend, store)
+        try:
+            rita = fake.add_user("rita")
+            started = asyncio.get_running_loop().time()
+            await fake.dm_message(rita, "go")
+            dm = fake.dm_channel_id(rita)
+            await fake.wait_until(
+                lambda: [m["content"] for m in fake.bot_messages(dm)] == ["alpha beta gamma delta"]
+            )
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.3)  # nothing else arrives later
+        finally:
+            await stop_bot(adapter, engine)
+        assert [m["content"] for m in fake.bot_messages(dm)] == ["alpha beta gamma delta"]
+        assert elapsed < 3.0
+        posts = fake.find_calls("POST", rf"/channels/{dm}/messages")
+        assert [p.body["content"] for p in posts] == ["alpha"], "the preview post was reused"

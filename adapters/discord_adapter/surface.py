@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import discord
 
@@ -19,37 +19,124 @@ __all__ = ["ChannelSink", "DiscordSurface"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+TYPING_EVERY = 8.0
+
 # Backend text must never ping @everyone, roles or users.
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
+class _Call:
+    """One platform call; ``abandoned`` when its caller was cancelled while it ran."""
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self) -> None:
+        self.abandoned = False
+
+
 class ChannelSink:
-    """:class:`core.streaming.MessageSink` over a Discord channel (handles are Messages)."""
+    """:class:`core.streaming.MessageSink` over a Discord channel (handles are Messages).
+
+    Calls run one at a time, in order, and are never cancelled half-way: the streaming helper
+    cancels its preview task when the answer ends, and a discord.py request cancelled in
+    flight both loses the message it created and can leave discord.py's rate-limit bucket for
+    the channel locked (the next request then waits 30 s). So each call runs in a shielded
+    task; a message sent by a call whose caller gave up is kept and reused by the next send.
+    """
 
     def __init__(
         self, channel: discord.abc.Messageable, reply_to: discord.Message | None = None
     ) -> None:
         self._channel = channel
         self._reply_to = reply_to
+        self._lock = asyncio.Lock()
+        self._orphans: list[discord.Message] = []  # sent, but the caller never got them
 
-    async def send(self, text: str, view: discord.ui.View | None = None) -> discord.Message:
-        kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
-        if view is not None:
-            kwargs["view"] = view
-        if self._reply_to is not None:
-            # the first message of the answer replies to the user's (busy channels stay legible)
-            kwargs["reference"] = self._reply_to.to_reference(fail_if_not_exists=False)
-            self._reply_to = None
+    async def _serial(
+        self,
+        op: Callable[[], Awaitable[T]],
+        on_abandoned: Callable[[T], None] | None = None,
+    ) -> T:
+        call = _Call()
+
+        async def run() -> T:
+            async with self._lock:
+                result = await op()
+                if call.abandoned and on_abandoned is not None:
+                    on_abandoned(result)
+                return result
+
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(_consume_exception)
         try:
-            return await self._channel.send(text or None, **kwargs)
-        except discord.RateLimited as exc:  # only past discord.py's own max_ratelimit_timeout
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                call.abandoned = True
+            elif not task.cancelled() and task.exception() is None and on_abandoned:
+                on_abandoned(task.result())
+            raise
+        except discord.RateLimited as exc:  # only past discord.py's max_ratelimit_timeout
             raise RateLimited(exc.retry_after) from exc
+
+    async def send(
+        self, text: str, view: discord.ui.View | None = None, *, adopt: bool = True
+    ) -> discord.Message:
+        async def op() -> discord.Message:
+            if adopt and self._orphans:
+                # a message an abandoned call created: reuse it rather than post a duplicate
+                orphan = self._orphans.pop(0)
+                if orphan.content == text and view is None:
+                    return orphan
+                return await orphan.edit(
+                    content=text or None, view=view, allowed_mentions=NO_MENTIONS
+                )
+            kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+            if view is not None:
+                kwargs["view"] = view
+            if self._reply_to is not None:
+                # the answer's first message replies to the user's (busy channels stay legible)
+                kwargs["reference"] = self._reply_to.to_reference(fail_if_not_exists=False)
+            message = await self._channel.send(text or None, **kwargs)
+            self._reply_to = None
+            return message
+
+        return await self._serial(op, self._orphans.append)
 
     async def edit(self, handle: discord.Message, text: str) -> None:
-        try:
+        async def op() -> None:
             await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
-        except discord.RateLimited as exc:
-            raise RateLimited(exc.retry_after) from exc
+
+        await self._serial(op)
+
+    async def set_view(self, handle: discord.Message, view: discord.ui.View) -> None:
+        """Attach components without sending the text again."""
+
+        async def op() -> None:
+            await handle.edit(view=view)
+
+        await self._serial(op)
+
+    async def delete(self, handle: discord.Message) -> None:
+        async def op() -> None:
+            with contextlib.suppress(discord.HTTPException):
+                await handle.delete()
+
+        await self._serial(op)
+
+    async def drop_orphans(self) -> None:
+        """Delete messages created by abandoned calls that nothing reused."""
+        async with self._lock:
+            orphans, self._orphans = self._orphans, []
+        for orphan in orphans:
+            await self.delete(orphan)
+
+
+def _consume_exception(task: asyncio.Future[Any]) -> None:
+    # an abandoned call's failure has nobody to tell; don't let asyncio warn about it
+    if not task.cancelled():
+        task.exception()
 
 
 class DiscordSurface:
@@ -81,11 +168,17 @@ class DiscordSurface:
             self._typing = asyncio.create_task(self._keep_typing(), name="discord-typing")
 
     async def _keep_typing(self) -> None:
+        # Each trigger shows "typing…" for about 10 s. The request runs shielded: cancelling
+        # a discord.py request in flight can lock its rate-limit bucket (see ChannelSink).
+        while True:
+            trigger = asyncio.ensure_future(self._trigger_typing())
+            trigger.add_done_callback(_consume_exception)
+            await asyncio.shield(trigger)
+            await asyncio.sleep(TYPING_EVERY)
+
+    async def _trigger_typing(self) -> None:
         try:
-            async with self._channel.typing():
-                await asyncio.Event().wait()  # until cancelled
-        except asyncio.CancelledError:
-            raise
+            await self._channel.typing()
         except Exception:  # a typing indicator is cosmetic: never fail a turn over it
             log.debug("typing indicator failed", exc_info=True)
 
@@ -108,7 +201,7 @@ class DiscordSurface:
 
     async def notice(self, text: str) -> None:
         for piece in split_markdown(text):
-            self.sent.append(await self._sink.send(piece))
+            self.sent.append(await self._sink.send(piece, adopt=False))
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
         await self._stop_typing()
@@ -129,13 +222,13 @@ class DiscordSurface:
         needed = len([p for p in split_markdown(text) if p.strip()]) if text.strip() else 0
         # the final answer may be shorter than what was streamed: drop the surplus messages
         for extra in handles[max(needed, 1) :]:
-            with contextlib.suppress(discord.HTTPException):
-                await extra.delete()
+            await self._sink.delete(extra)
+        await self._sink.drop_orphans()
         handles = handles[: max(needed, 1)]
         self.sent.extend(handles)
         if view is not None:
             # one extra edit carries the components; the text is not sent again
-            await handles[-1].edit(view=view)
+            await self._sink.set_view(handles[-1], view)
 
     async def _send_new(self, text: str, view: discord.ui.View | None) -> None:
         await self._stream.abort()
@@ -147,9 +240,10 @@ class DiscordSurface:
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             self.sent.append(await self._sink.send(piece, view if last else None))
+        await self._sink.drop_orphans()
 
     async def fail(self, text: str) -> None:
         await self._stop_typing()
         await self._stream.abort()  # what was streamed stays; the failure follows it
         for piece in split_markdown(text):
-            self.sent.append(await self._sink.send(piece))
+            self.sent.append(await self._sink.send(piece, adopt=False))

@@ -143,10 +143,12 @@ class FakeDiscord:
         *,
         edit_interval: float = 0.0,
         attachment_delay: float = 0.0,
+        message_delay: float = 0.0,
         token: str = "fake-token",
     ) -> None:
         self.edit_interval = edit_interval  # min seconds between edits in one channel, 0 = off
         self.attachment_delay = attachment_delay  # seconds before an attachment download answers
+        self.message_delay = message_delay  # seconds before a channel message create/edit answers
         self.token = token
         self.calls: list[RestCall] = []
         self.gateway_events: list[JSON] = []  # every DISPATCH sent (t, d)
@@ -571,6 +573,8 @@ class FakeDiscord:
             raw = form.get("payload_json")
             body = json.loads(str(raw)) if raw is not None else None
         call = RestCall(request.method, path, dict(request.query), body)
+        if self.message_delay and re.fullmatch(r"/channels/\d+/messages(/\d+)?", path):
+            await asyncio.sleep(self.message_delay)
         try:
             response = await self._route(request, call)
         except KeyError as exc:
