@@ -258,6 +258,11 @@ class ShopAIBackend:
         if chat.lock.locked() or chat.conn is None:
             return
         conn, chat.conn = chat.conn, None
+        # forget the chat too, so a long-running process does not keep every token it ever
+        # saw; the next turn with this token reconnects (and locates its answer by text)
+        if self._chats.get(chat.token) is chat:
+            del self._chats[chat.token]
+        chat.forgotten = True
         log.debug("ShopAI connection idle for %.0f s; closing", self.settings.idle_timeout)
         task = asyncio.get_running_loop().create_task(conn.aclose())
         self._tasks.add(task)
