@@ -36,6 +36,7 @@ from tests.fakes.telegram_harness import ScriptBackend, answer
 TOKEN = "424242:bench-token-never-logged-0123456789"
 USERNAME = "bench_bot"
 PACED = ("sendMessage", "editMessageText", "editMessageReplyMarkup")
+VISIBLE = (*PACED, "sendMessageDraft")
 
 
 # --- the fake server side (subprocess) ---------------------------------------------------------
@@ -69,6 +70,7 @@ async def serve(chats: int, kind: str) -> None:
 def report(fake: FakeTelegram) -> dict[str, Any]:
     first: dict[str, float] = {}
     paced: dict[str, list[float]] = {}
+    visible: dict[str, list[float]] = {}
     methods: dict[str, int] = {}
     for call in fake.calls:
         methods[call.method] = methods.get(call.method, 0) + 1
@@ -79,9 +81,12 @@ def report(fake: FakeTelegram) -> dict[str, Any]:
             first[chat] = call.time
         if call.method in PACED:
             paced.setdefault(chat, []).append(call.time)
+        if call.method in VISIBLE:
+            visible.setdefault(chat, []).append(call.time)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "first_visible": first,
+        "visible": visible,
         "paced": paced,
         "methods": methods,
         "count_429": fake.count_429,
@@ -152,19 +157,25 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
         for chat, t0 in backend.first_token_at.items()
         if chat in data["first_visible"]
     ]
-    rates, window_max = [], 0
-    for times in data["paced"].values():
-        if len(times) > 1:
-            rates.append((len(times) - 1) / (times[-1] - times[0]))
-        for i, t in enumerate(times):
-            window_max = max(window_max, sum(1 for u in times[i:] if u - t < 1.0))
+
+    def per_second(series: dict[str, list[float]]) -> tuple[list[float], int]:
+        rates, window_max = [], 0
+        for times in series.values():
+            if len(times) > 1:
+                rates.append((len(times) - 1) / (times[-1] - times[0]))
+            for i, t in enumerate(times):
+                window_max = max(window_max, sum(1 for u in times[i:] if u - t < 1.0))
+        return rates, window_max
+
+    rates, window_max = per_second(data["paced"])
+    shown, shown_max = per_second(data["visible"])
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     print(
         f"--- {chats} chats, {kind}, {tokens} tokens every {token_delay * 1000:.0f} ms, "
         f"{pool} requests in flight ---"
     )
     print(
-        f"turns started {adapter.turns_started}, answered {len(data['paced'])} chats, "
+        f"turns started {adapter.turns_started}, answered {len(data['visible'])} chats, "
         f"wall {wall:.1f} s"
     )
     print(
@@ -172,8 +183,13 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
         f"fake server CPU {data['cpu']:.1f} s"
     )
     print(
-        f"paced ops per chat per second: mean {statistics.fmean(rates or [0]):.2f}, "
+        f"sends+edits per chat per second: mean {statistics.fmean(rates or [0]):.2f}, "
         f"max {max(rates or [0]):.2f}; most in any 1 s window: {window_max}"
+    )
+    print(
+        f"visible updates (incl. drafts) per chat per second: "
+        f"mean {statistics.fmean(shown or [0]):.2f}, max {max(shown or [0]):.2f}; "
+        f"most in any 1 s window: {shown_max}"
     )
     print(f"429s received: {data['count_429']}; calls: {data['methods']}")
     print(
