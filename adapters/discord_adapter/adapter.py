@@ -80,6 +80,7 @@ class DiscordAdapter:
         # per conversation: the previous message's "submitted" future (ordering gate)
         self._gates: dict[ConversationKey, asyncio.Future[None]] = {}
         self._pending: set[asyncio.Future[Any]] = set()  # submitted turns not yet finished
+        self._receiving = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class DiscordAdapter:
             endpoints.release(self.name)
             raise
         self.client = client
+        self._receiving = True
         self._task = asyncio.create_task(self._connect(client), name=f"discord:{self.name}")
 
     async def _connect(self, client: _Client) -> None:
@@ -130,24 +132,37 @@ class DiscordAdapter:
     @property
     def connected(self) -> bool:
         client = self.client
-        return client is not None and client.is_ready() and not client.is_closed()
+        return (
+            self._receiving and client is not None and client.is_ready() and not client.is_closed()
+        )
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Let turns in progress deliver their answers (up to ``grace`` s), then disconnect.
-
-        Closing the client first would close its HTTP session under the engine's feet and
-        lose answers that are a moment from being sent.
-        """
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=grace)
-        client, task = self.client, self._task
-        self.client, self._task = None, None
-        if client is not None:
-            await client.close()
+    async def stop_receiving(self) -> None:
+        """Leave the gateway (no new messages or presses) but keep REST open, so turns in
+        progress can still deliver their answers or tell users to resend; then :meth:`stop`."""
+        self._receiving = False
+        task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        client = self.client
+        if client is not None and client.ws is not None:
+            with contextlib.suppress(Exception):
+                await client.ws.close(code=1000)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop receiving, let turns in progress deliver their answers (up to ``grace`` s),
+        then disconnect.
+
+        Closing the client at once would close its HTTP session under the engine's feet and
+        lose answers that are a moment from being sent.
+        """
+        await self.stop_receiving()
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=grace)
+        client, self.client = self.client, None
+        if client is not None:
+            await client.close()
         endpoints.release(self.name)
 
     def _submit(self, inbound: Inbound, surface: DiscordSurface) -> None:
