@@ -486,3 +486,30 @@ async def test_answer_ending_while_a_message_is_in_flight(store: SQLiteStore) ->
         assert elapsed < 3.0
         posts = fake.find_calls("POST", rf"/channels/{dm}/messages")
         assert [p.body["content"] for p in posts] == ["alpha"], "the preview post was reused"
+
+
+async def test_missing_privileged_intent_is_reported_clearly(store: SQLiteStore) -> None:
+    async with FakeDiscord(message_content_allowed=False) as fake:
+        engine = Engine(bot="shop", backend=ScriptBackend(), backend_name="script", store=store)
+        adapter = DiscordAdapter(
+            name="shop",
+            token=fake.token,
+            engine=engine,
+            options=options(fake),
+            admins=frozenset(),
+        )
+        await adapter.start()
+        try:
+            with pytest.raises(RuntimeError, match="Message Content intent"):
+                await adapter.wait_ready(5)
+            assert not adapter.connected
+        finally:
+            await stop_bot(adapter, engine)
+        # the documented fallback works with the same application
+        adapter, engine = await start_bot(
+            fake, ScriptBackend(), store, message_content_intent=False
+        )
+        try:
+            assert adapter.connected
+        finally:
+            await stop_bot(adapter, engine)

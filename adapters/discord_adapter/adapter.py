@@ -81,6 +81,7 @@ class DiscordAdapter:
         self._gates: dict[ConversationKey, asyncio.Future[None]] = {}
         self._pending: set[asyncio.Future[Any]] = set()  # submitted turns not yet finished
         self._receiving = False
+        self.failure: str | None = None  # why the gateway connection ended for good
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -117,17 +118,35 @@ class DiscordAdapter:
             await client.connect(reconnect=True)
         except asyncio.CancelledError:
             raise
+        except discord.PrivilegedIntentsRequired:
+            self.failure = (
+                f"Discord bot {self.name}: the Message Content intent is not enabled for this "
+                "application. Enable it in the Developer Portal (Bot -> Privileged Gateway "
+                "Intents) or set message_content_intent = false."
+            )
+            log.error("%s", self.failure)
         except discord.LoginFailure:
-            log.error("Discord bot %s: the gateway refused the token", self.name)
-        except Exception:
+            self.failure = f"Discord bot {self.name}: the gateway refused the token"
+            log.error("%s", self.failure)
+        except Exception as exc:
+            self.failure = f"Discord bot {self.name}: gateway connection ended ({exc!r})"
             log.exception("Discord bot %s: gateway connection ended", self.name)
+        self._receiving = False
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
-        """Until the gateway session is ready (guilds received)."""
-        if self.client is None:
+        """Until the gateway session is ready (guilds received); raises RuntimeError when the
+        gateway connection failed for good (e.g. a privileged intent not enabled)."""
+        client, task = self.client, self._task
+        if client is None or task is None:
             raise RuntimeError("not started")
-        async with asyncio.timeout(timeout):
-            await self.client.wait_until_ready()
+        ready = asyncio.ensure_future(client.wait_until_ready())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not client.is_ready():
+            raise RuntimeError(self.failure or f"Discord bot {self.name} is not connected")
 
     @property
     def connected(self) -> bool:

@@ -39,6 +39,7 @@ from aiohttp import WSMsgType, web
 
 DISCORD_EPOCH_MS = 1420070400000
 MANAGE_GUILD = 1 << 5
+MESSAGE_CONTENT = 1 << 15  # gateway intent bit
 # View channel, send messages (+ in threads), embed, attach, read history, use app commands,
 # create public threads: what a normal member and the bot need.
 BASIC_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
@@ -144,11 +145,15 @@ class FakeDiscord:
         edit_interval: float = 0.0,
         attachment_delay: float = 0.0,
         message_delay: float = 0.0,
+        message_content_allowed: bool = True,
         token: str = "fake-token",
     ) -> None:
         self.edit_interval = edit_interval  # min seconds between edits in one channel, 0 = off
         self.attachment_delay = attachment_delay  # seconds before an attachment download answers
         self.message_delay = message_delay  # seconds before a channel message create/edit answers
+        # False: the application has not enabled the privileged Message Content intent, so
+        # an IDENTIFY asking for it is closed with 4014 as Discord does
+        self.message_content_allowed = message_content_allowed
         self.token = token
         self.calls: list[RestCall] = []
         self.gateway_events: list[JSON] = []  # every DISPATCH sent (t, d)
@@ -813,6 +818,10 @@ class FakeDiscord:
                 elif op == 2:
                     if msg["d"].get("token") != self.token:
                         await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    intents = int(msg["d"].get("intents") or 0)
+                    if intents & MESSAGE_CONTENT and not self.message_content_allowed:
+                        await ws.close(code=4014, message=b"Disallowed intent(s).")
                         break
                     self.identify_count += 1
                     await self._ready(ws)
