@@ -513,3 +513,16 @@ async def test_missing_privileged_intent_is_reported_clearly(store: SQLiteStore)
             assert adapter.connected
         finally:
             await stop_bot(adapter, engine)
+
+
+async def test_one_shard_of_a_split_bot(fake: FakeDiscord, store: SQLiteStore) -> None:
+    adapter, engine = await start_bot(fake, ScriptBackend(), store, shard_id=1, shard_count=3)
+    try:
+        assert adapter.connected
+    finally:
+        await stop_bot(adapter, engine)
+    assert fake.identify_payloads[-1]["shard"] == [1, 3]
+    with pytest.raises(ValueError, match="below shard_count"):
+        options(fake, shard_id=3, shard_count=3)
+    with pytest.raises(ValueError, match="go together"):
+        options(fake, shard_id=0)

@@ -97,11 +97,15 @@ class DiscordAdapter:
         if self.client is not None:
             raise RuntimeError(f"Discord bot {self.name} is already started")
         endpoints.claim(self.name, self.options.api_base_url, self.options.gateway_url)
+        sharding: dict[str, int] = {}
+        if self.options.shard_id is not None and self.options.shard_count is not None:
+            sharding = {"shard_id": self.options.shard_id, "shard_count": self.options.shard_count}
         client = _Client(
             self,
             intents=self._intents(),
             guild_ready_timeout=self.options.guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
+            **sharding,
         )
         try:
             await client.login(self._token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.images import DEFAULT_MAX_IMAGE_BYTES
 
@@ -49,8 +49,20 @@ class DiscordOptions(BaseModel):
     command_guilds: list[int] = Field(default_factory=list)
     """Register the slash commands in these guilds (instant) instead of globally."""
 
+    shard_id: int | None = Field(default=None, ge=0)
+    shard_count: int | None = Field(default=None, ge=1)
+    """Run one shard of a bot split across processes (set both; DMs arrive on shard 0)."""
+
     guild_ready_timeout: float = Field(default=2.0, gt=0, le=60)
     """How long discord.py waits for GUILD_CREATE events before it reports ready."""
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> DiscordOptions:
+        if (self.shard_id is None) != (self.shard_count is None):
+            raise ValueError("shard_id and shard_count go together")
+        if self.shard_count is not None and (self.shard_id or 0) >= self.shard_count:
+            raise ValueError("shard_id must be below shard_count")
+        return self
 
     @field_validator("api_base_url")
     @classmethod

@@ -158,6 +158,7 @@ class FakeDiscord:
         self.calls: list[RestCall] = []
         self.gateway_events: list[JSON] = []  # every DISPATCH sent (t, d)
         self.identify_count = 0
+        self.identify_payloads: list[JSON] = []  # the "d" of every IDENTIFY (token removed)
         self.rate_limited = 0  # how many 429s were answered
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
@@ -819,6 +820,9 @@ class FakeDiscord:
                     if msg["d"].get("token") != self.token:
                         await ws.close(code=4004, message=b"Authentication failed.")
                         break
+                    self.identify_payloads.append(
+                        {k: v for k, v in msg["d"].items() if k != "token"}
+                    )
                     intents = int(msg["d"].get("intents") or 0)
                     if intents & MESSAGE_CONTENT and not self.message_content_allowed:
                         await ws.close(code=4014, message=b"Disallowed intent(s).")
