@@ -313,3 +313,17 @@ async def test_token_never_in_logs(caplog: pytest.LogCaptureFixture) -> None:
     assert "HTTP Request" not in handler_text or secret_half not in handler_text
     assert secret_half not in handler_text
     assert secret_half[::-1] not in handler_text
+
+
+async def test_server_errors_are_retried_and_the_answer_still_arrives() -> None:
+    backend = ScriptBackend(answer("A complete answer after a hiccup", tokens=3))
+    async with Harness(backend) as h:
+        user = h.user(106)
+        group = h.fb.group_chat(-1006)
+        h.fake.inject_error("sendMessage", status=502, retry_after=None, chat_id=group["id"])
+        h.fake.inject_error("editMessageText", status=500, retry_after=None, chat_id=group["id"])
+        await h.fb.push_text(group, user, f"@{BOT_USERNAME} hello")
+        await h.settled(turns=1)
+        msgs = h.fb.chat_messages(group["id"])
+        assert [m["text"] for m in msgs] == ["A complete answer after a hiccup"]
+        assert h.adapter.stats.network_errors >= 1

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.telegram.gate import urgent
 from adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4096
 MAX_BUTTONS = 100
 EMPTY_WITH_KEYBOARD = "Please choose an option below."
+NETWORK_RETRY = 1.0  # seconds before retrying a call that timed out or met a 5xx
 TYPING_GRACE = 0.4  # seconds without visible text before "typing..." is shown
 
 
@@ -104,6 +105,7 @@ class Stats:
     messages_sent: int = 0
     edits: int = 0
     drafts: int = 0
+    network_errors: int = 0
 
 
 class MessageGone(Exception):
@@ -128,6 +130,16 @@ class TelegramOps:
                 self.pacer.hold(chat_id, seconds)
                 log.warning("telegram 429 in chat %s: retry after %.0f s", chat_id, seconds)
                 raise RateLimited(seconds) from None
+            except NetworkError as exc:
+                if isinstance(exc, BadRequest):
+                    raise
+                # a timeout or a 5xx: worth another try after a pause (the streaming helper and
+                # say() retry RateLimited), rather than losing the answer
+                self.stats.network_errors += 1
+                log.warning(
+                    "telegram call failed in chat %s (%s); retrying", chat_id, type(exc).__name__
+                )
+                raise RateLimited(NETWORK_RETRY) from None
 
     async def send(
         self,
