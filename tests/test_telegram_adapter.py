@@ -327,3 +327,35 @@ async def test_server_errors_are_retried_and_the_answer_still_arrives() -> None:
         msgs = h.fb.chat_messages(group["id"])
         assert [m["text"] for m in msgs] == ["A complete answer after a hiccup"]
         assert h.adapter.stats.network_errors >= 1
+
+
+async def test_start_help_lang_and_unsupported_media() -> None:
+    backend = ScriptBackend()
+    async with Harness(backend) as h:
+        user = h.user(107)
+        chat = h.fb.private_chat(user)
+        await h.fb.push_text(chat, user, "/start")
+        await h.reply_in(chat["id"], contains="Hello!")
+        await h.fb.push_text(chat, user, "/help")
+        await h.reply_in(chat["id"], contains="What I can do")
+        await h.fb.push_text(chat, user, "/lang")
+        await h.reply_in(chat["id"], contains="Usage: /lang")
+        await h.fb.push_text(chat, user, "/lang pt-PT")
+        await h.reply_in(chat["id"], contains="Language set to")
+        record = await h.store.get(backend.opened[-1])
+        assert record is not None and record.language == "pt-PT"
+        await h.fb.push_update(
+            {
+                "message": {
+                    "message_id": 5,
+                    "date": 0,
+                    "chat": chat,
+                    "from": user,
+                    "voice": {"file_id": "v", "file_unique_id": "v", "duration": 1},
+                }
+            }
+        )
+        await h.reply_in(chat["id"], contains="I can read text and photos")
+        await h.fb.push_text(chat, user, "/unknowncmd hello")
+        await h.reply_in(chat["id"], contains="You said: /unknowncmd hello")
+        assert [i.text for i in backend.inbounds] == ["/unknowncmd hello"]
