@@ -19,7 +19,7 @@ from test_discord_support import (
 )
 
 from adapters.discord_adapter import DiscordAdapter, EndpointConflict
-from adapters.discord_adapter.adapter import EMPTY, NOT_FOR_YOU
+from adapters.discord_adapter.adapter import EMPTY, EXPIRED, NOT_FOR_YOU
 from adapters.discord_adapter.commands import REFUSED
 from core.engine import Engine
 from core.store import SQLiteStore
@@ -526,3 +526,23 @@ async def test_one_shard_of_a_split_bot(fake: FakeDiscord, store: SQLiteStore) -
         options(fake, shard_id=3, shard_count=3)
     with pytest.raises(ValueError, match="go together"):
         options(fake, shard_id=0)
+
+
+async def test_unknown_button_id_gets_an_expired_notice(
+    fake: FakeDiscord, store: SQLiteStore
+) -> None:
+    backend = ScriptBackend()
+    adapter, engine = await start_bot(fake, backend, store)
+    try:
+        sara = fake.add_user("sara")
+        custom_id = f"cb:{sara.id}:NotInTheStore1"
+        button = {"type": 2, "style": 1, "label": "Old", "custom_id": custom_id}
+        row = {"type": 1, "components": [button]}
+        old = fake.bot_message(fake.channel_id, "an answer from long ago", [row])
+        since = len(fake.calls)
+        await fake.press_button(sara, old["id"], custom_id)
+        notice = await fake.wait_call("POST", r"/webhooks/\d+/[^/]+", since=since)
+    finally:
+        await stop_bot(adapter, engine)
+    assert notice.body["content"] == EXPIRED and notice.body["flags"] == 64
+    assert not backend.turns

@@ -447,6 +447,12 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
+    def bot_message(
+        self, channel_id: int, content: str, components: list[JSON] | None = None
+    ) -> JSON:
+        """A message the bot sent earlier (e.g. before a restart), without any REST call."""
+        return self._message(channel_id, self.bot_user, content, components=components)
+
     def _message(
         self,
         channel_id: int,
