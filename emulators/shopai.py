@@ -53,6 +53,7 @@ class ShopAIFaults:
     slow_token_delay: float = 0.05
     refuse_token: bool = False  # tokens issued before this was switched on are refused
     noise: bool = False  # send frames/events of unknown types before each answer
+    lose_answer: bool = False  # with drop_mid_stream: the next answer dies with the connection
     stale_tokens: bool = False  # stream a draft that the final history then overwrites
     refuse_since: float = field(default=0.0, repr=False)
 
@@ -65,7 +66,15 @@ class ShopAIFaults:
 
 
 _SWITCHES = frozenset(
-    {"drop_mid_stream", "error_frame", "slow_tokens", "refuse_token", "noise", "stale_tokens"}
+    {
+        "drop_mid_stream",
+        "error_frame",
+        "slow_tokens",
+        "refuse_token",
+        "noise",
+        "stale_tokens",
+        "lose_answer",
+    }
 )
 
 
@@ -324,6 +333,12 @@ class ShopAIEmulator:
                 for conn in list(chat.conns):
                     with contextlib.suppress(Exception):
                         await conn.drop()
+                if self.faults.lose_answer:
+                    # the generation dies with the connection: the user message stays in
+                    # the history without an answer, and the server is idle again
+                    chat.status = "operational"
+                    self.faults.lose_answer = False  # one-shot
+                    return
             delay = self.token_delay
             if self.faults.slow_tokens:
                 delay += self.faults.slow_token_delay

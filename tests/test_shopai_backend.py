@@ -484,3 +484,15 @@ async def test_closing_the_turn_early_leaves_the_session_usable(
                 break
         await events.aclose()
     assert emu.stats.dropped_while_processing == 0
+
+
+async def test_answer_lost_with_the_connection_is_asked_again(
+    emu: ShopAIEmulator, backend: ShopAIBackend
+) -> None:
+    emu.faults.drop_mid_stream = True
+    emu.faults.lose_answer = True
+    ref = await backend.open(key(), "en")
+    events = await collect(backend, ref, inbound(PHONE))
+    assert final_of(events).messages[0].text == expected(PHONE)
+    assert emu.stats.messages == 2, "sent once more after the server lost the answer"
+    assert emu.stats.drops == 2  # the fault hits the second try as well, which then completes

@@ -13,7 +13,7 @@ import asyncio
 import html
 import logging
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,17 @@ def find_answer(history: list[Any], text: str, baseline: int | None) -> tuple[st
         if item.get("type") == "ai" and isinstance(item.get("content"), str):
             answer = item["content"]
     return ("pending", None) if answer is None else ("answer", answer)
+
+
+async def _quietly(action: Awaitable[None]) -> bool:
+    """Send something mid-turn; a failure means the connection is going, and its ``closed``
+    event (already queued or on its way) starts the reconnect."""
+    try:
+        await action
+    except Exception as exc:
+        log.info("ShopAI send failed: %r", exc)
+        return False
+    return True
 
 
 async def _next_event(events: asyncio.Queue[ServerEvent], timeout: float) -> ServerEvent:
@@ -371,8 +382,8 @@ class ShopAIBackend:
                     asked_history = 0
                     if sent:
                         recovering = True
-                        await conn.request_history()
-                        asked_history += 1
+                        if await _quietly(conn.request_history()):
+                            asked_history += 1
                 elif event.kind == "token":
                     if not recovering and sent:
                         streamed += event.value
@@ -395,16 +406,19 @@ class ShopAIBackend:
                         chat.user_count = len(_user_indexes(event.value))
                         yield Final((reply_from(answer),))
                         return
-                    if verdict == "missing" and conn.status == "operational" and not resent:
-                        # the server never took the message (it may drop one sent while it
-                        # was processing): send it again, once
+                    lost = verdict == "missing" or (verdict == "pending" and solicited)
+                    if lost and conn.status == "operational" and not resent:
+                        # The server is idle without an answer: it never took the message (it
+                        # may drop one sent while it was processing) or dropped the answer
+                        # with the connection. Send it again, once; the answer then follows
+                        # the last copy of the message.
                         resent = True
-                        conn.mark_processing()
-                        await conn.send_message(text)
+                        baseline = None
+                        await _quietly(conn.send_message(text))
                 elif event.kind == "status":
-                    if sent and event.value == "operational" and asked_history == 0:
-                        # done without the history we expected: ask for it
-                        await conn.request_history()
+                    done = sent and event.value == "operational" and asked_history == 0
+                    # done without the history we expected: ask for it
+                    if done and await _quietly(conn.request_history()):
                         asked_history += 1
                 elif event.kind == "error":
                     message = str(event.value)
