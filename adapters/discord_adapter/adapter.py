@@ -270,10 +270,7 @@ class DiscordAdapter:
             await self._in_new_thread(message)
             return
         key = self.key_for(channel, message.author.id)
-        # Reserve this message's place (synchronously, before any await).
-        previous = self._gates.get(key)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._gates[key] = mine
+        previous, mine = self._reserve(key)  # synchronously, before any await
         try:
             inbound = await self._inbound(message, key, channel)
             if previous is not None:
@@ -281,9 +278,22 @@ class DiscordAdapter:
             if inbound is not None:
                 self._submit(inbound, self._surface(channel, message.author.id, message))
         finally:
-            mine.set_result(None)
-            if self._gates.get(key) is mine:
-                del self._gates[key]
+            self._release(key, mine)
+
+    def _reserve(
+        self, key: ConversationKey
+    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """Take the next place in the conversation's submission order: await the returned
+        ``previous`` (if any) before submitting, then :meth:`_release` ``mine``."""
+        previous = self._gates.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates[key] = mine
+        return previous, mine
+
+    def _release(self, key: ConversationKey, mine: asyncio.Future[None]) -> None:
+        mine.set_result(None)
+        if self._gates.get(key) is mine:
+            del self._gates[key]
 
     async def _in_new_thread(self, message: discord.Message) -> None:
         me = self.client.user if self.client is not None else None
@@ -372,23 +382,36 @@ class DiscordAdapter:
             )
             await interaction.response.send_message(NOT_FOR_YOU, ephemeral=True)
             return
-        # Acknowledge at once (Discord allows 3 s) by disabling the pressed message's buttons.
-        if interaction.message is not None:
-            await interaction.response.edit_message(view=disabled_copy(interaction.message))
-        else:
-            await interaction.response.defer()
-        payload = await self.engine.resolve_button(short_id)
-        if payload is None:
-            await interaction.followup.send(EXPIRED, ephemeral=True)
-            return
         channel = interaction.channel
-        if channel is None:
-            return
-        key = self.key_for(channel, user_id)
-        inbound = Inbound(
-            key=key,
-            text=label,
-            button_payload=payload,
-            message_id=str(interaction.id),
-        )
-        self._submit(inbound, self._surface(channel, user_id))
+        key = self.key_for(channel, user_id) if channel is not None else None
+        # a press is a message too: it keeps its place behind the user's earlier messages
+        previous, mine = self._reserve(key) if key is not None else (None, None)
+        try:
+            # Acknowledge at once (Discord allows 3 s) by disabling the pressed buttons.
+            try:
+                if interaction.message is not None:
+                    view = disabled_copy(interaction.message)
+                    await interaction.response.edit_message(view=view)
+                else:
+                    await interaction.response.defer()
+            except discord.HTTPException:
+                # too late (or Discord hiccup): the press still counts as the user's answer
+                log.warning("bot %s: could not acknowledge a button press", self.name)
+            payload = await self.engine.resolve_button(short_id)
+            if payload is None:
+                await interaction.followup.send(EXPIRED, ephemeral=True)
+                return
+            if channel is None or key is None:
+                return
+            inbound = Inbound(
+                key=key,
+                text=label,
+                button_payload=payload,
+                message_id=str(interaction.id),
+            )
+            if previous is not None:
+                await previous
+            self._submit(inbound, self._surface(channel, user_id))
+        finally:
+            if key is not None and mine is not None:
+                self._release(key, mine)
