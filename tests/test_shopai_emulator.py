@@ -188,3 +188,5 @@ def test_runs_as_a_module() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
