@@ -518,18 +518,20 @@ class TelegramReply:
         stream = self._final_stream()
         if self._stream is not None and stream is not self._stream:
             await self._stream.abort()  # drafts vanish by themselves once the message lands
-        for i, message in enumerate(messages):
+        delivered = 0
+        for message in messages:
             html = render(message)
             markup = await build_keyboard(message.buttons, message.links, self.button_id, html)
             if not to_text(html).strip():
                 if markup is None:
                     continue
                 html = escape(EMPTY_WITH_KEYBOARD)
-            if i > 0:
+            if delivered:  # the first message replaces the preview; the others are new
                 self._sink = MessageSink(self.ops, self.target, self._mark_shown, self.shown.is_set)
                 self._sink.quoted = True
                 stream = self._new_stream(self._sink)
             await self._deliver(stream, self._sink, html, markup)
+            delivered += 1
 
     async def fail(self, text: str) -> None:
         self._stop_typing()
