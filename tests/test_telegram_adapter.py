@@ -359,3 +359,37 @@ async def test_start_help_lang_and_unsupported_media() -> None:
         await h.fb.push_text(chat, user, "/unknowncmd hello")
         await h.reply_in(chat["id"], contains="You said: /unknowncmd hello")
         assert [i.text for i in backend.inbounds] == ["/unknowncmd hello"]
+
+
+async def test_two_bots_in_one_process() -> None:
+    from adapters.telegram import TelegramAdapter, TelegramOptions
+    from core.engine import Engine
+    from core.store.memory import MemoryStore
+
+    fake = await FakeTelegram(interval=0.25).start()
+    store = await MemoryStore.open()
+    adapters, backends, bots = [], [], []
+    try:
+        for n, token in enumerate(["1001:first-bot-secret-xyz", "1002:second-bot-secret-xyz"]):
+            bots.append(fake.add_bot(token, f"bot{n}_bot"))
+            backend = ScriptBackend()
+            backends.append(backend)
+            engine = Engine(bot=f"b{n}", backend=backend, backend_name="t", store=store)
+            options = TelegramOptions(api_base_url=f"{fake.url}/bot", poll_timeout=2)
+            adapter = TelegramAdapter(
+                name=f"b{n}", token=token, engine=engine, options=options, admins=frozenset()
+            )
+            await adapter.start()
+            adapters.append(adapter)
+        for n, fb in enumerate(bots):
+            user = fb.make_user(600 + n)
+            await fb.push_text(fb.private_chat(user), user, f"hello bot {n}")
+        for n, fb in enumerate(bots):
+            await fake.wait_for(lambda c, t=fb.token: c.token == t and c.method == "sendMessage")
+            assert [i.text for i in backends[n].inbounds] == [f"hello bot {n}"]
+        assert all(a.connected for a in adapters)
+    finally:
+        for adapter in adapters:
+            await adapter.stop()
+        await store.close()
+        await fake.stop()
