@@ -306,6 +306,13 @@ class ShopAIBackend:
         if chat.conn is not None:
             await chat.conn.aclose()
             chat.conn = None
+        if self._closed:  # shutting down: don't dial again
+            return Failure(
+                FailureKind.UNAVAILABLE,
+                "backend closed",
+                retryable=True,
+                user_text=UNAVAILABLE_TEXT,
+            )
         try:
             chat.conn = await self._connect(chat)
         except TokenRejected:
