@@ -1,10 +1,21 @@
 """Discord adapter (discord.py 2.x): DMs, guild channels, threads, streaming, buttons, slash
-commands. Named ``discord_adapter`` so it never shadows the ``discord`` library."""
+commands. Named ``discord_adapter`` so it never shadows the ``discord`` library.
 
-from adapters.discord_adapter.adapter import DiscordAdapter
-from adapters.discord_adapter.endpoints import EndpointConflict
+Only the options model is imported eagerly: configuration loading needs it, and it must work
+on an install without the ``discord`` extra (``chatbridge demo`` after ``pip install .``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from adapters.discord_adapter.options import DiscordOptions
-from adapters.discord_adapter.render import html_to_markdown, split_markdown
+
+if TYPE_CHECKING:
+    from adapters.discord_adapter.adapter import DiscordAdapter
+    from adapters.discord_adapter.endpoints import EndpointConflict
+    from adapters.discord_adapter.render import html_to_markdown, split_markdown
 
 __all__ = [
     "DiscordAdapter",
@@ -13,3 +24,17 @@ __all__ = [
     "html_to_markdown",
     "split_markdown",
 ]
+
+_LAZY = {
+    "DiscordAdapter": "adapters.discord_adapter.adapter",
+    "EndpointConflict": "adapters.discord_adapter.endpoints",
+    "html_to_markdown": "adapters.discord_adapter.render",
+    "split_markdown": "adapters.discord_adapter.render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(module), name)
