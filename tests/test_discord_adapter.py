@@ -23,7 +23,7 @@ from adapters.discord_adapter.adapter import EMPTY, EXPIRED, NOT_FOR_YOU
 from adapters.discord_adapter.commands import REFUSED
 from core.engine import Engine
 from core.store import SQLiteStore
-from core.types import Button, ReplyMessage
+from core.types import Button, Event, Final, Inbound, ReplyMessage, Token
 from tests.fakes.discord_api import FakeDiscord, check_message_payload
 
 pytestmark = pytest.mark.timeout(30)
@@ -81,8 +81,9 @@ async def test_streamed_answer_in_a_guild_channel(fake: FakeDiscord, store: SQLi
     assert len(set(contents)) == len(contents), "never an edit with unchanged text"
     assert all(len(c) < len(final["content"]) for c in contents[:-1])
     assert fake.find_calls("POST", rf"/channels/{fake.channel_id}/typing")
-    # the buttons arrived with one last edit that did not resend the text
-    assert "content" not in edits[-1].body and edits[-1].body["components"]
+    # the buttons rode on the edit that wrote the final text: no extra edit for them
+    assert edits[-1].body["components"] and edits[-1].body["content"] == final["content"]
+    assert len(edits) == len(text_edits)
 
 
 async def test_streamed_answer_in_a_dm(fake: FakeDiscord, store: SQLiteStore) -> None:
@@ -546,3 +547,30 @@ async def test_unknown_button_id_gets_an_expired_notice(
         await stop_bot(adapter, engine)
     assert notice.body["content"] == EXPIRED and notice.body["flags"] == 64
     assert not backend.turns
+
+
+async def test_buttons_for_an_answer_already_on_screen_take_one_edit(
+    fake: FakeDiscord, store: SQLiteStore
+) -> None:
+    # The stream has shown the whole text before the Final arrives: the components then come
+    # in one edit of their own, which does not send the text again.
+    backend = ScriptBackend(token_delay=0.0)
+    text = "All of it, already shown"
+
+    async def turn(session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
+        yield Token(text)
+        await asyncio.sleep(0.3)  # the preview writes the text meanwhile
+        yield Final((ReplyMessage(text=text, buttons=(Button("Yes", payload="yes"),)),))
+
+    backend.turn = turn  # type: ignore[method-assign]
+    adapter, engine = await start_bot(fake, backend, store)
+    try:
+        tom = fake.add_user("tom")
+        await fake.dm_message(tom, "hi")
+        final = await final_message(fake, fake.dm_channel_id(tom))
+    finally:
+        await stop_bot(adapter, engine)
+    calls = [c for c in fake.calls if c.path.startswith(f"/channels/{fake.dm_channel_id(tom)}/m")]
+    assert [c.method for c in calls] == ["POST", "PATCH"]
+    assert "content" not in calls[1].body and calls[1].body["components"]
+    assert final["content"] == text

@@ -52,6 +52,19 @@ class ChannelSink:
         self._reply_to = reply_to
         self._lock = asyncio.Lock()
         self._orphans: list[discord.Message] = []  # sent, but the caller never got them
+        # components to send along with the first call that writes this text (the answer's
+        # last piece), which saves an edit per answer
+        self._view_for: tuple[str, discord.ui.View] | None = None
+
+    def attach_view(self, text: str, view: discord.ui.View) -> None:
+        self._view_for = (text, view)
+
+    def take_view(self, text: str | None = None) -> discord.ui.View | None:
+        """The pending view (if ``text`` is None or is the text it waits for); clears it."""
+        if self._view_for is None or (text is not None and self._view_for[0] != text):
+            return None
+        view, self._view_for = self._view_for[1], None
+        return view
 
     async def _serial(
         self,
@@ -84,6 +97,9 @@ class ChannelSink:
         self, text: str, view: discord.ui.View | None = None, *, adopt: bool = True
     ) -> discord.Message:
         async def op() -> discord.Message:
+            nonlocal view
+            if view is None and adopt:
+                view = self.take_view(text)
             if adopt and self._orphans:
                 # a message an abandoned call created: reuse it rather than post a duplicate
                 orphan = self._orphans.pop(0)
@@ -106,7 +122,15 @@ class ChannelSink:
 
     async def edit(self, handle: discord.Message, text: str) -> None:
         async def op() -> None:
-            await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+            view = self.take_view(text)
+            if view is None:
+                await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
+                return
+            try:
+                await handle.edit(content=text, view=view, allowed_mentions=NO_MENTIONS)
+            except BaseException:
+                self.attach_view(text, view)  # not shown: the next call may carry it
+                raise
 
         await self._serial(op)
 
@@ -218,16 +242,19 @@ class DiscordSurface:
                 await self._send_new(text, view)
 
     async def _finish_stream(self, text: str, view: discord.ui.View | None) -> None:
+        pieces = [p for p in split_markdown(text) if p.strip()] if text.strip() else []
+        if view is not None and pieces:
+            self._sink.attach_view(pieces[-1], view)  # rides on the last piece's final write
         handles = await self._stream.finish(text)
-        needed = len([p for p in split_markdown(text) if p.strip()]) if text.strip() else 0
+        needed = len(pieces)
         # the final answer may be shorter than what was streamed: drop the surplus messages
         for extra in handles[max(needed, 1) :]:
             await self._sink.delete(extra)
         await self._sink.drop_orphans()
         handles = handles[: max(needed, 1)]
         self.sent.extend(handles)
-        if view is not None:
-            # one extra edit carries the components; the text is not sent again
+        if view is not None and (pieces == [] or self._sink.take_view() is not None):
+            # the last piece was already on screen: one edit adds the components alone
             await self._sink.set_view(handles[-1], view)
 
     async def _send_new(self, text: str, view: discord.ui.View | None) -> None:
