@@ -11,23 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 from core.logctx import FIELDS, current_context
+from core.secrets import MASK, REDACTOR, Redactor, register_secret, scrub_record
 
-MASK = "***"
-
-# Telegram puts the token in the path: https://api.telegram.org/bot123456:AA.../getMe, and
-# /file/bot<token>/... for downloads. Masked even when the token was not configured here.
-TELEGRAM_URL_TOKEN = re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+")
-
-# Secrets shorter than this are not masked: "1" or "en" would blank out ordinary words. Real
-# tokens and license keys are far longer.
-MIN_SECRET_LEN = 6
+__all__ = ["CHATTY_LOGGERS", "MASK", "Redactor", "configure_logging"]
 
 # Libraries that log every HTTP request at INFO (a Telegram long poll every few seconds).
 CHATTY_LOGGERS = ("httpx", "httpcore", "aiohttp.access", "websockets", "socketio", "engineio")
@@ -35,48 +27,16 @@ CHATTY_LOGGERS = ("httpx", "httpcore", "aiohttp.access", "websockets", "socketio
 _HANDLER_NAME = "chatbridge"
 
 
-class Redactor:
-    """Replaces secrets in text. Longest first, so a secret containing another is masked
-    whole."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-        self.add(*secrets)
-
-    def add(self, *secrets: str | None) -> None:
-        for secret in secrets:
-            if secret and len(secret) >= MIN_SECRET_LEN:
-                self._secrets.add(secret)
-        ordered = sorted(self._secrets, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-
-    def __call__(self, text: str) -> str:
-        if self._pattern is not None:
-            text = self._pattern.sub(MASK, text)
-        return TELEGRAM_URL_TOKEN.sub(r"\1" + MASK, text)
-
-
 class RedactingFilter(logging.Filter):
-    """Masks secrets in a record (message with its arguments merged, exception, stack)."""
+    """Scrubs each record the handler emits: a second net behind the record factory, for
+    records made by code that swapped the factory after us."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad %-format must not lose the line (nor leak raw args)
-            message = f"{record.msg!s} (unformattable args)"
-        record.msg = self.redactor(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redactor(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redactor(record.stack_info)
+        scrub_record(record, self.redactor)
         return True
 
 
@@ -155,7 +115,8 @@ def configure_logging(
     """
     if fmt not in ("plain", "json"):
         raise ValueError(f"log format must be 'plain' or 'json', not {fmt!r}")
-    redactor = Redactor(secrets)
+    register_secret(*secrets)
+    redactor = REDACTOR
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     # Handler filters see every record the handler emits, including those propagated from

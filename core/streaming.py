@@ -209,7 +209,11 @@ class ThrottledStream(Generic[H]):
     async def _stop_preview(self) -> None:
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
+            # Never cancel a platform call halfway: discord.py leaves the channel's rate-limit
+            # bucket locked, and a cancelled send may still have posted a message we would not
+            # know about (the answer would appear twice). Wait for the call, then cancel.
+            async with self._lock:
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

@@ -130,3 +130,29 @@ def test_split_hard_cuts_a_long_word_and_counts_utf16() -> None:
     pieces = split_text(emoji, 5, utf16_len)
     assert all(utf16_len(p) <= 5 for p in pieces)
     assert "".join(pieces) == emoji
+
+
+async def test_finish_never_cancels_a_platform_call_halfway() -> None:
+    class SlowSink(PacedSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cancelled = 0
+            self.started = asyncio.Event()
+
+        async def send(self, text: str) -> int:
+            self.started.set()
+            try:
+                await asyncio.sleep(0.2)  # a slow platform call
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            return await super().send(text)
+
+    sink = SlowSink()
+    stream = ThrottledStream(sink, interval=0.0)
+    await stream.append("partial")
+    await sink.started.wait()
+    await stream.finish("partial and final")
+    assert sink.cancelled == 0
+    assert sink.messages == ["partial and final"]
+    assert [c[1] for c in sink.calls] == ["send", "edit"]

@@ -9,10 +9,13 @@ import pytest
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Conflict, RetryAfter
 
+from core.secrets import register_secret
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_html import parse_html
 
 TOKEN = "4242:FAKE-token-for-tests"
+# These tests drive the fake with a plain PTB Bot, outside the adapter that would register it.
+register_secret(TOKEN)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from telegram import InlineKeyboardButton
 
 from adapters.telegram.html import sanitize, split_html, to_text, visible_length
 from adapters.telegram.options import TelegramOptions
-from adapters.telegram.redact import redact, register_secret
 from adapters.telegram.surface import build_keyboard, layout, render
+from core.secrets import redact, register_secret
 from core.store.memory import MemoryStore
 from core.types import Button, Link, ReplyMessage
 from tests.fakes.telegram_html import parse_html, utf16_len
@@ -108,5 +108,5 @@ def test_file_url_derived_from_api_url() -> None:
 
 def test_redact_hides_the_secret_half_of_a_token() -> None:
     register_secret("4242:render-test-secret-value")
-    assert redact("GET /bot4242:render-test-secret-value/getMe") == "GET /bot<redacted>/getMe"
+    assert redact("GET /bot4242:render-test-secret-value/getMe") == "GET /bot***/getMe"
     assert "render-test-secret-value" not in redact("…render-test-secret-value…")

@@ -28,7 +28,6 @@ from adapters.telegram.gate import AiohttpRequest
 from adapters.telegram.html import escape, visible_length
 from adapters.telegram.options import TelegramOptions
 from adapters.telegram.ordering import PerChatUpdateProcessor
-from adapters.telegram.redact import register_secret, safe_error
 from adapters.telegram.surface import (
     MAX_TEXT,
     ChatPacer,
@@ -40,6 +39,7 @@ from adapters.telegram.surface import (
 from adapters.telegram.webhook import WebhookServer
 from core.engine import Engine
 from core.images import ImageRejected, check_size, load_image
+from core.secrets import register_secret, safe_error
 from core.streaming import RateLimited
 from core.types import ConversationKey, Image, Inbound, TurnResult
 

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from core.engine import BackendError
 from core.html import parse_reply_html
 from core.retry import RetryPolicy
+from core.secrets import register_secret
 from core.types import (
     ConversationKey,
     Event,
@@ -208,6 +209,7 @@ class LoopOSBackend:
     ) -> None:
         self.name = name
         self.settings = settings
+        register_secret(*settings.headers.values())  # a future auth header is a secret
         self._policy = settings.retry.policy()
         self._transport = transport
         self._limit = asyncio.Semaphore(settings.max_concurrency)

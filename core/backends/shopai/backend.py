@@ -34,6 +34,7 @@ from core.backends.shopai.sio_v02 import SocketIOConnection
 from core.backends.shopai.ws_v01 import WebSocketConnection
 from core.html import parse_reply_html
 from core.retry import RetryPolicy
+from core.secrets import register_secret
 from core.types import (
     ConversationKey,
     Event,
@@ -153,6 +154,7 @@ class ShopAIBackend:
         name: str = "shopai",
         metrics: ShopAIMetrics | None = None,
     ) -> None:
+        register_secret(settings.license_key.get_secret_value())  # init_session URLs carry it
         self.name = name
         self.settings = settings
         self.metrics = metrics or ShopAIMetrics()
