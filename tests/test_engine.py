@@ -144,8 +144,10 @@ async def test_different_conversations_run_concurrently(store: MemoryStore) -> N
     engine = Engine(bot="b", backend=backend, backend_name="ai", store=store)
     surfaces = [RecordingSurface() for _ in range(4)]
     await asyncio.gather(
-        *(engine.handle(Inbound(key=key(user=f"u{i}"), text="hi"), s)
-          for i, s in enumerate(surfaces))
+        *(
+            engine.handle(Inbound(key=key(user=f"u{i}"), text="hi"), s)
+            for i, s in enumerate(surfaces)
+        )
     )
     assert backend.max_parallel == 4
     assert len(backend.opened) == 4

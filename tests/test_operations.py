@@ -43,8 +43,9 @@ def config_dict(loopos_url: str, store: Path, **limits: Any) -> dict[str, Any]:
                 "retry": {"attempts": 2, "base_delay": 0.01},
             }
         },
-        "bots": [{"name": "terminal", "platform": "console", "backend": "sellers-ai",
-                  "user_id": "u-1"}],
+        "bots": [
+            {"name": "terminal", "platform": "console", "backend": "sellers-ai", "user_id": "u-1"}
+        ],
         "http": {"listen": "127.0.0.1:0"},
         "limits": limits,
     }
@@ -88,8 +89,11 @@ async def test_health_readiness_and_metrics_during_a_conversation(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
     console = PipeConsole()
-    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db")),
-              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    app = App(
+        parse_config(config_dict(loopos.url, tmp_path / "s.db")),
+        stdin=console.stdin,
+        stdout=console.stdout,
+    )
     await app.start()
     try:
         assert app.http is not None
@@ -106,8 +110,15 @@ async def test_health_readiness_and_metrics_during_a_conversation(
             body = (await http.get("/metrics")).text
             assert metric(body, "chatbridge_turns_total", bot="terminal", outcome="ok") == 2
             assert metric(body, "chatbridge_open_sessions", bot="terminal") == 1
-            assert metric(body, "chatbridge_backend_latency_seconds_count", bot="terminal",
-                          backend="sellers-ai") == 2
+            assert (
+                metric(
+                    body,
+                    "chatbridge_backend_latency_seconds_count",
+                    bot="terminal",
+                    backend="sellers-ai",
+                )
+                == 2
+            )
             assert metric(body, "chatbridge_queued_turns", bot="terminal") == 0
 
             loopos.faults.status_5xx = 10  # the backend is down: retried, then a plain reply
@@ -116,8 +127,10 @@ async def test_health_readiness_and_metrics_during_a_conversation(
             assert "Traceback" not in out
             body = (await http.get("/metrics")).text
             assert metric(body, "chatbridge_turns_total", bot="terminal", outcome="failed") == 1
-            assert metric(body, "chatbridge_backend_errors_total", bot="terminal",
-                          kind="unavailable") == 1
+            assert (
+                metric(body, "chatbridge_backend_errors_total", bot="terminal", kind="unavailable")
+                == 1
+            )
             url = app.http.url
     finally:
         console.close()
@@ -131,8 +144,11 @@ async def test_readiness_fails_when_the_store_is_closed(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
     console = PipeConsole()
-    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db")),
-              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    app = App(
+        parse_config(config_dict(loopos.url, tmp_path / "s.db")),
+        stdin=console.stdin,
+        stdout=console.stdout,
+    )
     await app.start()
     try:
         assert app.http is not None and app.store is not None
@@ -150,8 +166,11 @@ async def test_flood_control_tells_users_when_to_write_again(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
     console = PipeConsole()
-    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db", turns_per_minute=2)),
-              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    app = App(
+        parse_config(config_dict(loopos.url, tmp_path / "s.db", turns_per_minute=2)),
+        stdin=console.stdin,
+        stdout=console.stdout,
+    )
     await app.start()
     try:
         for text in ["Quero vender um iPhone 12", "1", "Bom"]:
@@ -168,8 +187,11 @@ async def test_shutdown_mid_turn_tells_the_user_and_loses_nothing(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
     console = PipeConsole()
-    app = App(parse_config(config_dict(loopos.url, tmp_path / "s.db", shutdown_grace=0.2)),
-              stdin=console.stdin, stdout=console.stdout)  # type: ignore[arg-type]
+    app = App(
+        parse_config(config_dict(loopos.url, tmp_path / "s.db", shutdown_grace=0.2)),
+        stdin=console.stdin,
+        stdout=console.stdout,
+    )
     await app.start()
     loopos.faults.slow_seconds = 5
     console.say("Quero vender um iPhone 12")
@@ -183,11 +205,21 @@ async def test_shutdown_mid_turn_tells_the_user_and_loses_nothing(
     )
 
 
-async def _run_subprocess(config: Path, first_line: str, loopos: LoopOSEmulator,
-                          ) -> tuple[int, str, str]:
+async def _run_subprocess(
+    config: Path,
+    first_line: str,
+    loopos: LoopOSEmulator,
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots.cli", "run", "--config", str(config), cwd=REPO,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "run",
+        "--config",
+        str(config),
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdin is not None
