@@ -562,7 +562,7 @@ async def test_buttons_for_an_answer_already_on_screen_take_one_edit(
         await asyncio.sleep(0.3)  # the preview writes the text meanwhile
         yield Final((ReplyMessage(text=text, buttons=(Button("Yes", payload="yes"),)),))
 
-    backend.turn = turn  # type: ignore[method-assign]
+    backend.turn = turn
     adapter, engine = await start_bot(fake, backend, store)
     try:
         tom = fake.add_user("tom")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 
 import pytest
 from backend_contract import TINY_PNG
@@ -385,7 +386,7 @@ async def test_two_bots_in_one_process() -> None:
             user = fb.make_user(600 + n)
             await fb.push_text(fb.private_chat(user), user, f"hello bot {n}")
         for n, fb in enumerate(bots):
-            await fake.wait_for(lambda c, t=fb.token: c.token == t and c.method == "sendMessage")
+            await fake.wait_for(_message_sent_by(fb.token))
             assert [i.text for i in backends[n].inbounds] == [f"hello bot {n}"]
         assert all(a.connected for a in adapters)
     finally:
@@ -393,3 +394,7 @@ async def test_two_bots_in_one_process() -> None:
             await adapter.stop()
         await store.close()
         await fake.stop()
+
+
+def _message_sent_by(token: str) -> Callable[[Call], bool]:
+    return lambda call: call.token == token and call.method == "sendMessage"

@@ -103,7 +103,7 @@ def test_file_url_derived_from_api_url() -> None:
     with pytest.raises(ValueError):
         TelegramOptions(stream_interval=0.5)
     with pytest.raises(ValueError):
-        TelegramOptions(webhook_secret_token="has spaces")
+        TelegramOptions.model_validate({"webhook_secret_token": "has spaces"})
 
 
 def test_redact_hides_the_secret_half_of_a_token() -> None:
