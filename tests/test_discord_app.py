@@ -73,6 +73,14 @@ async def test_configured_discord_bot_answers_and_shuts_down_cleanly(
             assert first["content"] == html_to_markdown(
                 compose_answer("I need headphones for music")
             )
+            # the platform calls reached the process metrics (counted from discord.py's HTTP)
+            sent = app.metrics.value(
+                "chatbridge_messages_sent_total", bot="shoppers", platform="discord"
+            )
+            edited = app.metrics.value(
+                "chatbridge_messages_edited_total", bot="shoppers", platform="discord"
+            )
+            assert sent == 1 and edited is not None and edited >= 1
             # a second question, and the process stops while its answer streams
             shopai.token_delay = 0.02
             await fake.user_message(sam, "and a laptop for work")

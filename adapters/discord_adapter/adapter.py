@@ -23,8 +23,10 @@ from adapters.discord_adapter.commands import build_tree
 from adapters.discord_adapter.components import PayloadButton, disabled_copy
 from adapters.discord_adapter.options import DiscordOptions
 from adapters.discord_adapter.surface import DiscordSurface
+from adapters.discord_adapter.tracing import platform_trace
 from core.engine import Engine
 from core.images import ImageRejected, check_size, load_image
+from core.secrets import register_secret
 from core.types import ConversationKey, Image, Inbound
 
 __all__ = ["DiscordAdapter"]
@@ -72,6 +74,7 @@ class DiscordAdapter:
     ) -> None:
         self.name = name
         self._token = token
+        register_secret(token)
         self.engine = engine
         self.options = options
         self.admins = admins
@@ -100,9 +103,16 @@ class DiscordAdapter:
         sharding: dict[str, int] = {}
         if self.options.shard_id is not None and self.options.shard_count is not None:
             sharding = {"shard_id": self.options.shard_id, "shard_count": self.options.shard_count}
+        if self.engine.metrics is not None:
+            trace_option: dict[str, Any] = {
+                "http_trace": platform_trace(self.name, self.engine.metrics)
+            }
+        else:
+            trace_option = {}
         client = _Client(
             self,
             intents=self._intents(),
+            **trace_option,
             guild_ready_timeout=self.options.guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
             **sharding,

@@ -236,7 +236,9 @@ class DiscordSurface:
             )
             if overflow:
                 text = "\n".join([text, *(f"- {label}" for label in overflow)]).strip()
-            if index == 0 and self._stream.handles:
+            # Text was streamed (its first post may still be in flight): the stream finishes
+            # the answer in the messages it posts, rather than a second copy below them.
+            if index == 0 and self._stream.text.strip():
                 await self._finish_stream(text, view)
             else:
                 await self._send_new(text, view)

@@ -102,7 +102,7 @@ class TelegramAdapter:
         self._admins = admins
         self._processor = PerChatUpdateProcessor()
         self._pacer = ChatPacer(options.stream_interval)
-        self.stats = Stats()
+        self.stats = Stats(bot=name, metrics=engine.metrics)
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._ops: TelegramOps | None = None
         self._commands: Commands | None = None
@@ -207,7 +207,10 @@ class TelegramAdapter:
         url = opts.webhook_url or f"http://{opts.webhook_listen}:{port}{opts.webhook_url_path}"
         await app.bot.set_webhook(url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES)
 
-    async def stop(self) -> None:
+    async def stop_receiving(self) -> None:
+        """Stop taking updates but keep the bot able to send, so turns in flight can finish
+        (or tell their users to resend); then :meth:`stop`. Updates not fetched yet stay on
+        Telegram's server for the next process: nothing is lost across a restart."""
         self._running = False
         app = self._app
         if app is None:
@@ -219,6 +222,12 @@ class TelegramAdapter:
         for chat_id, group in list(self._albums):  # an album still gathering is a turn too
             with contextlib.suppress(Exception):
                 await self._flush_album(chat_id, group)
+
+    async def stop(self) -> None:
+        await self.stop_receiving()
+        app = self._app
+        if app is None:
+            return
         waiting: set[asyncio.Future[Any]] = {*self._pending, *self._tasks}
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=self._options.stop_grace)

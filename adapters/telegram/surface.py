@@ -23,6 +23,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.telegram.gate import urgent
 from adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
+from core.engine import PlatformMetrics
 from core.streaming import RateLimited, ThrottledStream
 from core.types import Button, Link, ReplyMessage
 
@@ -101,11 +102,33 @@ class Target:
 
 @dataclass
 class Stats:
+    """Platform calls of one bot; also reported to the process metrics when there are any."""
+
     rate_limited: int = 0
     messages_sent: int = 0
     edits: int = 0
     drafts: int = 0
     network_errors: int = 0
+    bot: str = ""
+    metrics: PlatformMetrics | None = field(default=None, repr=False)
+
+    def sent(self) -> None:
+        self.messages_sent += 1
+        if self.metrics is not None:
+            self.metrics.message_sent(self.bot, "telegram")
+
+    def edited(self, draft: bool = False) -> None:
+        if draft:
+            self.drafts += 1
+        else:
+            self.edits += 1
+        if self.metrics is not None:  # a draft update is a streaming edit too
+            self.metrics.message_edited(self.bot, "telegram")
+
+    def limited(self) -> None:
+        self.rate_limited += 1
+        if self.metrics is not None:
+            self.metrics.rate_limited(self.bot, "telegram")
 
 
 class MessageGone(Exception):
@@ -126,7 +149,7 @@ class TelegramOps:
                 return await op()
             except RetryAfter as exc:
                 seconds = retry_seconds(exc)
-                self.stats.rate_limited += 1
+                self.stats.limited()
                 self.pacer.hold(chat_id, seconds)
                 log.warning("telegram 429 in chat %s: retry after %.0f s", chat_id, seconds)
                 raise RateLimited(seconds) from None
@@ -173,7 +196,7 @@ class TelegramOps:
                 raise
             log.warning("telegram refused our HTML (%s); sending plain text", exc)
             message = await self._call(target.chat_id, lambda: op(False))
-        self.stats.messages_sent += 1
+        self.stats.sent()
         return int(message.message_id)  # type: ignore[attr-defined]
 
     async def edit(
@@ -201,7 +224,7 @@ class TelegramOps:
             log.warning("telegram refused our HTML (%s); editing with plain text", exc)
             with contextlib.suppress(BadRequest):
                 await self._call(target.chat_id, lambda: op(False))
-        self.stats.edits += 1
+        self.stats.edited()
 
     async def edit_markup(
         self, target: Target, message_id: int, markup: InlineKeyboardMarkup | None
@@ -227,9 +250,9 @@ class TelegramOps:
                 parse_mode=ParseMode.HTML,
             )
         except RetryAfter as exc:
-            self.stats.rate_limited += 1
+            self.stats.limited()
             raise RateLimited(retry_seconds(exc)) from None
-        self.stats.drafts += 1
+        self.stats.edited(draft=True)
 
     async def typing(self, target: Target) -> None:
         with contextlib.suppress(TelegramError):
