@@ -1,4 +1,4 @@
-"""Telegram adapter (python-telegram-bot 22.x): see adapters/telegram/README.md."""
+"""Telegram adapter (python-telegram-bot 22.x): see "Telegram bots" in the top-level README."""
 
 from __future__ import annotations
 
