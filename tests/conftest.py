@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from emulators.loopos import LoopOSEmulator, start_loopos_emulator
 
 # The secrets tests give bots and backends. Keep new test secrets distinctive and list them.
 SECRET_CANARIES = (
@@ -84,3 +87,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         else:
             print(message)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+async def loopos() -> AsyncIterator[LoopOSEmulator]:
+    """A LoopOS emulator on 127.0.0.1 for one test."""
+    emulator = await start_loopos_emulator()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()

@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bots.config import ConfigError, load_config
-from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+from emulators.loopos import LoopOSEmulator
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "emulators" / "data" / "sample-phone.jpg"
@@ -185,13 +184,6 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     broken.write_text("[store\nurl=1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
-
-
-@pytest.fixture
-async def loopos() -> AsyncIterator[LoopOSEmulator]:
-    emulator = await start_loopos_emulator()
-    yield emulator
-    await emulator.stop()
 
 
 async def test_run_console_bot_then_admin_cli_on_the_same_store(

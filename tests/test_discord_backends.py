@@ -12,7 +12,7 @@ from adapters.discord_adapter.render import html_to_markdown
 from core.backends.loopos import LoopOSBackend, LoopOSSettings
 from core.backends.shopai import ShopAIBackend, ShopAISettings
 from core.store.memory import MemoryStore
-from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+from emulators.loopos import LoopOSEmulator
 from emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from emulators.shopai_catalog import compose_answer
 from tests.fakes.discord_api import FakeDiscord
@@ -42,15 +42,6 @@ async def store() -> AsyncIterator[MemoryStore]:
 @pytest.fixture(params=["v0.1", "v0.2"])
 async def shopai(request: pytest.FixtureRequest) -> AsyncIterator[ShopAIEmulator]:
     emulator = await start_shopai_emulator(version=request.param, token_delay=0.004)
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
-
-
-@pytest.fixture
-async def loopos() -> AsyncIterator[LoopOSEmulator]:
-    emulator = await start_loopos_emulator()
     try:
         yield emulator
     finally:

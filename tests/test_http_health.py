@@ -7,23 +7,10 @@ from collections.abc import Mapping
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_text import sample
 
 from bots.http import HealthServer, parse_listen
 from core.metrics import Metrics
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a scrape, keyed by (name, sorted labels)."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def sample(scrape: str, name: str, **labels: str) -> float | None:
-    return samples(scrape).get((name, tuple(sorted(labels.items()))))
 
 
 async def always(checks: Mapping[str, bool]) -> Mapping[str, bool]:

@@ -22,7 +22,7 @@ from core.backends.loopos import (
 )
 from core.protocols import Backend, ListingDescriber
 from core.types import Failure, FailureKind, Final, Image, ReplyMessage
-from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+from emulators.loopos import LoopOSEmulator
 
 CORE = "https://core.example/"
 SUBMISSION = "https://submission.example/"
@@ -43,17 +43,8 @@ def settings(url: str, **overrides: Any) -> LoopOSSettings:
 
 
 @pytest.fixture
-async def emu() -> AsyncIterator[LoopOSEmulator]:
-    emulator = await start_loopos_emulator()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
-
-
-@pytest.fixture
-async def backend(emu: LoopOSEmulator) -> AsyncIterator[LoopOSBackend]:
-    b = LoopOSBackend(settings(emu.url), name="sellers-ai")
+async def backend(loopos: LoopOSEmulator) -> AsyncIterator[LoopOSBackend]:
+    b = LoopOSBackend(settings(loopos.url), name="sellers-ai")
     try:
         yield b
     finally:
@@ -66,8 +57,8 @@ class TestLoopOSContract(BackendContract):
     image_text = "Quero vender um iPhone 12"
 
     @pytest.fixture
-    async def backend_factory(self, emu: LoopOSEmulator) -> AsyncIterator[Backend]:
-        b = LoopOSBackend(settings(emu.url))
+    async def backend_factory(self, loopos: LoopOSEmulator) -> AsyncIterator[Backend]:
+        b = LoopOSBackend(settings(loopos.url))
         try:
             yield b
         finally:
@@ -95,10 +86,10 @@ def button_payloads(event: Final | Failure) -> list[str]:
 # --- fields -----------------------------------------------------------------------------------
 
 
-async def test_every_documented_field_is_sent(emu: LoopOSEmulator) -> None:
+async def test_every_documented_field_is_sent(loopos: LoopOSEmulator) -> None:
     b = LoopOSBackend(
         settings(
-            emu.url,
+            loopos.url,
             session_extra_data={"channel": "telegram"},
             agent_specific={"flow": "c2c"},
             headers={"X-Api-Key": "k"},
@@ -110,7 +101,7 @@ async def test_every_documented_field_is_sent(emu: LoopOSEmulator) -> None:
         await one_turn(b, ref, "ignored", button="128 GB")
     finally:
         await b.aclose()
-    first, second = emu.requests_to("/chat")
+    first, second = loopos.requests_to("/chat")
     assert first == {
         "language": "en-GB",
         "messages": [{"role": "user", "text": "Quero vender um iPhone 12"}],
@@ -141,10 +132,10 @@ def test_language_mapping_and_settings() -> None:
         settings("http://x", unknown_key=1)
 
 
-async def test_open_is_offline_uuid(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
+async def test_open_is_offline_uuid(loopos: LoopOSEmulator, backend: LoopOSBackend) -> None:
     refs = {await backend.open(key(str(i)), None) for i in range(20)}
     assert len(refs) == 20 and all(len(r) == 36 for r in refs)
-    assert emu.requests == []
+    assert loopos.requests == []
     assert isinstance(backend, Backend) and isinstance(backend, ListingDescriber)
 
 
@@ -152,7 +143,7 @@ async def test_open_is_offline_uuid(emu: LoopOSEmulator, backend: LoopOSBackend)
 
 
 async def test_whole_workflow_with_buttons_and_photo(
-    emu: LoopOSEmulator, backend: LoopOSBackend
+    loopos: LoopOSEmulator, backend: LoopOSBackend
 ) -> None:
     ref = await backend.open(key(), None)
     start = await one_turn(backend, ref, "Quero vender um iPhone 12")
@@ -175,7 +166,7 @@ async def test_whole_workflow_with_buttons_and_photo(
     assert isinstance(done, Final)
     summary: ReplyMessage = done.messages[0]
     assert summary.html and summary.links and summary.links[0].url.startswith(SUBMISSION)
-    assert len(emu.requests_to("/chat")) == 6
+    assert len(loopos.requests_to("/chat")) == 6
 
 
 async def test_english_session(backend: LoopOSBackend) -> None:
@@ -187,52 +178,52 @@ async def test_english_session(backend: LoopOSBackend) -> None:
 # --- faults over real HTTP --------------------------------------------------------------------
 
 
-async def test_5xx_then_success_is_retried(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
-    emu.faults.status_5xx = 2
+async def test_5xx_then_success_is_retried(loopos: LoopOSEmulator, backend: LoopOSBackend) -> None:
+    loopos.faults.status_5xx = 2
     ref = await backend.open(key(), None)
     reply = await one_turn(backend, ref, "Quero vender um iPhone 12")
     assert "iPhone 12" in reply_text(reply)
-    assert len(emu.requests_to("/chat")) == 3
+    assert len(loopos.requests_to("/chat")) == 3
 
 
 async def test_persistent_5xx_is_unavailable_after_three_tries(
-    emu: LoopOSEmulator, backend: LoopOSBackend
+    loopos: LoopOSEmulator, backend: LoopOSBackend
 ) -> None:
-    emu.faults.status_5xx = 100
-    emu.faults.status_code = 500
+    loopos.faults.status_5xx = 100
+    loopos.faults.status_code = 500
     ref = await backend.open(key(), None)
     failure = await one_turn(backend, ref, "Quero vender um iPhone 12")
     assert isinstance(failure, Failure)
     assert failure.kind is FailureKind.UNAVAILABLE and failure.retryable
-    assert len(emu.requests_to("/chat")) == 3
+    assert len(loopos.requests_to("/chat")) == 3
 
 
 async def test_422_is_validation_and_not_retried(
-    emu: LoopOSEmulator, backend: LoopOSBackend
+    loopos: LoopOSEmulator, backend: LoopOSBackend
 ) -> None:
-    emu.faults.status_422 = 5
+    loopos.faults.status_422 = 5
     ref = await backend.open(key(), None)
     failure = await one_turn(backend, ref, "Quero vender um iPhone 12")
     assert isinstance(failure, Failure)
     assert failure.kind is FailureKind.VALIDATION and not failure.retryable
     assert failure.user_text and "emulated validation failure" in failure.user_text
-    assert len(emu.requests_to("/chat")) == 1
+    assert len(loopos.requests_to("/chat")) == 1
 
 
 @pytest.mark.parametrize("mode", ["invalid_json", "wrong_shape"])
-async def test_malformed_reply(emu: LoopOSEmulator, backend: LoopOSBackend, mode: str) -> None:
-    emu.faults.update({"malformed": 1, "malformed_mode": mode})
+async def test_malformed_reply(loopos: LoopOSEmulator, backend: LoopOSBackend, mode: str) -> None:
+    loopos.faults.update({"malformed": 1, "malformed_mode": mode})
     ref = await backend.open(key(), None)
     failure = await one_turn(backend, ref, "Quero vender um iPhone 12")
     assert isinstance(failure, Failure) and failure.kind is FailureKind.MALFORMED
-    assert len(emu.requests_to("/chat")) == 1
+    assert len(loopos.requests_to("/chat")) == 1
     # the next turn works again
     assert "iPhone 12" in reply_text(await one_turn(backend, ref, "Quero vender um iPhone 12"))
 
 
-async def test_slow_reply_beyond_timeout_is_timeout(emu: LoopOSEmulator) -> None:
-    b = LoopOSBackend(settings(emu.url, timeout=0.2))
-    emu.faults.slow_seconds = 1.0
+async def test_slow_reply_beyond_timeout_is_timeout(loopos: LoopOSEmulator) -> None:
+    b = LoopOSBackend(settings(loopos.url, timeout=0.2))
+    loopos.faults.slow_seconds = 1.0
     try:
         ref = await b.open(key(), None)
         started = time.monotonic()
@@ -242,7 +233,7 @@ async def test_slow_reply_beyond_timeout_is_timeout(emu: LoopOSEmulator) -> None
         await b.aclose()
     assert isinstance(failure, Failure)
     assert failure.kind is FailureKind.TIMEOUT and failure.retryable
-    assert len(emu.requests_to("/chat")) == 3
+    assert len(loopos.requests_to("/chat")) == 3
     assert 0.6 <= elapsed < 2.0
 
 
@@ -260,9 +251,9 @@ async def test_connection_refused_is_unavailable() -> None:
 
 
 @pytest.mark.parametrize("limit", [3, 40])  # 40: several httpx clients (shards)
-async def test_concurrency_is_bounded(emu: LoopOSEmulator, limit: int) -> None:
-    b = LoopOSBackend(settings(emu.url, max_concurrency=limit, timeout=3.0))
-    emu.faults.slow_seconds = 0.05
+async def test_concurrency_is_bounded(loopos: LoopOSEmulator, limit: int) -> None:
+    b = LoopOSBackend(settings(loopos.url, max_concurrency=limit, timeout=3.0))
+    loopos.faults.slow_seconds = 0.05
     try:
 
         async def session(i: int) -> Final | Failure:
@@ -273,8 +264,8 @@ async def test_concurrency_is_bounded(emu: LoopOSEmulator, limit: int) -> None:
     finally:
         await b.aclose()
     assert all(isinstance(r, Final) for r in results)
-    assert emu.peak_in_flight == limit  # the bound is reached, never exceeded
-    assert len(emu.sessions) == 2 * limit
+    assert loopos.peak_in_flight == limit  # the bound is reached, never exceeded
+    assert len(loopos.sessions) == 2 * limit
 
 
 async def test_logs_carry_no_request_body(
@@ -297,12 +288,12 @@ async def test_usable_again_after_aclose(backend: LoopOSBackend) -> None:
 # --- typed services ---------------------------------------------------------------------------
 
 
-async def test_decide(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
+async def test_decide(loopos: LoopOSEmulator, backend: LoopOSBackend) -> None:
     options = ["Excellent", "Good", "Fair", "Poor"]
     decision = await backend.decide("What condition?", options, "iPhone 12 with scratches", "en")
     assert decision == Decision("Good", "The item shows signs of use.", {})
-    assert emu.requests_to("/loopos_ai_decision")[0]["language"] == "en-US"
-    emu.faults.update({"malformed": 1, "malformed_mode": "wrong_shape"})
+    assert loopos.requests_to("/loopos_ai_decision")[0]["language"] == "en-US"
+    loopos.faults.update({"malformed": 1, "malformed_mode": "wrong_shape"})
     with pytest.raises(LoopOSError) as info:
         await backend.decide("What condition?", options, "", None)
     assert info.value.failure.kind is FailureKind.MALFORMED
@@ -311,11 +302,11 @@ async def test_decide(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
     assert info.value.failure.kind is FailureKind.VALIDATION
 
 
-async def test_describe_listing(emu: LoopOSEmulator, backend: LoopOSBackend) -> None:
+async def test_describe_listing(loopos: LoopOSEmulator, backend: LoopOSBackend) -> None:
     draft = await backend.describe_listing([PHOTO], "iPhone 12 em bom estado", "pt-PT")
     assert draft.title == "Apple iPhone 12" and draft.price == 380.0 and draft.currency == "EUR"
     assert float(draft.details["value_out_min"]) < 380.0 < float(draft.details["value_out_max"])
-    sent = emu.requests_to("/loopos_ai_c2c_descriptor")[0]
+    sent = loopos.requests_to("/loopos_ai_c2c_descriptor")[0]
     assert sent["agent_specific"]["user_description"] == "iPhone 12 em bom estado"
     assert sent["images"][0].startswith("data:image/png;base64,")
 
@@ -325,4 +316,4 @@ async def test_describe_listing(emu: LoopOSEmulator, backend: LoopOSBackend) -> 
     with pytest.raises(LoopOSError) as info:  # not an image: the server refuses, no retry
         await backend.describe_listing([Image(b"not a png", "image/png")], "x", None)
     assert info.value.failure.kind is FailureKind.VALIDATION
-    assert len(emu.requests_to("/loopos_ai_c2c_descriptor")) == 2
+    assert len(loopos.requests_to("/loopos_ai_c2c_descriptor")) == 2

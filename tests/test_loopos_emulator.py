@@ -14,7 +14,7 @@ import httpx
 import pytest
 from backend_contract import TINY_PNG
 
-from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+from emulators.loopos import LoopOSEmulator
 from emulators.loopos_workflow import CATALOG, find_product, is_valid_image
 
 PNG_URL = "data:image/png;base64," + base64.b64encode(TINY_PNG).decode()
@@ -23,17 +23,8 @@ SUBMISSION = "https://submission.example/"
 
 
 @pytest.fixture
-async def emu() -> AsyncIterator[LoopOSEmulator]:
-    emulator = await start_loopos_emulator()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
-
-
-@pytest.fixture
-async def http(emu: LoopOSEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=emu.url, timeout=5.0) as client:
+async def http(loopos: LoopOSEmulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=loopos.url, timeout=5.0) as client:
         yield client
 
 
@@ -167,14 +158,14 @@ async def test_unknown_first_message_suggests_catalog(http: httpx.AsyncClient) -
     assert empty.status_code == 200 and "identificar" in empty.json()[0]["text"]
 
 
-async def test_sessions_are_independent(emu: LoopOSEmulator, http: httpx.AsyncClient) -> None:
+async def test_sessions_are_independent(loopos: LoopOSEmulator, http: httpx.AsyncClient) -> None:
     await chat(http, "Quero vender um iPhone 12", session="a")
     b = await chat(http, "Quero vender uma PS5", session="b")
     assert buttons(b) == ["Standard", "Digital"]
     a = await chat(http, "256 GB", session="a")
     assert buttons(a) == ["Como novo", "Bom", "Razoável"]
-    assert set(emu.sessions) == {"a", "b"}
-    assert len(emu.requests_to("/chat")) == 3
+    assert set(loopos.sessions) == {"a", "b"}
+    assert len(loopos.requests_to("/chat")) == 3
 
 
 def test_catalog_matching_and_image_check() -> None:
@@ -224,42 +215,42 @@ async def test_descriptor(http: httpx.AsyncClient) -> None:
         assert response.json()["detail"][0]["loc"][:2] == ["body", "images"]
 
 
-async def test_faults_on_the_object(emu: LoopOSEmulator, http: httpx.AsyncClient) -> None:
-    emu.faults.status_5xx = 2
-    emu.faults.status_code = 500
+async def test_faults_on_the_object(loopos: LoopOSEmulator, http: httpx.AsyncClient) -> None:
+    loopos.faults.status_5xx = 2
+    loopos.faults.status_code = 500
     assert (await http.post("/chat", json=chat_body("iPhone"))).status_code == 500
     assert (await http.post("/chat", json=chat_body("iPhone"))).status_code == 500
     ok = await http.post("/chat", json=chat_body("iPhone"))
     assert ok.status_code == 200
 
-    emu.faults.malformed = 1
+    loopos.faults.malformed = 1
     response = await http.post("/chat", json=chat_body("128 GB"))
     assert response.status_code == 200
     with pytest.raises(ValueError):
         response.json()
-    emu.faults.update({"malformed": 1, "malformed_mode": "wrong_shape"})
+    loopos.faults.update({"malformed": 1, "malformed_mode": "wrong_shape"})
     assert (await http.post("/chat", json=chat_body("128 GB"))).json() == {"unexpected": True}
     # malformed replies did not advance the workflow: storage is still asked
     assert buttons(await chat(http, "banana")) == ["64 GB", "128 GB", "256 GB"]
 
-    emu.faults.slow_seconds = 0.3
+    loopos.faults.slow_seconds = 0.3
     started = time.monotonic()
     await chat(http, "128 GB")
     assert time.monotonic() - started >= 0.3
-    assert len(emu.requests) == 7
+    assert len(loopos.requests) == 7
 
 
-async def test_faults_over_http(emu: LoopOSEmulator, http: httpx.AsyncClient) -> None:
+async def test_faults_over_http(loopos: LoopOSEmulator, http: httpx.AsyncClient) -> None:
     response = await http.post("/_emulator/faults", json={"status_5xx": 1, "slow_seconds": 0.05})
     assert response.status_code == 200 and response.json()["status_5xx"] == 1
-    assert emu.faults.status_5xx == 1 and emu.faults.slow_seconds == 0.05
+    assert loopos.faults.status_5xx == 1 and loopos.faults.slow_seconds == 0.05
     assert (await http.post("/chat", json=chat_body("x"))).status_code == 503
     assert (await http.get("/_emulator/faults")).json()["status_5xx"] == 0
     bad = await http.post("/_emulator/faults", json={"status_5xx": -1, "nope": 1})
     assert bad.status_code == 422
     assert (await http.post("/_emulator/faults", json=[1])).status_code == 422
     await http.post("/_emulator/reset")
-    assert emu.faults.slow_seconds == 0 and emu.requests == [] and emu.sessions == {}
+    assert loopos.faults.slow_seconds == 0 and loopos.requests == [] and loopos.sessions == {}
 
 
 async def test_runs_as_a_module() -> None:

@@ -4,6 +4,7 @@ flood control, and graceful shutdown (in-process and by SIGTERM) with nothing lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
@@ -16,19 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_text import sample
 
 from bots.config import parse_config
 from bots.runner import App
-from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+from emulators.loopos import LoopOSEmulator
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def loopos() -> AsyncIterator[LoopOSEmulator]:
-    emulator = await start_loopos_emulator()
-    yield emulator
-    await emulator.stop()
 
 
 def config_dict(loopos_url: str, store: Path, **limits: Any) -> dict[str, Any]:
@@ -72,30 +67,23 @@ class PipeConsole:
         return self.stdout.getvalue()
 
 
-def metric(body: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in body.splitlines():
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = ",".join(sorted((m.group(2) or "").split(","))) if m.group(2) else ""
-        if got == want:
-            return float(m.group(3))
-    return 0.0
+@contextlib.asynccontextmanager
+async def console_app(config: dict[str, Any]) -> AsyncIterator[tuple[App, PipeConsole]]:
+    """A running App whose console bot the test types into; stopped on the way out."""
+    console = PipeConsole()
+    app = App(parse_config(config), stdin=console.stdin, stdout=console.stdout)
+    await app.start()
+    try:
+        yield app, console
+    finally:
+        await app.stop()
+        console.close()
 
 
 async def test_health_readiness_and_metrics_during_a_conversation(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
-    console = PipeConsole()
-    app = App(
-        parse_config(config_dict(loopos.url, tmp_path / "s.db")),
-        stdin=console.stdin,
-        stdout=console.stdout,
-    )
-    await app.start()
-    try:
+    async with console_app(config_dict(loopos.url, tmp_path / "s.db")) as (app, console):
         assert app.http is not None
         async with httpx.AsyncClient(base_url=app.http.url) as http:
             assert (await http.get("/healthz")).status_code == 200
@@ -108,10 +96,10 @@ async def test_health_readiness_and_metrics_during_a_conversation(
             console.say("1")
             await console.wait_for("Em que estado")
             body = (await http.get("/metrics")).text
-            assert metric(body, "chatbridge_turns_total", bot="terminal", outcome="ok") == 2
-            assert metric(body, "chatbridge_open_sessions", bot="terminal") == 1
+            assert sample(body, "chatbridge_turns_total", bot="terminal", outcome="ok") == 2
+            assert sample(body, "chatbridge_open_sessions", bot="terminal") == 1
             assert (
-                metric(
+                sample(
                     body,
                     "chatbridge_backend_latency_seconds_count",
                     bot="terminal",
@@ -119,22 +107,19 @@ async def test_health_readiness_and_metrics_during_a_conversation(
                 )
                 == 2
             )
-            assert metric(body, "chatbridge_queued_turns", bot="terminal") == 0
+            assert sample(body, "chatbridge_queued_turns", bot="terminal") == 0
 
             loopos.faults.status_5xx = 10  # the backend is down: retried, then a plain reply
             console.say("Bom")
             out = await console.wait_for("unavailable right now")
             assert "Traceback" not in out
             body = (await http.get("/metrics")).text
-            assert metric(body, "chatbridge_turns_total", bot="terminal", outcome="failed") == 1
+            assert sample(body, "chatbridge_turns_total", bot="terminal", outcome="failed") == 1
             assert (
-                metric(body, "chatbridge_backend_errors_total", bot="terminal", kind="unavailable")
+                sample(body, "chatbridge_backend_errors_total", bot="terminal", kind="unavailable")
                 == 1
             )
             url = app.http.url
-    finally:
-        console.close()
-        await app.stop()
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"{url}/healthz")
@@ -143,63 +128,38 @@ async def test_health_readiness_and_metrics_during_a_conversation(
 async def test_readiness_fails_when_the_store_is_closed(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
-    console = PipeConsole()
-    app = App(
-        parse_config(config_dict(loopos.url, tmp_path / "s.db")),
-        stdin=console.stdin,
-        stdout=console.stdout,
-    )
-    await app.start()
-    try:
+    async with console_app(config_dict(loopos.url, tmp_path / "s.db")) as (app, _):
         assert app.http is not None and app.store is not None
         await app.store.close()
         async with httpx.AsyncClient(base_url=app.http.url) as http:
             ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["store"] is False
-    finally:
-        console.close()
-        await app.stop()
 
 
 async def test_flood_control_tells_users_when_to_write_again(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
-    console = PipeConsole()
-    app = App(
-        parse_config(config_dict(loopos.url, tmp_path / "s.db", turns_per_minute=2)),
-        stdin=console.stdin,
-        stdout=console.stdout,
-    )
-    await app.start()
-    try:
+    config = config_dict(loopos.url, tmp_path / "s.db", turns_per_minute=2)
+    async with console_app(config) as (_, console):
         for text in ["Quero vender um iPhone 12", "1", "Bom"]:
             console.say(text)
         out = await console.wait_for("sending messages too quickly")
         assert re.search(r"Please wait (5[0-9]|60) s and try again", out), out
         assert len(loopos.requests_to("/chat")) == 2  # the third never reached the backend
-    finally:
-        console.close()
-        await app.stop()
 
 
 async def test_shutdown_mid_turn_tells_the_user_and_loses_nothing(
     tmp_path: Path, loopos: LoopOSEmulator
 ) -> None:
-    console = PipeConsole()
-    app = App(
-        parse_config(config_dict(loopos.url, tmp_path / "s.db", shutdown_grace=0.2)),
-        stdin=console.stdin,
-        stdout=console.stdout,
-    )
-    await app.start()
-    loopos.faults.slow_seconds = 5
-    console.say("Quero vender um iPhone 12")
-    async with asyncio.timeout(5):
-        while loopos.in_flight == 0:
-            await asyncio.sleep(0.02)
-    await app.stop()
-    console.close()
+    config = config_dict(loopos.url, tmp_path / "s.db", shutdown_grace=0.2)
+    async with console_app(config) as (_, console):
+        loopos.faults.slow_seconds = 5
+        console.say("Quero vender um iPhone 12")
+        async with asyncio.timeout(5):
+            while loopos.in_flight == 0:
+                await asyncio.sleep(0.02)
+    # leaving the block stopped the app while the turn was still running
     assert "The service is restarting and your message could not be answered" in (
         console.stdout.getvalue()
     )

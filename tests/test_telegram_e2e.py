@@ -10,7 +10,7 @@ from backend_contract import TINY_PNG
 
 from core.backends.loopos import LoopOSBackend, LoopOSSettings
 from core.backends.shopai import ShopAIBackend, ShopAISettings
-from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+from emulators.loopos import LoopOSEmulator
 from emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from tests.fakes.telegram_api import Call
 from tests.fakes.telegram_harness import BOT_USERNAME, Harness, callback_data, labels
@@ -18,15 +18,6 @@ from tests.fakes.telegram_harness import BOT_USERNAME, Harness, callback_data, l
 pytestmark = pytest.mark.timeout(60)
 
 SUBMISSION = "https://submission.example/"
-
-
-@pytest.fixture
-async def loopos() -> AsyncIterator[LoopOSEmulator]:
-    emulator = await start_loopos_emulator()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 def loopos_backend(url: str) -> LoopOSBackend:
