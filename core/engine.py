@@ -317,9 +317,10 @@ class Engine:
         return record, None
 
     def _log_failure(self, turn_id: int, key: ConversationKey, failure: Failure) -> None:
-        level = logging.ERROR if failure.kind is FailureKind.AUTH else logging.WARNING
-        log.log(
-            level, "turn %d failed (%s) %s: %s", turn_id, failure.kind, key.short(), failure.detail
+        # WARNING even for AUTH: the backend logs that operator error once, clearly; repeating
+        # it at ERROR on every user's turn would bury it.
+        log.warning(
+            "turn %d failed (%s) %s: %s", turn_id, failure.kind, key.short(), failure.detail
         )
 
     def _refuse(self, key: ConversationKey, surface: Surface, text: str, why: str) -> Job:
