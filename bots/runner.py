@@ -27,7 +27,7 @@ from bots.http import HealthServer, standard_readiness
 from core.engine import Engine
 from core.flood import FloodControl
 from core.metrics import Metrics
-from core.protocols import Backend, SessionStore
+from core.protocols import Backend, CountsConnections, SessionStore
 from core.store import open_store
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,8 @@ class App:
             if any(bot.backend == name for bot in cfg.bots):
                 backend = build_backend(name, backend_cfg)
                 self.backends[name] = backend
-                count = getattr(backend, "open_connections", None)
-                if callable(count):
-                    self.metrics.watch_backend_connections(name, count)
+                if isinstance(backend, CountsConnections):
+                    self.metrics.watch_backend_connections(name, _connections_of(backend))
         for bot in cfg.bots:
             engine = Engine(
                 bot=bot.name,
@@ -198,6 +197,10 @@ class App:
                 await backend.aclose()
         if self.store is not None:
             await self.store.close()
+
+
+def _connections_of(backend: CountsConnections) -> Callable[[], float]:
+    return lambda: float(backend.open_connections)
 
 
 def _queued_of(engine: Engine) -> Callable[[], float]:

@@ -45,6 +45,14 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class CountsConnections(Protocol):
+    """Optional backend capability: how many live connections it holds (for metrics)."""
+
+    @property
+    def open_connections(self) -> int: ...
+
+
+@runtime_checkable
 class ListingDescriber(Protocol):
     """Optional backend capability: photos + a short description -> a marketplace listing."""
 

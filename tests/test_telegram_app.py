@@ -83,6 +83,8 @@ async def test_metrics_count_sends_edits_and_429s(shopai: ShopAIEmulator, tmp_pa
             assert (sample(body, "chatbridge_messages_edited_total", **labels) or 0) >= 1
             assert sample(body, "chatbridge_platform_rate_limited_total", **labels) == 1
             assert sample(body, "chatbridge_turns_total", bot="shoppers", outcome="ok") == 1
+            # the shopper's ShopAI connection stays open (idle_timeout) and is counted
+            assert sample(body, "chatbridge_backend_connections", backend="shop") == 1
             assert ready["checks"] == {"store": True, "bot:shoppers": True}
         finally:
             await app.stop()
