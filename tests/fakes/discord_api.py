@@ -31,112 +31,29 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-DISCORD_EPOCH_MS = 1420070400000
-MANAGE_GUILD = 1 << 5
-MESSAGE_CONTENT = 1 << 15  # gateway intent bit
-# View channel, send messages (+ in threads), embed, attach, read history, use app commands,
-# create public threads: what a normal member and the bot need.
-BASIC_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
-BASIC_PERMISSIONS |= (1 << 35) | (1 << 38)
+from tests.fakes.discord_actions import UserActions
+from tests.fakes.discord_payloads import (
+    BASIC_PERMISSIONS,
+    DISCORD_EPOCH_MS,
+    JSON,
+    MANAGE_GUILD,
+    MESSAGE_CONTENT,
+    FakeUser,
+    RestCall,
+    _form_error,
+    _json,
+    _now_iso,
+    check_message_payload,
+)
 
-JSON = dict[str, Any]
-
-
-@dataclass
-class RestCall:
-    """One REST request the fake received."""
-
-    method: str
-    path: str  # without the /api/v10 prefix
-    query: dict[str, str]
-    body: Any  # decoded JSON (or the payload_json part of a multipart body), else None
-    status: int = 0
-    at: float = field(default_factory=time.monotonic)
-
-    def match(self, method: str | None = None, path: str | None = None) -> bool:
-        if method is not None and self.method != method:
-            return False
-        return path is None or re.fullmatch(path, self.path) is not None
+__all__ = ["FakeDiscord", "FakeUser", "RestCall", "check_message_payload"]
 
 
-@dataclass(frozen=True)
-class FakeUser:
-    id: int
-    name: str
-    bot: bool = False
-
-    def payload(self) -> JSON:
-        return {
-            "id": str(self.id),
-            "username": self.name,
-            "discriminator": "0",
-            "global_name": self.name,
-            "avatar": None,
-            "bot": self.bot,
-        }
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    hdrs = {"Content-Type": "application/json"}
-    hdrs.update(headers or {})
-    return web.Response(status=status, body=json.dumps(data).encode(), headers=hdrs)
-
-
-def _form_error(field_name: str, message: str) -> web.Response:
-    body = {
-        "code": 50035,
-        "message": "Invalid Form Body",
-        "errors": {field_name: {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": message}]}},
-    }
-    return _json(body, 400)
-
-
-def check_message_payload(body: JSON) -> str | None:
-    """The limits Discord enforces on a message body; an error text, or None when valid."""
-    content = body.get("content")
-    if content is not None and len(content) > 2000:
-        return f"content: Must be 2000 or fewer in length ({len(content)})"
-    rows = body.get("components")
-    if not rows:
-        return None
-    if len(rows) > 5:
-        return f"components: Must be 5 or fewer in length ({len(rows)})"
-    total = 0
-    for r, row in enumerate(rows):
-        children = row.get("components", [])
-        if row.get("type") != 1 or not 1 <= len(children) <= 5:
-            return f"components.{r}: an action row holds 1..5 components"
-        for c, comp in enumerate(children):
-            total += 1
-            where = f"components.{r}.components.{c}"
-            if comp.get("type") != 2:
-                continue
-            if len(comp.get("label") or "") > 80:
-                return f"{where}.label: Must be 80 or fewer in length"
-            if comp.get("style") == 5:
-                url = comp.get("url") or ""
-                if not url or len(url) > 512 or "custom_id" in comp:
-                    return f"{where}.url: a link button has a url of 1..512 and no custom_id"
-            else:
-                cid = comp.get("custom_id") or ""
-                if not 1 <= len(cid) <= 100:
-                    return f"{where}.custom_id: Must be between 1 and 100 in length"
-    if total > 25:
-        return "components: at most 25 components"
-    return None
-
-
-class FakeDiscord:
+class FakeDiscord(UserActions):
     """The fake server. ``async with FakeDiscord() as fake:`` starts and stops it."""
 
     def __init__(
@@ -146,7 +63,7 @@ class FakeDiscord:
         attachment_delay: float = 0.0,
         message_delay: float = 0.0,
         message_content_allowed: bool = True,
-        token: str = "fake-token",
+        token: str = "discord-secret-token-for-tests",  # a canary of tests/conftest.py
     ) -> None:
         self.edit_interval = edit_interval  # min seconds between edits in one channel, 0 = off
         self.attachment_delay = attachment_delay  # seconds before an attachment download answers
@@ -397,175 +314,6 @@ class FakeDiscord:
         for ws in list(self._sockets):
             if not ws.closed:
                 await ws.send_str(frame)
-
-    def add_attachment(self, filename: str, data: bytes, content_type: str) -> JSON:
-        aid = self.snowflake()
-        self.attachments[aid] = (filename, data, content_type)
-        url = f"{self.http_base}/attachments/{aid}/{filename}"
-        return {
-            "id": str(aid),
-            "filename": filename,
-            "size": len(data),
-            "url": url,
-            "proxy_url": url,
-            "content_type": content_type,
-        }
-
-    async def user_message(
-        self,
-        user: FakeUser,
-        content: str,
-        *,
-        channel_id: int | None = None,
-        mention: bool = False,
-        attachments: list[tuple[str, bytes, str]] = (),  # type: ignore[assignment]
-    ) -> JSON:
-        """``user`` writes in a guild channel (or thread); MESSAGE_CREATE is dispatched."""
-        cid = channel_id or self.channel_id
-        channel = self.channels[cid]
-        if mention:
-            content = f"<@{self.bot_user.id}> {content}"
-        msg = self._message(cid, user, content, attachments=attachments)
-        msg["guild_id"] = channel["guild_id"]
-        member = self._member_of(int(channel["guild_id"]), user)
-        msg["member"] = {k: v for k, v in member.items() if k not in ("user", "permissions")}
-        if mention:
-            msg["mentions"] = [self.bot_user.payload()]
-        await self.dispatch("MESSAGE_CREATE", msg)
-        return msg
-
-    async def dm_message(
-        self,
-        user: FakeUser,
-        content: str,
-        *,
-        attachments: list[tuple[str, bytes, str]] = (),  # type: ignore[assignment]
-    ) -> JSON:
-        """``user`` writes to the bot in a DM."""
-        msg = self._message(self.dm_channel_id(user), user, content, attachments=attachments)
-        msg["channel_type"] = 1
-        await self.dispatch("MESSAGE_CREATE", msg)
-        return msg
-
-    def bot_message(
-        self, channel_id: int, content: str, components: list[JSON] | None = None
-    ) -> JSON:
-        """A message the bot sent earlier (e.g. before a restart), without any REST call."""
-        return self._message(channel_id, self.bot_user, content, components=components)
-
-    def _message(
-        self,
-        channel_id: int,
-        author: FakeUser,
-        content: str,
-        *,
-        attachments: list[tuple[str, bytes, str]] | tuple[()] = (),
-        components: list[JSON] | None = None,
-        flags: int = 0,
-    ) -> JSON:
-        mid = self.snowflake()
-        msg: JSON = {
-            "id": str(mid),
-            "channel_id": str(channel_id),
-            "author": author.payload(),
-            "content": content,
-            "timestamp": _now_iso(),
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": [self.add_attachment(*a) for a in attachments],
-            "embeds": [],
-            "pinned": False,
-            "type": 0,
-            "flags": flags,
-            "components": components or [],
-        }
-        guild_id = self.channels.get(channel_id, {}).get("guild_id")
-        if guild_id:
-            msg["guild_id"] = guild_id
-        self.messages[mid] = msg
-        return msg
-
-    def _interaction_base(self, user: FakeUser, channel_id: int, itype: int) -> JSON:
-        iid = self.snowflake()
-        token = f"itoken-{iid}"
-        channel = self.channels[channel_id]
-        data: JSON = {
-            "id": str(iid),
-            "application_id": str(self.application_id),
-            "type": itype,
-            "token": token,
-            "version": 1,
-            "channel_id": str(channel_id),
-            "channel": {k: v for k, v in channel.items() if k != "recipients"},
-            "locale": "en-US",
-            "app_permissions": str(BASIC_PERMISSIONS),
-            "entitlements": [],
-            "authorizing_integration_owners": {},
-            "attachment_size_limit": 8 * 1024 * 1024,
-        }
-        if "guild_id" in channel:
-            data["guild_id"] = channel["guild_id"]
-            data["guild_locale"] = "en-US"
-            data["member"] = self._member_of(int(channel["guild_id"]), user)
-            data["context"] = 0
-        else:
-            data["user"] = user.payload()
-            data["context"] = 1
-        self.interactions[iid] = {"token": token, "channel_id": channel_id, "original": None}
-        return data
-
-    async def press_button(self, user: FakeUser, message_id: int | str, custom_id: str) -> int:
-        """``user`` presses the button ``custom_id`` on a message; returns the interaction id."""
-        msg = self.messages[int(message_id)]
-        data = self._interaction_base(user, int(msg["channel_id"]), 3)
-        data["data"] = {"custom_id": custom_id, "component_type": 2}
-        data["message"] = msg
-        self.interactions[int(data["id"])]["original"] = int(message_id)
-        await self.dispatch("INTERACTION_CREATE", data)
-        return int(data["id"])
-
-    async def slash_command(
-        self,
-        user: FakeUser,
-        name: str,
-        *,
-        channel_id: int | None = None,
-        subcommand: str | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> int:
-        """``user`` runs ``/name [subcommand] option:value``; returns the interaction id.
-
-        A :class:`FakeUser` option value becomes a USER option with its ``resolved`` entry.
-        """
-        cid = channel_id or self.channel_id
-        data = self._interaction_base(user, cid, 2)
-        registered = [c for cmds in self.commands.values() for c in cmds if c["name"] == name]
-        opts: list[JSON] = []
-        resolved: JSON = {"users": {}}
-        for key, value in (options or {}).items():
-            if isinstance(value, FakeUser):
-                opts.append({"name": key, "type": 6, "value": str(value.id)})
-                resolved["users"][str(value.id)] = value.payload()
-            elif isinstance(value, bool):
-                opts.append({"name": key, "type": 5, "value": value})
-            elif isinstance(value, int):
-                opts.append({"name": key, "type": 4, "value": value})
-            else:
-                opts.append({"name": key, "type": 3, "value": value})
-        if subcommand is not None:
-            opts = [{"name": subcommand, "type": 1, "options": opts}]
-        data["data"] = {
-            "id": registered[0]["id"] if registered else str(self.snowflake()),
-            "name": name,
-            "type": 1,
-            "options": opts,
-            "resolved": resolved,
-        }
-        await self.dispatch("INTERACTION_CREATE", data)
-        return int(data["id"])
 
     # ----------------------------------------------------------------- HTTP handlers
 
