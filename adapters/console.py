@@ -34,7 +34,7 @@ class ConsoleSurface:
         self._out = out
         self._prefix = prefix
         self._streamed = ""
-        self.buttons: list[Button] = []
+        self.buttons: list[Button] | None = None  # set by finish(); None when the turn failed
 
     def _write(self, text: str) -> None:
         self._out.write(text)
@@ -230,4 +230,5 @@ class ConsoleAdapter:
     async def _turn(self, inbound: Inbound) -> None:
         surface = ConsoleSurface(self._out)
         await self.engine.handle(inbound, surface)
-        self._choices = [b for b in surface.buttons if b.payload is not None]
+        if surface.buttons is not None:  # a failed turn keeps the previous choices pressable
+            self._choices = [b for b in surface.buttons if b.payload is not None]

@@ -86,8 +86,11 @@ def test_demo_explains_bad_input_without_calling_the_backend(tmp_path: Path) -> 
     not_a_photo = tmp_path / "notes.txt"
     not_a_photo.write_text("hello")
     script = f"/image {not_a_photo}\n/image {tmp_path / 'missing.jpg'}\n7\n/image\n"
+    script += "Quero vender um iPhone 12\n9\n1\n"
     proc = run_cli(["demo"], stdin=script)
     assert proc.returncode == 0, proc.stderr
+    assert "There is no choice 9; pick 1 to 3." in proc.stdout
+    assert "(you chose: 64 GB)" in proc.stdout
     assert "not a photo I can use" in proc.stdout
     assert "Cannot read" in proc.stdout
     assert "Usage: /image PATH" in proc.stdout

@@ -119,6 +119,11 @@ async def test_health_readiness_and_metrics_during_a_conversation(
                 sample(body, "chatbridge_backend_errors_total", bot="terminal", kind="unavailable")
                 == 1
             )
+            # the failed turn left the previous choices pressable; the backend is back
+            loopos.faults.status_5xx = 0
+            console.say("2")
+            out = await console.wait_for("Item criado no LoopOS Core")
+            assert "(you chose: Bom)" in out
             url = app.http.url
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
