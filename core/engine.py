@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from core.logctx import log_context
-from core.protocols import Backend, ListingDescriber, SessionStore, Surface
+from core.protocols import Backend, Decider, ListingDescriber, SessionStore, Surface
 from core.texts import UserTexts
 from core.types import (
     ConversationKey,
+    Decision,
     Failure,
     FailureKind,
     Final,
@@ -410,6 +411,14 @@ class Engine:
 
     async def resolve_button(self, short_id: str) -> str | None:
         return await self.store.resolve(short_id)
+
+    async def decide(
+        self, prompt: str, options: Sequence[str], item_context: str, language: str | None
+    ) -> Decision:
+        """Ask the backend to pick one of ``options`` (LoopOS's decision service)."""
+        if not isinstance(self.backend, Decider):
+            raise NotSupported(f"backend {self.backend_name} cannot make decisions")
+        return await self.backend.decide(prompt, options, item_context, language)
 
     async def describe_listing(
         self, images: Sequence[Image], description: str, language: str | None

@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from core.types import (
     ConversationKey,
+    Decision,
     Event,
     Image,
     Inbound,
@@ -50,6 +51,19 @@ class CountsConnections(Protocol):
 
     @property
     def open_connections(self) -> int: ...
+
+
+@runtime_checkable
+class Decider(Protocol):
+    """Optional backend capability: pick one of ``options`` for a prompt about an item."""
+
+    async def decide(
+        self,
+        prompt: str,
+        options: Sequence[str],
+        item_context: str = "",
+        language: str | None = None,
+    ) -> Decision: ...
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +161,15 @@ class SessionRecord:
     created_at: datetime
     last_active: datetime
     turn_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One option picked by the backend among given ones, with its reasoning."""
+
+    decision: str
+    reasoning: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,12 +107,32 @@ async def test_listing_command_on_a_photo(loopos: LoopOSEmulator) -> None:
         await backend.aclose()
 
 
+async def test_condition_command_uses_the_decision_service(loopos: LoopOSEmulator) -> None:
+    backend = loopos_backend(loopos.url)
+    try:
+        async with Harness(backend) as h:
+            seller = h.fb.make_user(703, "Rui")
+            chat = h.fb.private_chat(seller)
+            await h.fb.push_text(chat, seller, "/condition iPhone 12 with scratches on the back")
+            reply = await h.reply_in(chat["id"], contains="Condition:")
+            assert "Condition: Good" in reply.result["text"]  # "scratches": signs of use
+            sent = loopos.requests_to("/loopos_ai_decision")
+            assert sent[0]["options"] == ["Excellent", "Good", "Fair", "Poor"]
+            assert sent[0]["item_context"] == "iPhone 12 with scratches on the back"
+            await h.fb.push_text(chat, seller, "/condition")
+            await h.reply_in(chat["id"], contains="Tell me about the item")
+    finally:
+        await backend.aclose()
+
+
 async def test_listing_politely_unsupported_without_loopos() -> None:
     async with Harness() as h:
         user = h.user(702)
         chat = h.fb.private_chat(user)
         await h.fb.push_photo(chat, user, TINY_PNG, caption="/listing a lamp")
         await h.reply_in(chat["id"], contains="can't prepare listings")
+        await h.fb.push_text(chat, user, "/condition a lamp, like new")
+        await h.reply_in(chat["id"], contains="can't grade")
 
 
 @pytest.fixture

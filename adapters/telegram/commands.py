@@ -1,4 +1,4 @@
-"""Slash commands: /start /help /reset /lang /listing, and the admin set.
+"""Slash commands: /start /help /reset /lang /listing /condition, and the admin set.
 
 Admin commands (/reset <user id>, /reset_all, /sessions, /stats) answer only the configured
 admin user ids; anyone else is refused and the attempt is logged.
@@ -48,7 +48,13 @@ def public_commands(listing: bool) -> list[BotCommand]:
     ]
     if listing:
         commands.append(BotCommand("listing", "Photo + short description: a listing draft"))
+        commands.append(BotCommand("condition", "Describe an item: the AI grades its condition"))
     return commands
+
+
+# The decision service's own example (LoopOS integration guide): grading an item's condition.
+CONDITION_PROMPT = "What condition is this item in?"
+CONDITION_OPTIONS = ("Excellent", "Good", "Fair", "Poor")
 
 
 class Commands:
@@ -85,6 +91,7 @@ class Commands:
         ]
         if self._listing:
             lines.append("/listing DESCRIPTION (as a photo caption): a marketplace listing draft")
+            lines.append("/condition DESCRIPTION: the item's condition, graded by the assistant")
         lines.append("In groups, mention me or reply to my messages.")
         return "\n".join(lines)
 
@@ -101,6 +108,8 @@ class Commands:
                 await self._lang(ctx)
             case "listing" if self._listing:
                 await self._listing_draft(ctx)
+            case "condition" if self._listing:
+                await self._condition(ctx)
             case "reset" | "reset_all" | "sessions" | "stats":
                 if ctx.user_id not in self._admins:
                     log.warning(
@@ -178,6 +187,35 @@ class Commands:
             await self._say(ctx, "\n".join(lines))
 
         self._spawn(describe())
+
+    async def _condition(self, ctx: CommandContext) -> None:
+        if not ctx.args.strip():
+            await self._say(
+                ctx,
+                "Tell me about the item after the command, e.g. "
+                "<i>/condition iPhone 12, light scratches on the back</i>.",
+            )
+            return
+
+        async def grade() -> None:
+            await self._ops.typing(ctx.target)
+            try:
+                decision = await self._engine.decide(
+                    CONDITION_PROMPT, CONDITION_OPTIONS, ctx.args, ctx.language
+                )
+            except NotSupported:
+                await self._say(ctx, "Sorry, this assistant can't grade an item's condition.")
+                return
+            except Exception as exc:
+                log.warning("bot %s: condition failed: %s", self._bot, type(exc).__name__)
+                await self._say(ctx, "Sorry, I couldn't grade that right now. Please try again.")
+                return
+            lines = [f"Condition: <b>{escape(decision.decision)}</b>"]
+            if decision.reasoning:
+                lines.append(escape(decision.reasoning))
+            await self._say(ctx, "\n".join(lines))
+
+        self._spawn(grade())
 
     async def _admin(self, name: str, ctx: CommandContext) -> None:
         if name == "reset":

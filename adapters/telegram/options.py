@@ -40,7 +40,8 @@ class TelegramOptions(BaseModel):
     # every message (needs privacy mode off in BotFather).
     group_reply: Literal["mention", "all"] = "mention"
 
-    listing_command: bool = True  # offer /listing (backends without it answer politely)
+    # offer /listing and /condition (backends without them answer politely)
+    listing_command: bool = True
 
     # HTTP client to the Bot API: at most this many requests in flight (more wait their turn
     # outside httpx, whose pool gets slow with long queues), over as many connections.

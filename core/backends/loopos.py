@@ -19,7 +19,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -31,6 +30,7 @@ from core.retry import RetryPolicy
 from core.secrets import register_secret
 from core.types import (
     ConversationKey,
+    Decision,
     Event,
     Failure,
     FailureKind,
@@ -99,15 +99,6 @@ class LoopOSSettings(BaseModel):
 
 
 # --- results and errors -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer of ``/loopos_ai_decision``; ``extra`` keeps any further fields."""
-
-    decision: str
-    reasoning: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class LoopOSError(BackendError):
