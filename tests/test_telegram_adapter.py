@@ -198,6 +198,7 @@ async def test_admin_commands_allowed_and_refused(caplog: pytest.LogCaptureFixtu
             "reset",
             "lang",
             "listing",
+            "condition",
         ]
 
 
