@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -385,13 +385,9 @@ class LoopOSBackend:
             "options": list(options),
             "item_context": item_context,
         }
-        data = await self._post("/loopos_ai_decision", payload)
-        try:
-            reply = _DecisionReply.model_validate(data)
-        except ValidationError as exc:
-            raise LoopOSError(
-                Failure(FailureKind.MALFORMED, "/loopos_ai_decision: unexpected reply shape")
-            ) from exc
+        reply = _validated(
+            _DecisionReply, "/loopos_ai_decision", await self._post("/loopos_ai_decision", payload)
+        )
         return Decision(reply.decision, reply.reasoning, dict(reply.model_extra or {}))
 
     async def describe_listing(
@@ -412,13 +408,8 @@ class LoopOSBackend:
                 "user_description": description,
             },
         }
-        data = await self._post("/loopos_ai_c2c_descriptor", payload)
-        try:
-            reply = _DescriptorReply.model_validate(data)
-        except ValidationError as exc:
-            raise LoopOSError(
-                Failure(FailureKind.MALFORMED, "/loopos_ai_c2c_descriptor: unexpected reply shape")
-            ) from exc
+        endpoint = "/loopos_ai_c2c_descriptor"
+        reply = _validated(_DescriptorReply, endpoint, await self._post(endpoint, payload))
         details: dict[str, str] = {}
         if reply.description:
             details["description"] = reply.description
@@ -432,3 +423,16 @@ class LoopOSBackend:
             currency="EUR",
             details=details,
         )
+
+
+_Reply = TypeVar("_Reply", bound=BaseModel)
+
+
+def _validated(model: type[_Reply], endpoint: str, data: Any) -> _Reply:
+    """A typed service's reply, or :class:`LoopOSError` (MALFORMED) when its shape is wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise LoopOSError(
+            Failure(FailureKind.MALFORMED, f"{endpoint}: unexpected reply shape")
+        ) from exc
