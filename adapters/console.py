@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from core.engine import Engine
-from core.images import ImageRejected, load_image
-from core.types import Button, ConversationKey, Inbound, ReplyMessage
+from chatbridge.core.engine import Engine
+from chatbridge.core.images import ImageRejected, load_image
+from chatbridge.core.types import Button, ConversationKey, Inbound, ReplyMessage
 
 HELP = """Commands:
   <number>            press the button with that number

@@ -25,8 +25,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.backends.loopos import LoopOSBackend, LoopOSSettings  # noqa: E402
-from core.types import ConversationKey, Final, Image, Inbound  # noqa: E402
+from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings  # noqa: E402
+from chatbridge.core.types import ConversationKey, Final, Image, Inbound  # noqa: E402
 
 STEPS: list[tuple[str, bool]] = [
     ("Quero vender um iPhone 12", False),
@@ -53,7 +53,7 @@ def tiny_png() -> bytes:
 
 async def start_emulator() -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "emulators.loopos", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "chatbridge.emulators.loopos", "--host", "127.0.0.1", "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         cwd=str(ROOT),
     )  # fmt: skip

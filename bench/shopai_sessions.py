@@ -1,6 +1,6 @@
 """Benchmark: many concurrent ShopAI sessions in one process (prints figures, asserts nothing).
 
-The emulator runs in another process (``python -m emulators.shopai``) on loopback. This
+The emulator runs in another process (``python -m chatbridge.emulators.shopai``) on loopback. This
 process opens N sessions through :class:`ShopAIBackend`, streams one answer on each (all at
 once; that first turn also opens the connections), streams a second answer on each over the
 open connections, then leaves them idle with a short heartbeat interval and watches the
@@ -35,8 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings  # noqa: E402
-from core.types import ConversationKey, Final, Inbound  # noqa: E402
+from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings  # noqa: E402
+from chatbridge.core.types import ConversationKey, Final, Inbound  # noqa: E402
 
 QUESTIONS = ["I need a phone", "a laptop for work", "headphones for music", "a watch for running"]
 
@@ -83,7 +83,7 @@ def start_emulator(version: str, token_delay: float) -> tuple[subprocess.Popen[s
         [
             sys.executable,
             "-m",
-            "emulators.shopai",
+            "chatbridge.emulators.shopai",
             "--version",
             version,
             "--port",

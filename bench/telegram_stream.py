@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.telegram import TelegramAdapter, TelegramOptions
-from core.engine import Engine
-from core.store.memory import MemoryStore
+from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
+from chatbridge.core.engine import Engine
+from chatbridge.core.store.memory import MemoryStore
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_harness import ScriptBackend, answer
 

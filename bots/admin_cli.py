@@ -11,9 +11,9 @@ import argparse
 import sys
 from typing import TextIO
 
-from bots.config import Config
-from core.store import open_store
-from core.types import SessionRecord
+from chatbridge.bots.config import Config
+from chatbridge.core.store import open_store
+from chatbridge.core.types import SessionRecord
 
 
 def _row(r: SessionRecord) -> str:

@@ -11,13 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bots.config import ConfigError, load_config, parse_config
+from chatbridge.bots.config import ConfigError, load_config, parse_config
 
 log = logging.getLogger("chatbridge")
 
 
 def _setup_logging(level: str, fmt: str = "plain", secrets: list[str] | None = None) -> None:
-    from bots.logging_setup import configure_logging
+    from chatbridge.bots.logging_setup import configure_logging
 
     configure_logging(level=level, fmt=fmt, secrets=secrets or [])  # type: ignore[arg-type]
 
@@ -33,7 +33,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bots.runner import App, run_app
+    from chatbridge.bots.runner import App, run_app
 
     config = load_config(args.config)
     _setup_logging(config.logging.level, config.logging.format, config.secrets())
@@ -42,12 +42,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from bots.runner import App, run_app
+    from chatbridge.bots.runner import App, run_app
 
     backend: dict[str, Any]
     stop_emulator: Any
     if args.backend == "loopos":
-        from emulators.loopos import start_loopos_emulator
+        from chatbridge.emulators.loopos import start_loopos_emulator
 
         loopos = await start_loopos_emulator()
         stop_emulator = loopos.stop
@@ -60,7 +60,7 @@ async def _demo(args: argparse.Namespace) -> int:
             "context": "Circular economy marketplace (demo)",
         }
     else:
-        from emulators.shopai import start_shopai_emulator
+        from chatbridge.emulators.shopai import start_shopai_emulator
 
         shop = await start_shopai_emulator(version=args.shopai_version)
         stop_emulator = shop.stop
@@ -101,7 +101,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    from bots.admin_cli import run_sessions_command
+    from chatbridge.bots.admin_cli import run_sessions_command
 
     config = load_config(args.config)
     return asyncio.run(run_sessions_command(config, args))

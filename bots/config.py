@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from adapters.discord_adapter.options import DiscordOptions
-from adapters.telegram.options import TelegramOptions
-from core.backends.loopos import LoopOSSettings
-from core.backends.shopai import ShopAISettings
+from chatbridge.adapters.discord_adapter.options import DiscordOptions
+from chatbridge.adapters.telegram.options import TelegramOptions
+from chatbridge.core.backends.loopos import LoopOSSettings
+from chatbridge.core.backends.shopai import ShopAISettings
 
 
 class ConfigError(Exception):

@@ -17,8 +17,8 @@ from types import TracebackType
 
 from aiohttp import web
 
-from core.metrics import Metrics
-from core.protocols import SessionStore
+from chatbridge.core.metrics import Metrics
+from chatbridge.core.protocols import SessionStore
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
-from core.logctx import FIELDS, current_context
-from core.secrets import MASK, REDACTOR, Redactor, register_secret, scrub_record
+from chatbridge.core.logctx import FIELDS, current_context
+from chatbridge.core.secrets import MASK, REDACTOR, Redactor, register_secret, scrub_record
 
 __all__ = ["CHATTY_LOGGERS", "MASK", "Redactor", "configure_logging"]
 

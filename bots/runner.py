@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from bots.config import (
+from chatbridge.bots.config import (
     Config,
     ConsoleBotConfig,
     DiscordBotConfig,
@@ -23,12 +23,12 @@ from bots.config import (
     ShopAIBackendConfig,
     TelegramBotConfig,
 )
-from bots.http import HealthServer, standard_readiness
-from core.engine import Engine
-from core.flood import FloodControl
-from core.metrics import Metrics
-from core.protocols import Backend, CountsConnections, SessionStore
-from core.store import open_store
+from chatbridge.bots.http import HealthServer, standard_readiness
+from chatbridge.core.engine import Engine
+from chatbridge.core.flood import FloodControl
+from chatbridge.core.metrics import Metrics
+from chatbridge.core.protocols import Backend, CountsConnections, SessionStore
+from chatbridge.core.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,10 @@ class Adapter(Protocol):
 
 def build_backend(name: str, cfg: LoopOSBackendConfig | ShopAIBackendConfig) -> Backend:
     if isinstance(cfg, LoopOSBackendConfig):
-        from core.backends.loopos import LoopOSBackend
+        from chatbridge.core.backends.loopos import LoopOSBackend
 
         return LoopOSBackend(cfg, name=name)
-    from core.backends.shopai import ShopAIBackend
+    from chatbridge.core.backends.shopai import ShopAIBackend
 
     return ShopAIBackend(cfg, name=name)
 
@@ -122,7 +122,7 @@ class App:
     ) -> Adapter:
         admins = frozenset(bot.admins)
         if isinstance(bot, ConsoleBotConfig):
-            from adapters.console import ConsoleAdapter
+            from chatbridge.adapters.console import ConsoleAdapter
 
             return ConsoleAdapter(
                 name=bot.name,
@@ -133,7 +133,7 @@ class App:
                 stdout=self.stdout,
             )
         if isinstance(bot, TelegramBotConfig):
-            from adapters.telegram import TelegramAdapter, TelegramOptions
+            from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 
             return TelegramAdapter(
                 name=bot.name,
@@ -142,7 +142,7 @@ class App:
                 options=_options(TelegramOptions, bot),
                 admins=admins,
             )
-        from adapters.discord_adapter import DiscordAdapter, DiscordOptions
+        from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 
         return DiscordAdapter(
             name=bot.name,

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from core.logctx import log_context
-from core.protocols import Backend, Decider, ListingDescriber, SessionStore, Surface
-from core.texts import UserTexts
-from core.types import (
+from chatbridge.core.logctx import log_context
+from chatbridge.core.protocols import Backend, Decider, ListingDescriber, SessionStore, Surface
+from chatbridge.core.texts import UserTexts
+from chatbridge.core.types import (
     ConversationKey,
     Decision,
     Failure,

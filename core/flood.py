@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
-from core.types import ConversationKey
+from chatbridge.core.types import ConversationKey
 
 
 def per_user(key: Hashable) -> Hashable:

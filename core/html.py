@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 
-from core.types import Button, Link, ReplyMessage
+from chatbridge.core.types import Button, Link, ReplyMessage
 
 __all__ = ["BUTTON_CLASSES", "parse_reply_html"]
 
-log = logging.getLogger("chatbridge.html")
+log = logging.getLogger(__name__)
 
 BUTTON_CLASSES = frozenset({"deep-chat-button", "deep-chat-suggestion-button"})
 _SAFE_SCHEMES = frozenset({"http", "https", "tg", "mailto"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.types import Image
+from chatbridge.core.types import Image
 
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from core.types import (
+from chatbridge.core.types import (
     ConversationKey,
     Decision,
     Event,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.types import Failure, FailureKind
+from chatbridge.core.types import Failure, FailureKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """A runnable local LoopOS AI server, following /work/shared/specs/loopos-*.txt.
 
-Endpoints: ``POST /chat`` (the submission workflow of :mod:`emulators.loopos_workflow`,
+Endpoints: ``POST /chat`` (the submission workflow of :mod:`chatbridge.emulators.loopos_workflow`,
 server-side state keyed by ``session_id``), ``POST /loopos_ai_decision`` and
 ``POST /loopos_ai_c2c_descriptor``. Requests are validated with pydantic and refused with a
 FastAPI-like 422 body ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``.
@@ -14,7 +14,7 @@ HTTP (``POST /_emulator/faults`` with a JSON object of the same fields):
 - ``malformed``: the next N API replies are ``malformed_mode`` ("invalid_json" or
   "wrong_shape") and the workflow does not advance.
 
-Run: ``python -m emulators.loopos --host 127.0.0.1 --port 8001``.
+Run: ``python -m chatbridge.emulators.loopos --host 127.0.0.1 --port 8001``.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from emulators.loopos_workflow import Workflow, decide, describe, is_valid_image
+from chatbridge.emulators.loopos_workflow import Workflow, decide, describe, is_valid_image
 
 __all__ = ["LoopOSEmulator", "LoopOSFaults", "start_loopos_emulator"]
 
-log = logging.getLogger("chatbridge.emulators.loopos")
+log = logging.getLogger(__name__)
 
 API_PATHS = ("/chat", "/loopos_ai_decision", "/loopos_ai_c2c_descriptor")
 

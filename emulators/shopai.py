@@ -14,7 +14,7 @@ process" it) and token validity (v0.1 accepts then closes at once; v0.2 rejects 
 Faults are switched on :attr:`ShopAIEmulator.faults` or with ``POST /_emulator/faults``;
 ``GET /_emulator/stats`` returns counters (and the heartbeat gaps the benchmark reads).
 
-Run alone: ``python -m emulators.shopai --version v0.1 --port 8002``.
+Run alone: ``python -m chatbridge.emulators.shopai --version v0.1 --port 8002``.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import WSMsgType, web
 
-from emulators.shopai_catalog import compose_answer, split_tokens
+from chatbridge.emulators.shopai_catalog import compose_answer, split_tokens
 
 __all__ = ["EmulatorStats", "ShopAIEmulator", "ShopAIFaults", "start_shopai_emulator"]
 
-log = logging.getLogger("emulators.shopai")
+log = logging.getLogger(__name__)
 
 Version = Literal["v0.1", "v0.2"]
 _MAX_GAPS = 500_000  # bounded memory for the benchmark's heartbeat gap samples
@@ -517,7 +517,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emulators.shopai", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m chatbridge.emulators.shopai", description=__doc__
+    )
     parser.add_argument("--version", choices=["v0.1", "v0.2"], default="v0.2")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.protocols import Backend
-from core.types import (
+from chatbridge.core.protocols import Backend
+from chatbridge.core.types import (
     ConversationKey,
     Event,
     Failure,

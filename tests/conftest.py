@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from emulators.loopos import LoopOSEmulator, start_loopos_emulator
+from chatbridge.emulators.loopos import LoopOSEmulator, start_loopos_emulator
 
 # The secrets tests give bots and backends. Keep new test secrets distinctive and list them.
 SECRET_CANARIES = (
@@ -39,7 +39,6 @@ _SERVER_LOGGERS = (
     "aiohttp.web",
     "socketio.server",
     "engineio.server",
-    "emulators",
     "chatbridge.emulators",
     "tests",
     "fakes",

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from core.protocols import SessionStore
-from core.types import ConversationKey, SessionRecord
+from chatbridge.core.protocols import SessionStore
+from chatbridge.core.types import ConversationKey, SessionRecord
 
 URL_SAFE = set(string.ascii_letters + string.digits + "-_")
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -230,7 +230,7 @@ class SessionStoreContract:
         # Deterministic means derived from the payload, not from an insertion counter: a
         # payload gets the same id whatever was issued before it.
         await store.short_id("something else first")
-        from core.store._common import short_id_candidates
+        from chatbridge.core.store._common import short_id_candidates
 
         assert await store.short_id("Sim") == short_id_candidates("Sim")[0]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bots.config import ConfigError, load_config
-from emulators.loopos import LoopOSEmulator
+from chatbridge.bots.config import ConfigError, load_config
+from chatbridge.emulators.loopos import LoopOSEmulator
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "emulators" / "data" / "sample-phone.jpg"
-CLI = [sys.executable, "-m", "bots.cli"]
+CLI = [sys.executable, "-m", "chatbridge.bots.cli"]
 
 
 def run_cli(

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from bots.config import load_config
-from bots.http import HealthServer
-from core.metrics import Metrics
+from chatbridge.bots.config import load_config
+from chatbridge.bots.http import HealthServer
+from chatbridge.core.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -192,10 +192,10 @@ def test_entry_command_arguments_are_accepted() -> None:
 @pytest.mark.parametrize("service", ["loopos", "shopai"])
 def test_emulator_commands_of_the_compose_profile_parse(service: str) -> None:
     command = compose()["services"][service]["command"]
-    assert command[:3] == ["python", "-m", f"emulators.{service}"]
+    assert command[:3] == ["python", "-m", f"chatbridge.emulators.{service}"]
     flags = [c for c in command[3:] if str(c).startswith("--")]
     result = subprocess.run(
-        [sys.executable, "-m", f"emulators.{service}", "--help"],
+        [sys.executable, "-m", f"chatbridge.emulators.{service}", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -235,7 +235,7 @@ def test_compose_file_shape() -> None:
         service = services[name]
         assert service["profiles"] == ["emulators"]
         command = [str(c) for c in service["command"]]
-        assert command[:5] == ["python", "-m", f"emulators.{name}", "--host", "0.0.0.0"]
+        assert command[:5] == ["python", "-m", f"chatbridge.emulators.{name}", "--host", "0.0.0.0"]
         assert command[5:7] == ["--port", port]
         assert service["image"] == bridge["image"]  # one image for everything
         # The emulator URLs that .env.example suggests point at these services.
@@ -293,7 +293,7 @@ def test_sample_config_follows_the_contract() -> None:
 
 
 def test_sample_config_without_the_env_names_the_missing_variable() -> None:
-    from bots.config import ConfigError
+    from chatbridge.bots.config import ConfigError
 
     env = env_example()
     del env["SHOPAI_LICENSE_KEY"]

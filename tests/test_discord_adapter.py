@@ -18,12 +18,12 @@ from test_discord_support import (
     stop_bot,
 )
 
-from adapters.discord_adapter import DiscordAdapter, EndpointConflict
-from adapters.discord_adapter.adapter import EMPTY, EXPIRED, NOT_FOR_YOU
-from adapters.discord_adapter.commands import REFUSED
-from core.engine import Engine
-from core.store import SQLiteStore
-from core.types import Button, Event, Final, Inbound, ReplyMessage, Token
+from chatbridge.adapters.discord_adapter import DiscordAdapter, EndpointConflict
+from chatbridge.adapters.discord_adapter.adapter import EMPTY, EXPIRED, NOT_FOR_YOU
+from chatbridge.adapters.discord_adapter.commands import REFUSED
+from chatbridge.core.engine import Engine
+from chatbridge.core.store import SQLiteStore
+from chatbridge.core.types import Button, Event, Final, Inbound, ReplyMessage, Token
 from tests.fakes.discord_api import FakeDiscord, check_message_payload
 
 pytestmark = pytest.mark.timeout(30)
@@ -452,7 +452,7 @@ async def test_lang_command_starts_a_session_in_that_language(
 
 
 def test_conflict_message_hides_proxy_credentials() -> None:
-    from adapters.discord_adapter import endpoints
+    from chatbridge.adapters.discord_adapter import endpoints
 
     endpoints.claim("a", "https://user:secret@proxy.example/api/v10", None)
     try:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from test_discord_support import final_message
 
-from adapters.discord_adapter import DiscordAdapter, html_to_markdown
-from bots.config import parse_config
-from bots.runner import App
-from emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from emulators.shopai_catalog import compose_answer
+from chatbridge.adapters.discord_adapter import DiscordAdapter, html_to_markdown
+from chatbridge.bots.config import parse_config
+from chatbridge.bots.runner import App
+from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
+from chatbridge.emulators.shopai_catalog import compose_answer
 from tests.fakes.discord_api import FakeDiscord
 
 pytestmark = pytest.mark.timeout(30)

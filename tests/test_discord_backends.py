@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from test_discord_support import final_message, start_bot, stop_bot
 
-from adapters.discord_adapter.render import html_to_markdown
-from core.backends.loopos import LoopOSBackend, LoopOSSettings
-from core.backends.shopai import ShopAIBackend, ShopAISettings
-from core.store.memory import MemoryStore
-from emulators.loopos import LoopOSEmulator
-from emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from emulators.shopai_catalog import compose_answer
+from chatbridge.adapters.discord_adapter.render import html_to_markdown
+from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
+from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
+from chatbridge.core.store.memory import MemoryStore
+from chatbridge.emulators.loopos import LoopOSEmulator
+from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
+from chatbridge.emulators.shopai_catalog import compose_answer
 from tests.fakes.discord_api import FakeDiscord
 
 pytestmark = pytest.mark.timeout(30)

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from adapters.discord_adapter.render import (
+from chatbridge.adapters.discord_adapter.render import (
     cut_label,
     html_to_markdown,
     message_markdown,
     split_markdown,
 )
-from core.types import ReplyMessage
+from chatbridge.core.types import ReplyMessage
 from tests.fakes.discord_api import check_message_payload
 
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.discord_adapter import DiscordAdapter, DiscordOptions
-from core.engine import Engine
-from core.protocols import SessionStore
-from core.types import (
+from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
+from chatbridge.core.engine import Engine
+from chatbridge.core.protocols import SessionStore
+from chatbridge.core.types import (
     Button,
     ConversationKey,
     Event,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.engine import BackendError, Engine, NotSupported
-from core.store import MemoryStore, SQLiteStore
-from core.types import (
+from chatbridge.core.engine import BackendError, Engine, NotSupported
+from chatbridge.core.store import MemoryStore, SQLiteStore
+from chatbridge.core.types import (
     ConversationKey,
     Event,
     Failure,

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from core.flood import FloodControl
-from core.types import ConversationKey
+from chatbridge.core.flood import FloodControl
+from chatbridge.core.types import ConversationKey
 
 
 class Clock:

@@ -1,11 +1,11 @@
-"""core.html: backend HTML -> text, buttons, links (DeepChat semantics)."""
+"""chatbridge.core.html: backend HTML -> text, buttons, links (DeepChat semantics)."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.html import parse_reply_html
-from core.types import Button, Link
+from chatbridge.core.html import parse_reply_html
+from chatbridge.core.types import Button, Link
 
 
 def test_no_html_uses_text() -> None:

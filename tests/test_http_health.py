@@ -9,8 +9,8 @@ import httpx
 import pytest
 from prometheus_text import sample
 
-from bots.http import HealthServer, parse_listen
-from core.metrics import Metrics
+from chatbridge.bots.http import HealthServer, parse_listen
+from chatbridge.core.metrics import Metrics
 
 
 async def always(checks: Mapping[str, bool]) -> Mapping[str, bool]:
@@ -189,8 +189,8 @@ async def test_port_in_use_is_reported() -> None:
 
 
 async def test_standard_readiness_with_a_real_store() -> None:
-    from bots.http import standard_readiness
-    from core.store import MemoryStore
+    from chatbridge.bots.http import standard_readiness
+    from chatbridge.core.store import MemoryStore
 
     store = await MemoryStore.open()
     up = {"sellers": True}

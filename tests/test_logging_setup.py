@@ -13,8 +13,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bots.logging_setup import CHATTY_LOGGERS, MASK, Redactor, configure_logging
-from core.logctx import current_context, log_context
+from chatbridge.bots.logging_setup import CHATTY_LOGGERS, MASK, Redactor, configure_logging
+from chatbridge.core.logctx import current_context, log_context
 
 TG_TOKEN = "123456789:AAHfakeTelegramTokenForTests_xyz-987"
 LICENSE = "lic-SECRET-0123456789abcdef"
@@ -44,7 +44,7 @@ def setup(fmt: str = "plain", level: str = "DEBUG") -> io.StringIO:
 
 def test_plain_lines_carry_context() -> None:
     out = setup()
-    log = logging.getLogger("core.engine")
+    log = logging.getLogger("chatbridge.core.engine")
     log.info("outside")
     with log_context(bot="sellers", conversation="sellers:42:7"):
         log.info("in conversation")
@@ -53,7 +53,7 @@ def test_plain_lines_carry_context() -> None:
         log.info("turn over")
     lines = out.getvalue().splitlines()
     assert len(lines) == 4
-    assert lines[0].endswith("INFO core.engine outside")
+    assert lines[0].endswith("INFO chatbridge.core.engine outside")
     assert "[" not in lines[0]
     assert "[bot=sellers conv=sellers:42:7] in conversation" in lines[1]
     assert "[bot=sellers conv=sellers:42:7 turn=3] in turn 3" in lines[2]
@@ -63,7 +63,7 @@ def test_plain_lines_carry_context() -> None:
 
 async def test_context_follows_tasks_and_stays_apart() -> None:
     out = setup("json")
-    log = logging.getLogger("core.engine")
+    log = logging.getLogger("chatbridge.core.engine")
 
     async def turn(bot: str, n: int) -> None:
         with log_context(bot=bot, conversation=f"{bot}:c", turn=n):
@@ -99,7 +99,7 @@ def test_json_lines() -> None:
 @pytest.mark.parametrize("fmt", ["plain", "json"])
 def test_secrets_never_reach_the_output(fmt: str) -> None:
     out = setup(fmt)
-    log = logging.getLogger("adapters.telegram")
+    log = logging.getLogger("chatbridge.adapters.telegram")
     log.info("token in message " + TG_TOKEN)
     log.info("token in args %s / %r", LICENSE, {"auth": f"Bot {DISCORD}"})
     log.info("url https://api.telegram.org/bot%s/getUpdates", TG_TOKEN)

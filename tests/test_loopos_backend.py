@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from backend_contract import TINY_PNG, BackendContract, collect, inbound, key
 
-from core.backends.loopos import (
+from chatbridge.core.backends.loopos import (
     Decision,
     LoopOSBackend,
     LoopOSError,
     LoopOSSettings,
     loopos_language,
 )
-from core.protocols import Backend, ListingDescriber
-from core.types import Failure, FailureKind, Final, Image, ReplyMessage
-from emulators.loopos import LoopOSEmulator
+from chatbridge.core.protocols import Backend, ListingDescriber
+from chatbridge.core.types import Failure, FailureKind, Final, Image, ReplyMessage
+from chatbridge.emulators.loopos import LoopOSEmulator
 
 CORE = "https://core.example/"
 SUBMISSION = "https://submission.example/"

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from backend_contract import TINY_PNG
 
-from emulators.loopos import LoopOSEmulator
-from emulators.loopos_workflow import CATALOG, find_product, is_valid_image
+from chatbridge.emulators.loopos import LoopOSEmulator
+from chatbridge.emulators.loopos_workflow import CATALOG, find_product, is_valid_image
 
 PNG_URL = "data:image/png;base64," + base64.b64encode(TINY_PNG).decode()
 CORE = "https://core.example/"
@@ -255,7 +255,7 @@ async def test_faults_over_http(loopos: LoopOSEmulator, http: httpx.AsyncClient)
 
 async def test_runs_as_a_module() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "emulators.loopos", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "chatbridge.emulators.loopos", "--host", "127.0.0.1", "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:

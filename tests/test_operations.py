@@ -19,9 +19,9 @@ import httpx
 import pytest
 from prometheus_text import sample
 
-from bots.config import parse_config
-from bots.runner import App
-from emulators.loopos import LoopOSEmulator
+from chatbridge.bots.config import parse_config
+from chatbridge.bots.runner import App
+from chatbridge.emulators.loopos import LoopOSEmulator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,7 +178,7 @@ async def _run_subprocess(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bots.cli",
+        "chatbridge.bots.cli",
         "run",
         "--config",
         str(config),

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from backend_contract import BackendContract, collect, inbound, key
 
-from core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings
-from core.backends.shopai.backend import visible_text
-from core.engine import BackendError
-from core.protocols import Backend
-from core.types import Event, Failure, FailureKind, Final, Snapshot, Token
-from emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from emulators.shopai_catalog import compose_answer
+from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings
+from chatbridge.core.backends.shopai.backend import visible_text
+from chatbridge.core.engine import BackendError
+from chatbridge.core.protocols import Backend
+from chatbridge.core.types import Event, Failure, FailureKind, Final, Snapshot, Token
+from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
+from chatbridge.emulators.shopai_catalog import compose_answer
 
 VERSIONS = ["v0.1", "v0.2"]
 PHONE = "I need a phone"  # an answer with HTML (<b>, <a href>)

@@ -16,8 +16,8 @@ import socketio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from emulators.shopai_catalog import CATALOG, compose_answer, split_tokens
+from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
+from chatbridge.emulators.shopai_catalog import CATALOG, compose_answer, split_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,7 +173,7 @@ async def test_faults_over_http(v02: ShopAIEmulator) -> None:
 
 def test_runs_as_a_module() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators.shopai", "--version", "v0.1", "--port", "0"],
+        [sys.executable, "-m", "chatbridge.emulators.shopai", "--version", "v0.1", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

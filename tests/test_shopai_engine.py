@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from core.backends.shopai import ShopAIBackend, ShopAISettings
-from core.backends.shopai.backend import visible_text
-from core.engine import Engine
-from core.store.memory import MemoryStore
-from core.types import ConversationKey, Inbound, ReplyMessage
-from emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from emulators.shopai_catalog import compose_answer
+from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
+from chatbridge.core.backends.shopai.backend import visible_text
+from chatbridge.core.engine import Engine
+from chatbridge.core.store.memory import MemoryStore
+from chatbridge.core.types import ConversationKey, Inbound, ReplyMessage
+from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
+from chatbridge.emulators.shopai_catalog import compose_answer
 
 KEY = ConversationKey(bot="shop", platform="test", chat_id="c1", user_id="u1")
 

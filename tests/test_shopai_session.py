@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.backends.shopai import (
+from chatbridge.core.backends.shopai import (
     ShopAISettings,
     base_language,
     parse_supported_languages,
     pick_language,
 )
-from core.backends.shopai.backend import find_answer, reply_from, visible_text
+from chatbridge.core.backends.shopai.backend import find_answer, reply_from, visible_text
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from store_contract import SessionStoreContract
 
-from core.store import MemoryStore
+from chatbridge.core.store import MemoryStore
 
 
 class TestMemoryStoreContract(SessionStoreContract):

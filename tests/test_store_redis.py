@@ -17,8 +17,8 @@ from store_contract import SessionStoreContract, key, record
 
 pytest.importorskip("redis")
 
-from core.store import open_store
-from core.store.redis import RedisStore
+from chatbridge.core.store import open_store
+from chatbridge.core.store.redis import RedisStore
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from store_contract import SessionStoreContract, key, record
 
-from core.store import (
+from chatbridge.core.store import (
     MemoryStore,
     SchemaTooNew,
     SQLiteStore,
@@ -18,7 +18,7 @@ from core.store import (
     open_store,
     sqlite_path,
 )
-from core.store.sqlite import SCHEMA_VERSION
+from chatbridge.core.store.sqlite import SCHEMA_VERSION
 
 
 class TestSQLiteStoreContract(SessionStoreContract):

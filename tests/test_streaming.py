@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core.streaming import RateLimited, ThrottledStream, split_text, utf16_len
+from chatbridge.core.streaming import RateLimited, ThrottledStream, split_text, utf16_len
 
 
 class PacedSink:

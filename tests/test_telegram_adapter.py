@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from backend_contract import TINY_PNG
 
-from core.types import Final, Inbound, ReplyMessage, Token
+from chatbridge.core.types import Final, Inbound, ReplyMessage, Token
 from tests.fakes.telegram_api import Call, FakeTelegram
 from tests.fakes.telegram_harness import (
     ADMIN,
@@ -291,7 +291,7 @@ async def test_token_never_in_logs(caplog: pytest.LogCaptureFixture) -> None:
             await h.fb.push_text(chat, user, "/help")
             await asyncio.sleep(0.5)
         # a token the server rejects: PTB names it in InvalidToken
-        from adapters.telegram import TelegramAdapter, TelegramOptions
+        from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 
         other = await FakeTelegram().start()
         bad = TelegramAdapter(
@@ -364,9 +364,9 @@ async def test_start_help_lang_and_unsupported_media() -> None:
 
 
 async def test_two_bots_in_one_process() -> None:
-    from adapters.telegram import TelegramAdapter, TelegramOptions
-    from core.engine import Engine
-    from core.store.memory import MemoryStore
+    from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
+    from chatbridge.core.engine import Engine
+    from chatbridge.core.store.memory import MemoryStore
 
     fake = await FakeTelegram(interval=0.25).start()
     store = await MemoryStore.open()

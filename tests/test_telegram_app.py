@@ -12,9 +12,9 @@ import httpx
 import pytest
 from prometheus_text import sample
 
-from bots.config import parse_config
-from bots.runner import App
-from emulators.shopai import ShopAIEmulator, start_shopai_emulator
+from chatbridge.bots.config import parse_config
+from chatbridge.bots.runner import App
+from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from tests.fakes.telegram_api import FakeTelegram
 
 pytestmark = pytest.mark.timeout(40)

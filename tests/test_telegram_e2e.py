@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from backend_contract import TINY_PNG
 
-from core.backends.loopos import LoopOSBackend, LoopOSSettings
-from core.backends.shopai import ShopAIBackend, ShopAISettings
-from emulators.loopos import LoopOSEmulator
-from emulators.shopai import ShopAIEmulator, start_shopai_emulator
+from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
+from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
+from chatbridge.emulators.loopos import LoopOSEmulator
+from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from tests.fakes.telegram_api import Call
 from tests.fakes.telegram_harness import BOT_USERNAME, Harness, callback_data, labels
 

@@ -9,7 +9,7 @@ import pytest
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Conflict, RetryAfter
 
-from core.secrets import register_secret
+from chatbridge.core.secrets import register_secret
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.telegram_html import parse_html
 

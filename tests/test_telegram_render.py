@@ -7,12 +7,12 @@ import random
 import pytest
 from telegram import InlineKeyboardButton
 
-from adapters.telegram.html import sanitize, split_html, to_text, visible_length
-from adapters.telegram.options import TelegramOptions
-from adapters.telegram.surface import build_keyboard, layout, render
-from core.secrets import redact, register_secret
-from core.store.memory import MemoryStore
-from core.types import Button, Link, ReplyMessage
+from chatbridge.adapters.telegram.html import sanitize, split_html, to_text, visible_length
+from chatbridge.adapters.telegram.options import TelegramOptions
+from chatbridge.adapters.telegram.surface import build_keyboard, layout, render
+from chatbridge.core.secrets import redact, register_secret
+from chatbridge.core.store.memory import MemoryStore
+from chatbridge.core.types import Button, Link, ReplyMessage
 from tests.fakes.telegram_html import parse_html, utf16_len
 
 NASTY = [

@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from adapters.discord_adapter.options import DiscordOptions
+from chatbridge.adapters.discord_adapter.options import DiscordOptions
 
 if TYPE_CHECKING:
-    from adapters.discord_adapter.adapter import DiscordAdapter
-    from adapters.discord_adapter.endpoints import EndpointConflict
-    from adapters.discord_adapter.render import html_to_markdown, split_markdown
+    from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
+    from chatbridge.adapters.discord_adapter.endpoints import EndpointConflict
+    from chatbridge.adapters.discord_adapter.render import html_to_markdown, split_markdown
 
 __all__ = [
     "DiscordAdapter",
@@ -26,10 +26,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "DiscordAdapter": "adapters.discord_adapter.adapter",
-    "EndpointConflict": "adapters.discord_adapter.endpoints",
-    "html_to_markdown": "adapters.discord_adapter.render",
-    "split_markdown": "adapters.discord_adapter.render",
+    "DiscordAdapter": "chatbridge.adapters.discord_adapter.adapter",
+    "EndpointConflict": "chatbridge.adapters.discord_adapter.endpoints",
+    "html_to_markdown": "chatbridge.adapters.discord_adapter.render",
+    "split_markdown": "chatbridge.adapters.discord_adapter.render",
 }
 
 

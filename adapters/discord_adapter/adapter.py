@@ -18,16 +18,16 @@ from typing import Any
 
 import discord
 
-from adapters.discord_adapter import endpoints
-from adapters.discord_adapter.commands import build_tree
-from adapters.discord_adapter.components import PayloadButton, disabled_copy
-from adapters.discord_adapter.options import DiscordOptions
-from adapters.discord_adapter.surface import DiscordSurface
-from adapters.discord_adapter.tracing import platform_trace
-from core.engine import Engine
-from core.images import ImageRejected, check_size, load_image
-from core.secrets import register_secret
-from core.types import ConversationKey, Image, Inbound
+from chatbridge.adapters.discord_adapter import endpoints
+from chatbridge.adapters.discord_adapter.commands import build_tree
+from chatbridge.adapters.discord_adapter.components import PayloadButton, disabled_copy
+from chatbridge.adapters.discord_adapter.options import DiscordOptions
+from chatbridge.adapters.discord_adapter.surface import DiscordSurface
+from chatbridge.adapters.discord_adapter.tracing import platform_trace
+from chatbridge.core.engine import Engine
+from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.secrets import register_secret
+from chatbridge.core.types import ConversationKey, Image, Inbound
 
 __all__ = ["DiscordAdapter"]
 

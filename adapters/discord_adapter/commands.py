@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from core.engine import BackendError
+from chatbridge.core.engine import BackendError
 
 if TYPE_CHECKING:
-    from adapters.discord_adapter.adapter import DiscordAdapter
+    from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
 
 __all__ = ["build_tree"]
 

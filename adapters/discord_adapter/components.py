@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import discord
 
-from adapters.discord_adapter.render import cut_label
-from core.types import Button, Link
+from chatbridge.adapters.discord_adapter.render import cut_label
+from chatbridge.core.types import Button, Link
 
 __all__ = [
     "MAX_BUTTONS",

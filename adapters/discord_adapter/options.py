@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from core.images import DEFAULT_MAX_IMAGE_BYTES
+from chatbridge.core.images import DEFAULT_MAX_IMAGE_BYTES
 
 __all__ = ["DiscordOptions"]
 

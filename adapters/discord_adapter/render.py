@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from bs4 import BeautifulSoup, Tag
 from markdownify import MarkdownConverter
 
-from core.html import BUTTON_CLASSES
-from core.types import ReplyMessage
+from chatbridge.core.html import BUTTON_CLASSES
+from chatbridge.core.types import ReplyMessage
 
 __all__ = [
     "MAX_CONTENT",

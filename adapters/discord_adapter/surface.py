@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import discord
 
-from adapters.discord_adapter.components import build_view
-from adapters.discord_adapter.render import MAX_CONTENT, message_markdown, split_markdown
-from core.streaming import RateLimited, ThrottledStream
-from core.types import ReplyMessage
+from chatbridge.adapters.discord_adapter.components import build_view
+from chatbridge.adapters.discord_adapter.render import MAX_CONTENT, message_markdown, split_markdown
+from chatbridge.core.streaming import RateLimited, ThrottledStream
+from chatbridge.core.types import ReplyMessage
 
 __all__ = ["ChannelSink", "DiscordSurface"]
 

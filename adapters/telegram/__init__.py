@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from adapters.telegram.options import TelegramOptions
+from chatbridge.adapters.telegram.options import TelegramOptions
 
 if TYPE_CHECKING:
-    from adapters.telegram.adapter import TelegramAdapter
+    from chatbridge.adapters.telegram.adapter import TelegramAdapter
 
 __all__ = ["TelegramAdapter", "TelegramOptions"]
 
@@ -15,7 +15,7 @@ __all__ = ["TelegramAdapter", "TelegramOptions"]
 def __getattr__(name: str) -> Any:
     # The adapter pulls in python-telegram-bot; the options model (used by config loading) not.
     if name == "TelegramAdapter":
-        from adapters.telegram.adapter import TelegramAdapter
+        from chatbridge.adapters.telegram.adapter import TelegramAdapter
 
         return TelegramAdapter
     raise AttributeError(name)

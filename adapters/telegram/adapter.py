@@ -23,12 +23,12 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
-from adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
-from adapters.telegram.gate import AiohttpRequest
-from adapters.telegram.html import escape, visible_length
-from adapters.telegram.options import TelegramOptions
-from adapters.telegram.ordering import PerChatUpdateProcessor
-from adapters.telegram.surface import (
+from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
+from chatbridge.adapters.telegram.gate import AiohttpRequest
+from chatbridge.adapters.telegram.html import escape, visible_length
+from chatbridge.adapters.telegram.options import TelegramOptions
+from chatbridge.adapters.telegram.ordering import PerChatUpdateProcessor
+from chatbridge.adapters.telegram.surface import (
     MAX_TEXT,
     ChatPacer,
     Stats,
@@ -36,12 +36,12 @@ from adapters.telegram.surface import (
     TelegramOps,
     TelegramReply,
 )
-from adapters.telegram.webhook import WebhookServer
-from core.engine import Engine
-from core.images import ImageRejected, check_size, load_image
-from core.secrets import register_secret, safe_error
-from core.streaming import RateLimited
-from core.types import ConversationKey, Image, Inbound, TurnResult
+from chatbridge.adapters.telegram.webhook import WebhookServer
+from chatbridge.core.engine import Engine
+from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.secrets import register_secret, safe_error
+from chatbridge.core.streaming import RateLimited
+from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
 

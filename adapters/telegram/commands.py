@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from telegram import BotCommand
 
-from adapters.telegram.html import escape
-from adapters.telegram.surface import Stats, Target, TelegramOps
-from core.engine import BackendError, Engine, NotSupported
-from core.types import ConversationKey, Image, SessionRecord
+from chatbridge.adapters.telegram.html import escape
+from chatbridge.adapters.telegram.surface import Stats, Target, TelegramOps
+from chatbridge.core.engine import BackendError, Engine, NotSupported
+from chatbridge.core.types import ConversationKey, Image, SessionRecord
 
 log = logging.getLogger(__name__)
 

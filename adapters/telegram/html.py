@@ -13,7 +13,7 @@ import re
 
 import nh3
 
-from core.streaming import utf16_len
+from chatbridge.core.streaming import utf16_len
 
 # What Telegram renders (span/tg-emoji/tg-time need attributes we do not produce: left out).
 INLINE_TAGS = frozenset(

@@ -21,11 +21,11 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParam
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
-from adapters.telegram.gate import urgent
-from adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
-from core.engine import PlatformMetrics
-from core.streaming import RateLimited, ThrottledStream
-from core.types import Button, Link, ReplyMessage
+from chatbridge.adapters.telegram.gate import urgent
+from chatbridge.adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
+from chatbridge.core.engine import PlatformMetrics
+from chatbridge.core.streaming import RateLimited, ThrottledStream
+from chatbridge.core.types import Button, Link, ReplyMessage
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from core.engine import BackendError
-from core.html import parse_reply_html
-from core.retry import RetryPolicy
-from core.secrets import register_secret
-from core.types import (
+from chatbridge.core.engine import BackendError
+from chatbridge.core.html import parse_reply_html
+from chatbridge.core.retry import RetryPolicy
+from chatbridge.core.secrets import register_secret
+from chatbridge.core.types import (
     ConversationKey,
     Decision,
     Event,
@@ -50,7 +50,7 @@ __all__ = [
     "loopos_language",
 ]
 
-log = logging.getLogger("chatbridge.backends.loopos")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "chatbridge/0.1 (+loopos)"
 SHARD_SIZE = 16  # connections per httpx client, see LoopOSBackend.__init__

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core.protocols import SessionStore
-from core.store._common import DEFAULT_BUTTON_TTL
-from core.store.memory import MemoryStore
-from core.store.sqlite import SchemaTooNew, SQLiteStore
+from chatbridge.core.protocols import SessionStore
+from chatbridge.core.store._common import DEFAULT_BUTTON_TTL
+from chatbridge.core.store.memory import MemoryStore
+from chatbridge.core.store.sqlite import SchemaTooNew, SQLiteStore
 
 __all__ = [
     "DEFAULT_BUTTON_TTL",
@@ -61,7 +61,7 @@ async def open_store(url: str, *, button_ttl: timedelta = DEFAULT_BUTTON_TTL) ->
         return await MemoryStore.open(button_ttl=button_ttl)
     if scheme in ("redis", "rediss", "unix"):
         # Imported lazily: redis is an optional extra.
-        from core.store.redis import RedisStore
+        from chatbridge.core.store.redis import RedisStore
 
         return await RedisStore.open(url, button_ttl=button_ttl)
     raise StoreURLError(f"unknown store url scheme {scheme!r} (sqlite, memory or redis)")

@@ -6,8 +6,8 @@ import builtins
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from core.store._common import DEFAULT_BUTTON_TTL, as_utc, short_id_candidates, utcnow
-from core.types import ConversationKey, SessionRecord
+from chatbridge.core.store._common import DEFAULT_BUTTON_TTL, as_utc, short_id_candidates, utcnow
+from chatbridge.core.types import ConversationKey, SessionRecord
 
 
 class MemoryStore:

@@ -21,14 +21,14 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from core.store._common import (
+from chatbridge.core.store._common import (
     DEFAULT_BUTTON_TTL,
     from_micros,
     short_id_candidates,
     to_micros,
     utcnow,
 )
-from core.types import ConversationKey, SessionRecord
+from chatbridge.core.types import ConversationKey, SessionRecord
 
 # KEYS: session hash, then the index sorted sets. ARGV: now (micros), index member.
 _TOUCH = """

@@ -19,14 +19,14 @@ from typing import Any
 
 import aiosqlite
 
-from core.store._common import (
+from chatbridge.core.store._common import (
     DEFAULT_BUTTON_TTL,
     from_micros,
     short_id_candidates,
     to_micros,
     utcnow,
 )
-from core.types import ConversationKey, SessionRecord
+from chatbridge.core.types import ConversationKey, SessionRecord
 
 # Numbered migrations, applied in order, each in its own transaction; PRAGMA user_version holds
 # the number of the last one applied. Append only: never edit a released migration.

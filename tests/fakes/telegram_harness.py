@@ -7,11 +7,11 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from adapters.telegram import TelegramAdapter, TelegramOptions
-from core.engine import Engine
-from core.protocols import Backend
-from core.store.memory import MemoryStore
-from core.types import (
+from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
+from chatbridge.core.engine import Engine
+from chatbridge.core.protocols import Backend
+from chatbridge.core.store.memory import MemoryStore
+from chatbridge.core.types import (
     Button,
     ConversationKey,
     Event,

@@ -17,25 +17,25 @@ from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.backends.shopai.connection import (
+from chatbridge.core.backends.shopai.connection import (
     ConnectFailed,
     ServerEvent,
     ShopAIConnection,
     ShopAIMetrics,
     TokenRejected,
 )
-from core.backends.shopai.session import (
+from chatbridge.core.backends.shopai.session import (
     UNAVAILABLE_TEXT,
     SessionInitializer,
     ShopAIHttp,
 )
-from core.backends.shopai.settings import ShopAISettings
-from core.backends.shopai.sio_v02 import SocketIOConnection
-from core.backends.shopai.ws_v01 import WebSocketConnection
-from core.html import parse_reply_html
-from core.retry import RetryPolicy
-from core.secrets import register_secret
-from core.types import (
+from chatbridge.core.backends.shopai.settings import ShopAISettings
+from chatbridge.core.backends.shopai.sio_v02 import SocketIOConnection
+from chatbridge.core.backends.shopai.ws_v01 import WebSocketConnection
+from chatbridge.core.html import parse_reply_html
+from chatbridge.core.retry import RetryPolicy
+from chatbridge.core.secrets import register_secret
+from chatbridge.core.types import (
     ConversationKey,
     Event,
     Failure,
@@ -50,7 +50,7 @@ from core.types import (
 
 __all__ = ["ShopAIBackend"]
 
-log = logging.getLogger("chatbridge.shopai")
+log = logging.getLogger(__name__)
 
 TIMEOUT_TEXT = "The shopping assistant took too long to answer. Please try again."
 ERROR_TEXT = "The shopping assistant could not answer that message. Please try again."
@@ -325,7 +325,7 @@ class ShopAIBackend:
             )
         return chat.conn
 
-    async def _turn(self, chat: _Chat, text: str) -> AsyncGenerator[Event, None]:
+    async def _turn(self, chat: _Chat, text: str) -> AsyncGenerator[Event, None]:  # noqa: C901
         timeout = self.settings.answer_timeout
         conn = chat.conn
         if conn is None or not conn.alive:

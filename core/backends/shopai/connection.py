@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from core.backends.shopai.settings import ShopAISettings
+from chatbridge.core.backends.shopai.settings import ShopAISettings
 
 __all__ = [
     "ConnectFailed",
@@ -28,7 +28,7 @@ __all__ = [
     "TokenRejected",
 ]
 
-log = logging.getLogger("chatbridge.shopai")
+log = logging.getLogger(__name__)
 
 EventKind = Literal["status", "token", "history", "error", "closed"]
 

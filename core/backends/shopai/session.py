@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 import aiohttp
 
-from core.backends.shopai.connection import ConnectFailed
-from core.backends.shopai.settings import ShopAISettings
-from core.engine import BackendError
-from core.retry import RetryPolicy
-from core.types import Failure, FailureKind
+from chatbridge.core.backends.shopai.connection import ConnectFailed
+from chatbridge.core.backends.shopai.settings import ShopAISettings
+from chatbridge.core.engine import BackendError
+from chatbridge.core.retry import RetryPolicy
+from chatbridge.core.types import Failure, FailureKind
 
 __all__ = [
     "Protocol",
@@ -32,7 +32,7 @@ __all__ = [
     "pick_language",
 ]
 
-log = logging.getLogger("chatbridge.shopai")
+log = logging.getLogger(__name__)
 
 Protocol = Literal["websocket", "socketio"]
 

@@ -18,18 +18,18 @@ import aiohttp
 import socketio
 import socketio.exceptions
 
-from core.backends.shopai.connection import (
+from chatbridge.core.backends.shopai.connection import (
     ConnectFailed,
     ShopAIConnection,
     ShopAIMetrics,
     TokenRejected,
     log_unknown,
 )
-from core.backends.shopai.settings import ShopAISettings
+from chatbridge.core.backends.shopai.settings import ShopAISettings
 
 __all__ = ["SocketIOConnection"]
 
-log = logging.getLogger("chatbridge.shopai")
+log = logging.getLogger(__name__)
 
 
 class SocketIOConnection(ShopAIConnection):

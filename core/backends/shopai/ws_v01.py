@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from core.backends.shopai.connection import (
+from chatbridge.core.backends.shopai.connection import (
     ConnectFailed,
     ShopAIConnection,
     TokenRejected,
@@ -28,7 +28,7 @@ from core.backends.shopai.connection import (
 
 __all__ = ["WebSocketConnection"]
 
-log = logging.getLogger("chatbridge.shopai")
+log = logging.getLogger(__name__)
 
 # Without any frame (heartbeat answers included) for this many intervals the socket is dead.
 _SILENT_INTERVALS = 4
