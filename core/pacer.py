@@ -92,9 +92,17 @@ class Window:
             bisect.insort(self._done, now)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Lane:
-    """One chat's (or channel's) own limits; calls in one lane go one at a time, in order."""
+    """Where a call goes: one chat (or channel); ``group``: a group chat, with its own limit."""
+
+    key: Hashable
+    group: bool = False
+
+
+@dataclass
+class _LaneState:
+    """One lane's own limits; calls in one lane go one at a time, in order."""
 
     windows: list[Window]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -113,7 +121,7 @@ class Permit:
     """The right to make one counted platform call."""
 
     pacer: Pacer
-    lane: Lane | None
+    lane: Hashable | None
     priority: int
     spent: bool = False
 
@@ -143,7 +151,7 @@ class Pacer:
         self.bot = bot
         self._chat_windows = chat
         self._clock = clock
-        self._lanes: dict[Hashable, Lane] = {}
+        self._lanes: dict[Hashable, _LaneState] = {}
         self._waiters: list[tuple[int, int, _Waiter]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -151,17 +159,18 @@ class Pacer:
 
     # --- lanes ---------------------------------------------------------------------------------
 
-    def lane(self, key: Hashable, *, group: bool = False) -> Lane:
-        lane = self._lanes.get(key)
-        if lane is None:
+    def _lane(self, lane: Lane) -> _LaneState:
+        state = self._lanes.get(lane.key)
+        if state is None:
             if len(self._lanes) > 10_000:
                 self._prune()
-            lane = self._lanes[key] = Lane(self._chat_windows(group))
-        return lane
+            state = self._lanes[lane.key] = _LaneState(self._chat_windows(lane.group))
+        return state
 
     def hold(self, lane: Lane, seconds: float) -> None:
         """The platform answered 429 in this lane anyway: nothing goes there for ``seconds``."""
-        lane.hold_until = max(lane.hold_until, self._clock() + seconds)
+        state = self._lane(lane)
+        state.hold_until = max(state.hold_until, self._clock() + seconds)
 
     def _prune(self) -> None:
         now = self._clock()
@@ -178,15 +187,25 @@ class Pacer:
         Platform calls made inside the block by :meth:`spend` use this permit instead of
         waiting for another one (the first of them; a second call needs its own).
         """
-        permit = Permit(self, lane, priority)
+        permit = Permit(self, None if lane is None else lane.key, priority)
         if lane is None:
             await self._take_bot(priority)
             async with self._holding(permit):
                 yield permit
             return
+        held = _held.get()
+        # a second call inside a held permit of the same lane: its lock is ours already
+        nested = held is not None and held.pacer is self and held.lane == lane.key
+        async with self._in_lane(self._lane(lane), permit, priority, nested):
+            yield permit
+
+    @contextlib.asynccontextmanager
+    async def _in_lane(
+        self, lane: _LaneState, permit: Permit, priority: int, nested: bool
+    ) -> AsyncIterator[None]:
         lane.users += 1
         try:
-            async with lane.lock:
+            async with contextlib.nullcontext() if nested else lane.lock:
                 await self._wait_lane(lane, priority)
                 await self._take_bot(priority)
                 now = self._clock()
@@ -194,7 +213,7 @@ class Pacer:
                     window.take(now)
                 try:
                     async with self._holding(permit):
-                        yield permit
+                        yield
                 finally:
                     now = self._clock()
                     for window in lane.windows:
@@ -209,7 +228,8 @@ class Pacer:
     async def spend(self, lane: Lane | None, priority: int = URGENT) -> AsyncIterator[None]:
         """Around one platform call: uses the permit held by the caller, or waits for one."""
         held = _held.get()
-        if held is not None and held.pacer is self and held.lane is lane and not held.spent:
+        key = None if lane is None else lane.key
+        if held is not None and held.pacer is self and held.lane == key and not held.spent:
             held.spent = True
             yield
             return
@@ -231,7 +251,7 @@ class Pacer:
                     self.bot.give_back()
                 self._dispatch()
 
-    async def _wait_lane(self, lane: Lane, priority: int) -> None:
+    async def _wait_lane(self, lane: _LaneState, priority: int) -> None:
         while True:
             now = self._clock()
             at = lane.ready_at(now, priority)

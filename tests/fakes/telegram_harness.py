@@ -128,7 +128,11 @@ class Harness:
         }
         options = TelegramOptions.model_validate(values)
         if self.interval < 1.0:  # tests only: the model insists on >= 1 s for real chats
-            options = options.model_copy(update={"stream_interval": self.interval})
+            # the bot paces each chat as the fake limits it: one message per ``interval``
+            update: dict[str, Any] = {"stream_interval": self.interval}
+            if "chat_rate" not in self.options_kw:
+                update["chat_rate"] = 1 / self.interval
+            options = options.model_copy(update=update)
         self.adapter = TelegramAdapter(
             name="sellers",
             token=TOKEN,
