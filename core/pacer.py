@@ -123,7 +123,14 @@ class Permit:
     pacer: Pacer
     lane: Hashable | None
     priority: int
+    owner: asyncio.Task[object] | None = None
+    lend: bool = False  # tasks started inside the block (a shielded call) may spend it too
     spent: bool = False
+
+    def usable(self, pacer: Pacer, lane: Hashable | None) -> bool:
+        if self.spent or self.pacer is not pacer or self.lane != lane:
+            return False
+        return self.lend or self.owner is asyncio.current_task()
 
 
 _held: contextvars.ContextVar[Permit | None] = contextvars.ContextVar("pacer_permit", default=None)
@@ -181,13 +188,17 @@ class Pacer:
     # --- permits -------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def permit(self, lane: Lane | None, priority: int = URGENT) -> AsyncIterator[Permit]:
+    async def permit(
+        self, lane: Lane | None, priority: int = URGENT, *, lend: bool = False
+    ) -> AsyncIterator[Permit]:
         """Wait for the right to make one call in ``lane``; held until the block ends.
 
-        Platform calls made inside the block by :meth:`spend` use this permit instead of
-        waiting for another one (the first of them; a second call needs its own).
+        A platform call made inside the block by :meth:`spend` uses this permit instead of
+        waiting for another one (the first such call; a second needs its own). ``lend``: also
+        a call made by a task started inside the block.
         """
-        permit = Permit(self, None if lane is None else lane.key, priority)
+        key = None if lane is None else lane.key
+        permit = Permit(self, key, priority, asyncio.current_task(), lend)
         if lane is None:
             await self._take_bot(priority)
             async with self._holding(permit):
@@ -195,7 +206,12 @@ class Pacer:
             return
         held = _held.get()
         # a second call inside a held permit of the same lane: its lock is ours already
-        nested = held is not None and held.pacer is self and held.lane == lane.key
+        nested = (
+            held is not None
+            and held.pacer is self
+            and held.lane == key
+            and (held.lend or held.owner is asyncio.current_task())
+        )
         async with self._in_lane(self._lane(lane), permit, priority, nested):
             yield permit
 
@@ -228,8 +244,7 @@ class Pacer:
     async def spend(self, lane: Lane | None, priority: int = URGENT) -> AsyncIterator[None]:
         """Around one platform call: uses the permit held by the caller, or waits for one."""
         held = _held.get()
-        key = None if lane is None else lane.key
-        if held is not None and held.pacer is self and held.lane == key and not held.spent:
+        if held is not None and held.usable(self, None if lane is None else lane.key):
             held.spent = True
             yield
             return

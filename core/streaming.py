@@ -161,7 +161,7 @@ class ThrottledStream(Generic[H]):
             return
         self._waiting = priority
         try:
-            async with self._pacer.permit(self._lane, priority):
+            async with self._pacer.permit(self._lane, priority, lend=True):
                 self._waiting = None
                 yield
         finally:

@@ -23,19 +23,19 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
+from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps, telegram_pacer
 from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.ordering import PerChatUpdateProcessor
-from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps, telegram_pacer
 from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.adapters.telegram.surface import TelegramReply
 from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.protocols import Conversations, PlatformMetrics
-from chatbridge.core.secrets import register_secret, safe_error
 from chatbridge.core.retry import deliver
+from chatbridge.core.secrets import register_secret, safe_error
 from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
 
 log = logging.getLogger(__name__)

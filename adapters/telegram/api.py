@@ -38,8 +38,15 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096
 # BadRequest descriptions that mean the chat cannot be written to, now or later
-_GONE = ("chat not found", "chat_write_forbidden", "have no rights", "not enough rights",
-         "group chat was deactivated", "user is deactivated", "peer_id_invalid")
+_GONE = (
+    "chat not found",
+    "chat_write_forbidden",
+    "have no rights",
+    "not enough rights",
+    "group chat was deactivated",
+    "user is deactivated",
+    "peer_id_invalid",
+)
 
 
 def retry_seconds(exc: RetryAfter) -> float:

@@ -356,7 +356,9 @@ class FakeTelegram:
                 checks.append(("draft", (bot.token, chat_id, "draft"), 1, self.draft_interval, 1))
         else:
             if self.bot_limit > 0:
-                checks.append(("bot", (bot.token, None, "bot"), self.bot_limit, self.bot_period, count))
+                checks.append(
+                    ("bot", (bot.token, None, "bot"), self.bot_limit, self.bot_period, count)
+                )
             if self.interval > 0:
                 period = self.chat_burst * self.interval
                 checks.append(("chat", (bot.token, chat_id, "chat"), self.chat_burst, period, 1))

@@ -103,11 +103,14 @@ class Harness:
         *,
         fast: bool = True,
         fake_interval: float | None = None,
+        fake_limits: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
-        self.fake = FakeTelegram(interval=interval if fake_interval is None else fake_interval)
+        self.fake = FakeTelegram(
+            interval=interval if fake_interval is None else fake_interval, **(fake_limits or {})
+        )
         self.interval = interval
         self.options_kw = options
         self.fb: FakeBot
