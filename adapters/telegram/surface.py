@@ -111,11 +111,11 @@ class TelegramReply:
             self._typing = None
 
     async def append(self, text: str) -> None:
-        self._stop_typing()  # the answer is coming: our own send follows at once
+        # "typing..." stops once text shows (``shown``), not before: under pressure the first
+        # message may wait its turn in the bot's budget for many seconds
         await self._preview().append(escape(text))
 
     async def replace(self, text: str) -> None:
-        self._stop_typing()
         await self._preview().replace(escape(text))
 
     async def notice(self, text: str) -> None:
@@ -170,7 +170,12 @@ class TelegramReply:
         return asyncio.create_task(keep(), name="telegram-final-draft")
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        self._stop_typing()
+        try:
+            await self._finish(messages)
+        finally:
+            self._stop_typing()  # (it stopped by itself if anything showed)
+
+    async def _finish(self, messages: Sequence[ReplyMessage]) -> None:
         stream = self._final_stream()
         if self._stream is not None and stream is not self._stream:
             await self._stream.abort()  # drafts vanish by themselves once the message lands
