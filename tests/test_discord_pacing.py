@@ -98,3 +98,22 @@ async def test_many_channels_at_once(store: SQLiteStore, paced: bool) -> None:
         for channel in channels:
             assert [m["content"] for m in fake.bot_messages(channel)] == [text]
         assert fake.rate_limited == 0  # none provoked: not global, not per channel
+
+
+async def test_a_vanished_channel_refuses_delivery(store: SQLiteStore) -> None:
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as fake:
+        channel = fake.add_channel(fake.guild_id, "closing-down")
+        backend = ScriptBackend(token_delay=0.0)
+        adapter, engine = await start_bot(fake, backend, store, channels=[channel])
+        try:
+            user = fake.add_user("late")
+            # the channel is deleted while the bot answers: Discord says Unknown Channel
+            await fake.user_message(user, "still open?", channel_id=channel)
+            del fake.channels[channel]
+            await fake.wait_until(lambda: adapter.refused >= 1, timeout=10)
+            await engine.aclose(2.0)
+        finally:
+            await stop_bot(adapter, engine)
+        attempts = fake.find_calls("POST", rf"/channels/{channel}/messages")
+        assert attempts and all(c.status == 404 for c in attempts)
+        assert len(attempts) <= 3  # the answer, the failure notice: never retried for an hour
