@@ -30,11 +30,9 @@ header verbatim; aiohttp's ``json_response`` would add ``; charset=utf-8``).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import json
-import math
 import re
 import time
 from collections.abc import Callable
@@ -56,6 +54,7 @@ from tests.fakes.discord_payloads import (
     _now_iso,
     check_message_payload,
 )
+from tests.fakes.flood_limits import DiscordLimits
 
 __all__ = ["FakeDiscord", "FakeUser", "RestCall", "check_message_payload"]
 
@@ -75,12 +74,8 @@ class FakeDiscord(UserActions):
         global_period: float = 1.0,
         message_bucket: tuple[int, float] | None = (5, 5.0),
     ) -> None:
-        self.global_limit = global_limit  # 0 = off
-        self.global_period = global_period  # tests stretch it to reach the limit by counting
-        self.message_bucket = message_bucket
-        self.global_limited = 0  # global 429s answered
-        self._global: collections.deque[float] = collections.deque()
-        self._buckets: dict[int, list[float]] = {}  # channel id -> [count, resets at]
+        # global_limit 0 = off; tests stretch global_period to reach it by counting
+        self.limits = DiscordLimits(global_limit, global_period, message_bucket)
         self.edit_interval = edit_interval  # min seconds between edits in one channel, 0 = off
         self.attachment_delay = attachment_delay  # seconds before an attachment download answers
         self.message_delay = message_delay  # seconds before a channel message create/edit answers
@@ -115,6 +110,11 @@ class FakeDiscord(UserActions):
         self.guild_id = self.add_guild("shop")
         self.channel_id = self.add_channel(self.guild_id, "general")
         self.other_channel_id = self.add_channel(self.guild_id, "support")
+
+    @property
+    def global_limited(self) -> int:
+        """Global 429s answered."""
+        return self.limits.global_limited
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -355,13 +355,17 @@ class FakeDiscord(UserActions):
         bucket = (
             int(message_route[1]) if message_route and call.method in ("POST", "PATCH") else None
         )
-        limited = self._global_limit(call) or self._bucket_limit(bucket, call.at)
+        refusal = self.limits.global_429(path, call.at) or self.limits.bucket_429(bucket, call.at)
         try:
-            response = limited or await self._route(request, call)
+            if refusal is not None:
+                self.rate_limited += 1
+                response = _json(refusal[0], 429, refusal[1])
+            else:
+                response = await self._route(request, call)
         except KeyError as exc:
             response = _json({"code": 10003, "message": f"Unknown {exc}"}, 404)
-        if bucket is not None and limited is None:
-            response.headers.update(self._bucket_headers(bucket, call.at))
+        if bucket is not None and refusal is None:
+            response.headers.update(self.limits.bucket_headers(bucket, call.at))
         call.status = response.status
         await self._record(call)
         return response
@@ -450,63 +454,6 @@ class FakeDiscord(UserActions):
             flags=flags | int(body.get("flags") or 0),
         )
         return _json(msg)
-
-    def _global_limit(self, call: RestCall) -> web.Response | None:
-        """Discord's global limit: every REST call of the token counts, interactions excepted."""
-        if self.global_limit <= 0 or re.match(r"/(interactions|webhooks)/", call.path):
-            return None
-        recent, now = self._global, call.at
-        while recent and recent[0] <= now - self.global_period:
-            recent.popleft()
-        if len(recent) < self.global_limit:
-            recent.append(now)
-            return None
-        self.rate_limited += 1
-        self.global_limited += 1
-        retry = round(recent[0] + self.global_period - now + 0.001, 3)
-        headers = {
-            "Retry-After": str(max(1, math.ceil(retry))),
-            "X-RateLimit-Global": "true",
-            "X-RateLimit-Scope": "global",
-            "Via": "1.1 google",
-        }
-        body = {"message": "You are being rate limited.", "retry_after": retry, "global": True}
-        return _json(body, 429, headers)
-
-    def _bucket_limit(self, channel_id: int | None, now: float) -> web.Response | None:
-        """The per-channel message bucket: ``message_bucket`` calls per fixed window."""
-        if channel_id is None or self.message_bucket is None:
-            return None
-        limit, period = self.message_bucket
-        state = self._buckets.setdefault(channel_id, [0, 0.0])
-        if now >= state[1]:
-            state[0], state[1] = 0, now + period
-        if state[0] < limit:
-            state[0] += 1
-            return None
-        self.rate_limited += 1
-        retry = round(state[1] - now, 3)
-        headers = self._bucket_headers(channel_id, now) | {
-            "Retry-After": str(max(1, math.ceil(retry))),
-            "X-RateLimit-Scope": "user",
-            "Via": "1.1 google",
-        }
-        body = {"message": "You are being rate limited.", "retry_after": retry, "global": False}
-        return _json(body, 429, headers)
-
-    def _bucket_headers(self, channel_id: int, now: float) -> dict[str, str]:
-        if self.message_bucket is None:
-            return {}
-        limit, _ = self.message_bucket
-        count, resets = self._buckets[channel_id]
-        after = max(0.0, resets - now)
-        return {
-            "X-RateLimit-Limit": str(limit),
-            "X-RateLimit-Remaining": str(max(0, limit - int(count))),
-            "X-RateLimit-Reset": f"{time.time() + after:.3f}",
-            "X-RateLimit-Reset-After": f"{after:.3f}",
-            "X-RateLimit-Bucket": "channel-messages",
-        }
 
     def _rate_limit(self, channel_id: int) -> web.Response | None:
         """429 when this channel's messages are edited faster than ``edit_interval``."""
