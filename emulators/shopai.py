@@ -55,6 +55,8 @@ _MAX_GAPS = 500_000  # bounded memory for the benchmark's heartbeat gap samples
 
 
 class _Conn(Protocol):
+    dropped: bool  # closed by the server (a fault), not by the client
+
     async def send(self, kind: str, payload: Any) -> None: ...
     async def error(self, message: str) -> None: ...
     async def drop(self) -> None: ...
@@ -69,7 +71,6 @@ class _Chat:
     status: str = "operational"
     conns: set[_Conn] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
-    dropping: bool = False  # the server itself is dropping the connections (a fault)
 
     async def broadcast(self, kind: str, payload: Any) -> None:
         for conn in list(self.conns):
@@ -82,6 +83,7 @@ class _WsConn:
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+        self.dropped = False
 
     async def send(self, kind: str, payload: Any) -> None:
         frame: dict[str, Any] = {"type": kind}
@@ -112,6 +114,7 @@ class _SioConn:
     def __init__(self, sio: socketio.AsyncServer, sid: str) -> None:
         self.sio = sio
         self.sid = sid
+        self.dropped = False
 
     async def send(self, kind: str, payload: Any) -> None:
         await self.sio.emit(kind, payload, to=self.sid)
@@ -309,11 +312,7 @@ class ShopAIEmulator:
         for i, token in enumerate(tokens):
             if i == drop_at:
                 self.stats.drops += 1
-                chat.dropping = True  # the server's doing: generation goes on
-                for conn in list(chat.conns):
-                    with contextlib.suppress(Exception):
-                        await conn.drop()
-                chat.dropping = False
+                await self._drop_all(chat)
                 if self.faults.lose_answer:
                     # the generation dies with the connection: the user message stays in
                     # the history without an answer, and the server is idle again
@@ -331,12 +330,26 @@ class ShopAIEmulator:
         chat.history.extend({"type": "ai", "content": entry} for entry in entries)
         chat.status = "operational"
         self.stats.answers += 1
+        if self.faults.drop_before_history:
+            # the answer is stored but the connection goes before the history: only a
+            # get_history (with its data, on v0.2) recovers it
+            self.faults.drop_before_history = False  # one-shot
+            self.stats.drops += 1
+            await self._drop_all(chat)
+            return
         await chat.broadcast("history", list(chat.history))
         await chat.broadcast("status", "operational")
 
-    def _client_left(self, chat: _Chat) -> None:
+    async def _drop_all(self, chat: _Chat) -> None:
+        """The server closes every connection of ``chat`` (a fault); generation goes on."""
+        for conn in list(chat.conns):
+            conn.dropped = True
+            with contextlib.suppress(Exception):
+                await conn.drop()
+
+    def _client_left(self, chat: _Chat, conn: _Conn) -> None:
         """Strict: generation is tied to the client's socket and stops when the last one goes."""
-        if chat.conns or chat.dropping or not self.strict.stop_on_disconnect:
+        if chat.conns or conn.dropped or not self.strict.stop_on_disconnect:
             return
         if chat.task is not None and not chat.task.done():
             chat.task.cancel()
@@ -410,7 +423,7 @@ class ShopAIEmulator:
             chat.conns.discard(conn)
             self._ws.discard(ws)
             self.stats.open_connections -= 1
-            self._client_left(chat)
+            self._client_left(chat, conn)
         return ws
 
     # --- v0.2 Socket.IO ---------------------------------------------------------------------
@@ -444,7 +457,7 @@ class ShopAIEmulator:
         for conn in list(chat.conns):
             if isinstance(conn, _SioConn) and conn.sid == sid:
                 chat.conns.discard(conn)
-        self._client_left(chat)
+                self._client_left(chat, conn)
 
     def _sio_conn(self, sid: str) -> tuple[_Chat, _Conn] | None:
         chat = self._sid_chat.get(sid)

@@ -20,6 +20,7 @@ class ShopAIFaults:
     refuse_token: bool = False  # tokens issued before this was switched on are refused
     noise: bool = False  # send frames/events of unknown types before each answer
     lose_answer: bool = False  # with drop_mid_stream: the next answer dies with the connection
+    drop_before_history: bool = False  # one-shot: the next answer is stored, then all drop
     stale_tokens: bool = False  # stream a draft that the final history then overwrites
     refuse_since: float = field(default=0.0, repr=False)
 
@@ -40,6 +41,7 @@ FAULT_SWITCHES = frozenset(
         "noise",
         "stale_tokens",
         "lose_answer",
+        "drop_before_history",
     }
 )
 
