@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import Backend, Decider, ListingDescriber, SessionStore, Surface
 from chatbridge.core.texts import UserTexts
@@ -206,8 +207,10 @@ class Engine:
         log.info("turn %d start %s", turn_id, key.short())
         await surface.begin()
         try:
-            async with asyncio.timeout(self._turn_timeout):
-                result = await self._converse(inbound, surface)
+            # the deadline lets a backend end its retries in time to say so itself
+            with turn_deadline(self._turn_timeout):
+                async with asyncio.timeout(self._turn_timeout):
+                    result = await self._converse(inbound, surface)
         except TimeoutError:
             result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
         if result.failure is not None:

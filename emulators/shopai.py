@@ -530,6 +530,7 @@ async def _serve(args: argparse.Namespace) -> None:
         license_key=args.license_key,
         languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
         token_delay=args.token_delay,
+        heartbeat_interval=args.heartbeat_interval,
         heartbeat_timeout=args.heartbeat_timeout,
         max_message_length=args.max_message_length,
         strict=not args.lenient,
@@ -552,7 +553,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--license-key", default="test-license")
     parser.add_argument("--languages", default="en,hu,pt")
     parser.add_argument("--token-delay", type=float, default=0.02)
-    parser.add_argument("--heartbeat-timeout", type=float, default=None)
+    parser.add_argument("--heartbeat-interval", type=float, default=15.0)
+    parser.add_argument(
+        "--heartbeat-timeout", type=float, default=None, help="default: shortly after the interval"
+    )
     parser.add_argument(
         "--lenient", action="store_true", help="the kindest server the documents allow (demo)"
     )
