@@ -98,7 +98,7 @@ async def test_loopos_bot_on_discord(
             "core_base_url": "https://core.example/",
             "submission_base_url": "https://submission.example/",
             "context": "Circular economy marketplace",
-            "language": "EN",
+            "language": "en-US",  # a code the documents use (the strict server takes no other)
             "timeout": 5.0,
             "retry": {"attempts": 2, "base_delay": 0.01},
         }
