@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from chatbridge.core.engine import Engine
 from chatbridge.core.images import ImageRejected, load_image
+from chatbridge.core.protocols import Conversations
 from chatbridge.core.types import Button, ConversationKey, Inbound, ReplyMessage
 
 HELP = """Commands:
@@ -101,7 +101,7 @@ class ConsoleAdapter:
         self,
         *,
         name: str,
-        engine: Engine,
+        engine: Conversations,
         user_id: str = "console-user",
         language: str | None = None,
         stdin: TextIO | None = None,

@@ -93,7 +93,6 @@ class App:
                 observer=self.metrics,
                 turn_timeout=cfg.limits.turn_timeout,
             )
-            engine.metrics = self.metrics
             self.metrics.watch_queued_turns(bot.name, _queued_of(engine))
             self.metrics.sessions_changed(bot.name, await engine.count_sessions())
             self.engines[bot.name] = engine
@@ -141,6 +140,7 @@ class App:
                 engine=engine,
                 options=_options(TelegramOptions, bot),
                 admins=admins,
+                metrics=self.metrics,
             )
         from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 
@@ -150,6 +150,7 @@ class App:
             engine=engine,
             options=_options(DiscordOptions, bot),
             admins=admins,
+            metrics=self.metrics,
         )
 
     async def wait(self) -> None:

@@ -18,11 +18,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 from chatbridge.core.deadline import turn_deadline
+from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.logctx import log_context
-from chatbridge.core.protocols import Backend, Decider, ListingDescriber, SessionStore, Surface
+from chatbridge.core.protocols import (
+    Backend,
+    Decider,
+    FloodGate,
+    ListingDescriber,
+    SessionStore,
+    Surface,
+    TurnObserver,
+)
 from chatbridge.core.texts import UserTexts
 from chatbridge.core.types import (
     ConversationKey,
@@ -44,48 +52,6 @@ from chatbridge.core.types import (
 log = logging.getLogger(__name__)
 
 _turn_ids = itertools.count(1)
-
-
-class NotSupported(Exception):
-    """The configured backend does not offer this capability."""
-
-
-class BackendError(Exception):
-    """Raised by a backend's ``open`` (which returns no events) to report a failure."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(f"{failure.kind}: {failure.detail}")
-        self.failure = failure
-
-
-class TurnObserver(Protocol):
-    """Metrics hook: the engine reports what happens, the observer counts it."""
-
-    def turn_finished(self, bot: str, outcome: str, seconds: float) -> None: ...
-
-    def backend_error(self, bot: str, kind: str) -> None: ...
-
-    def queue_changed(self, bot: str, queued: int) -> None: ...
-
-    def sessions_changed(self, bot: str, count: int) -> None: ...
-
-    def backend_latency(self, bot: str, backend: str, seconds: float) -> None: ...
-
-
-class PlatformMetrics(Protocol):
-    """What adapters report about their platform calls (``core.metrics.Metrics`` fits)."""
-
-    def message_sent(self, bot: str, platform: str, count: int = 1) -> None: ...
-
-    def message_edited(self, bot: str, platform: str, count: int = 1) -> None: ...
-
-    def rate_limited(self, bot: str, platform: str) -> None: ...
-
-
-class FloodGate(Protocol):
-    def check(self, key: ConversationKey) -> float | None:
-        """None when the turn may run, else seconds until the user may write again."""
-        ...
 
 
 Job = Callable[[], Awaitable[TurnResult]]
@@ -123,8 +89,6 @@ class Engine:
         self._observer = observer
         self._turn_timeout = turn_timeout
         self._lanes: dict[ConversationKey, _Lane] = {}
-        # Adapters count platform messages, edits and 429s here when the runner sets it.
-        self.metrics: PlatformMetrics | None = None
         self._closing = False
         self._active = 0
 

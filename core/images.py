@@ -6,8 +6,6 @@ The MIME type is read from the file's own magic bytes, never trusted from the pl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from chatbridge.core.types import Image
 
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -30,14 +28,16 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
 class ImageRejected(Exception):
-    """The user's file cannot be sent; ``reason`` is a plain-language sentence for them."""
+    """The user's file cannot be sent; ``reason`` is a plain-language sentence for them.
 
-    reason: str
+    A plain exception, not a frozen dataclass: Python sets ``__traceback__`` and
+    ``__context__`` on exceptions it raises, which a frozen instance refuses (TypeError).
+    """
 
-    def __str__(self) -> str:
-        return self.reason
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def human_size(n: int) -> str:

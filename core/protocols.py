@@ -1,10 +1,13 @@
-"""The three seams. Each is a small ``typing.Protocol`` with a contract test suite in tests/."""
+"""The seams. Each is a small ``typing.Protocol``; the big three (Backend, SessionStore,
+Surface) have contract test suites in tests/."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
+from chatbridge.core.texts import UserTexts
 from chatbridge.core.types import (
     ConversationKey,
     Decision,
@@ -14,6 +17,7 @@ from chatbridge.core.types import (
     ListingDraft,
     ReplyMessage,
     SessionRecord,
+    TurnResult,
 )
 
 
@@ -138,3 +142,98 @@ class Surface(Protocol):
     async def fail(self, text: str) -> None:
         """The turn failed: show ``text`` (plain language) instead of an answer."""
         ...
+
+
+class TurnObserver(Protocol):
+    """Metrics hook: the engine reports what happens, the observer counts it."""
+
+    def turn_finished(self, bot: str, outcome: str, seconds: float) -> None: ...
+
+    def backend_error(self, bot: str, kind: str) -> None: ...
+
+    def queue_changed(self, bot: str, queued: int) -> None: ...
+
+    def sessions_changed(self, bot: str, count: int) -> None: ...
+
+    def backend_latency(self, bot: str, backend: str, seconds: float) -> None: ...
+
+
+class PlatformMetrics(Protocol):
+    """What adapters report about their platform calls (``core.metrics.Metrics`` fits)."""
+
+    def message_sent(self, bot: str, platform: str, count: int = 1) -> None: ...
+
+    def message_edited(self, bot: str, platform: str, count: int = 1) -> None: ...
+
+    def rate_limited(self, bot: str, platform: str) -> None: ...
+
+
+class FloodGate(Protocol):
+    def check(self, key: ConversationKey) -> float | None:
+        """None when the turn may run, else seconds until the user may write again."""
+        ...
+
+
+# --- what adapters see of the engine ----------------------------------------------------------
+# Adapters depend on these small protocols, never on ``core.engine.Engine`` itself: a test can
+# hand an adapter anything that submits turns, and the engine can change behind them.
+
+
+class TurnSubmitter(Protocol):
+    """Hands user turns to the engine, which keeps each conversation's order."""
+
+    texts: UserTexts
+
+    def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
+        """Queue a turn behind the conversation's pending ones; returns at once."""
+        ...
+
+    async def handle(self, inbound: Inbound, surface: Surface) -> TurnResult:
+        """Queue a turn and wait for it to finish."""
+        ...
+
+
+class SessionAdmin(Protocol):
+    """Session operations for users' commands (/reset, /language) and admins'."""
+
+    async def reset(self, key: ConversationKey) -> bool: ...
+
+    async def set_language(self, key: ConversationKey, language: str) -> None: ...
+
+    async def reset_user(self, user_id: str) -> int: ...
+
+    async def reset_all(self) -> int: ...
+
+    async def list_sessions(self, limit: int = 20) -> list[SessionRecord]: ...
+
+    async def count_sessions(self) -> int: ...
+
+    @property
+    def queued_turns(self) -> int: ...
+
+    @property
+    def active_turns(self) -> int: ...
+
+
+class ButtonRegistry(Protocol):
+    """Short ids for button payloads (Telegram's callback_data holds 64 bytes)."""
+
+    async def button_id(self, payload: str) -> str: ...
+
+    async def resolve_button(self, short_id: str) -> str | None: ...
+
+
+class ItemServices(Protocol):
+    """Optional backend services; raise :class:`core.errors.NotSupported` when absent."""
+
+    async def decide(
+        self, prompt: str, options: Sequence[str], item_context: str, language: str | None
+    ) -> Decision: ...
+
+    async def describe_listing(
+        self, images: Sequence[Image], description: str, language: str | None
+    ) -> ListingDraft: ...
+
+
+class Conversations(TurnSubmitter, SessionAdmin, ButtonRegistry, ItemServices, Protocol):
+    """Everything an adapter may ask of the engine."""

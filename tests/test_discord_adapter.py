@@ -9,7 +9,7 @@ from typing import Any
 
 import discord.http
 import pytest
-from test_discord_support import (
+from discord_harness import (
     LONG_PAYLOAD,
     ScriptBackend,
     final_message,

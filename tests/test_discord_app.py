@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_discord_support import final_message
+from discord_harness import final_message
 
 from chatbridge.adapters.discord_adapter import DiscordAdapter, html_to_markdown
 from chatbridge.bots.config import parse_config

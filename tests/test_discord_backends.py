@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from test_discord_support import final_message, start_bot, stop_bot
+from discord_harness import final_message, start_bot, stop_bot
 
 from chatbridge.adapters.discord_adapter.render import html_to_markdown
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings

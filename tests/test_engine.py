@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbridge.core.engine import BackendError, Engine, NotSupported
+from chatbridge.core.engine import Engine
+from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.store import MemoryStore, SQLiteStore
 from chatbridge.core.types import (
     ConversationKey,

@@ -12,7 +12,7 @@ from backend_contract import BackendContract, collect, inbound, key
 
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings
 from chatbridge.core.backends.shopai.backend import visible_text
-from chatbridge.core.engine import BackendError
+from chatbridge.core.errors import BackendError
 from chatbridge.core.protocols import Backend
 from chatbridge.core.types import Event, Failure, FailureKind, Final, Snapshot, Token
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator

@@ -24,8 +24,8 @@ from chatbridge.adapters.discord_adapter.components import PayloadButton, disabl
 from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import platform_trace
-from chatbridge.core.engine import Engine
 from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.protocols import Conversations, PlatformMetrics
 from chatbridge.core.secrets import register_secret
 from chatbridge.core.types import ConversationKey, Image, Inbound
 
@@ -68,9 +68,10 @@ class DiscordAdapter:
         *,
         name: str,
         token: str,
-        engine: Engine,
+        engine: Conversations,
         options: DiscordOptions,
         admins: frozenset[int],
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         self.name = name
         self._token = token
@@ -78,6 +79,7 @@ class DiscordAdapter:
         self.engine = engine
         self.options = options
         self.admins = admins
+        self.metrics = metrics
         self.client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
         # per conversation: the previous message's "submitted" future (ordering gate)
@@ -103,10 +105,8 @@ class DiscordAdapter:
         sharding: dict[str, int] = {}
         if self.options.shard_id is not None and self.options.shard_count is not None:
             sharding = {"shard_id": self.options.shard_id, "shard_count": self.options.shard_count}
-        if self.engine.metrics is not None:
-            trace_option: dict[str, Any] = {
-                "http_trace": platform_trace(self.name, self.engine.metrics)
-            }
+        if self.metrics is not None:
+            trace_option: dict[str, Any] = {"http_trace": platform_trace(self.name, self.metrics)}
         else:
             trace_option = {}
         client = _Client(

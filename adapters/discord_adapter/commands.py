@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from chatbridge.core.engine import BackendError
+from chatbridge.core.errors import BackendError
 
 if TYPE_CHECKING:
     from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter

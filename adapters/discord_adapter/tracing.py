@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import aiohttp
 
-from chatbridge.core.engine import PlatformMetrics
+from chatbridge.core.protocols import PlatformMetrics
 
 # POST .../channels/{id}/messages and interaction follow-ups POST .../webhooks/{app}/{token}
 _SEND = re.compile(r"/channels/\d+/messages$|/webhooks/\d+/[^/]+$")

@@ -3,7 +3,7 @@
 Several bots run in one process, so nothing here owns the event loop (no ``run_polling``):
 the PTB Application is initialised and started by hand, fed by the Updater's long polling or
 by our webhook listener. Updates of one chat are handled in order (:mod:`.ordering`); each
-turn is handed to :meth:`core.engine.Engine.submit`, which keeps per-conversation order.
+turn is handed to :meth:`core.protocols.TurnSubmitter.submit`, which keeps per-conversation order.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from chatbridge.adapters.telegram.surface import (
     TelegramReply,
 )
 from chatbridge.adapters.telegram.webhook import WebhookServer
-from chatbridge.core.engine import Engine
 from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.protocols import Conversations, PlatformMetrics
 from chatbridge.core.secrets import register_secret, safe_error
 from chatbridge.core.streaming import RateLimited
 from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
@@ -87,9 +87,10 @@ class TelegramAdapter:
         *,
         name: str,
         token: str,
-        engine: Engine,
+        engine: Conversations,
         options: TelegramOptions,
         admins: frozenset[int],
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         register_secret(token)
         secret = options.webhook_secret_token
@@ -102,7 +103,7 @@ class TelegramAdapter:
         self._admins = admins
         self._processor = PerChatUpdateProcessor()
         self._pacer = ChatPacer(options.stream_interval)
-        self.stats = Stats(bot=name, metrics=engine.metrics)
+        self.stats = Stats(bot=name, metrics=metrics)
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._ops: TelegramOps | None = None
         self._commands: Commands | None = None

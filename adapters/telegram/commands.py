@@ -16,7 +16,8 @@ from telegram import BotCommand
 
 from chatbridge.adapters.telegram.html import escape
 from chatbridge.adapters.telegram.surface import Stats, Target, TelegramOps
-from chatbridge.core.engine import BackendError, Engine, NotSupported
+from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.protocols import Conversations
 from chatbridge.core.types import ConversationKey, Image, SessionRecord
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Commands:
         self,
         *,
         bot_name: str,
-        engine: Engine,
+        engine: Conversations,
         ops: TelegramOps,
         admins: frozenset[int],
         stats: Stats,

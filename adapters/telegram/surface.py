@@ -23,7 +23,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from chatbridge.adapters.telegram.gate import urgent
 from chatbridge.adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
-from chatbridge.core.engine import PlatformMetrics
+from chatbridge.core.protocols import PlatformMetrics
 from chatbridge.core.streaming import RateLimited, ThrottledStream
 from chatbridge.core.types import Button, Link, ReplyMessage
 

@@ -33,7 +33,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from chatbridge.core.deadline import deadline
-from chatbridge.core.engine import BackendError
+from chatbridge.core.errors import BackendError
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.secrets import register_secret

@@ -19,7 +19,7 @@ import aiohttp
 
 from chatbridge.core.backends.shopai.connection import ConnectFailed
 from chatbridge.core.backends.shopai.settings import ShopAISettings
-from chatbridge.core.engine import BackendError
+from chatbridge.core.errors import BackendError
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.types import Failure, FailureKind
 
