@@ -68,8 +68,12 @@ async def test_documented_codes_are_sent_as_documented(
     assert [body["language"] for body in loopos.requests_to("/chat")] == [code]
 
 
-async def test_a_refused_configured_language_is_reported_plainly(loopos: LoopOSEmulator) -> None:
+async def test_a_refused_configured_language_is_reported_plainly(
+    loopos: LoopOSEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
     b = LoopOSBackend(settings(loopos.url, language="fr-FR"))
+    assert any("not one the documents use" in r.getMessage() for r in caplog.records)
     try:
         ref = await b.open(key(), None)
         failure = await one_turn(b, ref, "Quero vender um iPhone 12")

@@ -62,6 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 USER_AGENT = "chatbridge/0.1 (+loopos)"
+DOCUMENTED_LANGUAGES = ("PT-PT", "en-US")  # the codes the endpoint page and the guide use
 SHARD_SIZE = 16  # connections per httpx client, see LoopOSBackend.__init__
 
 
@@ -257,6 +258,14 @@ class LoopOSBackend:
         self._clients: list[httpx.AsyncClient | None] = [None] * shards
         self._in_flight = [0] * shards
         self._refused_languages: set[str] = set()  # codes the server answered 422 to
+        if settings.language not in DOCUMENTED_LANGUAGES:
+            log.warning(
+                "LoopOS backend %s: language %r is not one the documents use (%s); a server "
+                "that refuses it fails every turn",
+                name,
+                settings.language,
+                ", ".join(DOCUMENTED_LANGUAGES),
+            )
         for url in (settings.base_url,):
             if url.startswith("http://") and not _is_loopback(url):
                 # "Use HTTPS: All requests must use HTTPS" (integration guide)
