@@ -18,7 +18,7 @@ from chatbridge.core.engine import Engine
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.emulators.loopos import LoopOSEmulator
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from chatbridge.emulators.shopai_catalog import compose_answer
+from chatbridge.emulators.shopai_catalog import compose_answer, compose_entries
 from tests.fakes.discord_api import FakeDiscord
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,6 +91,27 @@ async def test_shopai_answer_streams_in_a_guild_channel_and_a_dm(
     assert len(fake.bot_messages(fake.channel_id)) == 1
     keys = {store_key.chat_id for store_key in (r.key for r in await store.list("shop"))}
     assert keys == {str(fake.channel_id), str(fake.dm_channel_id(olga))}, "two sessions"
+
+
+async def test_a_shopai_answer_in_several_entries_is_several_messages(
+    fake: FakeDiscord, store: MemoryStore, shopai: ShopAIEmulator
+) -> None:
+    """The strict server answers a comparison in several AI entries: each is a message."""
+    backend = shop_backend(shopai)
+    adapter, engine = await start_bot(fake, backend, store, stream_interval=0.02)
+    question = "compare a phone and a laptop"
+    entries = [html_to_markdown(entry) for entry in compose_entries(question)]
+    try:
+        olga = fake.add_user("olga")
+        await fake.dm_message(olga, question)
+        dm = fake.dm_channel_id(olga)
+        await fake.wait_until(
+            lambda: [m["content"] for m in fake.bot_messages(dm)][-1:] == entries[-1:]
+        )
+    finally:
+        await stop_bot(adapter, engine)
+        await backend.aclose()
+    assert [m["content"] for m in fake.bot_messages(dm)] == entries
 
 
 async def test_loopos_bot_on_discord(
