@@ -81,9 +81,10 @@ class _Chat:
 class _WsConn:
     """A v0.1 raw WebSocket client."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, close_after_error: bool = False) -> None:
         self.ws = ws
         self.dropped = False
+        self.close_after_error = close_after_error
 
     async def send(self, kind: str, payload: Any) -> None:
         frame: dict[str, Any] = {"type": kind}
@@ -101,8 +102,11 @@ class _WsConn:
             await self.ws.send_str(json.dumps(frame))
 
     async def error(self, message: str) -> None:
-        # v0.1 keeps the connection open after an error ("future versions" will close it)
+        # v0.1 keeps the connection open after an error; "In future versions, the server will
+        # simply close the connection when the client is causing an error" (a strict variant)
         await self.send("error", message)
+        if self.close_after_error:
+            await self.ws.close(code=1008, message=b"error")
 
     async def drop(self) -> None:
         await self.ws.close(code=1011, message=b"dropped by fault injection")
@@ -369,7 +373,7 @@ class ShopAIEmulator:
             self.stats.connections_refused += 1
             await ws.close(code=1008, message=b"invalid chat token")
             return ws
-        conn = _WsConn(ws)
+        conn = _WsConn(ws, self.strict.close_after_error)
         loop = asyncio.get_running_loop()
         self._ws.add(ws)
         chat.conns.add(conn)

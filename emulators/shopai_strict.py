@@ -19,6 +19,8 @@ Each switch is a reading of the v0.1 / v0.2 documents:
   its data argument never runs without one, so no history is sent.
 - ``version_path`` (v0.2): the document gives the version response, not its path; a variant
   serves it elsewhere (``None``: not at all).
+- ``close_after_error`` (v0.1): "In future versions, the server will simply close the
+  connection when the client is causing an error": a variant does so already.
 - ``refuse_with_http`` (v0.2): "When chat_token is invalid, the server will reject the
   connection": a variant does so with this HTTP status on the handshake (``None``: with a
   Socket.IO CONNECT_ERROR).
@@ -41,6 +43,7 @@ class ShopAIStrict:
     history_needs_data: bool = True
     version_path: str | None = "/version"
     refuse_with_http: int | None = None
+    close_after_error: bool = False
 
     @classmethod
     def lenient(cls) -> ShopAIStrict:

@@ -224,6 +224,19 @@ async def test_a_client_that_gives_up_stops_the_generation(
     assert final.messages[0].text == expected(PLAIN)
 
 
+async def test_a_v01_server_that_closes_after_an_error(running: list[Any]) -> None:
+    """The v0.1 document's "future versions": an error then a closed connection."""
+    strict = ShopAIStrict(close_after_error=True)
+    emulator, backend = await pair(running, "v0.1", {"strict": strict, "max_message_length": 100})
+    ref = await backend.open(key(), "en")
+    failure = failure_of(await collect(backend, ref, inbound("z" * 150)))
+    assert failure.kind is FailureKind.VALIDATION
+    assert failure.user_text and "150" in failure.user_text and "100" in failure.user_text
+    final = final_of(await collect(backend, ref, inbound(PHONE)))
+    assert final.messages[0].text == expected(PHONE)
+    assert emulator.stats.connections_opened == 2, "reconnected after the close"
+
+
 # --- the contract suite over the variant servers ---------------------------------------------
 
 
@@ -254,7 +267,7 @@ class TestShopAIV02ElsewhereContract(_VariantContract):
 
 class TestShopAIV01TightHeartbeatContract(_VariantContract):
     version = "v0.1"
-    strict = ShopAIStrict(heartbeat_grace=0.0)
+    strict = ShopAIStrict(heartbeat_grace=0.0, close_after_error=True)
     heartbeat = 2.0  # a quarter of it (0.5 s) is the client's margin
 
 
