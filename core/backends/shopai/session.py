@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import aiohttp
 
-from chatbridge.core.backends.shopai.connection import ConnectFailed
 from chatbridge.core.backends.shopai.settings import ShopAISettings
 from chatbridge.core.errors import BackendError
 from chatbridge.core.retry import RetryPolicy
@@ -232,7 +231,9 @@ class SessionInitializer:
         try:
             status, body = await self.http.get_json("/version", {})
         except _Transient as exc:
-            raise ConnectFailed(f"version check failed: {exc}") from None
+            # a 5xx or no answer on a path the document never gave: the handshakes decide
+            log.debug("ShopAI version check failed (%s); trying both handshakes", exc)
+            status, body = 0, None
         version = body.get("version") if isinstance(body, dict) else None
         first: WireProtocol = "socketio" if status == 200 and version == "v0.2" else "websocket"
         if status == 200 and version not in (None, "v0.1", "v0.2"):
