@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
@@ -170,8 +171,10 @@ class Engine:
         log.info("turn %d start %s", turn_id, key.short())
         await surface.begin()
         try:
-            async with asyncio.timeout(self._turn_timeout):
-                result = await self._converse(inbound, surface)
+            # the deadline lets a backend end its retries in time to say so itself
+            with turn_deadline(self._turn_timeout):
+                async with asyncio.timeout(self._turn_timeout):
+                    result = await self._converse(inbound, surface)
         except TimeoutError:
             result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
         if result.failure is not None:
