@@ -23,7 +23,13 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
-from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps, telegram_pacer
+from chatbridge.adapters.telegram.api import (
+    MAX_TEXT,
+    Target,
+    TelegramOps,
+    draft_pacer,
+    telegram_pacer,
+)
 from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
@@ -155,7 +161,11 @@ class TelegramAdapter:
             self._username = app.bot.username or ""
             self._bot_id = app.bot.id
             self._ops = TelegramOps(
-                app.bot, self._pacer, self.stats, deadline=opts.delivery_deadline
+                app.bot,
+                self._pacer,
+                self.stats,
+                deadline=opts.delivery_deadline,
+                drafts=draft_pacer(opts),
             )
             self._commands = Commands(
                 bot_name=self.name,

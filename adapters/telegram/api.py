@@ -78,6 +78,14 @@ def telegram_pacer(options: TelegramOptions) -> Pacer:
     return Pacer(bot, chat)
 
 
+def draft_pacer(options: TelegramOptions) -> Pacer | None:
+    """The process's own budget for draft updates: streaming ones only (a first draft, the
+    user's first sight of an answer, passes at once but counts)."""
+    if options.draft_rate <= 0:
+        return None
+    return Pacer(Window(1_000_000, 1.0, stream_limit=options.draft_rate))
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a reply goes."""
@@ -106,11 +114,13 @@ class TelegramOps:
         stats: Stats,
         *,
         deadline: float = DEFAULT_DELIVERY_DEADLINE,
+        drafts: Pacer | None = None,
     ) -> None:
         self.bot = bot
         self.pacer = pacer
         self.stats = stats
         self.deadline = deadline
+        self.drafts = drafts  # see draft_pacer()
 
     async def _call(self, target: Target, op: Callable[[], Awaitable[object]]) -> object:
         # a counted call holds a share of the bot's budget: it goes first in the transport too
@@ -221,18 +231,25 @@ class TelegramOps:
             if "not modified" not in str(exc).lower():
                 raise
 
-    async def draft(self, target: Target, draft_id: int, text: str) -> None:
+    async def draft(
+        self, target: Target, draft_id: int, text: str, *, priority: int = URGENT
+    ) -> None:
         """A sendMessageDraft preview (private chats; not counted by Telegram's limits)."""
-        await self._translated(
-            target,
-            lambda: self.bot.send_message_draft(
+
+        def op() -> Awaitable[object]:
+            return self.bot.send_message_draft(
                 target.chat_id,
                 draft_id,
                 text,
                 message_thread_id=target.thread_id,
                 parse_mode=ParseMode.HTML,
-            ),
-        )
+            )
+
+        if self.drafts is None:
+            await self._translated(target, op)
+        else:
+            async with self.drafts.spend(None, priority):
+                await self._translated(target, op)
         self.stats.edited(draft=True)
 
     async def typing(self, target: Target) -> None:
