@@ -33,11 +33,19 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from chatbridge.bots.runner import App, run_app
+    from chatbridge.bots.runner import App, StartupError, run_app
 
     config = load_config(args.config)
     _setup_logging(config.logging.level, config.logging.format, config.secrets())
-    asyncio.run(run_app(App(config)))
+    try:
+        asyncio.run(run_app(App(config)))
+    except StartupError as exc:
+        # one line (redacted by the logging setup): what failed and what to do
+        log.error("chatbridge stopped: %s", exc)
+        return 1
+    except Exception:
+        log.critical("chatbridge stopped by an unexpected error", exc_info=True)
+        return 1
     return 0
 
 

@@ -54,6 +54,8 @@ class LimitsConfig(_Strict):
     turns_per_minute: int = Field(default=20, ge=0)  # per user; 0 = no cap
     shutdown_grace: float = Field(default=10.0, ge=0)  # seconds in-flight turns may finish in
     turn_timeout: float = Field(default=300.0, gt=0)
+    # seconds a bot keeps retrying an unreachable platform at start before the process exits
+    startup_retry: float = Field(default=60.0, ge=0)
 
 
 # The backends' own settings models carry a ``type`` literal, so they are the tables as written.

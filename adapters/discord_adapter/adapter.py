@@ -22,6 +22,7 @@ from chatbridge.adapters.discord_adapter import endpoints
 from chatbridge.adapters.discord_adapter.commands import build_tree
 from chatbridge.adapters.discord_adapter.components import PayloadButton, disabled_copy
 from chatbridge.adapters.discord_adapter.options import DiscordOptions
+from chatbridge.adapters.discord_adapter.startup import startup_failure
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import platform_trace
 from chatbridge.core.images import ImageRejected, check_size, load_image
@@ -119,9 +120,11 @@ class DiscordAdapter:
         )
         try:
             await client.login(self._token)
-        except BaseException:
+        except BaseException as exc:
             await client.close()
             endpoints.release(self.name)
+            if isinstance(exc, Exception):
+                raise startup_failure(self.name, exc) from None
             raise
         self.client = client
         self._receiving = True

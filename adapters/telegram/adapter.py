@@ -19,7 +19,7 @@ from typing import Any
 
 from telegram import CallbackQuery, Message, Update
 from telegram.constants import ChatType, MessageEntityType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
@@ -37,6 +37,7 @@ from chatbridge.adapters.telegram.surface import (
     TelegramReply,
 )
 from chatbridge.adapters.telegram.webhook import WebhookServer
+from chatbridge.core.errors import StartupFailed
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.protocols import Conversations, PlatformMetrics
 from chatbridge.core.secrets import register_secret, safe_error
@@ -135,15 +136,14 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         opts = self._options
+        request = AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
         builder = (
             Application.builder()
             .token(self._token)
             .base_url(opts.api_base_url)
             .base_file_url(opts.resolved_file_base_url)
             .concurrent_updates(self._processor)
-            .request(
-                AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
-            )
+            .request(request)
         )
         if opts.mode == "webhook":
             builder = builder.updater(None)
@@ -185,9 +185,12 @@ class TelegramAdapter:
             # PTB names the token in InvalidToken: never let it out in the message or the chain
             with contextlib.suppress(Exception):
                 await self._shutdown_app()
-            raise RuntimeError(
-                f"telegram bot {self.name} could not start: {safe_error(exc)}"
-            ) from None
+            # a failed initialize() leaves PTB "not initialised", so its shutdown skips these
+            for opened in (request, self._poll_request):
+                if opened is not None:
+                    with contextlib.suppress(Exception):
+                        await opened.shutdown()
+            raise _startup_failure(self.name, exc) from None
         self._running = True
         log.info("telegram bot %s (@%s) started, %s mode", self.name, self._username, opts.mode)
 
@@ -513,6 +516,22 @@ class TelegramAdapter:
             except Exception as exc:  # the choice still goes through; the mark is cosmetic
                 log.info("could not mark a pressed button: %s", safe_error(exc))
                 return
+
+
+def _startup_failure(name: str, exc: TelegramError) -> StartupFailed:
+    """Why a bot could not start, phrased for the operator; network faults are retryable."""
+    message = f"telegram bot {name} could not start: {safe_error(exc)}"
+    if isinstance(exc, InvalidToken):
+        return StartupFailed(
+            message, retryable=False, hint="check the bot's token (BotFather's /token)"
+        )
+    if isinstance(exc, NetworkError | RetryAfter):
+        return StartupFailed(
+            message,
+            retryable=True,
+            hint="check the network and the bot's api_base_url (is the Bot API reachable?)",
+        )
+    return StartupFailed(message, retryable=False, hint="see the Bot API's answer above")
 
 
 def _strip_mention(text: str, username: str) -> str:
