@@ -142,6 +142,10 @@ class Failure:
     detail: str = ""
     retryable: bool = False
     user_text: str | None = None  # a ready plain-language message, when the backend has one
+    # a key of the text catalogues (core/locales) naming why, and its placeholders' values:
+    # the user reads it in their language
+    reason: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 Event = Token | Snapshot | Final | Notice | Failure
@@ -182,7 +186,7 @@ class ListingDraft:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
-TurnOutcome = Literal["ok", "failed", "interrupted", "refused"]
+TurnOutcome = Literal["ok", "failed", "interrupted", "refused", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
