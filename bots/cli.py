@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbridge.bots.config import ConfigError, load_config, parse_config
+from chatbridge.core.secrets import register_secret
 
 log = logging.getLogger("chatbridge")
 
@@ -23,12 +24,32 @@ def _setup_logging(level: str, fmt: str = "plain", secrets: list[str] | None = N
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    print(json.dumps(config.redacted(), indent=2, sort_keys=False))
-    print(
-        f"{args.file}: OK ({len(config.bots)} bots, {len(config.backends)} backends)",
-        file=sys.stderr,
-    )
+    from chatbridge.bots.preflight import environment_problems, static_problems
+
+    config = load_config(args.file, check=False)
+    register_secret(*config.secrets())  # nothing below may print them, whoever logs
+    if not args.quiet:
+        print(json.dumps(config.redacted(), indent=2, sort_keys=False))
+    problems = static_problems(config) + environment_problems(config)
+    if args.online:
+        from chatbridge.bots.online import online_problems
+
+        _setup_logging("WARNING", secrets=config.secrets())
+
+        def report(line: str) -> None:
+            print(f"{args.file}: {line}", file=sys.stderr)
+
+        problems += asyncio.run(online_problems(config, report))
+    errors = [p for p in problems if p.error]
+    for problem in sorted(problems, key=lambda p: not p.error):
+        level = "" if problem.error else "warning: "
+        print(f"{args.file}: {level}{problem}", file=sys.stderr)
+    summary = f"{len(config.bots)} bots, {len(config.backends)} backends"
+    if errors:
+        print(f"{args.file}: {len(errors)} problem(s) to fix ({summary})", file=sys.stderr)
+        return 2
+    checked = "checked online" if args.online else "not contacted (add --online)"
+    print(f"{args.file}: OK ({summary}; {checked})", file=sys.stderr)
     return 0
 
 
@@ -146,9 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
-        "check-config", help="validate a configuration file and print it (secrets redacted)"
+        "check-config",
+        help="find every problem of a configuration file; print it with secrets masked",
+        description="Validate a configuration file and report every problem at once (unset "
+        "variables, unknown keys, empty or duplicate tokens, unsupported store URLs, port "
+        "collisions, unreachable webhooks, missing platform support, bots open to everyone), "
+        "then print the effective configuration with every secret masked. Exit code 2 when "
+        "something must be fixed. --online also contacts each platform, backend and the store.",
     )
-    check.add_argument("file")
+    check.add_argument("file", help="TOML configuration file")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also connect: Telegram getMe, Discord login, LoopOS, ShopAI init_session, store",
+    )
+    check.add_argument(
+        "--quiet", "-q", action="store_true", help="only the problems, not the configuration"
+    )
     check.set_defaults(func=_cmd_check_config)
 
     sessions = sub.add_parser("sessions", help="inspect or reset stored conversations")

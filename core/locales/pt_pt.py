@@ -17,9 +17,7 @@ TEXTS: dict[str, str] = {
     "bad_input": "Não consegui usar isso: {detail}",
     "internal": "Lamento, algo correu mal do nosso lado. Tente novamente.",
     "restarted": "A sua conversa anterior tinha expirado, por isso foi iniciada uma nova.",
-    "flood": (
-        "Está a enviar mensagens demasiado depressa. Aguarde {seconds} s e tente novamente."
-    ),
+    "flood": ("Está a enviar mensagens demasiado depressa. Aguarde {seconds} s e tente novamente."),
     "interrupted": (
         "O serviço está a reiniciar e não foi possível responder à sua mensagem. "
         "Envie-a de novo dentro de um minuto."
