@@ -26,7 +26,9 @@ TEXTS: dict[str, str] = {
     "cancelled": "Parei. Envie a próxima mensagem quando quiser.",
     "nothing_to_cancel": "Não há nenhuma resposta a ser preparada neste momento.",
     "text_only": "O assistente de compras só lê texto: escreva a sua pergunta, por favor.",
-    "photos_dropped": "O assistente de compras só lê texto; as suas fotografias não foram enviadas.",
+    "photos_dropped": (
+        "O assistente de compras só lê texto; as suas fotografias não foram enviadas."
+    ),
     "too_long": (
         "A sua mensagem é demasiado longa para o assistente ({length} caracteres; o limite é "
         "{limit}). Encurte-a, por favor."
