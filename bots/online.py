@@ -9,8 +9,8 @@ anywhere: no webhook is set, no message sent, a SQLite file is never created.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
@@ -135,8 +135,8 @@ async def _store(config: Config, report: Report) -> Problem | None:
     if scheme in ("", "sqlite"):
         path = sqlite_path(url)
         if path != ":memory:":
-            absolute = Path(path).absolute()
-            if not absolute.exists():  # noqa: ASYNC240 - one stat, before any I/O starts
+            absolute, exists = _resolve(path)
+            if not exists:
                 report(f"store: {absolute} does not exist yet; the first run creates it")
                 return None
             url = f"sqlite:///{absolute}"
@@ -153,6 +153,11 @@ async def _store(config: Config, report: Report) -> Problem | None:
         return Problem("store.url", f"the store at {shown} does not answer")
     report(f"store: {shown} answers")
     return None
+
+
+def _resolve(path: str) -> tuple[Path, bool]:
+    absolute = Path(path).absolute()
+    return absolute, absolute.exists()
 
 
 def _origin(url: str) -> str:
