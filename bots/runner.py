@@ -24,6 +24,7 @@ from chatbridge.bots.config import (
     TelegramBotConfig,
 )
 from chatbridge.bots.http import HealthServer, standard_readiness
+from chatbridge.core.access import AccessGate, AccessPolicy
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import StartupFailed
 from chatbridge.core.flood import FloodControl
@@ -31,6 +32,7 @@ from chatbridge.core.metrics import Metrics
 from chatbridge.core.protocols import Backend, CountsConnections, SessionStore
 from chatbridge.core.secrets import safe_error
 from chatbridge.core.store import open_store
+from chatbridge.core.texts import Catalogue, UserTexts
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class App:
                 backend=self.backends[bot.backend],
                 backend_name=bot.backend,
                 store=self.store,
+                texts=UserTexts(Catalogue(bot.locale, bot.texts)),
                 flood=FloodControl(cfg.limits.turns_per_minute),
                 observer=self.metrics,
                 turn_timeout=cfg.limits.turn_timeout,
@@ -181,16 +184,21 @@ class App:
                 stdin=self.stdin,
                 stdout=self.stdout,
             )
+        access = self._access_gate(bot, engine)
         if isinstance(bot, TelegramBotConfig):
             from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 
+            options = _options(TelegramOptions, bot)
+            # "all" makes the adapter hand every group message to the access gate
+            group_reply = "all" if bot.effective_group_policy == "all" else "mention"
             return TelegramAdapter(
                 name=bot.name,
                 token=bot.token.get_secret_value(),
                 engine=engine,
-                options=_options(TelegramOptions, bot),
+                options=options.model_copy(update={"group_reply": group_reply}),
                 admins=admins,
                 metrics=self.metrics,
+                access=access,
             )
         from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 
@@ -201,6 +209,30 @@ class App:
             options=_options(DiscordOptions, bot),
             admins=admins,
             metrics=self.metrics,
+            access=access,
+        )
+
+    def _access_gate(self, bot: TelegramBotConfig | DiscordBotConfig, engine: Engine) -> AccessGate:
+        if isinstance(bot, TelegramBotConfig):
+            lists: dict[str, list[int]] = {"allowed_chats": bot.allowed_chats}
+        else:
+            lists = {
+                "allowed_guilds": bot.allowed_guilds,
+                "allowed_channels": bot.allowed_channels,
+                "allowed_roles": bot.allowed_roles,
+            }
+        policy = AccessPolicy.build(
+            allowed_users=bot.allowed_users,
+            admins=bot.admins,
+            group_policy=bot.effective_group_policy,
+            **lists,
+        )
+        return AccessGate(
+            bot.name,
+            bot.platform,
+            policy,
+            engine.texts.catalogue,
+            on_refused=self.metrics.access_refused,
         )
 
     async def wait(self) -> None:

@@ -21,10 +21,11 @@ import discord
 from chatbridge.adapters.discord_adapter import endpoints
 from chatbridge.adapters.discord_adapter.commands import build_tree
 from chatbridge.adapters.discord_adapter.components import PayloadButton, disabled_copy
+from chatbridge.adapters.discord_adapter.operations import access_facts, startup_failure
 from chatbridge.adapters.discord_adapter.options import DiscordOptions
-from chatbridge.adapters.discord_adapter.startup import startup_failure
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import platform_trace
+from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.protocols import Conversations, PlatformMetrics
 from chatbridge.core.secrets import register_secret
@@ -73,8 +74,11 @@ class DiscordAdapter:
         options: DiscordOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        access: AccessGate | None = None,
     ) -> None:
         self.name = name
+        # who may talk to the bot (core/access.py); the default is open, mentions in guilds
+        self.access = access or AccessGate(name, PLATFORM, AccessPolicy.build(admins=admins))
         self._token = token
         register_secret(token)
         self.engine = engine
@@ -270,7 +274,10 @@ class DiscordAdapter:
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if not self._addressed(message, me):
+        verdict, refusal = self.access.check(access_facts(message, self._addressed(message, me)))
+        if verdict is not Verdict.ALLOW:
+            if refusal is not None:
+                await self._say(message.channel, refusal, message)
             return
         channel = message.channel
         opens_thread = (

@@ -37,6 +37,7 @@ from chatbridge.adapters.telegram.surface import (
     TelegramReply,
 )
 from chatbridge.adapters.telegram.webhook import WebhookServer
+from chatbridge.core.access import AccessGate, AccessPolicy, Facts, Verdict
 from chatbridge.core.errors import StartupFailed
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.protocols import Conversations, PlatformMetrics
@@ -92,8 +93,13 @@ class TelegramAdapter:
         options: TelegramOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        access: AccessGate | None = None,
     ) -> None:
         register_secret(token)
+        # who may talk to the bot (core/access.py); the default is open, mentions in groups
+        self._access = access or AccessGate(
+            name, "telegram", AccessPolicy.build(admins=admins, group_policy=options.group_reply)
+        )
         secret = options.webhook_secret_token
         self._secret = secret.get_secret_value() if secret else secrets.token_urlsafe(32)
         register_secret(self._secret)
@@ -364,7 +370,17 @@ class TelegramAdapter:
         command = self._command(text, lead)
         if command is not None and not command[0]:
             return
-        if group and command is None and not self._addressed(lead, text):
+        facts = Facts(
+            user=str(user.id),
+            chat=str(first.chat.id),
+            group=group,
+            mentioned=command is not None or self._addressed(lead, text),
+            language=user.language_code,
+        )
+        verdict, refusal = self._access.check(facts)
+        if verdict is not Verdict.ALLOW:
+            if refusal is not None and self._ops is not None:
+                await self._ops.say(self._target(lead, quote=True), escape(refusal))
             return
         if group and self._username:
             text = _strip_mention(text, self._username)
@@ -470,6 +486,20 @@ class TelegramAdapter:
 
     async def _on_callback(self, query: CallbackQuery) -> None:
         data = query.data or ""
+        if query.message is not None:
+            private = query.message.chat.type == ChatType.PRIVATE
+            facts = Facts(
+                user=str(query.from_user.id),
+                chat=str(query.message.chat.id),
+                group=not private,
+                mentioned=True,  # a press on the bot's own message
+                language=query.from_user.language_code,
+            )
+            verdict, refusal = self._access.check(facts)
+            if verdict is not Verdict.ALLOW:
+                with contextlib.suppress(TelegramError):
+                    await query.answer(refusal)
+                return
         payload = await self._engine.resolve_button(data[2:]) if data.startswith("b:") else None
         with contextlib.suppress(TelegramError):
             await query.answer(EXPIRED if payload is None else None)

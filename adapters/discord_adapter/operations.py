@@ -1,10 +1,12 @@
-"""Why a Discord bot could not log in, phrased for the operator (see bots/runner.py's retry)."""
+"""What the operator-facing parts of a Discord bot need from discord.py: why a login failed
+(bots/runner.py retries), and the neutral facts core/access.py decides on."""
 
 from __future__ import annotations
 
 import aiohttp
 import discord
 
+from chatbridge.core.access import Facts
 from chatbridge.core.errors import StartupFailed
 from chatbridge.core.secrets import safe_error
 
@@ -23,3 +25,19 @@ def startup_failure(name: str, exc: Exception) -> StartupFailed:
             hint="check the network and the bot's api_base_url (is Discord reachable?)",
         )
     return StartupFailed(message, retryable=False, hint="see Discord's answer above")
+
+
+def access_facts(message: discord.Message, addressed: bool) -> Facts:
+    """Who wrote ``message`` and where, for the access policy."""
+    channel = message.channel
+    parent = channel.parent_id if isinstance(channel, discord.Thread) else None
+    roles = getattr(message.author, "roles", None) or ()  # a Member in guilds, a User in DMs
+    return Facts(
+        user=str(message.author.id),
+        chat=str(channel.id),
+        guild=str(message.guild.id) if message.guild is not None else None,
+        channel=str(parent or channel.id),
+        roles=frozenset(str(role.id) for role in roles),
+        group=message.guild is not None,
+        mentioned=addressed,
+    )
