@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
+import signal
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +61,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _setup_logging(config.logging.level, config.logging.format, config.secrets())
+    app = App(config)
     try:
-        asyncio.run(run_app(App(config)))
+        asyncio.run(run_app(app))
     except StartupError as exc:
         # one line (redacted by the logging setup): what failed and what to do
         log.error("chatbridge stopped: %s", exc)
@@ -67,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except Exception:
         log.critical("chatbridge stopped by an unexpected error", exc_info=True)
         return 1
-    return 0
+    return 130 if app.stopped_by == signal.SIGINT else 0
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -117,11 +121,12 @@ async def _demo(args: argparse.Namespace) -> int:
             },
             file="<demo>",
         )
+        app = App(config)
         try:
-            await run_app(App(config))
+            await run_app(app)
         finally:
             await stop_emulator()
-    return 0
+    return 130 if app.stopped_by == signal.SIGINT else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -130,10 +135,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    from chatbridge.bots.admin_cli import run_sessions_command
+    from chatbridge.bots.admin_cli import SessionsError, run_sessions_command
 
     config = load_config(args.config)
-    return asyncio.run(run_sessions_command(config, args))
+    register_secret(*config.secrets())
+    try:
+        return asyncio.run(run_sessions_command(config, args))
+    except SessionsError as exc:
+        print(f"chatbridge sessions: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def version() -> str:
+    """The installed distribution's version, or the checkout's pyproject version."""
+    try:
+        return importlib.metadata.version("chatbridge")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text("utf-8"))["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,10 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="AI commerce assistants (LoopOS AI, ShopAI) in Telegram, Discord and the "
         "terminal.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"chatbridge {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="chat in the terminal with a built-in backend emulator")
-    demo.add_argument("--backend", choices=["loopos", "shopai"], default="loopos")
+    demo = sub.add_parser(
+        "demo",
+        help="chat in the terminal with a built-in backend emulator",
+        description="Chat in this terminal with a built-in LoopOS or ShopAI emulator: no "
+        "tokens, no network. Type a message; Ctrl-D ends.",
+    )
+    demo.add_argument(
+        "--backend", choices=["loopos", "shopai"], default="loopos", help="which emulator"
+    )
     demo.add_argument(
         "--protocol",
         choices=["auto", "websocket", "socketio"],
@@ -162,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", default=None, help="store URL (default: a temporary file)")
     demo.set_defaults(func=_cmd_demo)
 
-    run = sub.add_parser("run", help="run every bot a configuration file defines")
+    run = sub.add_parser(
+        "run",
+        help="run every bot a configuration file defines",
+        description="Run every bot of the configuration file until SIGTERM or Ctrl-C (graceful: "
+        "answers in progress get [limits] shutdown_grace seconds). A start that cannot succeed "
+        "exits 1 with one line saying what failed; an unreachable platform is retried for "
+        "[limits] startup_retry seconds first.",
+    )
     run.add_argument("--config", required=True, help="TOML configuration file")
     run.set_defaults(func=_cmd_run)
 
@@ -186,12 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_cmd_check_config)
 
-    sessions = sub.add_parser("sessions", help="inspect or reset stored conversations")
-    sessions.add_argument("action", choices=["list", "show", "reset", "reset-all"])
+    sessions = sub.add_parser(
+        "sessions",
+        help="inspect or reset stored conversations",
+        description="Inspect or reset the conversations in the store the bots use (the store "
+        "path is printed first). list: the most recent sessions; show USER: one user's "
+        "sessions; reset USER: forget them (their next message starts a new conversation); "
+        "reset-all: forget every session (asks first). A missing SQLite file is never created.",
+    )
+    sessions.add_argument(
+        "action", choices=["list", "show", "reset", "reset-all"], help="what to do"
+    )
     sessions.add_argument("user", nargs="?", help="user id (show, reset)")
-    sessions.add_argument("--config", required=True)
-    sessions.add_argument("--bot", default=None, help="only this bot")
-    sessions.add_argument("--limit", type=int, default=50)
+    sessions.add_argument("--config", required=True, help="TOML configuration file")
+    sessions.add_argument("--bot", default=None, help="only this bot (a name from the file)")
+    sessions.add_argument("--limit", type=int, default=50, help="list at most this many")
     sessions.add_argument("--yes", action="store_true", help="reset-all without asking")
     sessions.set_defaults(func=_cmd_sessions)
     return parser

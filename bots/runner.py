@@ -83,11 +83,17 @@ class App:
     adapters: list[Adapter] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     http: HealthServer | None = None
+    stopped_by: signal.Signals | None = None  # SIGINT: the command exits 130, as shells expect
 
     async def start(self) -> None:
         cfg = self.config
+        from chatbridge.bots.admin_cli import resolved_store
+
+        url, path = resolved_store(cfg.store.url)
+        if path is not None:
+            log.info("session store: %s", path)
         try:
-            self.store = await open_store(cfg.store.url)
+            self.store = await open_store(url)
         except Exception as exc:
             raise StartupError(
                 f"the store could not be opened: {safe_error(exc)}; check [store] url "
@@ -239,9 +245,14 @@ class App:
         """Until a stop signal, or until every bot is a console bot whose input ended."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(sig: signal.Signals) -> None:
+            self.stopped_by = sig
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, stop_on, sig)
         consoles = [a for a in self.adapters if hasattr(a, "finished")]
         waiters: list[asyncio.Task[Any]] = [
             asyncio.create_task(stop.wait()),
