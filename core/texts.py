@@ -13,6 +13,7 @@ import string
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from chatbridge.core.images import ImageRejected
 from chatbridge.core.locales import en, pt_pt
 from chatbridge.core.types import Failure, FailureKind
 
@@ -101,6 +102,15 @@ class Catalogue:
     def text(self, key: str, language: str | None = None, **fields: object) -> str:
         template = self.template(key, language)
         return template.format(**fields) if fields else template
+
+    def rejection(self, exc: ImageRejected, language: str | None = None) -> str:
+        """Why a photo was refused, in the user's language."""
+        if exc.key is not None and exc.key in self._texts[DEFAULT_LOCALE]:
+            try:
+                return self.text(exc.key, language, **exc.fields)
+            except (KeyError, IndexError):
+                pass
+        return exc.reason
 
     def user_texts(self, language: str | None = None) -> UserTexts:
         return UserTexts(self, language)

@@ -23,7 +23,12 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, T
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
-from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
+from chatbridge.adapters.telegram.commands import (
+    CommandContext,
+    Commands,
+    menu_languages,
+    public_commands,
+)
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.options import TelegramOptions
@@ -43,12 +48,12 @@ from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.protocols import Conversations, PlatformMetrics
 from chatbridge.core.secrets import register_secret, safe_error
 from chatbridge.core.streaming import RateLimited
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-UNSUPPORTED = "I can read text and photos. Please send your item as a photo or describe it."
 _OTHER_MEDIA = (
     "video",
     "voice",
@@ -175,7 +180,11 @@ class TelegramAdapter:
                 counters=self._counters,
                 spawn=self._spawn,
             )
-            await app.bot.set_my_commands(public_commands(opts.listing_command))
+            catalogue = self._engine.texts.catalogue
+            for code in menu_languages(catalogue):  # one menu per locale, in its language
+                await app.bot.set_my_commands(
+                    public_commands(opts.listing_command, catalogue, code), language_code=code
+                )
             await app.start()
             if opts.mode == "webhook":
                 await self._start_webhook(app)
@@ -267,6 +276,10 @@ class TelegramAdapter:
                 safe_error(error),
                 exc_info=error,
             )
+
+    @property
+    def _texts(self) -> Catalogue:
+        return self._engine.texts.catalogue
 
     def _counters(self) -> dict[str, int]:
         return {"updates": self.updates_seen, "turns": self.turns_started}
@@ -402,10 +415,10 @@ class TelegramAdapter:
         try:
             images = await self._images(msgs)
         except ImageRejected as exc:
-            await self._ops.say(target, escape(exc.reason))
+            await self._ops.say(target, escape(self._texts.rejection(exc, language)))
             return
         if not text.strip() and not images:
-            await self._ops.say(target, escape(UNSUPPORTED))
+            await self._ops.say(target, escape(self._texts.text("unsupported_media", language)))
             return
         inbound = Inbound(
             key=key,
@@ -457,13 +470,10 @@ class TelegramAdapter:
             elif m.document is not None:
                 mime = m.document.mime_type or ""
                 if not mime.startswith("image/"):
-                    raise ImageRejected(
-                        "That file is not a photo I can use. Please send a "
-                        "JPEG, PNG, GIF or WebP image."
-                    )
+                    raise ImageRejected("not a photo", "not_a_photo")
                 refs.append((m.document.file_id, m.document.file_size))
             elif any(getattr(m, kind, None) for kind in _OTHER_MEDIA):
-                raise ImageRejected(UNSUPPORTED)
+                raise ImageRejected("other media", "unsupported_media")
         for _, size in refs:
             check_size(size, limit)  # before downloading anything
         return list(await asyncio.gather(*(self._download(f, limit) for f, _ in refs)))
@@ -477,9 +487,9 @@ class TelegramAdapter:
         except BadRequest as exc:
             if "too big" in str(exc).lower():
                 check_size(limit + 1, limit)
-            raise ImageRejected("I couldn't download that photo. Please try again.") from None
+            raise ImageRejected("download failed", "download_failed") from None
         except TelegramError:
-            raise ImageRejected("I couldn't download that photo. Please try again.") from None
+            raise ImageRejected("download failed", "download_failed") from None
         return load_image(data, limit)
 
     # --- buttons ----------------------------------------------------------------------------
@@ -502,7 +512,8 @@ class TelegramAdapter:
                 return
         payload = await self._engine.resolve_button(data[2:]) if data.startswith("b:") else None
         with contextlib.suppress(TelegramError):
-            await query.answer(EXPIRED if payload is None else None)
+            expired = self._texts.text("button_expired", query.from_user.language_code)
+            await query.answer(expired if payload is None else None)
         msg = query.message
         if payload is None or not isinstance(msg, Message):
             return

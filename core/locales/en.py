@@ -87,6 +87,8 @@ TEXTS: dict[str, str] = {
         "That file is not a photo I can use. Please send a JPEG, PNG, GIF or WebP image."
     ),
     "download_failed": "I couldn't download that photo. Please try again.",
+    "photo_too_large": "That photo is too large ({size}). Please send one under {limit}.",
+    "photo_empty": "That file is empty.",
     "too_many_photos": "Please send at most {n} photos in one message.",
     "empty_message": "Hi! Send me a message (or a photo) and I'll pass it to the assistant.",
     "button_expired": "This button has expired. Please type your answer instead.",

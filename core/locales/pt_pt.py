@@ -85,6 +85,10 @@ TEXTS: dict[str, str] = {
         "GIF ou WebP."
     ),
     "download_failed": "Não consegui descarregar essa fotografia. Tente novamente.",
+    "photo_too_large": (
+        "Essa fotografia é demasiado grande ({size}). Envie uma com menos de {limit}."
+    ),
+    "photo_empty": "Esse ficheiro está vazio.",
     "too_many_photos": "Envie no máximo {n} fotografias por mensagem.",
     "empty_message": "Olá! Envie-me uma mensagem (ou uma fotografia) e eu passo-a ao assistente.",
     "button_expired": "Este botão expirou. Escreva a sua resposta, por favor.",
