@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 
 from chatbridge.core.errors import BackendError
+from chatbridge.core.locales.en import TEXTS as EN
+
+MENU = {name: EN[f"menu_{name}"] for name in ("reset", "cancel", "lang")}
 
 if TYPE_CHECKING:
     from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
@@ -21,8 +25,25 @@ __all__ = ["build_tree"]
 
 log = logging.getLogger(__name__)
 
-REFUSED = "Only the bot's admins (or members with Manage Server) can use this command."
+REFUSED = EN["admin_only"]  # the English text; users read it in their language
 MAX_LIST = 20
+
+
+def _t(
+    adapter: DiscordAdapter, interaction: discord.Interaction[Any], key: str, **f: object
+) -> str:
+    """``key`` from the bot's catalogue in the user's Discord language."""
+    return adapter.engine.texts.catalogue.text(key, str(interaction.locale), **f)
+
+
+def _add_cancel(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
+    @tree.command(name="cancel", description=locale_str(MENU["cancel"], key="menu_cancel"))
+    async def cancel(interaction: discord.Interaction[Any]) -> None:
+        key = adapter.key_for(interaction.channel, interaction.user.id)
+        # the cancelled turn tells the user itself, on its own message
+        cancelled = adapter.engine.cancel(key)
+        text = _t(adapter, interaction, "cancelled" if cancelled else "nothing_to_cancel")
+        await interaction.response.send_message(text, ephemeral=True)
 
 
 def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.CommandTree[Any]:
@@ -42,24 +63,28 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
                 user.id,
                 interaction.channel_id,
             )
-            await interaction.response.send_message(REFUSED, ephemeral=True)
+            await interaction.response.send_message(
+                _t(adapter, interaction, "admin_only"), ephemeral=True
+            )
         return allowed
 
-    @tree.command(name="reset", description="Forget this conversation and start over")
+    @tree.command(name="reset", description=locale_str(MENU["reset"], key="menu_reset"))
     async def reset(interaction: discord.Interaction[Any]) -> None:
         key = adapter.key_for(interaction.channel, interaction.user.id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         existed = await engine.reset(key)
-        text = "Done: your conversation was reset." if existed else "Nothing to reset yet."
+        text = _t(adapter, interaction, "reset_done" if existed else "reset_nothing")
         await interaction.followup.send(text, ephemeral=True)
 
-    @tree.command(name="lang", description="Talk to the assistant in another language")
+    _add_cancel(tree, adapter)
+
+    @tree.command(name="lang", description=locale_str(MENU["lang"], key="menu_lang"))
     @app_commands.describe(language="A language code such as en, pt-PT or fr")
     async def lang(interaction: discord.Interaction[Any], language: str) -> None:
         language = language.strip()
         if not 2 <= len(language) <= 16:
             await interaction.response.send_message(
-                "Please give a language code such as en, pt-PT or fr.", ephemeral=True
+                _t(adapter, interaction, "lang_invalid"), ephemeral=True
             )
             return
         key = adapter.key_for(interaction.channel, interaction.user.id)
@@ -67,10 +92,11 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
         try:
             await engine.set_language(key, language)
         except BackendError as exc:
-            await interaction.followup.send(engine.texts.for_failure(exc.failure), ephemeral=True)
+            text = engine.texts.for_failure(exc.failure, str(interaction.locale))
+            await interaction.followup.send(text, ephemeral=True)
             return
         await interaction.followup.send(
-            f"Language set to {language}; a new conversation was started.", ephemeral=True
+            _t(adapter, interaction, "lang_set", code=language), ephemeral=True
         )
 
     admin = app_commands.Group(name="admin", description="Bot administration")

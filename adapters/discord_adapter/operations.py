@@ -1,14 +1,19 @@
 """What the operator-facing parts of a Discord bot need from discord.py: why a login failed
-(bots/runner.py retries), and the neutral facts core/access.py decides on."""
+(bots/runner.py retries), the neutral facts core/access.py decides on, and the translator that
+gives slash commands their descriptions in each user's language."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import discord
+from discord import app_commands
 
 from chatbridge.core.access import Facts
 from chatbridge.core.errors import StartupFailed
 from chatbridge.core.secrets import safe_error
+from chatbridge.core.texts import Catalogue, locale_for
 
 
 def startup_failure(name: str, exc: Exception) -> StartupFailed:
@@ -41,3 +46,23 @@ def access_facts(message: discord.Message, addressed: bool) -> Facts:
         group=message.guild is not None,
         mentioned=addressed,
     )
+
+
+class CatalogueTranslator(app_commands.Translator):
+    """Slash command texts declared as ``locale_str(english, key="menu_reset")`` are sent to
+    Discord with a translation for every Discord locale we have a catalogue for (``pt-BR``,
+    Discord's only Portuguese, reads the pt-PT catalogue)."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    async def translate(
+        self,
+        string: app_commands.locale_str,
+        locale: discord.Locale,
+        context: app_commands.TranslationContext[Any, Any],
+    ) -> str | None:
+        key = string.extras.get("key")
+        if key is None or not locale_for(locale.value, ""):
+            return None  # Discord shows the default text
+        return self.catalogue.text(key, locale.value)

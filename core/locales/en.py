@@ -54,6 +54,8 @@ TEXTS: dict[str, str] = {
     "reset_done": "Done: this conversation starts over. What can I do for you?",
     "lang_usage": "Usage: /lang CODE, for example /lang pt-PT. Current: {current}",
     "lang_not_set": "not set",
+    "lang_invalid": "Please give a language code such as en, pt-PT or fr.",
+    "reset_nothing": "Nothing to reset yet.",
     "lang_failed": "Sorry, I couldn't switch languages right now.",
     "lang_set": "Language set to {code}; a new conversation has started.",
     "listing_usage": (

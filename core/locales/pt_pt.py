@@ -53,6 +53,8 @@ TEXTS: dict[str, str] = {
     "reset_done": "Feito: esta conversa recomeça. Em que posso ajudar?",
     "lang_usage": "Utilização: /lang CÓDIGO, por exemplo /lang pt-PT. Atual: {current}",
     "lang_not_set": "não definida",
+    "lang_invalid": "Indique um código de língua, como en, pt-PT ou fr.",
+    "reset_nothing": "Ainda não há nada para recomeçar.",
     "lang_failed": "Lamento, não consegui mudar de língua neste momento.",
     "lang_set": "Língua definida para {code}; começou uma nova conversa.",
     "listing_usage": (
