@@ -243,8 +243,12 @@ class Engine:
                         await surface.append(text)
                     case Snapshot(text):
                         await surface.replace(text)
-                    case Notice(text):
-                        await surface.notice(text)
+                    case Notice(text, reason):
+                        await surface.notice(
+                            self.texts.in_language(inbound.language).text(reason)
+                            if reason and reason in self.texts.catalogue.keys
+                            else text
+                        )
                     case Final(messages):
                         if not any(m.text.strip() or m.buttons or m.links for m in messages):
                             empty = self.texts.in_language(inbound.language).empty

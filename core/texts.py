@@ -92,6 +92,10 @@ class Catalogue:
             for locale, texts in CATALOGUES.items()
         }
 
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(self._texts[DEFAULT_LOCALE])
+
     def locale(self, language: str | None) -> str:
         return locale_for(language, self.default_locale)
 
@@ -155,8 +159,8 @@ class UserTexts:
                 return texts.text(failure.reason, **failure.fields)
             except (KeyError, IndexError):  # a field the backend did not give: say it plainly
                 pass
-        if failure.user_text:
-            return failure.user_text
+        if failure.user_text and texts.catalogue.locale(texts.language) == DEFAULT_LOCALE:
+            return failure.user_text  # the backend's own (English) wording
         detail = failure.detail or "it was not valid"
         key = _KIND_KEYS.get(failure.kind, "internal")
         if key in ("validation", "bad_input"):

@@ -121,6 +121,7 @@ class Notice:
     """A status line for the user (e.g. "the conversation was restarted")."""
 
     text: str
+    reason: str | None = None  # a catalogue key (core/locales): shown in the user's language
 
 
 class FailureKind(StrEnum):
