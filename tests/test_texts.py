@@ -77,7 +77,10 @@ def test_failures_read_in_the_users_language() -> None:
 
 async def test_shopai_reports_reasons_the_engine_puts_in_portuguese() -> None:
     backend = ShopAIBackend(
-        ShopAISettings(base_url="http://127.0.0.1:9", license_key="test-license"), name="shop"
+        ShopAISettings.model_validate(
+            {"base_url": "http://127.0.0.1:9", "license_key": "test-license"}
+        ),
+        name="shop",
     )
     try:
         events = [e async for e in backend.turn("t", Inbound(KEY, text="   "))]
