@@ -252,6 +252,13 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except Exception:
+        # a bug, not an operator mistake: the traceback goes through the redacting logger
+        # (tokens and keys registered so far are masked), never straight to stderr
+        if not any(h.get_name() == "chatbridge" for h in logging.getLogger().handlers):
+            _setup_logging("WARNING")
+        log.critical("chatbridge %s stopped by an unexpected error", args.command, exc_info=True)
+        code = 1
     raise SystemExit(code)
 
 

@@ -283,8 +283,11 @@ def parse_config(
     except ValidationError as exc:
         for e in exc.errors(include_url=False, include_input=False):
             where = _format_loc(e["loc"])
-            if any(key == where or key.startswith(f"{where}.") for key in unset_keys):
-                continue  # already reported as an unset variable (or caused by one)
+            caused = e["type"] == "value_error" and any(
+                key.startswith(f"{where}.") for key in unset_keys
+            )  # a table's own check failing on the empty value of its unset variable
+            if where in unset_keys or caused:
+                continue  # already reported as an unset variable
             lines.append(f"{file}: {where or '(top level)'}: {_operator_words(e)}")
         raise ConfigError("\n".join(lines)) from None
     problems = static_problems(config) if check or lines else []

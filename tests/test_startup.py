@@ -97,8 +97,9 @@ def test_a_store_that_cannot_open_fails_fast(tmp_path: Path) -> None:
     config.write_text(text, encoding="utf-8")
     result = _run(["run", "--config", str(config)])
     assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "the store could not be opened" in result.stderr and "[store] url" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "the store could not be opened" in errors[0] and "[store] url" in errors[0]
 
 
 def test_a_missing_platform_extra_is_named_with_the_install_command(tmp_path: Path) -> None:
@@ -228,3 +229,74 @@ async def test_run_app_closes_what_started_when_the_start_fails(tmp_path: Path) 
     else:
         raise AssertionError("the start should have failed")
     assert app.store is not None and not await app.store.ping()  # closed: no thread left behind
+
+
+def test_an_unexpected_crash_is_logged_redacted_with_exit_code_1(tmp_path: Path) -> None:
+    code = (
+        "import chatbridge.bots.cli as cli\n"
+        "from chatbridge.core.secrets import register_secret\n"
+        "register_secret('the-real-key')\n"
+        "def crash(args):\n"
+        "    raise RuntimeError('boom with the-real-key inside')\n"
+        "cli._cmd_check_config = crash\n"
+        "cli.main(['check-config', 'x.toml'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 1
+    assert "CRITICAL chatbridge chatbridge check-config stopped" in result.stderr
+    assert "RuntimeError: boom with *** inside" in result.stderr
+    assert "the-real-key" not in result.stderr
+
+
+async def test_discord_login_failures_say_whether_a_retry_can_help() -> None:
+    from chatbridge.adapters.discord_adapter import DiscordAdapter
+    from chatbridge.core.engine import Engine
+    from chatbridge.core.errors import StartupFailed
+    from chatbridge.core.store.memory import MemoryStore
+    from tests.discord_harness import ScriptBackend
+    from tests.discord_harness import options as discord_options
+    from tests.fakes.discord_api import FakeDiscord
+
+    store = await MemoryStore.open()
+    engine = Engine(bot="shop", backend=ScriptBackend(), backend_name="s", store=store)
+    try:
+        async with FakeDiscord() as fake:
+            wrong = DiscordAdapter(
+                name="shop",
+                token="discord-secret-token-for-tests-wrong",
+                engine=engine,
+                options=discord_options(fake),
+                admins=frozenset(),
+            )
+            try:
+                await wrong.start()
+            except StartupFailed as exc:
+                assert not exc.retryable and "token" in exc.hint
+                assert "discord-secret-token" not in str(exc)
+            else:
+                raise AssertionError("a refused token must fail the start")
+            options = discord_options(fake).model_copy(
+                update={"api_base_url": f"http://127.0.0.1:{_closed_port()}/api/v10"}
+            )
+        unreachable = DiscordAdapter(
+            name="shop",
+            token="discord-secret-token-for-tests",
+            engine=engine,
+            options=options,
+            admins=frozenset(),
+        )
+        try:
+            await unreachable.start()
+        except StartupFailed as exc:
+            assert exc.retryable and "api_base_url" in exc.hint
+        else:
+            raise AssertionError("an unreachable Discord must fail the start")
+    finally:
+        await engine.aclose(1.0)
+        await store.close()
