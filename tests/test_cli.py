@@ -143,7 +143,7 @@ def test_check_config_prints_effective_config_with_secrets_masked(tmp_path: Path
     assert "lk-very-secret" not in proc.stdout + proc.stderr
     assert '"license_key": "**********"' in proc.stdout
     assert '"language": "PT-PT"' in proc.stdout  # defaults shown
-    assert "OK (1 bots, 2 backends)" in proc.stderr
+    assert "OK (1 bots, 2 backends;" in proc.stderr
 
 
 def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
