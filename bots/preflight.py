@@ -57,6 +57,7 @@ def static_problems(config: Config) -> list[Problem]:
         *_ports(config),
         *_webhooks(config),
         *_access(config),
+        *_discord(config),
     ]
     return sorted(found, key=lambda p: not p.error)
 
@@ -201,6 +202,28 @@ def _access(config: Config) -> Iterator[Problem]:
                 f"bots[{i}]",
                 f"bot {bot.name} is open to everyone, and its LoopOS backend creates items: "
                 f"set {hint}",
+            )
+
+
+def _discord(config: Config) -> Iterator[Problem]:
+    first: dict[str, tuple[int, str | None]] = {}
+    for i, bot in enumerate(config.bots):
+        if not isinstance(bot, DiscordBotConfig):
+            continue
+        for key in ("api_base_url", "gateway_url"):
+            value = getattr(bot, key)
+            if key not in first:
+                first[key] = (i, value)
+            elif first[key][1] != value:
+                yield Problem(
+                    f"bots[{i}].{key}",
+                    f"differs from bots[{first[key][0]}].{key}: discord.py uses one value per "
+                    "process (run these bots in separate processes)",
+                )
+        if bot.effective_group_policy == "all" and not bot.message_content_intent:
+            yield _warn(
+                f"bots[{i}].group_policy",
+                '"all" without message_content_intent: guild messages arrive empty',
             )
 
 

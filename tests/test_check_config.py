@@ -302,3 +302,32 @@ async def test_online_contacts_every_platform_backend_and_the_store(
         finally:
             await telegram.stop()
             await shop.stop()
+
+
+def test_discord_bots_of_one_process_share_their_endpoints(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        f"""
+        {LOOPOS.format(url="http://127.0.0.1:9/")}
+        [[bots]]
+        name = "d1"
+        platform = "discord"
+        backend = "loopos"
+        token = "discord-secret-token-for-tests"
+        allowed_users = [1]
+        [[bots]]
+        name = "d2"
+        platform = "discord"
+        backend = "loopos"
+        token = "discord-secret-token-for-tests-2"
+        api_base_url = "http://proxy:8080/api/v10"
+        allowed_users = [1]
+        group_policy = "all"
+        message_content_intent = false
+        """,
+    )
+    proc = check(config, "-q")
+    assert proc.returncode == 2
+    assert f"{config}: bots[1].api_base_url: differs from bots[0].api_base_url" in proc.stderr
+    warning = f'{config}: warning: bots[1].group_policy: "all" without message_content'
+    assert warning in proc.stderr
