@@ -176,6 +176,13 @@ async def test_discord_roles_and_guilds_admit_strangers_are_refused() -> None:
             await fake.wait_until(lambda: len(backend.turns) == 1)
             await asyncio.sleep(0.2)
             assert [t[1].key.user_id for t in backend.turns] == [str(member.id)]
+            # slash commands that open a backend session follow the same policy
+            since = len(fake.calls)
+            await fake.slash_command(stranger, "lang", options={"language": "pt-PT"})
+            refusal = await fake.wait_call("POST", r"/interactions/.*/callback", since=since)
+            assert refusal.body["data"]["flags"] == 64  # ephemeral
+            assert refusal.body["data"]["content"].startswith(REFUSED_EN)
+            assert [k.user_id for k in backend.opened] == [str(member.id)]
         finally:
             await adapter.stop()
             await engine.aclose(1.0)

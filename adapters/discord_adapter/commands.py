@@ -13,6 +13,8 @@ import discord
 from discord import app_commands
 from discord.app_commands import locale_str
 
+from chatbridge.adapters.discord_adapter.operations import interaction_facts
+from chatbridge.core.access import Verdict
 from chatbridge.core.errors import BackendError
 from chatbridge.core.locales.en import TEXTS as EN
 
@@ -34,6 +36,41 @@ def _t(
 ) -> str:
     """``key`` from the bot's catalogue in the user's Discord language."""
     return adapter.engine.texts.catalogue.text(key, str(interaction.locale), **f)
+
+
+async def _admitted(adapter: DiscordAdapter, interaction: discord.Interaction[Any]) -> bool:
+    """The bot's access policy (core/access.py) for a slash command; refuses politely."""
+    verdict, refusal = adapter.access.check(interaction_facts(interaction))
+    if verdict is Verdict.ALLOW:
+        return True
+    text = refusal or _t(adapter, interaction, "refused")
+    await interaction.response.send_message(text, ephemeral=True)
+    return False
+
+
+def _add_lang(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
+    @tree.command(name="lang", description=locale_str(MENU["lang"], key="menu_lang"))
+    @app_commands.describe(language="A language code such as en, pt-PT or fr")
+    async def lang(interaction: discord.Interaction[Any], language: str) -> None:
+        if not await _admitted(adapter, interaction):
+            return  # a session is opened at the backend: only for who may talk to the bot
+        language = language.strip()
+        if not 2 <= len(language) <= 16:
+            await interaction.response.send_message(
+                _t(adapter, interaction, "lang_invalid"), ephemeral=True
+            )
+            return
+        key = adapter.key_for(interaction.channel, interaction.user.id)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            await adapter.engine.set_language(key, language)
+        except BackendError as exc:
+            text = adapter.engine.texts.for_failure(exc.failure, str(interaction.locale))
+            await interaction.followup.send(text, ephemeral=True)
+            return
+        await interaction.followup.send(
+            _t(adapter, interaction, "lang_set", code=language), ephemeral=True
+        )
 
 
 def _add_cancel(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
@@ -78,26 +115,7 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
 
     _add_cancel(tree, adapter)
 
-    @tree.command(name="lang", description=locale_str(MENU["lang"], key="menu_lang"))
-    @app_commands.describe(language="A language code such as en, pt-PT or fr")
-    async def lang(interaction: discord.Interaction[Any], language: str) -> None:
-        language = language.strip()
-        if not 2 <= len(language) <= 16:
-            await interaction.response.send_message(
-                _t(adapter, interaction, "lang_invalid"), ephemeral=True
-            )
-            return
-        key = adapter.key_for(interaction.channel, interaction.user.id)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            await engine.set_language(key, language)
-        except BackendError as exc:
-            text = engine.texts.for_failure(exc.failure, str(interaction.locale))
-            await interaction.followup.send(text, ephemeral=True)
-            return
-        await interaction.followup.send(
-            _t(adapter, interaction, "lang_set", code=language), ephemeral=True
-        )
+    _add_lang(tree, adapter)
 
     admin = app_commands.Group(name="admin", description="Bot administration")
 

@@ -48,6 +48,23 @@ def access_facts(message: discord.Message, addressed: bool) -> Facts:
     )
 
 
+def interaction_facts(interaction: discord.Interaction[Any]) -> Facts:
+    """Who ran a slash command and where, for the access policy (always addressed)."""
+    channel = interaction.channel
+    parent = channel.parent_id if isinstance(channel, discord.Thread) else None
+    roles = getattr(interaction.user, "roles", None) or ()
+    return Facts(
+        user=str(interaction.user.id),
+        chat=str(interaction.channel_id),
+        guild=str(interaction.guild_id) if interaction.guild_id is not None else None,
+        channel=str(parent or interaction.channel_id),
+        roles=frozenset(str(role.id) for role in roles),
+        group=interaction.guild_id is not None,
+        mentioned=True,
+        language=str(interaction.locale),
+    )
+
+
 class CatalogueTranslator(app_commands.Translator):
     """Slash command texts declared as ``locale_str(english, key="menu_reset")`` are sent to
     Discord with a translation for every Discord locale we have a catalogue for (``pt-BR``,
