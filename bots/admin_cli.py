@@ -43,6 +43,11 @@ def resolved_store(url: str) -> tuple[str, Path | None]:
 async def _open(config: Config) -> SessionStore:
     url, path = resolved_store(config.store.url)
     shown = mask_url_password(url)
+    if url.lower().startswith("memory://") or url == ":memory:":
+        raise SessionsError(
+            f"[store] url = {url!r} keeps sessions inside the running bridge only; there is "
+            "nothing to read from here"
+        )
     if path is not None and not path.exists():
         raise SessionsError(
             f"no session store at {path} (from [store] url = {config.store.url!r}, relative to "

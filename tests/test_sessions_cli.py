@@ -162,3 +162,9 @@ def test_ctrl_c_on_a_running_bridge_exits_130_after_a_graceful_stop(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
+
+
+def test_a_memory_store_has_nothing_to_show_from_outside(tmp_path: Path) -> None:
+    proc = cli("sessions", "list", "--config", str(config(tmp_path, "memory://")))
+    assert proc.returncode == 1
+    assert "keeps sessions inside the running bridge only" in proc.stderr
