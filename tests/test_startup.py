@@ -300,3 +300,31 @@ async def test_discord_login_failures_say_whether_a_retry_can_help() -> None:
     finally:
         await engine.aclose(1.0)
         await store.close()
+
+
+async def test_a_refused_token_ends_the_start_at_once_and_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    fake = await FakeTelegram().start()  # knows no bot: every token is refused (401)
+    try:
+        config = _telegram_config(tmp_path, f"{fake.url}/bot", fmt="plain", retry=60)
+        proc = await asyncio.create_subprocess_exec(
+            *CLI,
+            "run",
+            "--config",
+            str(config),
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # no retry for a refused token: well before startup_retry's 60 s
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await fake.stop()
+    text = err.decode()
+    assert proc.returncode == 1
+    assert "retrying" not in text
+    assert "check the bot's token (BotFather's /token)" in text
+    assert "AAH-secret" not in text and "Traceback" not in text
