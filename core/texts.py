@@ -87,10 +87,15 @@ class Catalogue:
         if problems:
             raise ValueError("; ".join(problems))
         self.default_locale = default_locale
+        self._overridden = {locale: frozenset(t) for locale, t in (overrides or {}).items()}
         self._texts = {
             locale: {**texts, **(overrides or {}).get(locale, {})}
             for locale, texts in CATALOGUES.items()
         }
+
+    def overridden(self, locale: str) -> frozenset[str]:
+        """The keys the operator reworded for ``locale``."""
+        return self._overridden.get(locale, frozenset())
 
     @property
     def keys(self) -> frozenset[str]:
@@ -159,10 +164,15 @@ class UserTexts:
                 return texts.text(failure.reason, **failure.fields)
             except (KeyError, IndexError):  # a field the backend did not give: say it plainly
                 pass
-        if failure.user_text and texts.catalogue.locale(texts.language) == DEFAULT_LOCALE:
+        key = _KIND_KEYS.get(failure.kind, "internal")
+        locale = texts.catalogue.locale(texts.language)
+        if (
+            failure.user_text
+            and locale == DEFAULT_LOCALE
+            and key not in texts.catalogue.overridden(locale)
+        ):
             return failure.user_text  # the backend's own (English) wording
         detail = failure.detail or "it was not valid"
-        key = _KIND_KEYS.get(failure.kind, "internal")
         if key in ("validation", "bad_input"):
             return texts.text(key, detail=detail)
         return texts._get(key)

@@ -63,6 +63,9 @@ def test_failures_read_in_the_users_language() -> None:
     long = Failure(FailureKind.VALIDATION, "x", reason="too_long", fields={"length": 9, "limit": 5})
     assert "9 caracteres" in texts.for_failure(long, "pt") and "5" in texts.for_failure(long, "pt")
     assert texts.for_failure(Failure(FailureKind.BAD_INPUT, "too big"), "pt").endswith("too big")
+    # the operator's wording wins over a backend's own English sentence
+    reworded = UserTexts(Catalogue("en", {"en": {"timeout": "Slow today, sorry."}}))
+    assert reworded.for_failure(timeout, "en") == "Slow today, sorry."
 
 
 async def test_shopai_reports_reasons_the_engine_puts_in_portuguese() -> None:
