@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
@@ -173,8 +174,11 @@ class Engine:
         key = inbound.key
         log.info("turn %d start %s", turn_id, key.short())
         await surface.begin()
-        # a task of its own, so /cancel (:meth:`cancel`) can stop this turn and only this one
-        turn = asyncio.create_task(self._converse(inbound, surface))
+        # a task of its own, so /cancel (:meth:`cancel`) can stop this turn and only this one;
+        # the deadline (read by the backend in the task's context) lets a backend end its
+        # retries in time to say so itself
+        with turn_deadline(self._turn_timeout):
+            turn = asyncio.create_task(self._converse(inbound, surface))
         self._running[key] = turn
         try:
             async with asyncio.timeout(self._turn_timeout):

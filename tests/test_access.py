@@ -183,6 +183,10 @@ async def test_discord_roles_and_guilds_admit_strangers_are_refused() -> None:
             assert refusal.body["data"]["flags"] == 64  # ephemeral
             assert refusal.body["data"]["content"].startswith(REFUSED_EN)
             assert [k.user_id for k in backend.opened] == [str(member.id)]
+            since = len(fake.calls)
+            await fake.slash_command(stranger, "condition", options={"item": "a lamp"})
+            refusal = await fake.wait_call("POST", r"/interactions/.*/callback", since=since)
+            assert refusal.body["data"]["content"].startswith(REFUSED_EN)
         finally:
             await adapter.stop()
             await engine.aclose(1.0)

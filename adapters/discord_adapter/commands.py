@@ -1,4 +1,5 @@
-"""Slash commands: ``/reset``, ``/lang`` for everyone; ``/admin ...`` for bot admins.
+"""Slash commands: ``/reset``, ``/lang``, ``/condition``, ``/listing`` for everyone;
+``/admin ...`` for bot admins.
 
 Admins are the configured user ids, or members with Manage Server in the guild where the
 command runs. Every answer is ephemeral (only the caller sees it); refusals are logged.
@@ -15,10 +16,13 @@ from discord.app_commands import locale_str
 
 from chatbridge.adapters.discord_adapter.operations import interaction_facts
 from chatbridge.core.access import Verdict
-from chatbridge.core.errors import BackendError
+from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
 from chatbridge.core.locales.en import TEXTS as EN
+from chatbridge.core.types import ListingDraft
 
-MENU = {name: EN[f"menu_{name}"] for name in ("reset", "cancel", "lang")}
+MENU = {name: EN[f"menu_{name}"] for name in ("reset", "cancel", "lang", "condition", "listing")}
 
 if TYPE_CHECKING:
     from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
@@ -117,6 +121,8 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
 
     _add_lang(tree, adapter)
 
+    _add_item_commands(tree, adapter)
+
     admin = app_commands.Group(name="admin", description="Bot administration")
 
     @admin.command(name="reset", description="Reset every conversation of one user")
@@ -165,3 +171,63 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
 
     tree.add_command(admin)
     return tree
+
+
+def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
+    """The decision and listing services, as on Telegram (backends without them say so).
+    Both reach the backend: only for who may talk to the bot."""
+    engine = adapter.engine
+
+    @tree.command(name="condition", description=locale_str(MENU["condition"], key="menu_condition"))
+    @app_commands.describe(item="The item and its state, e.g. iPhone 12, light scratches")
+    async def condition(interaction: discord.Interaction[Any], item: str) -> None:
+        if not await _admitted(adapter, interaction):
+            return
+        await interaction.response.defer(thinking=True)
+        language = str(interaction.locale)
+        try:
+            decision = await engine.decide(CONDITION_PROMPT, CONDITION_OPTIONS, item, language)
+            lines = [_t(adapter, interaction, "condition_result", decision=decision.decision)]
+            text = "\n".join([*lines, decision.reasoning] if decision.reasoning else lines)
+        except NotSupported:
+            text = _t(adapter, interaction, "condition_unsupported")
+        except Exception as exc:
+            log.warning("bot %s: condition failed: %s", adapter.name, type(exc).__name__)
+            text = _t(adapter, interaction, "condition_failed")
+        await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
+
+    @tree.command(name="listing", description=locale_str(MENU["listing"], key="menu_listing"))
+    @app_commands.describe(photo="A photo of the item", description="What it is, in a few words")
+    async def listing(
+        interaction: discord.Interaction[Any], photo: discord.Attachment, description: str
+    ) -> None:
+        if not await _admitted(adapter, interaction):
+            return
+        await interaction.response.defer(thinking=True)
+        limit = adapter.options.max_image_bytes
+        language = str(interaction.locale)
+        try:
+            check_size(photo.size, limit)
+            image = load_image(await photo.read(), limit)
+            draft = await engine.describe_listing((image,), description, language)
+            text = _listing_text(adapter, interaction, draft)
+        except ImageRejected as exc:
+            text = engine.texts.catalogue.rejection(exc, language)
+        except NotSupported:
+            text = _t(adapter, interaction, "listing_unsupported")
+        except Exception as exc:
+            log.warning("bot %s: listing failed: %s", adapter.name, type(exc).__name__)
+            text = _t(adapter, interaction, "listing_failed")
+        await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
+
+
+def _listing_text(
+    adapter: DiscordAdapter, interaction: discord.Interaction[Any], draft: ListingDraft
+) -> str:
+    if draft.price is not None:
+        price = f"{draft.price:.2f} {draft.currency}"
+    else:
+        price = _t(adapter, interaction, "listing_no_price")
+    lines = [draft.title, _t(adapter, interaction, "listing_price", price=price)]
+    lines += [f"{key}: {value}" for key, value in draft.details.items()]
+    return "\n".join(lines)

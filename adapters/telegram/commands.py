@@ -19,6 +19,7 @@ from telegram import BotCommand
 from chatbridge.adapters.telegram.html import escape
 from chatbridge.adapters.telegram.surface import Stats, Target, TelegramOps
 from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, SessionRecord
@@ -52,11 +53,6 @@ def menu_languages(catalogue: Catalogue) -> list[str | None]:
     from chatbridge.core.texts import LOCALES
 
     return [None, *sorted({locale.split("-", 1)[0] for locale in LOCALES})]
-
-
-# The decision service's own example (LoopOS integration guide): grading an item's condition.
-CONDITION_PROMPT = "What condition is this item in?"
-CONDITION_OPTIONS = ("Excellent", "Good", "Fair", "Poor")
 
 
 class Commands:
