@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.item_services import read_listing_request
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
     Backend,
@@ -426,7 +427,8 @@ class Engine:
     ) -> ListingDraft:
         if not isinstance(self.backend, ListingDescriber):
             raise NotSupported(f"backend {self.backend_name} cannot describe listings")
-        return await self.backend.describe_listing(images, description, language)
+        request = read_listing_request(description)
+        return await self.backend.describe_listing(images, request, language)
 
     # --- state and shutdown -------------------------------------------------------------------
 

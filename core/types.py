@@ -178,6 +178,20 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class ListingRequest:
+    """What a seller tells the listing service about an item besides its photos.
+
+    ``category``, ``product`` and ``brand`` are empty when the seller did not name them; the
+    service then infers them from the photos and the description.
+    """
+
+    description: str
+    category: str = ""
+    product: str = ""
+    brand: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ListingDraft:
     """A marketplace listing proposed from photos and a short description."""
 

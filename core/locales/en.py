@@ -60,7 +60,8 @@ TEXTS: dict[str, str] = {
     "lang_set": "Language set to {code}; a new conversation has started.",
     "listing_usage": (
         "Send a photo with the caption /listing and a short description, "
-        "e.g. /listing blue denim jacket, size M."
+        "e.g. /listing blue denim jacket, size M. Name what you know with labels: "
+        "/listing brand: Levi's; product: Trucker jacket; category: Clothing; worn twice."
     ),
     "listing_unsupported": "Sorry, this assistant can't prepare listings.",
     "listing_failed": "Sorry, I couldn't prepare a listing right now. Please try again.",

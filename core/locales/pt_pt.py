@@ -59,7 +59,8 @@ TEXTS: dict[str, str] = {
     "lang_set": "Língua definida para {code}; começou uma nova conversa.",
     "listing_usage": (
         "Envie uma fotografia com a legenda /listing e uma breve descrição, "
-        "p. ex. /listing casaco de ganga azul, tamanho M."
+        "p. ex. /listing casaco de ganga azul, tamanho M. Indique o que souber com etiquetas: "
+        "/listing marca: Levi's; produto: casaco Trucker; categoria: Roupa; usado duas vezes."
     ),
     "listing_unsupported": "Lamento, este assistente não prepara anúncios.",
     "listing_failed": "Lamento, não consegui preparar um anúncio agora. Tente novamente.",
