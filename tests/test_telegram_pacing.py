@@ -114,3 +114,20 @@ async def test_a_final_waiting_for_the_budget_shows_in_the_draft_meanwhile() -> 
                 d.params.get("text") == text.strip() and d.time < final[0].time for d in drafts
             )
         assert early >= 2  # at least the last two waited past DRAFT_FIRST
+
+
+async def test_an_answer_follows_a_group_upgraded_to_a_supergroup() -> None:
+    text = " ".join(f"word{i}" for i in range(30))
+    backend = ScriptBackend(answer(text, ["Buy"], tokens=15), token_delay=0.1)
+    async with Harness(backend) as h:
+        group = h.fb.group_chat(-777, "Old group")
+        await h.fb.push_text(group, h.user(777), f"@{BOT_USERNAME} anything new?")
+        await h.fake.wait_for(
+            lambda c: c.method == "sendMessage" and c.ok and c.chat_id == -777, timeout=10
+        )
+        h.fb.migrate(-777, -1000777)  # mid-answer, the group becomes a supergroup
+        await h.settled(turns=1, timeout=20)
+        moved = h.fb.chat_messages(-1000777)
+        assert [m["text"] for m in moved] == [text]
+        assert moved[0]["reply_markup"]["inline_keyboard"][0][0]["text"] == "Buy"
+        assert h.adapter.stats.refused == 0
