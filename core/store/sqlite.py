@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -27,6 +27,9 @@ from chatbridge.core.store._common import (
     utcnow,
 )
 from chatbridge.core.types import ConversationKey, SessionRecord
+
+if TYPE_CHECKING:
+    from chatbridge.core.store.sqlite_journal import SQLiteJournal
 
 # Numbered migrations, applied in order, each in its own transaction; PRAGMA user_version holds
 # the number of the last one applied. Append only: never edit a released migration.
@@ -59,6 +62,29 @@ MIGRATIONS: Sequence[Sequence[str]] = (
             last_used INTEGER NOT NULL
         )""",
         "CREATE INDEX buttons_last_used ON buttons (last_used)",
+    ),
+    # 2: the delivery journal (core.store.sqlite_journal). seq is the arrival order; (bot,
+    # source) makes a redelivered platform message a no-op. inbound and answer are the JSON of
+    # core.store._journal_codec. The partial index keeps the unfinished work cheap to list.
+    (
+        """CREATE TABLE journal (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            bot TEXT NOT NULL,
+            source TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            message_id TEXT,
+            inbound TEXT NOT NULL,
+            state TEXT NOT NULL,
+            answer TEXT,
+            received_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            UNIQUE (bot, source)
+        )""",
+        """CREATE INDEX journal_open ON journal (bot, seq)
+            WHERE state IN ('received', 'sent_to_backend', 'answered')""",
+        "CREATE INDEX journal_chat ON journal (bot, received_at)",
+        """CREATE INDEX journal_finished ON journal (updated_at)
+            WHERE state IN ('delivered', 'refused', 'failed_notified')""",
     ),
 )
 
@@ -108,6 +134,7 @@ class SQLiteStore:
         self._conn = conn
         self._lock = asyncio.Lock()
         self._closed = False
+        self._journal: SQLiteJournal | None = None
         self.path = path
         self.button_ttl = button_ttl
 
@@ -177,6 +204,15 @@ class SQLiteStore:
                 await self._conn.execute("ROLLBACK")
                 raise
             await self._conn.execute("COMMIT")
+
+    @property
+    def journal(self) -> SQLiteJournal:
+        """The delivery journal in the same file (and on the same connection)."""
+        from chatbridge.core.store.sqlite_journal import SQLiteJournal
+
+        if self._journal is None:
+            self._journal = SQLiteJournal(self)
+        return self._journal
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Sequence[Any]]:
         async with self._lock:
