@@ -4,7 +4,7 @@ Surface) have contract test suites in tests/."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -238,8 +238,23 @@ class TurnSubmitter(Protocol):
 
     texts: UserTexts
 
+    async def accept(
+        self,
+        key: ConversationKey,
+        prepare: Callable[[], Awaitable[tuple[Inbound, Surface] | None]],
+        *,
+        source: str | None = None,
+    ) -> asyncio.Future[TurnResult] | None:
+        """Take a message (its place in ``key``'s order is taken at the call), prepare it,
+        journal it under ``source``, queue it; returns once it is written down."""
+        ...
+
+    async def recover(self, replies: StoredReplies) -> int:
+        """Queue what a previous run left unfinished; before taking new messages."""
+        ...
+
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
-        """Queue a turn behind the conversation's pending ones; returns at once."""
+        """Queue a turn (not journaled) behind the conversation's pending ones."""
         ...
 
     async def handle(self, inbound: Inbound, surface: Surface) -> TurnResult:

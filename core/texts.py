@@ -27,6 +27,10 @@ class UserTexts:
         "The service is restarting and your message could not be answered. "
         "Please send it again in a minute."
     )
+    resend_after_restart: str = (
+        "Sorry, the assistant restarted while working on your message, and I can't tell "
+        "whether it was received. Please send it again."
+    )
     empty: str = "The assistant had nothing to say to that. Try rephrasing your message."
 
     def for_failure(self, failure: Failure) -> str:

@@ -32,6 +32,7 @@ from chatbridge.core.backends.shopai.session import (
 from chatbridge.core.backends.shopai.settings import ShopAISettings
 from chatbridge.core.backends.shopai.sio_v02 import SocketIOConnection
 from chatbridge.core.backends.shopai.ws_v01 import WebSocketConnection
+from chatbridge.core.errors import BackendError
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.secrets import register_secret
@@ -212,6 +213,66 @@ class ShopAIBackend:
                 # cleanup must not run in the middle of the next turn
                 await inner.aclose()
                 self._schedule_idle(chat)
+
+    async def recover(self, session_ref: str, inbound: Inbound) -> Final | None:
+        """After a crash: the answer to ``inbound`` if the server's history holds it (the
+        server keeps answering with nobody connected), None when the server never got the
+        message or holds no answer to it (the engine then sends it again).
+
+        Waits for an answer still being generated. Raises BackendError when the server
+        cannot be reached. A user who sent the very same text before may get the answer
+        to the latest copy: the history carries no message ids.
+        """
+        text = inbound.effective_text
+        chat = self._chats.get(session_ref)
+        if chat is None:
+            chat = self._chats[session_ref] = _Chat(token=session_ref)
+        async with chat.lock:
+            conn = chat.conn
+            if conn is None or not conn.alive:
+                opened = await self._reopen(chat)
+                if isinstance(opened, Failure):
+                    raise BackendError(opened)
+                conn = opened
+            events = conn.begin_turn()
+            try:
+                history = await self._history_when_idle(conn, events)
+            finally:
+                conn.end_turn(events)
+                self._schedule_idle(chat)
+        if history is None:
+            raise BackendError(
+                Failure(
+                    FailureKind.UNAVAILABLE,
+                    "no history",
+                    retryable=True,
+                    user_text=UNAVAILABLE_TEXT,
+                )
+            )
+        chat.user_count = len(_user_indexes(history))
+        verdict, answer = find_answer(history, text, None)
+        if verdict == "answer" and answer is not None:
+            return Final((reply_from(answer),))
+        return None
+
+    async def _history_when_idle(
+        self, conn: ShopAIConnection, events: asyncio.Queue[ServerEvent]
+    ) -> list[Any] | None:
+        """The server's history once it is done processing (None if the connection ends)."""
+        timeout = self.settings.answer_timeout
+        if not await conn.wait_operational(timeout):
+            return None
+        if not await _quietly(conn.request_history()):
+            return None
+        while True:
+            try:
+                event = await _next_event(events, timeout)
+            except TimeoutError:
+                return None
+            if event.kind == "closed":
+                return None
+            if event.kind == "history" and isinstance(event.value, list):
+                return event.value
 
     async def close(self, session_ref: str) -> None:
         chat = self._chats.pop(session_ref, None)
