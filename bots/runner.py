@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol, TextIO
 
 from chatbridge.bots.config import (
@@ -28,9 +29,11 @@ from chatbridge.core.engine import Engine
 from chatbridge.core.flood import FloodControl
 from chatbridge.core.metrics import Metrics
 from chatbridge.core.protocols import Backend, CountsConnections, SessionStore
-from chatbridge.core.store import open_store
+from chatbridge.core.store import journal_of, open_store
 
 log = logging.getLogger(__name__)
+
+JOURNAL_KEEP = timedelta(days=7)
 
 
 class Adapter(Protocol):
@@ -77,6 +80,12 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         self.store = await open_store(cfg.store.url)
+        journal = journal_of(self.store)
+        if journal is not None:
+            # finished turns are kept a week (Telegram forgets unconfirmed updates in a day)
+            pruned = await journal.prune(JOURNAL_KEEP)
+            if pruned:
+                log.info("journal: forgot %d finished turns older than %s", pruned, JOURNAL_KEEP)
         for name, backend_cfg in cfg.backends.items():
             if any(bot.backend == name for bot in cfg.bots):
                 backend = build_backend(name, backend_cfg)
@@ -89,6 +98,7 @@ class App:
                 backend=self.backends[bot.backend],
                 backend_name=bot.backend,
                 store=self.store,
+                journal=journal,
                 flood=FloodControl(cfg.limits.turns_per_minute),
                 observer=self.metrics,
                 turn_timeout=cfg.limits.turn_timeout,

@@ -27,6 +27,7 @@ from chatbridge.core.protocols import (
     FloodGate,
     Journal,
     ListingDescriber,
+    Prepared,
     SessionStore,
     StoredReplies,
     Surface,
@@ -50,9 +51,6 @@ from chatbridge.core.types import (
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[TurnResult]]
-#: What an adapter's ``prepare`` step returns: the turn and where to answer it, or None when
-#: the message is not a turn after all (the adapter has told the user why, if needed).
-Prepared = tuple[Inbound, Surface] | None
 
 
 @dataclass(eq=False)

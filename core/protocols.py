@@ -233,6 +233,12 @@ class FloodGate(Protocol):
 # hand an adapter anything that submits turns, and the engine can change behind them.
 
 
+#: What an adapter's ``prepare`` step returns to :meth:`TurnSubmitter.accept`: the turn and
+#: where to answer it, or None when the message is not a turn after all (the adapter has told
+#: the user why, if needed).
+Prepared = tuple[Inbound, "Surface"] | None
+
+
 class TurnSubmitter(Protocol):
     """Hands user turns to the engine, which keeps each conversation's order."""
 
@@ -241,7 +247,7 @@ class TurnSubmitter(Protocol):
     async def accept(
         self,
         key: ConversationKey,
-        prepare: Callable[[], Awaitable[tuple[Inbound, Surface] | None]],
+        prepare: Callable[[], Awaitable[Prepared]],
         *,
         source: str | None = None,
     ) -> asyncio.Future[TurnResult] | None:
