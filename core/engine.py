@@ -18,6 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from chatbridge.core import recovery
 from chatbridge.core.errors import BackendError, NotSupported
@@ -161,6 +162,12 @@ class Engine:
         """Queue the work a previous run left unfinished (see :mod:`core.recovery`); call it
         before taking new messages, so recovered turns keep their place. Returns how many."""
         return await recovery.resume(self, replies)
+
+    async def last_seen(self, since: datetime) -> dict[str, str]:
+        """Per chat, the platform id of the latest message journaled since ``since``."""
+        if self.journal is None:
+            return {}
+        return await self.journal.last_messages(self.bot, since)
 
     def _job_for(self, turn: Turn) -> Job:
         if self._closing:

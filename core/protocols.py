@@ -259,6 +259,11 @@ class TurnSubmitter(Protocol):
         """Queue what a previous run left unfinished; before taking new messages."""
         ...
 
+    async def last_seen(self, since: datetime) -> dict[str, str]:
+        """Per chat with a message recorded since ``since``: the platform id of the latest
+        (where to catch up from, on platforms that do not redeliver)."""
+        ...
+
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
         """Queue a turn (not journaled) behind the conversation's pending ones."""
         ...
