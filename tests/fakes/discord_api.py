@@ -357,7 +357,19 @@ class FakeDiscord(UserActions):
             return _json(self.channels[self.dm_channel_id(user)])
         if mt := re.fullmatch(r"/applications/(\d+)/(?:guilds/(\d+)/)?commands", p):
             return self._put_commands(m, mt, body)
-        if mt := re.fullmatch(r"/channels/(\d+)/typing", p):
+        if p.startswith("/channels/") and (found := self._channel_route(call)) is not None:
+            return found
+        if (mt := re.fullmatch(r"/channels/(\d+)/(?:messages/(\d+)/)?threads", p)) and m == "POST":
+            return await self._create_thread(int(mt[1]), body)
+        if mt := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
+            return self._callback(int(mt[1]), mt[2], body)
+        if mt := re.fullmatch(r"/webhooks/(\d+)/([^/]+)(?:/messages/(@original|\d+))?", p):
+            return self._webhook(m, mt[2], mt[3], body)
+        return _json({"code": 0, "message": f"404: Not Found ({m} {p})"}, 404)
+
+    def _channel_route(self, call: RestCall) -> web.Response | None:
+        m, p, body = call.method, call.path, call.body or {}
+        if re.fullmatch(r"/channels/(\d+)/typing", p):
             return web.Response(status=204)
         if (mt := re.fullmatch(r"/channels/(\d+)/messages", p)) and m == "POST":
             return self._create_message(int(mt[1]), body)
@@ -370,13 +382,7 @@ class FakeDiscord(UserActions):
                 return self._edit_message(int(mt[1]), int(mt[2]), body)
             if m == "GET":
                 return _json(self.messages[int(mt[2])])
-        if (mt := re.fullmatch(r"/channels/(\d+)/(?:messages/(\d+)/)?threads", p)) and m == "POST":
-            return await self._create_thread(int(mt[1]), body)
-        if mt := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
-            return self._callback(int(mt[1]), mt[2], body)
-        if mt := re.fullmatch(r"/webhooks/(\d+)/([^/]+)(?:/messages/(@original|\d+))?", p):
-            return self._webhook(m, mt[2], mt[3], body)
-        return _json({"code": 0, "message": f"404: Not Found ({m} {p})"}, 404)
+        return None
 
     def _application(self) -> JSON:
         return {
