@@ -46,7 +46,6 @@ from chatbridge.core.types import (
     ListingDraft,
     SessionRecord,
     TurnResult,
-    TurnState,
 )
 
 log = logging.getLogger(__name__)
@@ -368,4 +367,4 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-__all__ = ["Engine", "Prepared", "TurnState"]
+__all__ = ["Engine", "Prepared"]
