@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, DeliveryRefused
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
@@ -115,9 +116,11 @@ class TurnRunner:
         key = turn.inbound.key
         log.info("turn %d start %s (journal %s)", turn_id, key.short(), self._seq(turn))
         try:
-            async with asyncio.timeout(self.turn_timeout):
-                await turn.surface.begin()
-                result = await self._converse(turn)
+            # the deadline lets a backend end its retries in time to say so itself
+            with turn_deadline(self.turn_timeout):
+                async with asyncio.timeout(self.turn_timeout):
+                    await turn.surface.begin()
+                    result = await self._converse(turn)
         except TimeoutError:
             result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
         except DeliveryRefused as exc:
