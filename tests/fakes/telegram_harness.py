@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
+from chatbridge.core.access import AccessGate
 from chatbridge.core.engine import Engine
 from chatbridge.core.protocols import Backend, Journal
 from chatbridge.core.store.memory import MemoryStore
@@ -104,9 +105,11 @@ class Harness:
         fast: bool = True,
         fake_interval: float | None = None,
         journal: Journal | None = None,
+        access: AccessGate | None = None,
         **options: Any,
     ) -> None:
         self.journal = journal
+        self.access = access
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
         self.fake = FakeTelegram(interval=interval if fake_interval is None else fake_interval)
@@ -143,6 +146,7 @@ class Harness:
             engine=self.engine,
             options=options,
             admins=frozenset({ADMIN}),
+            access=self.access,
         )
         await self.adapter.start()
         return self
