@@ -76,7 +76,7 @@ def run_bare(api: str, loopos: str, token: str) -> None:
             return
         lang = update.effective_user.language_code or ""
         session = sessions.setdefault(msg.chat_id, str(uuid.uuid4()))
-        payload = {
+        payload: dict[str, Any] = {
             "language": "en-US" if lang.startswith("en") else "PT-PT",
             "messages": [{"role": "user", "text": msg.text}],
             "conversation": True,

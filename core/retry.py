@@ -1,24 +1,28 @@
 """The one retry policy backends share: exponential backoff on transient faults only.
 
-Built on tenacity so the policy is declared, not hand-looped. The LoopOS guide asks for
-1 s, 2 s, 4 s waits and 3 tries; tests shrink ``base_delay`` to keep the suite fast.
+The LoopOS guide asks for 1 s, 2 s, 4 s waits and 3 tries; tests shrink ``base_delay`` to keep
+the suite fast. A plain loop rather than tenacity: tenacity costs a handful of objects per
+call (every LoopOS turn goes through here) and imports tornado whenever it is installed
+(python-socketio brings it), a few MiB in every process.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
-
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryState:
+    """What ``on_retry`` learns before each wait."""
+
+    attempt_number: int  # the try that just failed, from 1
+    error: BaseException
+    wait: float  # seconds until the next try
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,29 +31,28 @@ class RetryPolicy:
     base_delay: float = 1.0  # first wait; doubles each time
     max_delay: float = 8.0
 
-    def retrying(
-        self,
-        is_transient: Callable[[BaseException], bool],
-        on_retry: Callable[[RetryCallState], None] | None = None,
-    ) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(max(1, self.attempts)),
-            wait=wait_exponential(
-                multiplier=self.base_delay, min=self.base_delay, max=self.max_delay
-            ),
-            retry=retry_if_exception(is_transient),
-            before_sleep=on_retry,
-            reraise=True,
-        )
+    def delay(self, attempt_number: int) -> float:
+        """The wait after try ``attempt_number`` (1-based): base, 2 x base, ... up to max."""
+        return max(0.0, min(self.base_delay * 2 ** (attempt_number - 1), self.max_delay))
 
     async def call(
         self,
         fn: Callable[[], Awaitable[T]],
         is_transient: Callable[[BaseException], bool],
-        on_retry: Callable[[RetryCallState], None] | None = None,
+        on_retry: Callable[[RetryState], None] | None = None,
     ) -> T:
-        """Run ``fn`` until it succeeds, a non-transient error is raised, or tries run out."""
-        async for attempt in self.retrying(is_transient, on_retry):
-            with attempt:
+        """Run ``fn`` until it succeeds, a non-transient error is raised, or tries run out
+        (then the last error is raised as it was)."""
+        attempts = max(1, self.attempts)
+        attempt = 1
+        while True:
+            try:
                 return await fn()
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+            except Exception as exc:
+                if attempt >= attempts or not is_transient(exc):
+                    raise
+                wait = self.delay(attempt)
+                if on_retry is not None:
+                    on_retry(RetryState(attempt, exc, wait))
+            await asyncio.sleep(wait)
+            attempt += 1
