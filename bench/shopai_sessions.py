@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chatbridge.bots.gctune import tune_gc  # noqa: E402
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings  # noqa: E402
 from chatbridge.core.types import ConversationKey, Final, Inbound  # noqa: E402
 
@@ -151,7 +152,7 @@ async def bench(
     idle: float,
     delay: float,
     profile: str | None = None,
-    freeze: bool = False,
+    tune: bool = True,
 ) -> None:
     proc, url = start_emulator(version, delay)
     gc_clock = GcClock()
@@ -174,9 +175,9 @@ async def bench(
         warm = await backend.open(warm_key, "en")
         await run_turns(backend, [warm], [warm_key])
         await backend.close(warm)
+        if tune:
+            tune_gc()  # as `chatbridge run` does once started
         gc.collect()
-        if freeze:
-            gc.freeze()
         rss0 = rss_bytes()
 
         keys = [ConversationKey("bench", "bench", str(i), str(i)) for i in range(sessions)]
@@ -274,11 +275,12 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=20.0, help="seconds watched while idle")
     parser.add_argument("--token-delay", type=float, default=0.02)
     parser.add_argument("--profile", default=None, help="cProfile turn 2 into PATH.<version>")
-    parser.add_argument("--gc-threshold", type=int, default=0, help="gc.set_threshold(N) if > 0")
-    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after warm-up")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep CPython's collector settings (the runner tunes them: bots/gctune.py)",
+    )
     args = parser.parse_args()
-    if args.gc_threshold > 0:
-        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     limit = raise_nofile(args.sessions * 2 + 1024)  # the emulator child inherits it
     print(
         f"RLIMIT_NOFILE={limit}, python {sys.version.split()[0]}, pid {os.getpid()}, "
@@ -298,7 +300,7 @@ def main() -> None:
             args.idle,
             args.token_delay,
             args.profile,
-            args.gc_freeze,
+            not args.default_gc,
         )
     )
 

@@ -21,7 +21,8 @@ process's user+sys time over the measured turns (after a warm-up cycle), per tur
 process's peak (VmHWM). Prints figures; asserts nothing.
 
     python bench/turn_cost.py [--turns 300] [--paced-turns 20] [--only bare,bridge,paced]
-                              [--profile PATH.prof]   # cProfile of the bridge's measured turns
+                              [--profile PATH.prof]   # cProfile of the measured turns (bare: .bare)
+                              [--baseline DIR]  # another checkout, run alongside
 """
 
 from __future__ import annotations
@@ -39,16 +40,24 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# the code under test: this checkout, or (for the "baseline" bot) another one
+CODE = os.environ.get("TURN_COST_CODE", str(ROOT))
+sys.path.insert(0, CODE)
 
 SCRIPT = ["Quero vender um iPhone 12", "128 GB", "Bom", "Não", "recomeçar"]
 CORE_URL = "https://core.example/"
 SUBMISSION_URL = "https://submission.example/"
-USERS = {"bare": 4201, "bridge": 4202, "paced": 4203}  # one chat per bot: calls stay apart
+# --baseline: another checkout (e.g. `git archive <commit> | tar -x -C DIR`), run as the
+# "baseline" bot next to "bridge", so before and after meet the same machine load
+BASELINE: str | None = None
+
+# one chat per bot: calls stay apart
+USERS = {"bare": 4201, "bridge": 4202, "paced": 4203, "baseline": 4204}
 TOKENS = {
     "bare": "700001:bare-bench-token-0123456789abcdef",
     "bridge": "700002:bridge-bench-token-0123456789abcdef",
     "paced": "700003:paced-bench-token-0123456789abcdef",
+    "baseline": "700004:baseline-bench-token-0123456789abcdef",
 }
 
 
@@ -242,9 +251,10 @@ class Bot:
 async def start_bot(kind: str, fake: Any, loopos_url: str, tmp: Path, profile: str | None) -> Bot:
     token = TOKENS[kind]
     fake_bot = fake.add_bot(token, f"{kind}_bench_bot")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if profile and kind == "bridge":
-        env["TURN_COST_PROFILE"] = profile
+    code = BASELINE if kind == "baseline" and BASELINE else str(ROOT)
+    env = {**os.environ, "PYTHONPATH": code, "TURN_COST_CODE": code}
+    if profile and kind in ("bridge", "bare"):
+        env["TURN_COST_PROFILE"] = profile if kind == "bridge" else f"{profile}.bare"
     if kind == "bare":
         args = ["--bare", "--api", fake.url, "--loopos", loopos_url, "--token", token]
     else:
@@ -260,7 +270,8 @@ async def start_bot(kind: str, fake: Any, loopos_url: str, tmp: Path, profile: s
     await fake.wait_for(lambda c: c.token == token and c.method == "getUpdates", timeout=60)
     user = fake_bot.make_user(USERS[kind], "Ana")
     chat = fake_bot.private_chat(user)
-    return Bot(kind, proc, fake_bot, user, chat, log_path, bool(profile and kind == "bridge"))
+    profiled = bool(profile and kind in ("bridge", "bare"))
+    return Bot(kind, proc, fake_bot, user, chat, log_path, profiled)
 
 
 async def one_turn(bot: Bot, fake: Any, i: int, count: int, measured: bool) -> None:
@@ -382,6 +393,20 @@ async def drive(kinds: list[str], turns: int, paced_turns: int, profile: str | N
             f"CPU x{bridge['cpu_ms'] / bare['cpu_ms']:.2f}; RSS x{bridge['rss'] / bare['rss']:.2f} "
             f"(targets: p99 <= +2 ms, CPU <= x1.2, bridge RSS <= 55 MiB)"
         )
+    base = results.get("baseline")
+    if base and bridge:
+        print(
+            f"bridge against the baseline checkout: p50 {bridge['p50'] - base['p50']:+.1f} ms, "
+            f"p99 {bridge['p99'] - base['p99']:+.1f} ms, "
+            f"CPU x{bridge['cpu_ms'] / base['cpu_ms']:.2f}, "
+            f"RSS {bridge['rss'] - base['rss']:+.1f} MiB"
+        )
+        if bare:
+            print(
+                f"baseline - bare: p50 +{base['p50'] - bare['p50']:.1f} ms, "
+                f"p99 +{base['p99'] - bare['p99']:.1f} ms; "
+                f"CPU x{base['cpu_ms'] / bare['cpu_ms']:.2f}"
+            )
     if profile and "bridge" in results:
         import pstats
 
@@ -395,6 +420,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--paced-turns", type=int, default=20)
     parser.add_argument("--only", default="bare,bridge,paced")
+    parser.add_argument("--baseline", default=None, help="another checkout, run as 'baseline'")
     parser.add_argument("--profile", default=None, help="write a cProfile of the bridge here")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bridge", default=None, help=argparse.SUPPRESS)
@@ -409,7 +435,11 @@ def main() -> None:
     if args.bridge:
         run_bridge(args.bridge, args.pacing)
         return
+    global BASELINE
+    BASELINE = args.baseline
     kinds = [k for k in args.only.split(",") if k in TOKENS]
+    if BASELINE and "baseline" not in kinds:
+        kinds.append("baseline")
     asyncio.run(drive(kinds, args.turns, args.paced_turns, args.profile))
 
 

@@ -23,6 +23,7 @@ from chatbridge.bots.config import (
     ShopAIBackendConfig,
     TelegramBotConfig,
 )
+from chatbridge.bots.gctune import tune_gc
 from chatbridge.bots.http import HealthServer, standard_readiness
 from chatbridge.core.engine import Engine
 from chatbridge.core.flood import FloodControl
@@ -218,6 +219,7 @@ async def _all_finished(consoles: list[Any]) -> None:
 
 async def run_app(app: App) -> None:
     await app.start()
+    tune_gc()  # after start: what starting allocated is never examined again
     try:
         await app.wait()
     finally:
