@@ -2,13 +2,14 @@
 
 The LoopOS guide asks for 1 s, 2 s, 4 s waits and 3 tries; tests shrink ``base_delay`` to keep
 the suite fast. A plain loop rather than tenacity: tenacity costs a handful of objects per
-call (every LoopOS turn goes through here) and imports tornado whenever it is installed
-(python-socketio brings it), a few MiB in every process.
+call (every LoopOS turn goes through here) and imports tornado whenever it is installed, a
+few MiB in every process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -40,9 +41,15 @@ class RetryPolicy:
         fn: Callable[[], Awaitable[T]],
         is_transient: Callable[[BaseException], bool],
         on_retry: Callable[[RetryState], None] | None = None,
+        deadline: float | None = None,
+        min_attempt: float = 0.0,
     ) -> T:
-        """Run ``fn`` until it succeeds, a non-transient error is raised, or tries run out
-        (then the last error is raised as it was)."""
+        """Run ``fn`` until it succeeds, a non-transient error is raised, or tries (or the
+        time before ``deadline``) run out; then the last error is raised as it was.
+
+        ``deadline`` (``time.monotonic``): no retry whose wait plus ``min_attempt`` would end
+        past it; the caller bounds each attempt by what is left.
+        """
         attempts = max(1, self.attempts)
         attempt = 1
         while True:
@@ -52,6 +59,8 @@ class RetryPolicy:
                 if attempt >= attempts or not is_transient(exc):
                     raise
                 wait = self.delay(attempt)
+                if deadline is not None and time.monotonic() + wait + min_attempt >= deadline:
+                    raise
                 if on_retry is not None:
                     on_retry(RetryState(attempt, exc, wait))
             await asyncio.sleep(wait)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
+from chatbridge.core.access import AccessGate
 from chatbridge.core.engine import Engine
 from chatbridge.core.protocols import Backend
 from chatbridge.core.store.memory import MemoryStore
@@ -103,8 +104,10 @@ class Harness:
         *,
         fast: bool = True,
         fake_interval: float | None = None,
+        access: AccessGate | None = None,
         **options: Any,
     ) -> None:
+        self.access = access
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
         self.fake = FakeTelegram(interval=interval if fake_interval is None else fake_interval)
@@ -135,6 +138,7 @@ class Harness:
             engine=self.engine,
             options=options,
             admins=frozenset({ADMIN}),
+            access=self.access,
         )
         await self.adapter.start()
         return self
