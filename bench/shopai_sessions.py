@@ -180,7 +180,7 @@ async def bench(
         await run_turns(backend, [warm], [warm_key])
         await backend.close(warm)
         if tune:
-            tune_gc()  # as `chatbridge run` does once started
+            tune_gc(many_connections=True)  # as `chatbridge run` does with a ShopAI backend
         gc.collect()
         rss0 = rss_bytes()
 

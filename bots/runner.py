@@ -334,7 +334,12 @@ async def run_app(app: App) -> None:
         with contextlib.suppress(Exception):
             await app.stop()
         raise
-    tune_gc()  # after start: what starting allocated is never examined again
+    # after start: what starting allocated is never examined again
+    tune_gc(
+        many_connections=any(
+            isinstance(b, ShopAIBackendConfig) for b in app.config.backends.values()
+        )
+    )
     try:
         await app.wait()
     finally:
