@@ -373,9 +373,7 @@ async def drive(kinds: list[str], turns: int, paced_turns: int, profile: str | N
     finally:
         await loopos.stop()
         await fake.stop()
-    print(
-        f"--- one private chat, turns in a row, 2-core VM; wall {time.monotonic() - started:.0f} s"
-    )
+    print(f"--- one private chat per bot, turns in a row; wall {time.monotonic() - started:.0f} s")
     print(
         f"{'':8} {'turns':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/turn':>11} "
         f"{'peak RSS MiB':>12} {'log lines/turn':>14} {'refused calls':>13}"
