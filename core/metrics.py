@@ -89,6 +89,13 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.refusals = Counter(
+            "platform_delivery_refused",
+            "Messages a platform refused for good (bot blocked, chat gone)",
+            ["bot", "platform"],
+            namespace=ns,
+            registry=reg,
+        )
         self.open_sessions = Gauge(
             "open_sessions",
             "Sessions in the store",
@@ -168,6 +175,9 @@ class Metrics:
 
     def rate_limited(self, bot: str, platform: str) -> None:
         self.rate_limits.labels(bot, platform).inc()
+
+    def delivery_refused(self, bot: str, platform: str) -> None:
+        self.refusals.labels(bot, platform).inc()
 
     def bot_connected(self, bot: str, connected: bool) -> None:
         self.bot_up.labels(bot).set(1 if connected else 0)

@@ -221,6 +221,10 @@ class PlatformMetrics(Protocol):
 
     def rate_limited(self, bot: str, platform: str) -> None: ...
 
+    def delivery_refused(self, bot: str, platform: str) -> None:
+        """A message the platform refused for good (bot blocked, chat gone)."""
+        ...
+
 
 class FloodGate(Protocol):
     def check(self, key: ConversationKey) -> float | None:

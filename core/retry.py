@@ -1,4 +1,6 @@
-"""The one retry policy backends share: exponential backoff on transient faults only.
+"""Retries: the policy backends share, and :func:`deliver` for messages sent to a platform.
+
+Backends: exponential backoff on transient faults only.
 
 Built on tenacity so the policy is declared, not hand-looped. The LoopOS guide asks for
 1 s, 2 s, 4 s waits and 3 tries; tests shrink ``base_delay`` to keep the suite fast.
@@ -6,6 +8,8 @@ Built on tenacity so the policy is declared, not hand-looped. The LoopOS guide a
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -14,9 +18,13 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
 )
+
+from chatbridge.core.errors import PlatformUnavailable, RateLimited
 
 T = TypeVar("T")
 
@@ -53,3 +61,60 @@ class RetryPolicy:
             with attempt:
                 return await fn()
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+
+# --- delivering to a platform: never given up before the deadline ------------------------------
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DELIVERY_DEADLINE = 3600.0  # seconds a final answer keeps being retried
+
+
+def _platform_wait(deadline: float, base: float, cap: float) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RateLimited):
+            seconds = exc.retry_after  # the platform said how long: honour it exactly
+        else:
+            seconds = min(cap, base * 2 ** max(0, state.attempt_number - 1))
+        left = deadline - (time.monotonic() - state.start_time)
+        return max(0.0, min(seconds, left))
+
+    return wait
+
+
+async def deliver(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    deadline: float = DEFAULT_DELIVERY_DEADLINE,
+    base_delay: float = 1.0,
+    max_delay: float = 60.0,
+) -> T:
+    """Run ``fn`` until it succeeds, retrying platform refusals that pass with time.
+
+    A 429 (:class:`RateLimited`) is retried after exactly the time the platform asked for; a
+    network error or a 5xx (:class:`PlatformUnavailable`) after an exponential backoff. Any
+    other exception (a permanent refusal such as ``DeliveryRefused``) goes straight up. Past
+    ``deadline`` seconds the last failure is raised, and logged: nothing is given up silently.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(deadline),
+        wait=_platform_wait(deadline, base_delay, max_delay),
+        retry=retry_if_exception_type((RateLimited, PlatformUnavailable)),
+        reraise=True,
+    )
+    started = time.monotonic()
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await fn()
+    except (RateLimited, PlatformUnavailable) as exc:
+        log.error(
+            "gave up delivering %s after %.0f s: %s",
+            what,
+            time.monotonic() - started,
+            type(exc).__name__,
+        )
+        raise
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover

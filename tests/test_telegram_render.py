@@ -8,8 +8,9 @@ import pytest
 from telegram import InlineKeyboardButton
 
 from chatbridge.adapters.telegram.html import sanitize, split_html, to_text, visible_length
+from chatbridge.adapters.telegram.keyboards import build_keyboard, layout
 from chatbridge.adapters.telegram.options import TelegramOptions
-from chatbridge.adapters.telegram.surface import build_keyboard, layout, render
+from chatbridge.adapters.telegram.surface import render
 from chatbridge.core.secrets import redact, register_secret
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.types import Button, Link, ReplyMessage

@@ -23,31 +23,27 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application
 from telegram.request import HTTPXRequest
 
+from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps, telegram_pacer
 from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.polling import Poller
-from chatbridge.adapters.telegram.surface import (
-    MAX_TEXT,
-    ChatPacer,
-    Stats,
-    Target,
-    TelegramOps,
-    TelegramReply,
-)
+from chatbridge.adapters.telegram.stats import Stats
+from chatbridge.adapters.telegram.surface import TelegramReply
 from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.engine import Prepared
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Surface
+from chatbridge.core.retry import deliver
 from chatbridge.core.secrets import register_secret, safe_error
-from chatbridge.core.streaming import RateLimited
 from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query"]
 UNSUPPORTED = "I can read text and photos. Please send your item as a photo or describe it."
+CHOICE_MARK_DEADLINE = 60.0  # seconds: marking a pressed button is cosmetic, not an answer
 _OTHER_MEDIA = (
     "video",
     "voice",
@@ -100,7 +96,7 @@ class TelegramAdapter:
         self._engine = engine
         self._options = options
         self._admins = admins
-        self._pacer = ChatPacer(options.stream_interval)
+        self._pacer = telegram_pacer(options)  # one budget for every chat of this token
         self.stats = Stats(bot=name, metrics=metrics)
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._ops: TelegramOps | None = None
@@ -154,7 +150,9 @@ class TelegramAdapter:
             await app.initialize()
             self._username = app.bot.username or ""
             self._bot_id = app.bot.id
-            self._ops = TelegramOps(app.bot, self._pacer, self.stats)
+            self._ops = TelegramOps(
+                app.bot, self._pacer, self.stats, deadline=opts.delivery_deadline
+            )
             self._commands = Commands(
                 bot_name=self.name,
                 engine=self._engine,
@@ -553,18 +551,18 @@ class TelegramAdapter:
         assert self._ops is not None
         base = msg.text_html if msg.text else None
         text = f"{base}\n\n✅ <b>{escape(label)}</b>" if base else None
-        for _ in range(4):
-            try:
-                if text is not None and visible_length(text) <= MAX_TEXT:
-                    await self._ops.edit(target, msg.message_id, text, None)
-                else:
-                    await self._ops.edit_markup(target, msg.message_id, None)
-                return
-            except RateLimited as exc:
-                await asyncio.sleep(exc.retry_after)
-            except Exception as exc:  # the choice still goes through; the mark is cosmetic
-                log.info("could not mark a pressed button: %s", safe_error(exc))
-                return
+        ops = self._ops
+
+        async def mark() -> None:
+            if text is not None and visible_length(text) <= MAX_TEXT:
+                await ops.edit(target, msg.message_id, text, None)
+            else:
+                await ops.edit_markup(target, msg.message_id, None)
+
+        try:
+            await deliver(mark, what="a pressed button's mark", deadline=CHOICE_MARK_DEADLINE)
+        except Exception as exc:  # the choice still goes through; the mark is cosmetic
+            log.info("could not mark a pressed button: %s", safe_error(exc))
 
 
 def _strip_mention(text: str, username: str) -> str:

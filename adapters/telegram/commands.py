@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from telegram import BotCommand
 
+from chatbridge.adapters.telegram.api import Target, TelegramOps
 from chatbridge.adapters.telegram.html import escape
-from chatbridge.adapters.telegram.surface import Stats, Target, TelegramOps
+from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.types import ConversationKey, Image, SessionRecord

@@ -13,7 +13,7 @@ import re
 
 import nh3
 
-from chatbridge.core.streaming import utf16_len
+from chatbridge.core.textsplit import atoms, utf16_len
 
 # What Telegram renders (span/tg-emoji/tg-time need attributes we do not produce: left out).
 INLINE_TAGS = frozenset(
@@ -67,7 +67,8 @@ _BLOCK_TAGS = frozenset(
 _URL_SCHEMES = {"http", "https", "tg", "mailto"}
 _TOKEN_RE = re.compile(r"(<[^>]*>)")
 _TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>]*)>")
-_ATOM_RE = re.compile(r"<[^>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);|.", re.DOTALL)
+# a tag, an entity or one grapheme cluster: cuts fall between atoms (core.textsplit)
+_ATOM_RE = atoms(r"<[^>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);")
 
 
 def escape(text: str) -> str:

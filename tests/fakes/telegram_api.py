@@ -9,8 +9,15 @@ python-telegram-bot talks to it unmodified::
 
 It records every call (:class:`Call`), keeps each bot's messages, and enforces the real limits
 that bite a streaming bot: 4096 characters after entity parsing, 1-64 byte callback_data, 8
-buttons a row, "message is not modified", "can't parse entities", and a 429 with
-``parameters.retry_after`` when one chat gets messages/edits faster than ``interval``.
+buttons a row, "message is not modified", "can't parse entities", and Telegram's flood limits,
+each answered with a 429 carrying ``parameters.retry_after`` as Telegram does:
+
+- bot-wide: at most ``bot_limit`` (30) messages in any second across all chats of one token
+  (sendMessage, editMessageText, sendPhoto, a media group's every item, ...; drafts and chat
+  actions are not counted);
+- per group: at most ``group_limit`` (20) messages in any minute;
+- per chat: at most ``chat_burst`` messages in any ``chat_burst * interval`` seconds (about one
+  a second with short bursts; ``chat_burst=1`` is a strict one per ``interval``).
 Tests push updates (text, photo, document, album, callback query) with the helpers of
 :class:`FakeBot`; in webhook mode the pushes are POSTed to the registered URL with the
 registered secret token.
@@ -19,6 +26,7 @@ registered secret token.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -106,22 +114,39 @@ class Injected:
 
 
 class FakeTelegram:
-    """The server. ``interval``: minimum seconds between paced calls in one chat (0 = off);
-    ``draft_interval`` likewise for sendMessageDraft (its own bucket)."""
+    """The server. ``interval``: seconds per message in one chat (0 = no per-chat limit);
+    ``draft_interval`` likewise for sendMessageDraft (its own bucket, no bursts).
+    ``bot_limit`` per ``bot_period`` / ``group_limit`` per ``group_period``: Telegram's are 30
+    a second and 20 a minute; tests stretch the periods to provoke a limit without timing; 0
+    turns a limit off."""
 
     def __init__(
-        self, *, interval: float = 1.0, draft_interval: float = 0.0, tolerance: float = 0.02
+        self,
+        *,
+        interval: float = 1.0,
+        chat_burst: int = 3,
+        bot_limit: int = 30,
+        bot_period: float = 1.0,
+        group_limit: int = 20,
+        group_period: float = 60.0,
+        draft_interval: float = 0.0,
     ) -> None:
         self.interval = interval
+        self.chat_burst = chat_burst
+        self.bot_limit = bot_limit
+        self.bot_period = bot_period
+        self.group_limit = group_limit
+        self.group_period = group_period
         self.draft_interval = draft_interval
-        self.tolerance = tolerance
+        self.limited: dict[str, int] = {"bot": 0, "group": 0, "chat": 0, "draft": 0}
         self.bots: dict[str, FakeBot] = {}
         self.calls: list[Call] = []
         self.files: dict[str, tuple[bytes, int, str]] = {}  # file_id -> (data, size, path)
         self.ids = itertools.count(1)
         self.injected: list[Injected] = []
         self.count_429 = 0
-        self._last_paced: dict[tuple[str, Any, str], float] = {}
+        # arrival times of counted calls, per (token, chat or None for the bot, bucket)
+        self._recent: dict[tuple[str, Any, str], collections.deque[float]] = {}
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -307,15 +332,49 @@ class FakeTelegram:
                 params = {"retry_after": inj.retry_after} if inj.retry_after else None
                 raise ApiError(inj.status, inj.description, params)
 
-    def _pace(self, bot: FakeBot, chat_id: Any, now: float, bucket: str, interval: float) -> None:
-        if interval <= 0:
-            return
-        key = (bot.token, chat_id, bucket)
-        last = self._last_paced.get(key)
-        if last is not None and now - last < interval - self.tolerance:
-            retry = max(1, math.ceil(interval - (now - last)))
-            raise ApiError(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
-        self._last_paced[key] = now
+    def _window(
+        self, key: tuple[str, Any, str], limit: int, period: float, now: float, count: int
+    ) -> float:
+        """Seconds until ``count`` more calls fit ``limit`` per ``period`` (0: they fit)."""
+        recent = self._recent.setdefault(key, collections.deque())
+        while recent and recent[0] <= now - period:
+            recent.popleft()
+        over = len(recent) + count - limit
+        if over <= 0:
+            return 0.0
+        return recent[min(over, len(recent)) - 1] + period - now
+
+    def _pace(
+        self, bot: FakeBot, chat: dict[str, Any], now: float, bucket: str, count: int = 1
+    ) -> None:
+        """Count a call into ``chat`` against every limit (``count``: messages it makes, for
+        the bot-wide limit), or answer 429 as Telegram does."""
+        chat_id = chat["id"]
+        checks: list[tuple[str, tuple[str, Any, str], int, float, int]] = []
+        if bucket == "draft":
+            if self.draft_interval > 0:
+                checks.append(("draft", (bot.token, chat_id, "draft"), 1, self.draft_interval, 1))
+        else:
+            if self.bot_limit > 0:
+                checks.append(
+                    ("bot", (bot.token, None, "bot"), self.bot_limit, self.bot_period, count)
+                )
+            if self.interval > 0:
+                period = self.chat_burst * self.interval
+                checks.append(("chat", (bot.token, chat_id, "chat"), self.chat_burst, period, 1))
+            if self.group_limit > 0 and chat.get("type") in ("group", "supergroup"):
+                group = (bot.token, chat_id, "group")
+                checks.append(("group", group, self.group_limit, self.group_period, 1))
+        for kind, key, limit, period, n in checks:
+            wait = self._window(key, limit, period, now, n)
+            if wait > 0:
+                self.limited[kind] += 1
+                retry = max(1, math.ceil(wait))
+                raise ApiError(
+                    429, f"Too Many Requests: retry after {retry}", {"retry_after": retry}
+                )
+        for _kind, key, _limit, _period, n in checks:
+            self._recent[key].extend([now] * n)
 
     # --- validation ---------------------------------------------------------------------------
 
@@ -456,7 +515,7 @@ class FakeTelegram:
         chat = self._chat(bot, params)
         text, entities = self._render(params)
         markup = self._check_markup(params.get("reply_markup"))
-        self._pace(bot, chat["id"], call.time, "msg", self.interval)
+        self._pace(bot, chat, call.time, "msg")
         return self._store(bot, chat, params, {"text": text}, entities, markup)
 
     async def _m_sendPhoto(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:
@@ -468,8 +527,21 @@ class FakeTelegram:
         if params.get("caption"):
             extra["caption"], entities = self._render(params, "caption")
         markup = self._check_markup(params.get("reply_markup"))
-        self._pace(bot, chat["id"], call.time, "msg", self.interval)
+        self._pace(bot, chat, call.time, "msg")
         return self._store(bot, chat, params, extra, entities, markup)
+
+    async def _m_sendMediaGroup(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:
+        chat = self._chat(bot, params)
+        media = params.get("media") or []
+        if not 2 <= len(media) <= 10:
+            raise ApiError(400, "Bad Request: wrong number of media in the album")
+        self._pace(bot, chat, call.time, "msg", count=len(media))  # each item is a message
+        group = str(next(self.ids))
+        photo = [{"file_id": "sent", "file_unique_id": "sent", "width": 1, "height": 1}]
+        return [
+            self._store(bot, chat, params, {"photo": photo, "media_group_id": group}, [], None)
+            for _ in media
+        ]
 
     def _store(
         self,
@@ -519,7 +591,7 @@ class FakeTelegram:
                 "content and reply markup are exactly the same as a current "
                 "content and reply markup of the message",
             )
-        self._pace(bot, msg["chat"]["id"], call.time, "msg", self.interval)
+        self._pace(bot, msg["chat"], call.time, "msg")
         msg.update(text=text, edit_date=int(time.time()))
         msg.pop("entities", None)
         msg.pop("reply_markup", None)
@@ -541,7 +613,7 @@ class FakeTelegram:
                 "content and reply markup are exactly the same as a current "
                 "content and reply markup of the message",
             )
-        self._pace(bot, msg["chat"]["id"], call.time, "msg", self.interval)
+        self._pace(bot, msg["chat"], call.time, "msg")
         msg.pop("reply_markup", None)
         if markup:
             msg["reply_markup"] = markup
@@ -555,7 +627,7 @@ class FakeTelegram:
             raise ApiError(400, "Bad Request: draft_id must be non-zero")
         if params.get("text"):
             self._render(params)
-        self._pace(bot, chat["id"], call.time, "draft", self.draft_interval)
+        self._pace(bot, chat, call.time, "draft")
         return True
 
     async def _m_answerCallbackQuery(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:
