@@ -56,6 +56,15 @@ class LimitsConfig(_Strict):
     turn_timeout: float = Field(default=300.0, gt=0)
 
 
+class ReplicasConfig(_Strict):
+    """Several replicas of this file on one Redis (``[store] url = "redis://..."``)."""
+
+    name: str | None = None  # default: env CHATBRIDGE_REPLICA, else <hostname>-<pid>
+    partitions: int = Field(default=16, ge=1, le=1024)  # conversations are hashed into these
+    lease: float = Field(default=3.0, gt=0, le=60)  # seconds a dead replica's work stays put
+    shared_budgets: bool = True  # platform and per-user limits counted across replicas
+
+
 # The backends' own settings models carry a ``type`` literal, so they are the tables as written.
 LoopOSBackendConfig = LoopOSSettings
 ShopAIBackendConfig = ShopAISettings
@@ -97,6 +106,7 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

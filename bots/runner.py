@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
 from chatbridge.bots.config import (
     Config,
@@ -28,8 +29,12 @@ from chatbridge.bots.http import HealthServer, standard_readiness
 from chatbridge.core.engine import Engine
 from chatbridge.core.flood import FloodControl
 from chatbridge.core.metrics import Metrics
-from chatbridge.core.protocols import Backend, CountsConnections, SessionStore
+from chatbridge.core.protocols import Backend, CountsConnections, SessionStore, StoredReplies
 from chatbridge.core.store import journal_of, open_store
+
+if TYPE_CHECKING:
+    from chatbridge.core.budget import SharedFlood
+    from chatbridge.core.replicas import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +81,27 @@ class App:
     adapters: list[Adapter] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     http: HealthServer | None = None
+    replicas: Replicas | None = None
 
     async def start(self) -> None:
         cfg = self.config
         self.store = await open_store(cfg.store.url)
+        if _is_redis(cfg.store.url):
+            # several replicas may share this Redis: it orders and distributes the turns
+            # (imported here: redis is an optional extra)
+            from chatbridge.core.replicas import Replicas, default_replica_name
+            from chatbridge.core.store.redis_coordination import RedisCoordination
+
+            self.replicas = Replicas(
+                RedisCoordination.from_url(cfg.store.url),
+                replica=cfg.replicas.name or default_replica_name(),
+                partitions=cfg.replicas.partitions,
+                lease=cfg.replicas.lease,
+            )
+            replicas = self.replicas
+            self.metrics.watch_replica(
+                replicas.replica, lambda: float(len(replicas.owned)), lambda: len(replicas.live)
+            )
         journal = journal_of(self.store)
         if journal is not None:
             # finished turns are kept a week (Telegram forgets unconfirmed updates in a day)
@@ -99,9 +121,10 @@ class App:
                 backend_name=bot.backend,
                 store=self.store,
                 journal=journal,
-                flood=FloodControl(cfg.limits.turns_per_minute),
+                flood=self._flood(),
                 observer=self.metrics,
                 turn_timeout=cfg.limits.turn_timeout,
+                work=self.replicas,
             )
             self.metrics.watch_queued_turns(bot.name, _queued_of(engine))
             self.metrics.sessions_changed(bot.name, await engine.count_sessions())
@@ -109,9 +132,8 @@ class App:
             self.adapters.append(self._adapter(bot, engine))
         if cfg.http.listen:
             # up before the bots connect, so /readyz can report them as not ready yet
-            readiness = standard_readiness(
-                self.store, {a.name: _connected_of(a) for a in self.adapters}
-            )
+            checks = {a.name: _connected_of(a) for a in self.adapters}
+            readiness = standard_readiness(self.store, checks, self.replicas)
             self.http = HealthServer(
                 cfg.http.listen, self.metrics, readiness, on_scrape=self._refresh_gauges
             )
@@ -119,6 +141,31 @@ class App:
         for adapter in self.adapters:
             await adapter.start()
             log.info("bot %s started", adapter.name)
+        if self.replicas is not None:
+            for adapter in self.adapters:
+                if hasattr(adapter, "surface_for"):  # core.protocols.StoredReplies
+                    self.replicas.serve(self.engines[adapter.name], cast(StoredReplies, adapter))
+            await self.replicas.start()
+
+    def _flood(self) -> FloodControl | SharedFlood:
+        limit = self.config.limits.turns_per_minute
+        if self.replicas is not None and self.config.replicas.shared_budgets:
+            from chatbridge.core.budget import SharedFlood
+
+            return SharedFlood(self.replicas.redis, limit)
+        return FloodControl(limit)
+
+    def _shared(self, token_digest: str) -> dict[str, Any]:
+        """Several replicas: the Telegram adapter's shared budget and leader election."""
+        replicas = self.replicas
+        if replicas is None:
+            return {}
+        budget = None
+        if self.config.replicas.shared_budgets:
+            from chatbridge.core.budget import SharedWindows
+
+            budget = SharedWindows(replicas.redis, f"tg:{token_digest}")
+        return {"budget": budget, "elect": replicas.leader}
 
     async def _refresh_gauges(self) -> None:
         for name, engine in self.engines.items():
@@ -151,6 +198,7 @@ class App:
                 options=_options(TelegramOptions, bot),
                 admins=admins,
                 metrics=self.metrics,
+                **self._shared(_token_digest(bot.token.get_secret_value())),
             )
         from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 
@@ -196,8 +244,14 @@ class App:
             if pause is not None:
                 with contextlib.suppress(Exception):
                     await pause()
+        if self.replicas is not None:
+            self.replicas.stop_starting()  # what is queued here stays for the others
         grace = self.config.limits.shutdown_grace
         await asyncio.gather(*(e.aclose(grace) for e in self.engines.values()))
+        if self.replicas is not None:
+            # hand partitions and leadership back at once, not after the lease expires
+            with contextlib.suppress(Exception):
+                await self.replicas.stop()
         for adapter in self.adapters:
             with contextlib.suppress(Exception):
                 await adapter.stop()
@@ -206,8 +260,20 @@ class App:
         for backend in self.backends.values():
             with contextlib.suppress(Exception):
                 await backend.aclose()
+        if self.replicas is not None:
+            with contextlib.suppress(Exception):
+                await self.replicas.redis.close()
         if self.store is not None:
             await self.store.close()
+
+
+def _is_redis(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in ("redis", "rediss", "unix") if "://" in url else False
+
+
+def _token_digest(token: str) -> str:
+    """Names a bot token's shared budget in Redis without writing the token there."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def _connections_of(backend: CountsConnections) -> Callable[[], float]:

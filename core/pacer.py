@@ -29,8 +29,9 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 __all__ = ["STREAM", "URGENT", "Lane", "Pacer", "Permit", "Window"]
 
@@ -136,6 +137,13 @@ class Permit:
 _held: contextvars.ContextVar[Permit | None] = contextvars.ContextVar("pacer_permit", default=None)
 
 
+class SharedWindows(Protocol):
+    """Limits kept outside the process (several replicas of one bot token share them):
+    ``take`` returns once a place is taken in every ``(name, limit, period)`` window."""
+
+    async def take(self, windows: Sequence[tuple[str, int, float]]) -> None: ...
+
+
 class _Waiter:
     __slots__ = ("future", "priority")
 
@@ -163,6 +171,8 @@ class Pacer:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self.waited = 0  # calls that had to wait for the bot-wide budget (for benchmarks)
+        # several replicas: the same windows, counted across all of them (core.budget)
+        self.shared: SharedWindows | None = None
 
     # --- lanes ---------------------------------------------------------------------------------
 
@@ -200,6 +210,7 @@ class Pacer:
         key = None if lane is None else lane.key
         permit = Permit(self, key, priority, asyncio.current_task(), lend)
         if lane is None:
+            await self._take_shared(None, None, priority)
             await self._take_bot(priority)
             async with self._holding(permit):
                 yield permit
@@ -223,6 +234,7 @@ class Pacer:
         try:
             async with contextlib.nullcontext() if nested else lane.lock:
                 await self._wait_lane(lane, priority)
+                await self._take_shared(permit.lane, lane, priority)
                 await self._take_bot(priority)
                 now = self._clock()
                 for window in lane.windows:
@@ -274,6 +286,21 @@ class Pacer:
                 return
             # inf cannot happen: a lane's calls are one at a time and this one is not made yet
             await asyncio.sleep(min(at - now, 3600.0))
+
+    async def _take_shared(
+        self, key: Hashable | None, lane: _LaneState | None, priority: int
+    ) -> None:
+        if self.shared is None:
+            return
+
+        def cap(window: Window) -> int:
+            return window.limit if priority == URGENT else window.stream_limit
+
+        windows = [] if self.bot is None else [("bot", cap(self.bot), self.bot.period)]
+        for i, window in enumerate(lane.windows if lane is not None else ()):
+            windows.append((f"{key}:{i}", cap(window), window.period))
+        if windows:
+            await self.shared.take(windows)
 
     async def _take_bot(self, priority: int) -> None:
         if self.bot is None:

@@ -34,12 +34,17 @@ from chatbridge.adapters.telegram.surface import TelegramReply
 from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.engine import Prepared
 from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Surface
 from chatbridge.core.retry import deliver
 from chatbridge.core.secrets import register_secret, safe_error
 from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
+
+# Several replicas: elect(name, on_gain, on_lose) runs on_gain while this replica holds the
+# lease ``name`` (core.replicas.Replicas.leader)
+Elect = Callable[[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]], object]
 
 ALLOWED_UPDATES = ["message", "callback_query"]
 UNSUPPORTED = "I can read text and photos. Please send your item as a photo or describe it."
@@ -86,6 +91,8 @@ class TelegramAdapter:
         options: TelegramOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        budget: SharedWindows | None = None,
+        elect: Elect | None = None,
     ) -> None:
         register_secret(token)
         secret = options.webhook_secret_token
@@ -97,6 +104,9 @@ class TelegramAdapter:
         self._options = options
         self._admins = admins
         self._pacer = telegram_pacer(options)  # one budget for every chat of this token
+        self._pacer.shared = budget  # several replicas: the token's budget counted in Redis
+        self._elect = elect
+        self._receiving = True
         self.stats = Stats(bot=name, metrics=metrics)
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._ops: TelegramOps | None = None
@@ -171,14 +181,14 @@ class TelegramAdapter:
                 await self._start_webhook(app)
             else:
                 await app.bot.delete_webhook()
-                self._poller = Poller(
-                    app.bot,
-                    self._take,
-                    name=self.name,
-                    timeout=opts.poll_timeout,
-                    allowed_updates=ALLOWED_UPDATES,
-                )
-                self._poller.start()
+                if self._elect is None:
+                    await self._start_polling()
+                else:
+                    # several replicas: only the lease holder polls (two pollers of one
+                    # token get 409 Conflict); the others run the turns it queues
+                    self._elect(
+                        f"telegram-poll:{self.name}", self._start_polling, self._stop_polling
+                    )
         except TelegramError as exc:
             # PTB names the token in InvalidToken: never let it out in the message or the chain
             with contextlib.suppress(Exception):
@@ -188,6 +198,23 @@ class TelegramAdapter:
             ) from None
         self._running = True
         log.info("telegram bot %s (@%s) started, %s mode", self.name, self._username, opts.mode)
+
+    async def _start_polling(self) -> None:
+        if self._app is None or not self._receiving or self._poller is not None:
+            return
+        self._poller = Poller(
+            self._app.bot,
+            self._take,
+            name=self.name,
+            timeout=self._options.poll_timeout,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+        self._poller.start()
+
+    async def _stop_polling(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            await poller.stop()
 
     async def _start_webhook(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         opts = self._options
@@ -220,14 +247,13 @@ class TelegramAdapter:
         (or tell their users to resend); then :meth:`stop`. Updates not fetched yet stay on
         Telegram's server for the next process: nothing is lost across a restart."""
         self._running = False
+        self._receiving = False
         app = self._app
         if app is None:
             return
         for album in self._albums.values():  # an album still gathering is a turn too
             album.complete.set()
-        if self._poller is not None:
-            await self._poller.stop()
-            self._poller = None
+        await self._stop_polling()
         if self._webhook is not None:
             await self._webhook.stop()
 
