@@ -89,6 +89,7 @@ class Replicas:
         self._engines: dict[str, ClaimedTurns] = {}
         self._replies: dict[str, StoredReplies] = {}
         self._owned: dict[int, str] = {}  # partition -> lease value
+        self._draining: set[int] = set()  # owned, no longer read: handed back once idle
         self._live: list[str] = []
         self._convs: dict[str, _Conversation] = {}
         self._seen: set[tuple[int, str]] = set()
@@ -187,13 +188,17 @@ class Replicas:
             if not await self.redis.renew(f"p:{partition}", value, self._lease_ms):
                 log.warning("replica %s lost partition %d", self.replica, partition)
                 del self._owned[partition]
+                self._draining.discard(partition)
         if self._stopping:
             return
         share = math.ceil(self.partitions / max(1, len(self._live)))
         if len(self._owned) < share:
+            self._draining.clear()
             await self._take_free(share)
         elif len(self._owned) > share:
             await self._give_back(len(self._owned) - share)
+        else:
+            self._draining.clear()
 
     async def _take_free(self, share: int) -> None:
         # start at a place of our own, so replicas starting together try different partitions
@@ -222,20 +227,26 @@ class Replicas:
                 self._dispatch(item)
 
     async def _give_back(self, excess: int) -> None:
-        for partition in sorted(self._owned, reverse=True):
-            if excess <= 0:
-                return
+        """Hand back ``excess`` partitions (replicas joined): stop reading the least busy
+        ones, and release each once the turns already read from it have finished."""
+        while len(self._draining) > excess:
+            self._draining.pop()
+        if len(self._draining) < excess:
+            candidates = sorted(set(self._owned) - self._draining, key=lambda p: self._busy[p])
+            self._draining.update(candidates[: excess - len(self._draining)])
+        for partition in sorted(self._draining):
             if self._busy[partition]:
                 continue
-            value = self._owned.pop(partition)
-            await self.redis.release(f"p:{partition}", value)
-            excess -= 1
+            self._draining.discard(partition)
+            value = self._owned.pop(partition, None)
+            if value is not None:
+                await self.redis.release(f"p:{partition}", value)
 
     # --- reading and running ----------------------------------------------------------------------
 
     async def _read(self) -> None:
         while True:
-            owned = self.owned
+            owned = [p for p in self.owned if p not in self._draining]
             if not owned or self._stopping:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
