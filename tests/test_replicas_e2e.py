@@ -186,9 +186,7 @@ async def test_webhook_three_replicas_order_kept_nothing_lost_after_sigkill(
         try:
             await until(lambda: all_ready(http_ports), "three ready replicas", bridges, timeout=40)
             # the first replica took every partition; the others' shares come back to them
-            await until(
-                lambda: balanced(http_ports), "partitions spread out", bridges, timeout=20
-            )
+            await until(lambda: balanced(http_ports), "partitions spread out", bridges, timeout=20)
             users = [fb.make_user(700 + i, f"U{i}") for i in range(users_n)]
             chats = [fb.private_chat(u) for u in users]
             for j in range(per_user):  # interleaved: every user's m0, then every m1, ...
@@ -230,3 +228,72 @@ async def test_webhook_three_replicas_order_kept_nothing_lost_after_sigkill(
 
 async def all_ready(ports: list[int]) -> bool:
     return all(await asyncio.gather(*(ready(p) for p in ports)))
+
+
+async def leader(redis_url: str) -> str | None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        value = await client.get("chatbridge:lease:leader:telegram-poll:shoppers")
+    finally:
+        await client.aclose()
+    return None if value is None else str(value).split(" ")[0]
+
+
+async def test_polling_one_leader_polls_and_another_takes_over_after_sigkill(
+    tmp_path: Path, redis_url: str, shopai: ShopAIEmulator
+) -> None:
+    async with FakeTelegram() as fake:
+        fb = fake.add_bot(TOKEN, "shop_bot")
+
+        def config(i: int, workdir: Path, http_port: int) -> Path:
+            return replica_config(
+                workdir / "bridge.toml",
+                redis_url=redis_url,
+                backend=shopai_backend(shopai),
+                telegram=telegram_bot(fake, "poll_timeout = 1\n"),
+                http_port=http_port,
+            )
+
+        bridges, http_ports = await start_replicas(tmp_path, 3, config)
+        try:
+            await until(lambda: all_ready(http_ports), "three ready replicas", bridges, 40)
+            first = await leader(redis_url)
+            assert first is not None
+            users = [fb.make_user(800 + i, f"P{i}") for i in range(6)]
+            chats = [fb.private_chat(u) for u in users]
+            for i, (chat, user) in enumerate(zip(chats, users, strict=True)):
+                await fb.push_text(chat, user, f"u{i} m0 {TOPICS[i % 3]}")
+            await until(
+                lambda: all(full_answers(fake, c["id"]) >= 1 for c in chats),
+                "the first answers",
+                bridges,
+                60,
+            )
+            # exactly one replica polls
+            leading = [b for b in bridges if "leads leader:telegram-poll" in b.logs()]
+            assert len(leading) == 1
+            dead = int(first.removeprefix("r"))
+            await bridges[dead].kill()
+            # written while nobody polls: Telegram keeps them for the next leader
+            for i, (chat, user) in enumerate(zip(chats, users, strict=True)):
+                await fb.push_text(chat, user, f"u{i} m1 {TOPICS[(i + 1) % 3]}")
+
+            async def new_leader() -> bool:
+                return (await leader(redis_url)) not in (None, first)
+
+            await until(new_leader, "a new leader", bridges, 30)
+            await until(
+                lambda: all(full_answers(fake, c["id"]) >= 2 for c in chats),
+                "the answers after the leader died",
+                bridges,
+                60,
+            )
+        finally:
+            for bridge in bridges:
+                if bridge.proc is not None and bridge.proc.returncode is None:
+                    await bridge.stop()
+        order = backend_order(shopai)
+        assert all(order[i] == [0, 1] for i in range(len(users)))
+        assert fake.count_429 == 0
