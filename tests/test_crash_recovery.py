@@ -210,3 +210,126 @@ async def test_telegram_loopos_call_in_flight_gets_the_restart_notice(
             await bridge.stop()
         # /chat is not idempotent: the calls in flight at the kill were never replayed
         assert len(loopos.requests_to("/chat")) == len(users) + 1
+
+
+async def test_telegram_webhook_shopai_every_user_answered_after_sigkill(
+    tmp_path: Path, shopai: ShopAIEmulator
+) -> None:
+    async with FakeTelegram() as fake:
+        fb = fake.add_bot(TOKEN, "shop_bot")
+        port = free_port()
+        config = telegram_config(tmp_path, fake, shopai_backend(shopai), webhook_port=port)
+        bridge = Bridge(config, ENV, tmp_path)
+        users = [fb.make_user(800 + i, f"W{i}") for i in range(4)]
+        chats = [fb.private_chat(u) for u in users]
+        questions = QUESTIONS[: len(users)]
+        await bridge.start()
+        try:
+            await eventually(
+                lambda: fb.webhook_url is not None,
+                timeout=20,
+                what="the webhook to be registered",
+                bridge=bridge,
+            )
+            for chat, user, q in zip(chats, users, questions, strict=True):
+                await fb.push_text(chat, user, q)
+            assert fb.webhook_statuses == [200] * len(users)  # 200 = written down
+            await eventually(
+                lambda: all(fb.chat_messages(c["id"]) for c in chats),
+                timeout=30,
+                what="every answer to start streaming",
+                bridge=bridge,
+            )
+            await bridge.kill()
+            # sent while the bridge is down: Telegram keeps retrying the webhook
+            await fb.push_text(chats[0], users[0], "and a phone for travel")
+            await bridge.start()
+            await eventually(
+                lambda: (
+                    all(
+                        answered(fake, TOKEN, c["id"], q)
+                        for c, q in zip(chats, questions, strict=True)
+                    )
+                    and answered(fake, TOKEN, chats[0]["id"], "and a phone for travel")
+                ),
+                timeout=60,
+                what="every user's answers after the restart",
+                bridge=bridge,
+            )
+        finally:
+            await bridge.stop()
+        assert not fb.webhook_backlog
+        assert shopai.stats.messages == len(users) + 1
+
+
+async def test_discord_catches_up_on_messages_sent_while_down(
+    tmp_path: Path, shopai: ShopAIEmulator
+) -> None:
+    from tests.fakes.discord_api import FakeDiscord
+
+    async with FakeDiscord() as fake:
+        config = tmp_path / "bridge.toml"
+        config.write_text(
+            f"""
+[store]
+url = "sqlite:///{tmp_path / "bridge.db"}"
+
+{shopai_backend(shopai)}
+[[bots]]
+name = "shoppers"
+platform = "discord"
+backend = "ai"
+token = "${{DISCORD_BOT_TOKEN}}"
+api_base_url = "{fake.api_base_url}"
+gateway_url = "{fake.gateway_url}"
+channels = [{fake.channel_id}]
+guild_ready_timeout = 0.05
+
+[limits]
+shutdown_grace = 2
+"""
+        )
+        env = {"SHOPAI_LICENSE_KEY": "test-license", "DISCORD_BOT_TOKEN": fake.token}
+        bridge = Bridge(config, env, tmp_path)
+        ana, bo = fake.add_user("ana"), fake.add_user("bo")
+        dm = fake.dm_channel_id(bo)
+
+        def done(channel_id: int, question: str) -> bool:
+            tail = last_sentence(question)
+            return any(tail in m.get("content", "") for m in fake.bot_messages(channel_id))
+
+        await bridge.start()
+        try:
+            await fake.wait_identified(1, timeout=20)
+            await fake.user_message(ana, QUESTIONS[0])  # a listed channel: no mention needed
+            await eventually(
+                lambda: done(fake.channel_id, QUESTIONS[0]),
+                timeout=30,
+                what="the first answer",
+                bridge=bridge,
+            )
+            await fake.dm_message(bo, QUESTIONS[1])
+            await eventually(
+                lambda: bool(fake.bot_messages(dm)),
+                timeout=30,
+                what="the DM answer to start streaming",
+                bridge=bridge,
+            )
+            await bridge.kill()
+            # posted while the bot is down: the gateway will never deliver these
+            await fake.user_message(ana, QUESTIONS[2])
+            await fake.dm_message(bo, QUESTIONS[3])
+            await bridge.start()
+            await eventually(
+                lambda: (
+                    done(dm, QUESTIONS[1])
+                    and done(fake.channel_id, QUESTIONS[2])
+                    and done(dm, QUESTIONS[3])
+                ),
+                timeout=60,
+                what="the interrupted answer and the missed messages' answers",
+                bridge=bridge,
+            )
+        finally:
+            await bridge.stop()
+        assert shopai.stats.messages == 4  # nothing asked twice

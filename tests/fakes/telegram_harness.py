@@ -9,7 +9,7 @@ from typing import Any
 
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 from chatbridge.core.engine import Engine
-from chatbridge.core.protocols import Backend
+from chatbridge.core.protocols import Backend, Journal
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.types import (
     Button,
@@ -104,8 +104,10 @@ class Harness:
         fast: bool = True,
         fake_interval: float | None = None,
         fake_limits: dict[str, Any] | None = None,
+        journal: Journal | None = None,
         **options: Any,
     ) -> None:
+        self.journal = journal
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
         self.fake = FakeTelegram(
@@ -122,7 +124,13 @@ class Harness:
         self.fb = self.fake.add_bot(TOKEN, BOT_USERNAME)
         store = await MemoryStore.open()
         self.store = store
-        self.engine = Engine(bot="sellers", backend=self.backend, backend_name="test", store=store)
+        self.engine = Engine(
+            bot="sellers",
+            backend=self.backend,
+            backend_name="test",
+            store=store,
+            journal=self.journal,
+        )
         values: dict[str, Any] = {
             "api_base_url": f"{self.fake.url}/bot",
             "poll_timeout": 2,
