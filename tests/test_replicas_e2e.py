@@ -297,3 +297,74 @@ async def test_polling_one_leader_polls_and_another_takes_over_after_sigkill(
         order = backend_order(shopai)
         assert all(order[i] == [0, 1] for i in range(len(users)))
         assert fake.count_429 == 0
+
+
+async def test_discord_two_shards_on_two_replicas_answer_every_guild(
+    tmp_path: Path, redis_url: str, shopai: ShopAIEmulator
+) -> None:
+    from tests.fakes.discord_api import FakeDiscord
+
+    async with FakeDiscord() as fake:
+        # a guild on each shard: Discord routes a guild's events by (guild_id >> 22) % count
+        by_shard: dict[int, int] = {}
+        while len(by_shard) < 2:
+            gid = fake.add_guild(f"g{len(fake.guilds)}")
+            by_shard.setdefault((gid >> 22) % 2, gid)
+            await asyncio.sleep(0.002)  # the next snowflake's millisecond
+        channels = [fake.add_channel(by_shard[s], f"shop{s}") for s in (0, 1)]
+        env = {**ENV, "DISCORD_BOT_TOKEN": fake.token}
+
+        def config(i: int, workdir: Path, http_port: int) -> Path:
+            discord = f"""[[bots]]
+name = "shoppers"
+platform = "discord"
+backend = "ai"
+token = "${{DISCORD_BOT_TOKEN}}"
+api_base_url = "{fake.api_base_url}"
+gateway_url = "{fake.gateway_url}"
+channels = [{channels[0]}, {channels[1]}]
+guild_ready_timeout = 0.05
+shard_id = {i}
+shard_count = 2
+"""
+            return replica_config(
+                workdir / "bridge.toml",
+                redis_url=redis_url,
+                backend=shopai_backend(shopai),
+                discord=discord,
+                http_port=http_port,
+            )
+
+        bridges, http_ports = [], []
+        for i in range(2):
+            workdir = tmp_path / f"r{i}"
+            workdir.mkdir()
+            port = free_port()
+            bridge = Bridge(
+                config(i, workdir, port), {**env, "CHATBRIDGE_REPLICA": f"r{i}"}, workdir
+            )
+            await bridge.start()
+            bridges.append(bridge)
+            http_ports.append(port)
+        try:
+            await fake.wait_identified(2, timeout=40)
+            assert sorted(tuple(p["shard"]) for p in fake.identify_payloads) == [(0, 2), (1, 2)]
+            await until(lambda: all_ready(http_ports), "two ready replicas", bridges, 40)
+            users = [fake.add_user(f"d{i}") for i in range(4)]
+            for j in range(2):
+                for i, user in enumerate(users):
+                    question = f"u{i} m{j} {TOPICS[(i + j) % 3]}"
+                    await fake.user_message(user, question, channel_id=channels[i % 2])
+
+            def answered() -> bool:
+                return all(
+                    sum(END in m.get("content", "") for m in fake.bot_messages(c)) >= 4
+                    for c in channels
+                )
+
+            await until(answered, "answers in both shards' guilds", bridges, 60)
+        finally:
+            for bridge in bridges:
+                await bridge.stop()
+        order = backend_order(shopai)
+        assert all(order[i] == [0, 1] for i in range(len(users)))
