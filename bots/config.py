@@ -122,6 +122,24 @@ class Config(_Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _check_replicas(self) -> Config:
+        # several replicas behind one webhook URL: each must accept the others' secret
+        shared = self.store.url.split("://", 1)[0].lower() in ("redis", "rediss", "unix")
+        for i, bot in enumerate(self.bots):
+            if (
+                shared
+                and isinstance(bot, TelegramBotConfig)
+                and bot.mode == "webhook"
+                and bot.webhook_secret_token is None
+            ):
+                raise ValueError(
+                    f"bots[{i}].webhook_secret_token: required with a redis store (replicas "
+                    "behind one webhook URL must share it; a random one per replica would "
+                    "refuse the others' updates)"
+                )
+        return self
+
     def secrets(self) -> list[str]:
         """Every secret value in the file, for log redaction."""
         found: list[str] = []
