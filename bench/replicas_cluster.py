@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -155,6 +156,18 @@ async def load(fake: FakeTelegram, users: int, base: int) -> tuple[list[float], 
     return latencies, users / (last - first), last
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def p95(values: list[float]) -> float:
     return sorted(values)[int(len(values) * 0.95)]
 
@@ -172,11 +185,16 @@ async def run(n: int, args: argparse.Namespace, tmp: Path, redis_url: str) -> No
             await cluster.start(fake, lb.url, hook_ports)
             try:
                 await load(fake, 20, 10_000 * n)  # warm-up: sessions, connections
+                pids = [b.proc.pid for b in cluster.bridges if b.proc is not None]
+                cpu = cpu_seconds(pids)
                 latencies, rate, _ = await load(fake, args.users, 10_000 * n + 1000)
+                cpu = cpu_seconds(pids) - cpu
                 print(
                     f"{n} replica(s): {rate:6.1f} turns/s, latency p50 "
                     f"{statistics.median(latencies) * 1000:.0f} ms, p95 "
-                    f"{p95(latencies) * 1000:.0f} ms (n={len(latencies)}, 429s {fake.count_429})"
+                    f"{p95(latencies) * 1000:.0f} ms (n={len(latencies)}, 429s {fake.count_429}); "
+                    f"bridge CPU {cpu * 1000 / len(latencies):.1f} ms/turn; "
+                    f"load average {os.getloadavg()[0]:.1f}"
                 )
                 if n == 3:
                     await failover(cluster, fake, args, redis_url)
