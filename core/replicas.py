@@ -49,6 +49,8 @@ from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnRe
 
 log = logging.getLogger(__name__)
 
+RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
+
 
 def default_replica_name() -> str:
     """``CHATBRIDGE_REPLICA`` from the environment, else ``<hostname>-<pid>``."""
@@ -98,6 +100,9 @@ class Replicas:
         self._leaders: list[_Leader] = []
         self._stopping = False
         self._beat_ok = False
+        self._ticks = 0
+        self.reclaim_idle = max(lease, 10.0)  # seconds an entry of ours waits before a retry
+        self.reclaim_every = RECLAIM_EVERY
         self.turns_run = 0
         self.claimed = 0
 
@@ -184,6 +189,9 @@ class Replicas:
     async def _tick(self) -> None:
         self._live = await self.redis.heartbeat(self.replica, self._lease_ms)
         self._beat_ok = True
+        self._ticks += 1
+        if self._ticks % self.reclaim_every == 0:
+            await self._reclaim()
         for partition, value in list(self._owned.items()):
             if not await self.redis.renew(f"p:{partition}", value, self._lease_ms):
                 log.warning("replica %s lost partition %d", self.replica, partition)
@@ -224,6 +232,14 @@ class Replicas:
                     len(claimed),
                 )
             for item in claimed:
+                self._dispatch(item)
+
+    async def _reclaim(self) -> None:
+        """Entries of our partitions left pending here by a step that failed (Redis out of
+        reach mid-turn, say) run again; those still queued or running here are skipped."""
+        idle_ms = int(self.reclaim_idle * 1000)
+        for partition in list(self._owned):
+            for item in await self.redis.claim(partition, self.replica, idle_ms):
                 self._dispatch(item)
 
     async def _give_back(self, excess: int) -> None:

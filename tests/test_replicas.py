@@ -231,3 +231,28 @@ async def test_turns_per_minute_hold_across_replicas(redis_url: str) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+class FlakyReplies(Replies):
+    """The first answer cannot even be set up (as if Redis dropped mid-step)."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.failures = 1
+
+    def surface_for(self, inbound: Inbound) -> Surface:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("lost")
+        return super().surface_for(inbound)
+
+
+async def test_a_turn_whose_step_failed_runs_again_later(nodes: list[Node]) -> None:
+    a, _ = nodes
+    a.replicas.serve(a.engine, FlakyReplies(a.log))
+    a.replicas.reclaim_idle = 0.2
+    a.replicas.reclaim_every = 1
+    await a.replicas.start()
+    await a.accept(Inbound(key("u1"), "hello"), source="f1")
+    await wait_for(lambda: len(a.log) == 1)
+    assert a.log[0].startswith("u1:finish:echo hello")

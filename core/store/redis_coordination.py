@@ -230,14 +230,19 @@ class RedisCoordination:
             items.extend(self._items(by_name[name], entries))
         return items
 
-    async def claim(self, partition: int, consumer: str) -> list[WorkItem]:
-        """Every pending entry of ``partition``, whoever read it, now ``consumer``'s
-        (XAUTOCLAIM with no idle minimum: the caller holds the partition's lease)."""
+    async def claim(self, partition: int, consumer: str, min_idle_ms: int = 0) -> list[WorkItem]:
+        """Every pending entry of ``partition`` idle at least ``min_idle_ms``, whoever read
+        it, now ``consumer``'s (XAUTOCLAIM; the caller holds the partition's lease)."""
         items: list[WorkItem] = []
         start = "0-0"
         while True:
             reply = await self._r.xautoclaim(
-                self.stream(partition), GROUP, consumer, min_idle_time=0, start_id=start, count=500
+                self.stream(partition),
+                GROUP,
+                consumer,
+                min_idle_time=min_idle_ms,
+                start_id=start,
+                count=500,
             )
             start, entries = reply[0], reply[1]
             items.extend(self._items(partition, entries))
