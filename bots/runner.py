@@ -29,7 +29,13 @@ from chatbridge.bots.http import HealthServer, standard_readiness
 from chatbridge.core.engine import Engine
 from chatbridge.core.flood import FloodControl
 from chatbridge.core.metrics import Metrics
-from chatbridge.core.protocols import Backend, CountsConnections, SessionStore, StoredReplies
+from chatbridge.core.protocols import (
+    Backend,
+    CountsConnections,
+    Journal,
+    SessionStore,
+    StoredReplies,
+)
 from chatbridge.core.store import journal_of, open_store
 
 if TYPE_CHECKING:
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOURNAL_KEEP = timedelta(days=7)
+JOURNAL_PRUNE_EVERY = 3600.0  # seconds
 
 
 class Adapter(Protocol):
@@ -82,6 +89,7 @@ class App:
     metrics: Metrics = field(default_factory=Metrics)
     http: HealthServer | None = None
     replicas: Replicas | None = None
+    _pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -104,10 +112,7 @@ class App:
             )
         journal = journal_of(self.store)
         if journal is not None:
-            # finished turns are kept a week (Telegram forgets unconfirmed updates in a day)
-            pruned = await journal.prune(JOURNAL_KEEP)
-            if pruned:
-                log.info("journal: forgot %d finished turns older than %s", pruned, JOURNAL_KEEP)
+            self._pruner = asyncio.create_task(_prune_forever(journal), name="journal-prune")
         for name, backend_cfg in cfg.backends.items():
             if any(bot.backend == name for bot in cfg.bots):
                 backend = build_backend(name, backend_cfg)
@@ -260,6 +265,9 @@ class App:
         for backend in self.backends.values():
             with contextlib.suppress(Exception):
                 await backend.aclose()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
         if self.replicas is not None:
             with contextlib.suppress(Exception):
                 await self.replicas.redis.close()
@@ -274,6 +282,20 @@ def _is_redis(url: str) -> bool:
 def _token_digest(token: str) -> str:
     """Names a bot token's shared budget in Redis without writing the token there."""
     return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+async def _prune_forever(journal: Journal) -> None:
+    """Forget finished turns older than :data:`JOURNAL_KEEP`, at start and then hourly (Telegram
+    itself forgets an unconfirmed update after a day, so a week covers any redelivery)."""
+    while True:
+        try:
+            pruned = await journal.prune(JOURNAL_KEEP)
+        except Exception:
+            log.exception("journal: pruning failed")
+        else:
+            if pruned:
+                log.info("journal: forgot %d finished turns older than %s", pruned, JOURNAL_KEEP)
+        await asyncio.sleep(JOURNAL_PRUNE_EVERY)
 
 
 def _connections_of(backend: CountsConnections) -> Callable[[], float]:

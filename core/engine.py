@@ -48,7 +48,6 @@ from chatbridge.core.types import (
     ListingDraft,
     SessionRecord,
     TurnResult,
-    TurnState,
 )
 
 log = logging.getLogger(__name__)
@@ -433,4 +432,4 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-__all__ = ["Engine", "Prepared", "TurnState"]
+__all__ = ["Engine", "Prepared"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 from chatbridge.core.engine import Engine
-from chatbridge.core.protocols import SessionStore
+from chatbridge.core.protocols import Journal, SessionStore
 from chatbridge.core.types import (
     Button,
     ConversationKey,
@@ -90,6 +90,7 @@ async def start_bot(
     *,
     admins: Sequence[int] = (),
     name: str = "shop",
+    journal: Journal | None = None,
     **opts: object,
 ) -> tuple[DiscordAdapter, Engine]:
     engine = Engine(
@@ -97,6 +98,7 @@ async def start_bot(
         backend=backend,  # type: ignore[arg-type]
         backend_name=getattr(backend, "name", "backend"),
         store=store,
+        journal=journal,
     )
     adapter = DiscordAdapter(
         name=name,

@@ -360,6 +360,10 @@ class DiscordAdapter:
             log.warning("bot %s: could not download an attachment", self.name, exc_info=True)
             await self._say(channel, DOWNLOAD_FAILED, message)
             return None
+        except Exception:  # a bug: the user still hears back
+            log.exception("bot %s: could not take a message", self.name)
+            await self._say(channel, self.engine.texts.internal, message)
+            return None
         if not text and not images:
             await self._say(channel, EMPTY, message)
             return None

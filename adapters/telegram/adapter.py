@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import CallbackQuery, Message, Update
+from telegram import Bot, CallbackQuery, Message, Update
 from telegram.constants import ChatType, MessageEntityType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import Application
 from telegram.request import HTTPXRequest
 
@@ -28,17 +28,18 @@ from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Comma
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.options import TelegramOptions
+from chatbridge.adapters.telegram.photos import UNSUPPORTED, listing_images, message_images
 from chatbridge.adapters.telegram.polling import Poller
 from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.adapters.telegram.surface import TelegramReply
 from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.engine import Prepared
-from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.images import ImageRejected
 from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Surface
 from chatbridge.core.retry import deliver
 from chatbridge.core.secrets import register_secret, safe_error
-from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
+from chatbridge.core.types import ConversationKey, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +48,7 @@ log = logging.getLogger(__name__)
 Elect = Callable[[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]], object]
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-UNSUPPORTED = "I can read text and photos. Please send your item as a photo or describe it."
 CHOICE_MARK_DEADLINE = 60.0  # seconds: marking a pressed button is cosmetic, not an answer
-_OTHER_MEDIA = (
-    "video",
-    "voice",
-    "audio",
-    "sticker",
-    "animation",
-    "video_note",
-    "location",
-    "contact",
-    "poll",
-)
 
 
 @dataclass
@@ -360,7 +349,20 @@ class TelegramAdapter:
 
         async def prepare() -> Prepared:
             messages = list(msgs) if isinstance(msgs, Sequence) else await msgs()
-            return await self._prepare(messages, key)
+            try:
+                return await self._prepare(messages, key)
+            except Exception as exc:  # a bug or a platform fault: the user still hears back
+                log.error(
+                    "telegram bot %s: could not take a message: %s",
+                    self.name,
+                    safe_error(exc),
+                    exc_info=exc,
+                )
+                assert self._ops is not None
+                with contextlib.suppress(Exception):
+                    target = self._target(messages[0], quote=True)
+                    await self._ops.say(target, escape(self._engine.texts.internal))
+                return None
 
         future = await self._engine.accept(key, prepare, source=source)
         if future is not None:
@@ -426,13 +428,13 @@ class TelegramAdapter:
                 user_id=user.id,
                 language=language,
                 args=command[1],
-                images=lambda: self._listing_images(msgs),
+                images=lambda: listing_images(self._bot(), msgs, self._options.max_photo_bytes),
             )
             # not awaited: a command may queue behind this conversation's turns (/lang)
             self._spawn(self._commands.run(command[0], ctx))
             return None
         try:
-            images = await self._images(msgs)
+            images = await message_images(self._bot(), msgs, self._options.max_photo_bytes)
         except ImageRejected as exc:
             await self._ops.say(target, escape(exc.reason))
             return None
@@ -457,6 +459,10 @@ class TelegramAdapter:
             use_drafts=self._options.use_drafts,
             button_id=self._engine.button_id,
         )
+
+    def _bot(self) -> Bot:
+        assert self._app is not None
+        return self._app.bot
 
     def surface_for(self, inbound: Inbound) -> Surface:
         """:class:`core.protocols.StoredReplies`: where to answer a journaled message after a
@@ -483,51 +489,6 @@ class TelegramAdapter:
                 log.error("telegram bot %s: turn crashed: %s", self.name, safe_error(error))
 
         future.add_done_callback(done)
-
-    # --- photos -----------------------------------------------------------------------------
-
-    async def _listing_images(self, msgs: Sequence[Message]) -> list[Image]:
-        images = await self._images(msgs)
-        reply = msgs[0].reply_to_message
-        if not images and reply is not None:
-            images = await self._images([reply])
-        return images
-
-    async def _images(self, msgs: Sequence[Message]) -> list[Image]:
-        """Every photo of the messages, checked; raises :class:`ImageRejected` for the user."""
-        limit = self._options.max_photo_bytes
-        refs: list[tuple[str, int | None]] = []
-        for m in msgs:
-            if m.photo:
-                largest = max(m.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-                refs.append((largest.file_id, largest.file_size))
-            elif m.document is not None:
-                mime = m.document.mime_type or ""
-                if not mime.startswith("image/"):
-                    raise ImageRejected(
-                        "That file is not a photo I can use. Please send a "
-                        "JPEG, PNG, GIF or WebP image."
-                    )
-                refs.append((m.document.file_id, m.document.file_size))
-            elif any(getattr(m, kind, None) for kind in _OTHER_MEDIA):
-                raise ImageRejected(UNSUPPORTED)
-        for _, size in refs:
-            check_size(size, limit)  # before downloading anything
-        return list(await asyncio.gather(*(self._download(f, limit) for f, _ in refs)))
-
-    async def _download(self, file_id: str, limit: int) -> Image:
-        assert self._app is not None
-        try:
-            file = await self._app.bot.get_file(file_id)
-            check_size(file.file_size, limit)
-            data = bytes(await file.download_as_bytearray())
-        except BadRequest as exc:
-            if "too big" in str(exc).lower():
-                check_size(limit + 1, limit)
-            raise ImageRejected("I couldn't download that photo. Please try again.") from None
-        except TelegramError:
-            raise ImageRejected("I couldn't download that photo. Please try again.") from None
-        return load_image(data, limit)
 
     # --- buttons ----------------------------------------------------------------------------
 

@@ -234,6 +234,30 @@ class SQLiteStore:
         async with self._lock:
             return list(await self._conn.execute_fetchall(sql, params))
 
+    async def _batch(
+        self, statements: Sequence[tuple[str, Sequence[Any], bool]]
+    ) -> builtins.list[Any]:
+        """Several statements in one transaction and one trip to the worker thread; for each,
+        its rows (``fetch``) or its row count. All or nothing."""
+
+        def work(conn: sqlite3.Connection) -> builtins.list[Any]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out: builtins.list[Any] = []
+                for sql, params, fetch in statements:
+                    cursor = conn.execute(sql, params)
+                    out.append(cursor.fetchall() if fetch else cursor.rowcount)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+        async with self._lock:
+            # aiosqlite runs one function in its worker thread this way (the public API sends
+            # statements one by one, a thread hop each)
+            return await self._conn._execute(work, self._conn._conn)
+
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One autocommitted statement; returns the number of rows changed."""
         async with self._lock:
