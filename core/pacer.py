@@ -170,6 +170,7 @@ class Pacer:
         self._waiters: list[tuple[int, int, _Waiter]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self.waited = 0  # calls that had to wait for the bot-wide budget (for benchmarks)
         # several replicas: the same windows, counted across all of them (core.budget)
         self.shared: SharedWindows | None = None
@@ -324,9 +325,6 @@ class Pacer:
         """Grant the bot-wide budget to waiters, best priority first, as far as it goes."""
         if self.bot is None:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         while self._waiters:
             priority, _, waiter = self._waiters[0]
             if waiter.future.done():  # cancelled while waiting
@@ -335,13 +333,25 @@ class Pacer:
             now = self._clock()
             at = self.bot.ready_at(now, priority)
             if at > now:
-                if not math.isinf(at):  # else the next answer dispatches again
-                    loop = asyncio.get_running_loop()
-                    self._timer = loop.call_later(at - now, self._dispatch)
+                self._wake_at(at)  # (at inf: the next answer dispatches again)
                 return
             heapq.heappop(self._waiters)
             self.bot.take(now)
             waiter.future.set_result(None)
+
+    def _wake_at(self, at: float) -> None:
+        # one timer at a time, kept when it fires early enough: a thousand waiters arriving
+        # together must not churn the event loop's timer heap
+        if math.isinf(at) or (self._timer is not None and self._timer_at <= at):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_later(at - self._clock(), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._dispatch()
 
     @property
     def queued(self) -> int:

@@ -190,7 +190,12 @@ class Surface(Protocol):
         ...
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        """The authoritative answer: render it (buttons included) and stop streaming."""
+        """The authoritative answer: render it (buttons included) and stop streaming.
+
+        Returns once the platform confirmed every message (rate limits and outages are
+        waited out, up to the bot's delivery deadline); raises ``DeliveryRefused`` when the
+        platform refuses for good (bot blocked, chat gone), after logging and counting it.
+        """
         ...
 
     async def fail(self, text: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from discord_harness import final_message, start_bot, stop_bot
+from discord_harness import FAST_BUCKET, final_message, start_bot, stop_bot
 
 from chatbridge.adapters.discord_adapter.render import html_to_markdown
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
@@ -26,7 +26,7 @@ def components(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as f:
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as f:
         yield f
 
 

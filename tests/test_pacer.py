@@ -119,3 +119,22 @@ async def test_calls_in_one_lane_go_one_at_a_time() -> None:
 def test_windows_reject_nonsense() -> None:
     with pytest.raises(ValueError):
         Window(0, 1.0)
+
+
+def test_telegram_budget_from_options() -> None:
+    from chatbridge.adapters.telegram.api import telegram_pacer
+    from chatbridge.adapters.telegram.options import TelegramOptions
+
+    pacer = telegram_pacer(TelegramOptions())
+    assert pacer.bot is not None and (pacer.bot.limit, pacer.bot.period) == (30, 1.0)
+    chat, group = pacer._chat_windows(False), pacer._chat_windows(True)
+    assert [(w.limit, w.period) for w in chat] == [(3, 3.0)]  # 1/s with bursts of 3
+    assert [(w.limit, w.period) for w in group] == [(3, 3.0), (20, 60.0)]
+    # a quick reply (or a button press) right after an answer is not held back by the burst
+    window = chat[0]
+    for _ in range(2):
+        window.take(0.0)
+        window.done(0.0)
+    assert window.ready_at(0.1, URGENT) == 0.1
+    off = telegram_pacer(TelegramOptions(chat_rate=0, bot_rate=0, group_rate=0))
+    assert off.bot is None and off._chat_windows(True) == []

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 EMPTY_WITH_KEYBOARD = "Please choose an option below."
 TYPING_GRACE = 0.4  # seconds without visible text before "typing..." is shown
 DRAFT_REFRESH = 20.0  # seconds; Telegram drops a draft 30 s after its last update
+DRAFT_FIRST = 1.0  # seconds a final waits for the bot's budget before its draft shows it
 
 
 def render(message: ReplyMessage) -> str:
@@ -159,6 +160,7 @@ class TelegramReply:
         drafts = self._drafts
 
         async def keep() -> None:
+            await asyncio.sleep(DRAFT_FIRST)  # a final that goes at once needs no draft
             while not sink.writing:
                 try:
                     await self.ops.draft(self.target, drafts.draft_id, text)

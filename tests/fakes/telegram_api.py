@@ -26,11 +26,9 @@ registered secret token.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.flood_limits import TelegramLimits
 from tests.fakes.telegram_html import EntityParseError, parse_html, strip_message, utf16_len
 from tests.fakes.telegram_updates import FakeBot
 
@@ -131,22 +130,16 @@ class FakeTelegram:
         group_period: float = 60.0,
         draft_interval: float = 0.0,
     ) -> None:
-        self.interval = interval
-        self.chat_burst = chat_burst
-        self.bot_limit = bot_limit
-        self.bot_period = bot_period
-        self.group_limit = group_limit
-        self.group_period = group_period
-        self.draft_interval = draft_interval
-        self.limited: dict[str, int] = {"bot": 0, "group": 0, "chat": 0, "draft": 0}
+        self.limits = TelegramLimits(
+            interval, chat_burst, bot_limit, bot_period, group_limit, group_period, draft_interval
+        )
+        self.limited = self.limits.limited  # 429s answered, by limit
         self.bots: dict[str, FakeBot] = {}
         self.calls: list[Call] = []
         self.files: dict[str, tuple[bytes, int, str]] = {}  # file_id -> (data, size, path)
         self.ids = itertools.count(1)
         self.injected: list[Injected] = []
         self.count_429 = 0
-        # arrival times of counted calls, per (token, chat or None for the bot, bucket)
-        self._recent: dict[tuple[str, Any, str], collections.deque[float]] = {}
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -333,49 +326,13 @@ class FakeTelegram:
                 params = {"retry_after": inj.retry_after} if inj.retry_after else None
                 raise ApiError(inj.status, inj.description, params)
 
-    def _window(
-        self, key: tuple[str, Any, str], limit: int, period: float, now: float, count: int
-    ) -> float:
-        """Seconds until ``count`` more calls fit ``limit`` per ``period`` (0: they fit)."""
-        recent = self._recent.setdefault(key, collections.deque())
-        while recent and recent[0] <= now - period:
-            recent.popleft()
-        over = len(recent) + count - limit
-        if over <= 0:
-            return 0.0
-        return recent[min(over, len(recent)) - 1] + period - now
-
     def _pace(
         self, bot: FakeBot, chat: dict[str, Any], now: float, bucket: str, count: int = 1
     ) -> None:
-        """Count a call into ``chat`` against every limit (``count``: messages it makes, for
-        the bot-wide limit), or answer 429 as Telegram does."""
-        chat_id = chat["id"]
-        checks: list[tuple[str, tuple[str, Any, str], int, float, int]] = []
-        if bucket == "draft":
-            if self.draft_interval > 0:
-                checks.append(("draft", (bot.token, chat_id, "draft"), 1, self.draft_interval, 1))
-        else:
-            if self.bot_limit > 0:
-                checks.append(
-                    ("bot", (bot.token, None, "bot"), self.bot_limit, self.bot_period, count)
-                )
-            if self.interval > 0:
-                period = self.chat_burst * self.interval
-                checks.append(("chat", (bot.token, chat_id, "chat"), self.chat_burst, period, 1))
-            if self.group_limit > 0 and chat.get("type") in ("group", "supergroup"):
-                group = (bot.token, chat_id, "group")
-                checks.append(("group", group, self.group_limit, self.group_period, 1))
-        for kind, key, limit, period, n in checks:
-            wait = self._window(key, limit, period, now, n)
-            if wait > 0:
-                self.limited[kind] += 1
-                retry = max(1, math.ceil(wait))
-                raise ApiError(
-                    429, f"Too Many Requests: retry after {retry}", {"retry_after": retry}
-                )
-        for _kind, key, _limit, _period, n in checks:
-            self._recent[key].extend([now] * n)
+        """Count a call into ``chat`` against Telegram's limits, or answer 429 as it does."""
+        retry = self.limits.check(bot.token, chat, now, bucket, count)
+        if retry is not None:
+            raise ApiError(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
 
     # --- validation ---------------------------------------------------------------------------
 
