@@ -160,6 +160,14 @@ class App:
             return SharedFlood(self.replicas.redis, limit)
         return FloodControl(limit)
 
+    def _shared_discord(self, token_digest: str) -> dict[str, Any]:
+        """Several replicas: the Discord adapter's global budget counted across them."""
+        if self.replicas is None or not self.config.replicas.shared_budgets:
+            return {}
+        from chatbridge.core.budget import SharedWindows
+
+        return {"budget": SharedWindows(self.replicas.redis, f"dc:{token_digest}")}
+
     def _shared(self, token_digest: str) -> dict[str, Any]:
         """Several replicas: the Telegram adapter's shared budget and leader election."""
         replicas = self.replicas
@@ -214,6 +222,7 @@ class App:
             options=_options(DiscordOptions, bot),
             admins=admins,
             metrics=self.metrics,
+            **self._shared_discord(_token_digest(bot.token.get_secret_value())),
         )
 
     async def wait(self) -> None:

@@ -304,7 +304,8 @@ async def test_discord_two_shards_on_two_replicas_answer_every_guild(
 ) -> None:
     from tests.fakes.discord_api import FakeDiscord
 
-    async with FakeDiscord() as fake:
+    # Discord's global limit, made small enough for two shards' answers to reach it together
+    async with FakeDiscord(global_limit=8) as fake:
         # a guild on each shard: Discord routes a guild's events by (guild_id >> 22) % count
         by_shard: dict[int, int] = {}
         while len(by_shard) < 2:
@@ -326,6 +327,7 @@ channels = [{channels[0]}, {channels[1]}]
 guild_ready_timeout = 0.05
 shard_id = {i}
 shard_count = 2
+global_rate = 8
 """
             return replica_config(
                 workdir / "bridge.toml",
@@ -333,6 +335,7 @@ shard_count = 2
                 backend=shopai_backend(shopai),
                 discord=discord,
                 http_port=http_port,
+                extra=EXTRA,
             )
 
         bridges, http_ports = [], []
@@ -368,3 +371,4 @@ shard_count = 2
                 await bridge.stop()
         order = backend_order(shopai)
         assert all(order[i] == [0, 1] for i in range(len(users)))
+        assert fake.global_limited == 0  # the two replicas shared the bot's global budget

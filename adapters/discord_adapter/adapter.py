@@ -30,6 +30,7 @@ from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import discord_pacer, platform_trace
 from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared
 from chatbridge.core.secrets import register_secret
 from chatbridge.core.types import ConversationKey, Image, Inbound
@@ -80,6 +81,7 @@ class DiscordAdapter:
         options: DiscordOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        budget: SharedWindows | None = None,
     ) -> None:
         self.name = name
         self._token = token
@@ -89,6 +91,7 @@ class DiscordAdapter:
         self.admins = admins
         self.metrics = metrics
         self._pacer = discord_pacer(options)  # one budget for every channel of this token
+        self._pacer.shared = budget  # several replicas: the token's budget counted in Redis
         self.refused = 0  # answers Discord refused for good (channel gone, no access)
         self.client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
