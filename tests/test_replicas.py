@@ -256,3 +256,15 @@ async def test_a_turn_whose_step_failed_runs_again_later(nodes: list[Node]) -> N
     await a.accept(Inbound(key("u1"), "hello"), source="f1")
     await wait_for(lambda: len(a.log) == 1)
     assert a.log[0].startswith("u1:finish:echo hello")
+
+
+async def test_reading_survives_a_redis_that_lost_its_groups(redis_url: str) -> None:
+    coordination = RedisCoordination.from_url(redis_url)
+    try:
+        await coordination.ensure_group(0)
+        await coordination._r.flushdb()  # a restart without persistence
+        await coordination.record_and_queue(Inbound(key("u1"), "hi"), "src", 0)
+        items = await coordination.read([0], "a", block_ms=10)
+        assert [item.seq for item in items] == [1]
+    finally:
+        await coordination.close()

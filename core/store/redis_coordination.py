@@ -223,7 +223,16 @@ class RedisCoordination:
         if not partitions:
             return []
         streams: dict[Any, Any] = {self.stream(p): ">" for p in partitions}
-        reply = await self._r.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        try:
+            reply = await self._r.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost its data (restarted without persistence): groups again, then read
+            self._groups.clear()
+            for partition in partitions:
+                await self.ensure_group(partition)
+            reply = await self._r.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
         by_name = {self.stream(p): p for p in partitions}
         items: list[WorkItem] = []
         for name, entries in cast(list[Any], reply or []):
