@@ -260,6 +260,7 @@ class App:
                     await pause()
         if self.replicas is not None:
             self.replicas.stop_starting()  # what is queued here stays for the others
+            await self.replicas.stop_leading()  # another replica polls from now on
         grace = self.config.limits.shutdown_grace
         await asyncio.gather(*(e.aclose(grace) for e in self.engines.values()))
         if self.replicas is not None:

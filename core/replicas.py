@@ -140,6 +140,12 @@ class Replicas:
         for leader in self._leaders:
             leader.stop()
 
+    async def stop_leading(self) -> None:
+        """Hand every leadership back now (the adapters stopped receiving), so another
+        replica polls while this one's running turns finish."""
+        leaders, self._leaders = self._leaders, []
+        await asyncio.gather(*(leader.close() for leader in leaders), return_exceptions=True)
+
     async def stop(self) -> None:
         """After running turns ended: hand every partition and leadership back at once."""
         self.stop_starting()

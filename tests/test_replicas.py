@@ -268,3 +268,28 @@ async def test_reading_survives_a_redis_that_lost_its_groups(redis_url: str) -> 
         assert [item.seq for item in items] == [1]
     finally:
         await coordination.close()
+
+
+async def test_one_leader_at_a_time_and_leadership_handed_back_at_once(
+    nodes: list[Node],
+) -> None:
+    a, b = nodes
+    events: list[str] = []
+
+    def elect(node: Node) -> None:
+        async def gain() -> None:
+            events.append(f"{node.name}+")
+
+        async def lose() -> None:
+            events.append(f"{node.name}-")
+
+        node.replicas.leader("poll", gain, lose)
+
+    elect(a)
+    await wait_for(lambda: events == ["a+"])
+    elect(b)
+    await asyncio.sleep(0.7)  # two of b's attempts: the lease is a's
+    assert events == ["a+"]
+    await a.replicas.stop_leading()
+    assert await a.replicas.redis.holder("leader:poll") is None  # released, not expired
+    await wait_for(lambda: events == ["a+", "a-", "b+"])
