@@ -107,6 +107,7 @@ class App:
                 lease=cfg.replicas.lease,
             )
             replicas = self.replicas
+            await replicas.check()  # before any bot takes a message
             self.metrics.watch_replica(
                 replicas.replica, lambda: float(len(replicas.owned)), lambda: len(replicas.live)
             )

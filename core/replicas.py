@@ -120,7 +120,18 @@ class Replicas:
         self._engines[engine.bot] = engine
         self._replies[engine.bot] = replies
 
+    async def check(self) -> None:
+        """Refuse a partition count other than the one the replicas on this Redis use."""
+        agreed = await self.redis.agree_partitions(self.partitions)
+        if agreed != self.partitions:
+            # another count would hash a conversation elsewhere and break its order
+            raise RuntimeError(
+                f"[replicas] partitions = {self.partitions}, but the replicas on this Redis "
+                f"use {agreed}: give every replica the same value (or empty the Redis first)"
+            )
+
     async def start(self) -> None:
+        await self.check()
         await self._tick()
         self._tasks = [
             asyncio.create_task(self._keep_leases(), name="replicas:leases"),

@@ -293,3 +293,16 @@ async def test_one_leader_at_a_time_and_leadership_handed_back_at_once(
     await a.replicas.stop_leading()
     assert await a.replicas.redis.holder("leader:poll") is None  # released, not expired
     await wait_for(lambda: events == ["a+", "a-", "b+"])
+
+
+async def test_a_replica_with_another_partition_count_refuses_to_start(redis_url: str) -> None:
+    one, two = RedisCoordination.from_url(redis_url), RedisCoordination.from_url(redis_url)
+    first = Replicas(one, replica="a", partitions=4, lease=1.0)
+    try:
+        await first.start()
+        with pytest.raises(RuntimeError, match="partitions = 8, but the replicas on this Redis"):
+            await Replicas(two, replica="b", partitions=8, lease=1.0).start()
+    finally:
+        await first.stop()
+        await one.close()
+        await two.close()

@@ -290,6 +290,11 @@ class RedisCoordination:
             updated_at=from_micros(int(f["updated_at"])),
         )
 
+    async def agree_partitions(self, partitions: int) -> int:
+        """The partition count every replica uses: the first replica's, kept in Redis."""
+        await self._r.set(f"{self._p}partitions", partitions, nx=True)
+        return int(await self._r.get(f"{self._p}partitions") or partitions)
+
     # --- leases and membership --------------------------------------------------------------------
 
     async def acquire(self, name: str, replica: str, period_ms: int) -> str | None:
