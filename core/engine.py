@@ -270,8 +270,12 @@ class Engine:
         try:
             while lane.slots:
                 slot = lane.slots[0]
-                job = await slot.job
-                result = TurnResult("refused") if job is None else await self._run(job, lane)
+                try:
+                    job = await slot.job  # the message may still be being prepared
+                    result = TurnResult("refused") if job is None else await self._run(job)
+                except asyncio.CancelledError:
+                    await self._interrupt(lane)
+                    raise
                 lane.slots.popleft()
                 if not slot.result.done():
                     slot.result.set_result(result)
@@ -281,26 +285,27 @@ class Engine:
             if not lane.slots and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    async def _run(self, job: Job, lane: _Lane) -> TurnResult:
+    async def _run(self, job: Job) -> TurnResult:
         self._active += 1
         try:
             return await job()
-        except asyncio.CancelledError:
-            # shutdown cancelled this turn: tell this user and everyone queued behind
-            if self._observer:
-                self._observer.turn_finished(self.bot, "interrupted", 0.0)
-            for slot in lane.slots:
-                if slot.turn is not None:
-                    await self._tell_interrupted(slot.turn)
-                if not slot.result.done():
-                    slot.result.set_result(TurnResult("interrupted"))
-            lane.slots.clear()
-            raise
         except Exception as exc:  # a bug outside a turn (an admin job); never kill the lane
             log.exception("a queued job crashed")
             return TurnResult("failed", failure=Failure(FailureKind.INTERNAL, repr(exc)))
         finally:
             self._active -= 1
+
+    async def _interrupt(self, lane: _Lane) -> None:
+        """Shutdown cancelled this lane: tell the user of the running turn and everyone queued
+        behind (a message still being prepared is journaled and runs at the next start)."""
+        if self._observer:
+            self._observer.turn_finished(self.bot, "interrupted", 0.0)
+        for slot in lane.slots:
+            if slot.turn is not None:
+                await self._tell_interrupted(slot.turn)
+            if not slot.result.done():
+                slot.result.set_result(TurnResult("interrupted"))
+        lane.slots.clear()
 
     async def _refuse(self, turn: Turn, text: str, why: str) -> TurnResult:
         log.info("refused a turn (%s) for %s", why, turn.inbound.key.short())

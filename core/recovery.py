@@ -5,7 +5,8 @@ By the state a crash left each turn in:
 - received (never sent to the backend): run normally;
 - sent to the backend, not answered: a backend that can look in its history
   (:class:`core.protocols.Recovers`, ShopAI) delivers the answer it holds without asking
-  again, or the message is sent again when the backend never got it; any other backend
+  again, or the message is sent again when the backend never got it or holds no answer to
+  it; any other backend
   (LoopOS ``/chat`` is not idempotent) is not asked twice: the user is told, in plain words,
   that the bot restarted and to send the message again;
 - answered, not confirmed delivered: the stored answer is sent (at-least-once: the user may

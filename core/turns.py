@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, DeliveryRefused
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
@@ -115,9 +116,15 @@ class TurnRunner:
         key = turn.inbound.key
         log.info("turn %d start %s (journal %s)", turn_id, key.short(), self._seq(turn))
         try:
-            async with asyncio.timeout(self.turn_timeout):
-                await turn.surface.begin()
-                result = await self._converse(turn)
+            # the deadline lets a backend end its retries in time to say so itself
+            with turn_deadline(self.turn_timeout):
+                async with asyncio.timeout(self.turn_timeout):
+                    await turn.surface.begin()
+                    result = await self._converse(turn)
+            if result.outcome == "ok" and result.messages:
+                # not under the turn's timeout: the surface keeps trying to deliver a final
+                # answer until its own delivery deadline, and raises DeliveryRefused for good
+                result = await self.deliver(turn, result.messages)
         except TimeoutError:
             result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
         except DeliveryRefused as exc:
@@ -161,7 +168,7 @@ class TurnRunner:
     async def _converse(self, turn: Turn) -> TurnResult:
         if turn.resume is TurnState.ANSWERED and turn.entry and turn.entry.answer is not None:
             log.info("recovery: delivering an answer written down before the restart")
-            return await self.deliver(turn, turn.entry.answer)
+            return TurnResult("ok", messages=turn.entry.answer)
         inbound = turn.inbound
         record, failure = await self.session_for(inbound.key, inbound.language)
         if failure is not None or record is None:
@@ -185,8 +192,6 @@ class TurnRunner:
             await turn.surface.notice(self.texts.restarted)
             result = await self._relay(turn, record, inbound)
         await self.store.touch(inbound.key)
-        if result.messages and result.outcome == "ok":
-            return await self.deliver(turn, result.messages)
         return result
 
     async def _recover(
@@ -209,7 +214,7 @@ class TurnRunner:
             log.info("recovery: the backend never got the message; sending it again")
             return None
         log.info("recovery: the backend's history holds the answer; delivering it")
-        return await self.deliver(turn, final.messages or (ReplyMessage(self.texts.empty),))
+        return TurnResult("ok", messages=final.messages or (ReplyMessage(self.texts.empty),))
 
     async def _relay(self, turn: Turn, record: SessionRecord, inbound: Inbound) -> TurnResult:
         started = time.monotonic()

@@ -21,6 +21,7 @@ from chatbridge.core.texts import UserTexts
 from chatbridge.emulators.loopos import LoopOSEmulator
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from chatbridge.emulators.shopai_catalog import compose_answer
+from chatbridge.emulators.shopai_strict import ShopAIStrict
 from tests.fakes.telegram_api import FakeTelegram
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,8 +41,22 @@ RESTART_NOTICE = UserTexts().resend_after_restart
 
 @pytest.fixture
 async def shopai() -> AsyncIterator[ShopAIEmulator]:
-    # ~40 tokens an answer at 0.08 s: a few seconds of streaming to be killed in
-    emulator = await start_shopai_emulator(version="v0.1", token_delay=0.08)
+    """A strict ShopAI server, except that it finishes an answer nobody waits for any more
+    (the documents allow both; see ``strict_shopai``). ~40 tokens an answer at 0.08 s: a few
+    seconds of streaming to be killed in."""
+    emulator = await start_shopai_emulator(
+        version="v0.1", token_delay=0.08, strict=ShopAIStrict(stop_on_disconnect=False)
+    )
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+@pytest.fixture
+async def strict_shopai() -> AsyncIterator[ShopAIEmulator]:
+    """A ShopAI server that drops an answer when its client goes away mid-answer."""
+    emulator = await start_shopai_emulator(version="v0.2", token_delay=0.08, strict=True)
     try:
         yield emulator
     finally:
@@ -113,9 +128,9 @@ def answered(fake: FakeTelegram, token: str, chat_id: int, question: str) -> boo
     return any(last_sentence(question) in t for t in texts)
 
 
-async def test_telegram_polling_shopai_every_user_answered_after_sigkill(
-    tmp_path: Path, shopai: ShopAIEmulator
-) -> None:
+async def crash_and_restart_polling(tmp_path: Path, shopai: ShopAIEmulator) -> int:
+    """Six shoppers ask, the bridge is killed mid-stream, two write again while it is down,
+    it restarts: every question ends answered. Returns how many were killed mid-answer."""
     async with FakeTelegram() as fake:
         fb = fake.add_bot(TOKEN, "shop_bot")
         bridge = Bridge(telegram_config(tmp_path, fake, shopai_backend(shopai)), ENV, tmp_path)
@@ -132,13 +147,12 @@ async def test_telegram_polling_shopai_every_user_answered_after_sigkill(
                 what="every answer to start streaming",
                 bridge=bridge,
             )
-            assert not any(
-                answered(fake, TOKEN, c["id"], q) for c, q in zip(chats, QUESTIONS, strict=True)
+            unanswered = sum(
+                not answered(fake, TOKEN, c["id"], q) for c, q in zip(chats, QUESTIONS, strict=True)
             )
             await bridge.kill()
             # while the bridge is down, two users write again: Telegram keeps the updates
-            later = ["and a phone for travel", "also headphones for the gym"]
-            for i, q in enumerate(later):
+            for i, q in enumerate(LATER):
                 await fb.push_text(chats[i], users[i], q)
             await bridge.start()
             await eventually(
@@ -147,7 +161,7 @@ async def test_telegram_polling_shopai_every_user_answered_after_sigkill(
                         answered(fake, TOKEN, c["id"], q)
                         for c, q in zip(chats, QUESTIONS, strict=True)
                     )
-                    and all(answered(fake, TOKEN, chats[i]["id"], q) for i, q in enumerate(later))
+                    and all(answered(fake, TOKEN, chats[i]["id"], q) for i, q in enumerate(LATER))
                 ),
                 timeout=60,
                 what="every user's answers after the restart",
@@ -155,8 +169,30 @@ async def test_telegram_polling_shopai_every_user_answered_after_sigkill(
             )
         finally:
             await bridge.stop()
-        # the restarted bridge found the answers in ShopAI's history: nobody asked twice
-        assert shopai.stats.messages == len(QUESTIONS) + len(later), bridge.logs()[-4000:]
+    return unanswered
+
+
+LATER = ["and a phone for travel", "also headphones for the gym"]
+
+
+async def test_telegram_polling_shopai_every_user_answered_after_sigkill(
+    tmp_path: Path, shopai: ShopAIEmulator
+) -> None:
+    killed = await crash_and_restart_polling(tmp_path, shopai)
+    assert killed == len(QUESTIONS)
+    # the restarted bridge found the answers in ShopAI's history: nobody asked twice
+    assert shopai.stats.messages == len(QUESTIONS) + len(LATER)
+
+
+async def test_telegram_polling_strict_shopai_resends_dropped_answers(
+    tmp_path: Path, strict_shopai: ShopAIEmulator
+) -> None:
+    killed = await crash_and_restart_polling(tmp_path, strict_shopai)
+    # the server dropped the answers it was streaming at the kill: those were asked again
+    # (an answer that completed between the last look and the kill is not)
+    assert 0 < killed <= len(QUESTIONS)
+    expected = len(QUESTIONS) + len(LATER)
+    assert expected < strict_shopai.stats.messages <= expected + killed
 
 
 async def test_telegram_loopos_call_in_flight_gets_the_restart_notice(

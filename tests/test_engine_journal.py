@@ -244,3 +244,26 @@ async def test_recovered_turns_go_before_new_messages(store: SQLiteStore) -> Non
     assert future is not None
     await future
     assert [line.split(":")[0] for line in log] == ["old", "new"]
+
+
+class SlowToDeliver(RecordingSurface):
+    async def finish(self, messages: Sequence[ReplyMessage]) -> None:
+        await asyncio.sleep(0.5)  # e.g. the platform asks to retry after a while
+        await super().finish(messages)
+
+
+async def test_delivery_is_not_cut_by_the_turn_timeout(store: SQLiteStore) -> None:
+    engine = Engine(
+        bot="b",
+        backend=ScriptedBackend(),
+        backend_name="ai",
+        store=store,
+        journal=store.journal,
+        turn_timeout=0.2,  # bounds the backend's part; the surface has its own deadline
+    )
+    surface = SlowToDeliver()
+    future = await engine.accept(key(), ready(Inbound(key(), "x"), surface), source="s")
+    assert future is not None and (await future).outcome == "ok"
+    assert surface.events[-1] == ("finish", "echo x (s1)")
+    rows = await store._fetch("SELECT state FROM journal")
+    assert rows[0][0] == "delivered"
