@@ -15,6 +15,7 @@ import itertools
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,7 +32,10 @@ def redis_server(workdir: Path) -> Iterator[str]:
     import redis
 
     assert REDIS_SERVER is not None
-    sock = workdir / "redis.sock"
+    # a short folder of its own for the socket: a unix socket path holds at most 107 bytes
+    short = Path(tempfile.mkdtemp(prefix="rds"))
+    sock = short / "redis.sock"
+    log = (workdir / "redis.log").open("wb")
     proc = subprocess.Popen(
         [
             REDIS_SERVER,
@@ -42,12 +46,13 @@ def redis_server(workdir: Path) -> Iterator[str]:
             "--appendonly", "no",
             "--dir", str(workdir),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
     )  # fmt: skip
+    log.close()
     url = f"unix://{sock}?db=0"
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a loaded machine starts slowly
         while True:
             try:
                 if sock.exists() and redis.Redis.from_url(url).ping():
@@ -55,12 +60,14 @@ def redis_server(workdir: Path) -> Iterator[str]:
             except redis.exceptions.ConnectionError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
+                output = (workdir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server did not start:\n{output}")
             time.sleep(0.02)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def free_port() -> int:
