@@ -22,6 +22,7 @@ from datetime import datetime
 
 from chatbridge.core import recovery
 from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.item_services import read_listing_request
 from chatbridge.core.protocols import (
     Backend,
     Decider,
@@ -111,6 +112,7 @@ class Engine:
         self._work = work
         self._intake: dict[ConversationKey, asyncio.Future[None]] = {}
         self._closing = False
+        self._recovered = False
         self._active = 0
 
     # --- taking messages ----------------------------------------------------------------------
@@ -210,6 +212,9 @@ class Engine:
         With several replicas the partitions' owners resume the journal instead."""
         if self._work is not None:
             return 0
+        if self._recovered:  # e.g. an adapter's start retried after a platform outage
+            return 0
+        self._recovered = True
         return await recovery.resume(self, replies)
 
     async def last_seen(self, since: datetime) -> dict[str, str]:
@@ -227,7 +232,8 @@ class Engine:
             assert not isinstance(self._flood, SharedFloodGate)
             wait = self._flood.check(turn.inbound.key)
             if wait is not None:
-                text = self.texts.flood.format(seconds=max(1, round(wait)))
+                texts = self.texts.in_language(turn.inbound.language)
+                text = texts.flood.format(seconds=max(1, round(wait)))
                 return lambda: self._refuse(turn, text, "flood")
         return lambda: self.turns.run(turn)
 
@@ -321,11 +327,18 @@ class Engine:
         return TurnResult("interrupted")
 
     async def _tell_interrupted(self, turn: Turn) -> None:
+        texts = self.texts.in_language(turn.inbound.language)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
-                await self.turns.tell(turn, self.texts.interrupted)
+                await self.turns.tell(turn, texts.interrupted)
 
     # --- sessions and admin -------------------------------------------------------------------
+
+    def cancel(self, key: ConversationKey) -> bool:
+        """Stop the answer being generated for ``key`` (the user's /cancel); the user is told
+        on the turn's surface and their next message starts normally. False when no turn of
+        that conversation is running."""
+        return self.turns.cancel(key)
 
     async def reset(self, key: ConversationKey) -> bool:
         """Forget the conversation's session, after its pending turns."""
@@ -402,7 +415,8 @@ class Engine:
     ) -> ListingDraft:
         if not isinstance(self.backend, ListingDescriber):
             raise NotSupported(f"backend {self.backend_name} cannot describe listings")
-        return await self.backend.describe_listing(images, description, language)
+        request = read_listing_request(description)
+        return await self.backend.describe_listing(images, request, language)
 
     # --- state and shutdown -------------------------------------------------------------------
 

@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 _turn_ids = itertools.count(1)
 
 
+class _Cancelled(Exception):
+    """The user stopped the turn (/cancel)."""
+
+
 @dataclass
 class Turn:
     """One user message on its way through the engine."""
@@ -84,6 +88,9 @@ class TurnRunner:
         self.texts = texts
         self.observer = observer
         self.turn_timeout = turn_timeout
+        # the backend's part of each conversation's running turn, and those a user stopped
+        self._running: dict[ConversationKey, asyncio.Task[TurnResult]] = {}
+        self._cancelled: set[ConversationKey] = set()
 
     # --- journal ------------------------------------------------------------------------------
 
@@ -115,18 +122,19 @@ class TurnRunner:
         started = time.monotonic()
         key = turn.inbound.key
         log.info("turn %d start %s (journal %s)", turn_id, key.short(), self._seq(turn))
+        texts = self.texts.in_language(turn.inbound.language)
         try:
-            # the deadline lets a backend end its retries in time to say so itself
-            with turn_deadline(self.turn_timeout):
-                async with asyncio.timeout(self.turn_timeout):
-                    await turn.surface.begin()
-                    result = await self._converse(turn)
+            await turn.surface.begin()
+            result = await self._cancellable(turn)
             if result.outcome == "ok" and result.messages:
                 # not under the turn's timeout: the surface keeps trying to deliver a final
                 # answer until its own delivery deadline, and raises DeliveryRefused for good
                 result = await self.deliver(turn, result.messages)
         except TimeoutError:
             result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
+        except _Cancelled:
+            result = TurnResult("cancelled")
+            await self.tell(turn, texts.cancelled)
         except DeliveryRefused as exc:
             log.warning("turn %d: the platform refused the answer for good: %s", turn_id, exc)
             await self.mark_quietly(turn, TurnState.REFUSED)
@@ -138,12 +146,43 @@ class TurnRunner:
             if self.observer:
                 self.observer.backend_error(self.bot, str(result.failure.kind))
             self._log_failure(turn_id, key, result.failure)
-            await self.tell(turn, self.texts.for_failure(result.failure))
+            await self.tell(turn, self.texts.for_failure(result.failure, turn.inbound.language))
         seconds = time.monotonic() - started
         if self.observer:
             self.observer.turn_finished(self.bot, result.outcome, seconds)
         log.info("turn %d %s in %.3f s %s", turn_id, result.outcome, seconds, key.short())
         return result
+
+    async def _cancellable(self, turn: Turn) -> TurnResult:
+        """The backend's part of the turn, in a task of its own so that /cancel (:meth:`cancel`)
+        stops this turn and only this one; bounded by the turn's timeout. The deadline (read
+        by the backend in the task's context) lets a backend end its retries in time to say
+        so itself."""
+        key = turn.inbound.key
+        with turn_deadline(self.turn_timeout):
+            task = asyncio.create_task(self._converse(turn))
+        self._running[key] = task
+        try:
+            async with asyncio.timeout(self.turn_timeout):
+                return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if key not in self._cancelled or (current is not None and current.cancelling()):
+                raise  # shutdown, not the user
+            raise _Cancelled from None
+        finally:
+            self._running.pop(key, None)
+            self._cancelled.discard(key)
+
+    def cancel(self, key: ConversationKey) -> bool:
+        """Stop the backend's part of ``key``'s running turn; False when there is none."""
+        task = self._running.get(key)
+        if task is None or task.done():
+            return False
+        self._cancelled.add(key)
+        task.cancel()
+        log.info("turn cancelled by the user for %s", key.short())
+        return True
 
     async def tell(self, turn: Turn, text: str) -> None:
         """End the turn with ``text`` instead of an answer, and journal that it was told."""
@@ -189,7 +228,7 @@ class TurnRunner:
             )
             if failure is not None or record is None:
                 return TurnResult("failed", failure=failure)
-            await turn.surface.notice(self.texts.restarted)
+            await turn.surface.notice(self.texts.in_language(inbound.language).restarted)
             result = await self._relay(turn, record, inbound)
         await self.store.touch(inbound.key)
         return result
@@ -202,7 +241,7 @@ class TurnRunner:
         if not isinstance(self.backend, Recovers):
             # e.g. LoopOS /chat: not idempotent, and nothing tells whether it was received
             log.info("recovery: %s cannot be asked again; telling the user", self.backend_name)
-            await self.tell(turn, self.texts.resend_after_restart)
+            await self.tell(turn, self.texts.in_language(inbound.language).resend_after_restart)
             return TurnResult("interrupted")
         try:
             final = await self.backend.recover(record.session_ref, inbound)
@@ -214,7 +253,8 @@ class TurnRunner:
             log.info("recovery: the backend never got the message; sending it again")
             return None
         log.info("recovery: the backend's history holds the answer; delivering it")
-        return TurnResult("ok", messages=final.messages or (ReplyMessage(self.texts.empty),))
+        empty = self.texts.in_language(inbound.language).empty
+        return TurnResult("ok", messages=final.messages or (ReplyMessage(empty),))
 
     async def _relay(self, turn: Turn, record: SessionRecord, inbound: Inbound) -> TurnResult:
         started = time.monotonic()
@@ -238,11 +278,14 @@ class TurnRunner:
                         await surface.append(text)
                     case Snapshot(text):
                         await surface.replace(text)
-                    case Notice(text):
-                        await surface.notice(text)
+                    case Notice(text, reason):
+                        texts = self.texts.in_language(inbound.language)
+                        known = reason is not None and reason in texts.catalogue.keys
+                        await surface.notice(texts.text(reason) if reason and known else text)
                     case Final(messages):
                         if not any(m.text.strip() or m.buttons or m.links for m in messages):
-                            messages = (ReplyMessage(self.texts.empty),)
+                            empty = self.texts.in_language(inbound.language).empty
+                            messages = (ReplyMessage(empty),)
                         return TurnResult("ok", messages=messages)
                     case Failure():
                         return TurnResult("failed", failure=event)

@@ -26,13 +26,21 @@ from chatbridge.adapters.discord_adapter import endpoints
 from chatbridge.adapters.discord_adapter.catch_up import catch_up
 from chatbridge.adapters.discord_adapter.commands import build_tree
 from chatbridge.adapters.discord_adapter.components import PayloadButton, disabled_copy
+from chatbridge.adapters.discord_adapter.operations import (
+    CatalogueTranslator,
+    access_facts,
+    startup_failure,
+)
 from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import discord_pacer, platform_trace
+from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
 from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.locales import en
 from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared
 from chatbridge.core.secrets import register_secret
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, Inbound
 
 __all__ = ["DiscordAdapter"]
@@ -40,11 +48,14 @@ __all__ = ["DiscordAdapter"]
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-NOT_FOR_YOU = "These buttons belong to another conversation. Mention me to start your own."
-EXPIRED = "That button has expired. Please type your answer instead."
-EMPTY = "Hi! Send me a message (or a photo) and I'll pass it to the assistant."
-DOWNLOAD_FAILED = "Sorry, I couldn't download your photo. Please send it again."
-TOO_MANY_IMAGES = "Please send at most {n} photos in one message."
+# The English texts (tests compare against them); what users read comes from the bot's
+# catalogue (core/texts.py): interactions in the user's Discord locale, messages (which carry
+# no locale) in the bot's default locale.
+NOT_FOR_YOU = en.TEXTS["button_not_yours"]
+EXPIRED = en.TEXTS["button_expired"]
+EMPTY = en.TEXTS["empty_message"]
+DOWNLOAD_FAILED = en.TEXTS["download_failed"]
+TOO_MANY_IMAGES = en.TEXTS["too_many_photos"]
 
 
 class _Client(discord.Client):
@@ -59,6 +70,8 @@ class _Client(discord.Client):
     async def setup_hook(self) -> None:
         # Buttons of messages sent before a restart still work: they are parsed from custom_id.
         self.add_dynamic_items(PayloadButton)
+        # slash command names' descriptions in each user's Discord language
+        await self.tree.set_translator(CatalogueTranslator(self._adapter.engine.texts.catalogue))
         await self._adapter._sync_commands(self.tree)
 
     async def on_message(self, message: discord.Message) -> None:
@@ -81,9 +94,12 @@ class DiscordAdapter:
         options: DiscordOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        access: AccessGate | None = None,
         budget: SharedWindows | None = None,
     ) -> None:
         self.name = name
+        # who may talk to the bot (core/access.py); the default is open, mentions in guilds
+        self.access = access or AccessGate(name, PLATFORM, AccessPolicy.build(admins=admins))
         self._token = token
         register_secret(token)
         self.engine = engine
@@ -127,9 +143,11 @@ class DiscordAdapter:
         )
         try:
             await client.login(self._token)
-        except BaseException:
+        except BaseException as exc:
             await client.close()
             endpoints.release(self.name)
+            if isinstance(exc, Exception):
+                raise startup_failure(self.name, exc) from None
             raise
         self.client = client
         # what a previous run left unfinished goes first, before any new message
@@ -300,7 +318,10 @@ class DiscordAdapter:
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if not self._addressed(message, me):
+        verdict, refusal = self.access.check(access_facts(message, self._addressed(message, me)))
+        if verdict is not Verdict.ALLOW:
+            if refusal is not None:
+                await self._say(message.channel, refusal, message)
             return
         channel = message.channel
         opens_thread = (
@@ -355,18 +376,18 @@ class DiscordAdapter:
         try:
             images = await self._images(message)
         except ImageRejected as exc:
-            await self._say(channel, exc.reason, message)
+            await self._say(channel, self._texts.rejection(exc), message)
             return None
         except (discord.HTTPException, OSError):
             log.warning("bot %s: could not download an attachment", self.name, exc_info=True)
-            await self._say(channel, DOWNLOAD_FAILED, message)
+            await self._say(channel, self._texts.text("download_failed"), message)
             return None
         except Exception:  # a bug: the user still hears back
             log.exception("bot %s: could not take a message", self.name)
-            await self._say(channel, self.engine.texts.internal, message)
+            await self._say(channel, self._texts.text("internal"), message)
             return None
         if not text and not images:
-            await self._say(channel, EMPTY, message)
+            await self._say(channel, self._texts.text("empty_message"), message)
             return None
         return Inbound(
             key=key,
@@ -378,7 +399,8 @@ class DiscordAdapter:
     async def _images(self, message: discord.Message) -> list[Image]:
         attachments = list(message.attachments)
         if len(attachments) > self.options.max_images:
-            raise ImageRejected(TOO_MANY_IMAGES.format(n=self.options.max_images))
+            n = self.options.max_images
+            raise ImageRejected(TOO_MANY_IMAGES.format(n=n), "too_many_photos", n=n)
         images = []
         for attachment in attachments:
             # The announced size is checked before downloading; the bytes decide the type.
@@ -398,6 +420,10 @@ class DiscordAdapter:
         self.refused += 1
         if self.metrics is not None:
             self.metrics.delivery_refused(self.name, "discord")
+
+    @property
+    def _texts(self) -> Catalogue:
+        return self.engine.texts.catalogue
 
     def _surface(
         self, channel: Any, user_id: int, reply_to: discord.Message | None = None
@@ -425,7 +451,8 @@ class DiscordAdapter:
                 interaction.user.id,
                 user_id,
             )
-            await interaction.response.send_message(NOT_FOR_YOU, ephemeral=True)
+            text = self._texts.text("button_not_yours", str(interaction.locale))
+            await interaction.response.send_message(text, ephemeral=True)
             return
         channel = interaction.channel
         if channel is None:
@@ -445,7 +472,8 @@ class DiscordAdapter:
                 log.warning("bot %s: could not acknowledge a button press", self.name)
             payload = await self.engine.resolve_button(short_id)
             if payload is None:
-                await interaction.followup.send(EXPIRED, ephemeral=True)
+                text = self._texts.text("button_expired", str(interaction.locale))
+                await interaction.followup.send(text, ephemeral=True)
                 return None
             inbound = Inbound(
                 key=key,

@@ -19,26 +19,33 @@ from typing import Any
 
 from telegram import Bot, CallbackQuery, Message, Update
 from telegram.constants import ChatType, MessageEntityType
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 from telegram.request import HTTPXRequest
 
 from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps, telegram_pacer
-from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
+from chatbridge.adapters.telegram.commands import (
+    CommandContext,
+    Commands,
+    menu_languages,
+    public_commands,
+)
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.options import TelegramOptions
-from chatbridge.adapters.telegram.photos import UNSUPPORTED, listing_images, message_images
+from chatbridge.adapters.telegram.photos import listing_images, message_images
 from chatbridge.adapters.telegram.polling import Poller
 from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.adapters.telegram.surface import TelegramReply
 from chatbridge.adapters.telegram.webhook import WebhookServer
-from chatbridge.core.engine import Prepared
+from chatbridge.core.access import AccessGate, AccessPolicy, Facts, Verdict
+from chatbridge.core.errors import StartupFailed
 from chatbridge.core.images import ImageRejected
 from chatbridge.core.pacer import SharedWindows
-from chatbridge.core.protocols import Conversations, PlatformMetrics, Surface
+from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared, Surface
 from chatbridge.core.retry import deliver
 from chatbridge.core.secrets import register_secret, safe_error
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
@@ -80,10 +87,15 @@ class TelegramAdapter:
         options: TelegramOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        access: AccessGate | None = None,
         budget: SharedWindows | None = None,
         elect: Elect | None = None,
     ) -> None:
         register_secret(token)
+        # who may talk to the bot (core/access.py); the default is open, mentions in groups
+        self._access = access or AccessGate(
+            name, "telegram", AccessPolicy.build(admins=admins, group_policy=options.group_reply)
+        )
         secret = options.webhook_secret_token
         self._secret = secret.get_secret_value() if secret else secrets.token_urlsafe(32)
         register_secret(self._secret)
@@ -101,6 +113,7 @@ class TelegramAdapter:
         self._ops: TelegramOps | None = None
         self._commands: Commands | None = None
         self._poller: Poller | None = None
+        self._recovered = asyncio.Event()  # the webhook takes updates only after recovery
         self._webhook: WebhookServer | None = None
         self._albums: dict[tuple[int, str], _Album] = {}
         self._pending: set[asyncio.Future[TurnResult]] = set()
@@ -128,17 +141,17 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         opts = self._options
+        request = AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
         builder = (
             Application.builder()
             .token(self._token)
             .base_url(opts.api_base_url)
             .base_file_url(opts.resolved_file_base_url)
-            .request(
-                AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
-            )
+            .request(request)
         )
         # no PTB Updater: it confirms updates before they are handled (see .polling)
         builder = builder.updater(None)
+        poll_request: HTTPXRequest | None = None
         if opts.mode == "polling":
             # the long poll has its own connections, so it never waits behind replies
             poll_request = HTTPXRequest(connection_pool_size=2, read_timeout=10.0)
@@ -162,14 +175,22 @@ class TelegramAdapter:
                 counters=self._counters,
                 spawn=self._spawn,
             )
-            await app.bot.set_my_commands(public_commands(opts.listing_command))
+            catalogue = self._engine.texts.catalogue
+            for code in menu_languages(catalogue):  # one menu per locale, in its language
+                await app.bot.set_my_commands(
+                    public_commands(opts.listing_command, catalogue, code), language_code=code
+                )
             await app.start()
-            # what a previous run left unfinished goes first, before any new update
-            await self._engine.recover(self)
             if opts.mode == "webhook":
                 await self._start_webhook(app)
+                # what a previous run left unfinished goes first: the listener holds updates
+                # (and its 200) until then
+                await self._engine.recover(self)
+                self._recovered.set()
             else:
                 await app.bot.delete_webhook()
+                # what a previous run left unfinished goes first, before any new update
+                await self._engine.recover(self)
                 if self._elect is None:
                     await self._start_polling()
                 else:
@@ -182,9 +203,16 @@ class TelegramAdapter:
             # PTB names the token in InvalidToken: never let it out in the message or the chain
             with contextlib.suppress(Exception):
                 await self._shutdown_app()
-            raise RuntimeError(
-                f"telegram bot {self.name} could not start: {safe_error(exc)}"
-            ) from None
+            if self._webhook is not None:
+                with contextlib.suppress(Exception):
+                    await self._webhook.stop()
+                self._webhook = None
+            # a failed initialize() leaves PTB "not initialised", so its shutdown skips these
+            for opened in (request, poll_request):
+                if opened is not None:
+                    with contextlib.suppress(Exception):
+                        await opened.shutdown()
+            raise _startup_failure(self.name, exc) from None
         self._running = True
         log.info("telegram bot %s (@%s) started, %s mode", self.name, self._username, opts.mode)
 
@@ -210,6 +238,7 @@ class TelegramAdapter:
 
         async def feed(data: dict[str, Any]) -> None:
             # returns (and the listener answers 200) once the message is journaled
+            await self._recovered.wait()
             try:
                 await self._take(Update.de_json(data, app.bot))
             except Exception as exc:  # a bug: answering 500 would only bring it back forever
@@ -267,6 +296,10 @@ class TelegramAdapter:
             await app.stop()
         await app.shutdown()
         self._app = None
+
+    @property
+    def _texts(self) -> Catalogue:
+        return self._engine.texts.catalogue
 
     def _counters(self) -> dict[str, int]:
         return {"updates": self.updates_seen, "turns": self.turns_started}
@@ -361,7 +394,10 @@ class TelegramAdapter:
                 assert self._ops is not None
                 with contextlib.suppress(Exception):
                     target = self._target(messages[0], quote=True)
-                    await self._ops.say(target, escape(self._engine.texts.internal))
+                    sender = messages[0].from_user
+                    language = sender.language_code if sender is not None else None
+                    text = self._texts.text("internal", language)
+                    await self._ops.say(target, escape(text))
                 return None
 
         future = await self._engine.accept(key, prepare, source=source)
@@ -414,7 +450,17 @@ class TelegramAdapter:
         command = self._command(text, lead)
         if command is not None and not command[0]:
             return None
-        if group and command is None and not self._addressed(lead, text):
+        facts = Facts(
+            user=str(user.id),
+            chat=str(first.chat.id),
+            group=group,
+            mentioned=command is not None or self._addressed(lead, text),
+            language=user.language_code,
+        )
+        verdict, refusal = self._access.check(facts)
+        if verdict is not Verdict.ALLOW:
+            if refusal is not None and self._ops is not None:
+                await self._ops.say(self._target(lead, quote=True), escape(refusal))
             return None
         if group and self._username:
             text = _strip_mention(text, self._username)
@@ -436,10 +482,10 @@ class TelegramAdapter:
         try:
             images = await message_images(self._bot(), msgs, self._options.max_photo_bytes)
         except ImageRejected as exc:
-            await self._ops.say(target, escape(exc.reason))
+            await self._ops.say(target, escape(self._texts.rejection(exc, language)))
             return None
         if not text.strip() and not images:
-            await self._ops.say(target, escape(UNSUPPORTED))
+            await self._ops.say(target, escape(self._texts.text("unsupported_media", language)))
             return None
         inbound = Inbound(
             key=key,
@@ -496,7 +542,9 @@ class TelegramAdapter:
         msg = query.message
         if not isinstance(msg, Message):
             with contextlib.suppress(TelegramError):
-                await query.answer(EXPIRED)
+                await query.answer(
+                    self._texts.text("button_expired", query.from_user.language_code)
+                )
             return
         key = ConversationKey(
             self.name,
@@ -508,9 +556,23 @@ class TelegramAdapter:
 
         async def prepare() -> Prepared:
             data = query.data or ""
+            private = msg.chat.type == ChatType.PRIVATE
+            facts = Facts(
+                user=str(query.from_user.id),
+                chat=str(msg.chat.id),
+                group=not private,
+                mentioned=True,  # a press on the bot's own message
+                language=query.from_user.language_code,
+            )
+            verdict, refusal = self._access.check(facts)
+            if verdict is not Verdict.ALLOW:
+                with contextlib.suppress(TelegramError):
+                    await query.answer(refusal)
+                return None
             payload = await self._engine.resolve_button(data[2:]) if data.startswith("b:") else None
             with contextlib.suppress(TelegramError):
-                await query.answer(EXPIRED if payload is None else None)
+                expired = self._texts.text("button_expired", query.from_user.language_code)
+                await query.answer(expired if payload is None else None)
             if payload is None:
                 return None
             label = payload
@@ -550,6 +612,22 @@ class TelegramAdapter:
             await deliver(mark, what="a pressed button's mark", deadline=CHOICE_MARK_DEADLINE)
         except Exception as exc:  # the choice still goes through; the mark is cosmetic
             log.info("could not mark a pressed button: %s", safe_error(exc))
+
+
+def _startup_failure(name: str, exc: TelegramError) -> StartupFailed:
+    """Why a bot could not start, phrased for the operator; network faults are retryable."""
+    message = f"telegram bot {name} could not start: {safe_error(exc)}"
+    if isinstance(exc, InvalidToken):
+        return StartupFailed(
+            message, retryable=False, hint="check the bot's token (BotFather's /token)"
+        )
+    if isinstance(exc, NetworkError | RetryAfter):
+        return StartupFailed(
+            message,
+            retryable=True,
+            hint="check the network and the bot's api_base_url (is the Bot API reachable?)",
+        )
+    return StartupFailed(message, retryable=False, hint="see the Bot API's answer above")
 
 
 def _strip_mention(text: str, username: str) -> str:

@@ -1,4 +1,6 @@
-"""The photos of a Telegram message (or album): checked, then downloaded through the Bot API."""
+"""The photos of a Telegram message (or album): checked, then downloaded through the Bot API.
+
+Refusals carry a catalogue key (core/locales): the adapter tells the user in their language."""
 
 from __future__ import annotations
 
@@ -11,9 +13,6 @@ from telegram.error import BadRequest, TelegramError
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.types import Image
 
-UNSUPPORTED = "I can read text and photos. Please send your item as a photo or describe it."
-NOT_A_PHOTO = "That file is not a photo I can use. Please send a JPEG, PNG, GIF or WebP image."
-DOWNLOAD_FAILED = "I couldn't download that photo. Please try again."
 _OTHER_MEDIA = (
     "video",
     "voice",
@@ -37,10 +36,10 @@ async def message_images(bot: Bot, msgs: Sequence[Message], limit: int) -> list[
         elif m.document is not None:
             mime = m.document.mime_type or ""
             if not mime.startswith("image/"):
-                raise ImageRejected(NOT_A_PHOTO)
+                raise ImageRejected("not a photo", "not_a_photo")
             refs.append((m.document.file_id, m.document.file_size))
         elif any(getattr(m, kind, None) for kind in _OTHER_MEDIA):
-            raise ImageRejected(UNSUPPORTED)
+            raise ImageRejected("other media", "unsupported_media")
     for _, size in refs:
         check_size(size, limit)  # before downloading anything
     return list(await asyncio.gather(*(_download(bot, f, limit) for f, _ in refs)))
@@ -63,7 +62,7 @@ async def _download(bot: Bot, file_id: str, limit: int) -> Image:
     except BadRequest as exc:
         if "too big" in str(exc).lower():
             check_size(limit + 1, limit)
-        raise ImageRejected(DOWNLOAD_FAILED) from None
+        raise ImageRejected("download failed", "download_failed") from None
     except TelegramError:
-        raise ImageRejected(DOWNLOAD_FAILED) from None
+        raise ImageRejected("download failed", "download_failed") from None
     return load_image(data, limit)

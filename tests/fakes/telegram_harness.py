@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
+from chatbridge.core.access import AccessGate
 from chatbridge.core.engine import Engine
 from chatbridge.core.protocols import Backend, Journal
 from chatbridge.core.store.memory import MemoryStore
@@ -105,9 +106,11 @@ class Harness:
         fake_interval: float | None = None,
         fake_limits: dict[str, Any] | None = None,
         journal: Journal | None = None,
+        access: AccessGate | None = None,
         **options: Any,
     ) -> None:
         self.journal = journal
+        self.access = access
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
         self.fake = FakeTelegram(
@@ -150,6 +153,7 @@ class Harness:
             engine=self.engine,
             options=options,
             admins=frozenset({ADMIN}),
+            access=self.access,
         )
         await self.adapter.start()
         return self
