@@ -114,7 +114,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int) -> None:
+async def run(
+    chats: int,
+    kind: str,
+    tokens: int,
+    token_delay: float,
+    pool: int,
+    bot_rate: int,
+    draft_rate: int,
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -135,7 +143,13 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
     )
     store = await MemoryStore.open()
     engine = Engine(bot="bench", backend=backend, backend_name="bench", store=store)
-    options = TelegramOptions(api_base_url=f"{url}/bot", poll_timeout=5, connection_pool_size=pool)
+    options = TelegramOptions(
+        api_base_url=f"{url}/bot",
+        poll_timeout=5,
+        connection_pool_size=pool,
+        bot_rate=bot_rate,
+        draft_rate=draft_rate,
+    )
     adapter = TelegramAdapter(
         name="bench", token=TOKEN, engine=engine, options=options, admins=frozenset()
     )
@@ -183,7 +197,7 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     print(
         f"--- {chats} chats, {kind}, {tokens} tokens every {token_delay * 1000:.0f} ms, "
-        f"{pool} requests in flight ---"
+        f"{pool} requests in flight, bot_rate {bot_rate}, draft_rate {draft_rate} ---"
     )
     print(
         f"turns started {adapter.turns_started}, answered {len(data['visible'])} chats, "
@@ -229,6 +243,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--token-delay", type=float, default=0.05)
     parser.add_argument("--pool", type=int, default=TelegramOptions().connection_pool_size)
+    parser.add_argument("--bot-rate", type=int, default=TelegramOptions().bot_rate)
+    parser.add_argument("--draft-rate", type=int, default=TelegramOptions().draft_rate)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -236,7 +252,17 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.WARNING)
     for kind in ["group", "private"] if args.kind == "both" else [args.kind]:
-        asyncio.run(run(args.chats, kind, args.tokens, args.token_delay, args.pool))
+        asyncio.run(
+            run(
+                args.chats,
+                kind,
+                args.tokens,
+                args.token_delay,
+                args.pool,
+                args.bot_rate,
+                args.draft_rate,
+            )
+        )
 
 
 if __name__ == "__main__":

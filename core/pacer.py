@@ -193,7 +193,8 @@ class Pacer:
     def _prune(self) -> None:
         now = self._clock()
         for key, lane in list(self._lanes.items()):
-            if lane.users == 0 and all(w.count(now) == 0 for w in lane.windows):
+            idle = lane.users == 0 and lane.hold_until <= now
+            if idle and all(w.count(now) == 0 for w in lane.windows):
                 del self._lanes[key]
 
     # --- permits -------------------------------------------------------------------------------

@@ -117,3 +117,28 @@ async def test_a_vanished_channel_refuses_delivery(store: SQLiteStore) -> None:
         attempts = fake.find_calls("POST", rf"/channels/{channel}/messages")
         assert attempts and all(c.status == 404 for c in attempts)
         assert len(attempts) <= 3  # the answer, the failure notice: never retried for an hour
+
+
+async def test_a_message_deleted_mid_stream_does_not_lose_the_answer(store: SQLiteStore) -> None:
+    text = " ".join(f"word{i}" for i in range(30))
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as fake:
+        backend = ScriptBackend(token_delay=0.05)
+        backend.reply = lambda inbound: _answer(text)
+        adapter, engine = await start_bot(fake, backend, store)
+        try:
+            user = fake.add_user("mod")
+            await fake.user_message(user, "tell me", mention=True)
+            await fake.wait_until(lambda: bool(fake.bot_messages(fake.channel_id)), timeout=10)
+            first = fake.bot_messages(fake.channel_id)[0]
+            del fake.messages[int(first["id"])]  # a moderator deletes the streaming answer
+
+            def answered() -> bool:
+                msgs = fake.bot_messages(fake.channel_id)
+                return bool(msgs and msgs[-1]["components"])
+
+            await fake.wait_until(answered, timeout=15)
+        finally:
+            await stop_bot(adapter, engine)
+        assert [m["content"] for m in fake.bot_messages(fake.channel_id)] == [text]
+        unknown = [c for c in fake.calls if c.status == 404]
+        assert unknown and all(c.method == "PATCH" for c in unknown)

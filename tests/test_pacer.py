@@ -138,3 +138,18 @@ def test_telegram_budget_from_options() -> None:
     assert window.ready_at(0.1, URGENT) == 0.1
     off = telegram_pacer(TelegramOptions(chat_rate=0, bot_rate=0, group_rate=0))
     assert off.bot is None and off._chat_windows(True) == []
+
+
+def test_draft_budget_holds_streaming_drafts_but_never_a_first_one() -> None:
+    from chatbridge.adapters.telegram.api import draft_pacer
+    from chatbridge.adapters.telegram.options import TelegramOptions
+
+    pacer = draft_pacer(TelegramOptions(draft_rate=2))
+    assert pacer is not None and pacer.bot is not None
+    window = pacer.bot
+    for _ in range(5):  # five first drafts at once: none waits
+        assert window.ready_at(0.0, URGENT) == 0.0
+        window.take(0.0)
+        window.done(0.0)
+    assert window.ready_at(0.5, STREAM) == 1.0  # streaming updates wait for the budget
+    assert draft_pacer(TelegramOptions(draft_rate=0)) is None

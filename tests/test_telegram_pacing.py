@@ -92,3 +92,42 @@ async def test_many_groups_at_once_provoke_no_429() -> None:
             assert msgs[0]["reply_markup"]["inline_keyboard"][0][0]["text"] == "Buy"
         assert h.fake.count_429 == 0, h.fake.limited
         assert h.adapter.stats.rate_limited == 0
+
+
+async def test_a_final_waiting_for_the_budget_shows_in_the_draft_meanwhile() -> None:
+    """Five private chats, a bot allowed one message a second: the last finals wait seconds
+    for their turn, and their drafts show the whole answer meanwhile."""
+    text = "the whole answer, " * 5
+    backend = ScriptBackend(answer(text.strip(), ["Ok"], tokens=3))
+    async with Harness(backend, fake_limits={"bot_limit": 1}, bot_rate=1) as h:
+        chats = [h.fb.private_chat(h.user(700 + i)) for i in range(5)]
+        for chat in chats:
+            await h.fb.push_text(chat, h.user(chat["id"]), "hello")
+        await h.settled(turns=5, timeout=30)
+        assert h.fake.count_429 == 0
+        early = 0
+        for chat in chats:
+            final = h.fake.calls_of("sendMessage", chat["id"], ok=True)
+            assert len(final) == 1 and final[0].params["text"] == text.strip()
+            drafts = h.fake.calls_of("sendMessageDraft", chat["id"], ok=True)
+            early += any(
+                d.params.get("text") == text.strip() and d.time < final[0].time for d in drafts
+            )
+        assert early >= 2  # at least the last two waited past DRAFT_FIRST
+
+
+async def test_an_answer_follows_a_group_upgraded_to_a_supergroup() -> None:
+    text = " ".join(f"word{i}" for i in range(30))
+    backend = ScriptBackend(answer(text, ["Buy"], tokens=15), token_delay=0.1)
+    async with Harness(backend) as h:
+        group = h.fb.group_chat(-777, "Old group")
+        await h.fb.push_text(group, h.user(777), f"@{BOT_USERNAME} anything new?")
+        await h.fake.wait_for(
+            lambda c: c.method == "sendMessage" and c.ok and c.chat_id == -777, timeout=10
+        )
+        h.fb.migrate(-777, -1000777)  # mid-answer, the group becomes a supergroup
+        await h.settled(turns=1, timeout=20)
+        moved = h.fb.chat_messages(-1000777)
+        assert [m["text"] for m in moved] == [text]
+        assert moved[0]["reply_markup"]["inline_keyboard"][0][0]["text"] == "Buy"
+        assert h.adapter.stats.refused == 0

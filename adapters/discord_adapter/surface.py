@@ -37,6 +37,7 @@ TYPING_GRACE = 0.4  # seconds without visible text before "typing..." is shown
 # Discord error codes that mean the bot cannot write there, now or later: unknown channel,
 # missing access, cannot send messages to this user, missing permissions
 _REFUSALS = {10003, 50001, 50007, 50013}
+UNKNOWN_MESSAGE = 10008
 
 # Backend text must never ping @everyone, roles or users.
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -68,6 +69,7 @@ class ChannelSink:
         self._reply_to = reply_to
         self._lock = asyncio.Lock()
         self._orphans: list[discord.Message] = []  # sent, but the caller never got them
+        self._moved: dict[int, discord.Message] = {}  # deleted message id -> its replacement
         # components to send along with the first call that writes this text (the answer's
         # last piece), which saves an edit per answer
         self._view_for: tuple[str, discord.ui.View] | None = None
@@ -146,16 +148,26 @@ class ChannelSink:
 
         return await self._serial(op, self._orphans.append)
 
+    def current(self, handle: discord.Message) -> discord.Message:
+        """The message that now stands for ``handle`` (a new one if it was deleted)."""
+        return self._moved.get(handle.id, handle)
+
     async def edit(self, handle: discord.Message, text: str) -> None:
         async def op() -> None:
             view = self.take_view(text)
-            if view is None:
-                await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
-                return
+            kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+            if view is not None:
+                kwargs["view"] = view
             try:
-                await handle.edit(content=text, view=view, allowed_mentions=NO_MENTIONS)
+                await self.current(handle).edit(content=text, **kwargs)
+            except discord.NotFound as exc:
+                if exc.code != UNKNOWN_MESSAGE:
+                    raise
+                # deleted while the answer streamed: the text goes on in a new message
+                self._moved[handle.id] = await self._channel.send(text, **kwargs)
             except BaseException:
-                self.attach_view(text, view)  # not shown: the next call may carry it
+                if view is not None:
+                    self.attach_view(text, view)  # not shown: the next call may carry it
                 raise
 
         await self._serial(op)
@@ -308,7 +320,7 @@ class DiscordSurface:
         pieces = [p for p in split_markdown(text) if p.strip()] if text.strip() else []
         if view is not None and pieces:
             self._sink.attach_view(pieces[-1], view)  # rides on the last piece's final write
-        handles = await self._stream.finish(text)
+        handles = [self._sink.current(h) for h in await self._stream.finish(text)]
         needed = len(pieces)
         # the final answer may be shorter than what was streamed: drop the surplus messages
         for extra in handles[max(needed, 1) :]:

@@ -23,7 +23,13 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 from telegram.request import HTTPXRequest
 
-from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps, telegram_pacer
+from chatbridge.adapters.telegram.api import (
+    MAX_TEXT,
+    Target,
+    TelegramOps,
+    draft_pacer,
+    telegram_pacer,
+)
 from chatbridge.adapters.telegram.commands import (
     CommandContext,
     Commands,
@@ -163,7 +169,11 @@ class TelegramAdapter:
             self._username = app.bot.username or ""
             self._bot_id = app.bot.id
             self._ops = TelegramOps(
-                app.bot, self._pacer, self.stats, deadline=opts.delivery_deadline
+                app.bot,
+                self._pacer,
+                self.stats,
+                deadline=opts.delivery_deadline,
+                drafts=draft_pacer(opts),
             )
             self._commands = Commands(
                 bot_name=self.name,

@@ -78,6 +78,14 @@ def telegram_pacer(options: TelegramOptions) -> Pacer:
     return Pacer(bot, chat)
 
 
+def draft_pacer(options: TelegramOptions) -> Pacer | None:
+    """The process's own budget for draft updates: streaming ones only (a first draft, the
+    user's first sight of an answer, passes at once but counts)."""
+    if options.draft_rate <= 0:
+        return None
+    return Pacer(Window(1_000_000, 1.0, stream_limit=options.draft_rate))
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a reply goes."""
@@ -106,11 +114,22 @@ class TelegramOps:
         stats: Stats,
         *,
         deadline: float = DEFAULT_DELIVERY_DEADLINE,
+        drafts: Pacer | None = None,
     ) -> None:
         self.bot = bot
         self.pacer = pacer
         self.stats = stats
         self.deadline = deadline
+        self.drafts = drafts  # see draft_pacer()
+        # a group upgraded to a supergroup gets a new id: its answers follow it there
+        self.migrated: dict[int, int] = {}
+
+    def chat_id(self, target: Target) -> int:
+        """Where ``target``'s messages go now."""
+        chat_id = target.chat_id
+        while chat_id in self.migrated:
+            chat_id = self.migrated[chat_id]
+        return chat_id
 
     async def _call(self, target: Target, op: Callable[[], Awaitable[object]]) -> object:
         # a counted call holds a share of the bot's budget: it goes first in the transport too
@@ -128,7 +147,11 @@ class TelegramOps:
             self.pacer.hold(target.lane, seconds)
             log.warning("telegram 429 in chat %s: retry after %.0f s", chat_id, seconds)
             raise RateLimited(seconds) from None
-        except (Forbidden, ChatMigrated) as exc:
+        except ChatMigrated as exc:
+            self.migrated[self.chat_id(target)] = int(exc.new_chat_id)
+            log.info("telegram chat %s became %s: answering there", chat_id, exc.new_chat_id)
+            raise RateLimited(0.0) from None  # try again at once, in the new chat
+        except Forbidden as exc:
             raise self._refused(chat_id, exc) from None
         except BadRequest as exc:
             if any(reason in str(exc).lower() for reason in _GONE):
@@ -161,7 +184,7 @@ class TelegramOps:
 
         async def op(parse: bool = True) -> object:
             return await self.bot.send_message(
-                target.chat_id,
+                self.chat_id(target),
                 text if parse else to_text(text),
                 parse_mode=ParseMode.HTML if parse else None,
                 message_thread_id=target.thread_id,
@@ -186,7 +209,7 @@ class TelegramOps:
         async def op(parse: bool = True) -> object:
             return await self.bot.edit_message_text(
                 text if parse else to_text(text),
-                target.chat_id,
+                self.chat_id(target),
                 message_id,
                 parse_mode=ParseMode.HTML if parse else None,
                 reply_markup=markup,
@@ -214,31 +237,38 @@ class TelegramOps:
             await self._call(
                 target,
                 lambda: self.bot.edit_message_reply_markup(
-                    target.chat_id, message_id, reply_markup=markup
+                    self.chat_id(target), message_id, reply_markup=markup
                 ),
             )
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 raise
 
-    async def draft(self, target: Target, draft_id: int, text: str) -> None:
+    async def draft(
+        self, target: Target, draft_id: int, text: str, *, priority: int = URGENT
+    ) -> None:
         """A sendMessageDraft preview (private chats; not counted by Telegram's limits)."""
-        await self._translated(
-            target,
-            lambda: self.bot.send_message_draft(
-                target.chat_id,
+
+        def op() -> Awaitable[object]:
+            return self.bot.send_message_draft(
+                self.chat_id(target),
                 draft_id,
                 text,
                 message_thread_id=target.thread_id,
                 parse_mode=ParseMode.HTML,
-            ),
-        )
+            )
+
+        if self.drafts is None:
+            await self._translated(target, op)
+        else:
+            async with self.drafts.spend(None, priority):
+                await self._translated(target, op)
         self.stats.edited(draft=True)
 
     async def typing(self, target: Target) -> None:
         with contextlib.suppress(TelegramError):
             await self.bot.send_chat_action(
-                target.chat_id, ChatAction.TYPING, message_thread_id=target.thread_id
+                self.chat_id(target), ChatAction.TYPING, message_thread_id=target.thread_id
             )
 
     async def say(

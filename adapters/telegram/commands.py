@@ -256,7 +256,7 @@ class Commands:
                         f"{self._engine.queued_turns}",
                         f"Updates received: {c['updates']}, turns started: {c['turns']}",
                         f"Messages sent: {s.messages_sent}, edits: {s.edits}, drafts: {s.drafts}",
-                        f"Rate limits hit: {s.rate_limited}",
+                        f"Rate limits hit: {s.rate_limited}, refused for good: {s.refused}",
                         f"Uptime: {uptime // 3600} h {uptime % 3600 // 60} min",
                     ]
                 ),

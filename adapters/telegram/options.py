@@ -41,6 +41,10 @@ class TelegramOptions(BaseModel):
     # or a button press is not held back); 0 turns per-chat pacing off (benchmarks, tests).
     chat_rate: float = Field(default=1.0, ge=0, le=100)
     chat_burst: int = Field(default=3, ge=1, le=20)
+    # Draft previews are not limited by Telegram, but each costs the process a request: past
+    # this many updates a second (whole bot) streams show fewer, larger draft updates; a
+    # chat's first draft never waits. 0 = unbounded.
+    draft_rate: int = Field(default=200, ge=0, le=100_000)
     # A final answer is retried through 429s and outages this long (seconds) before it is
     # given up (logged); a permanent refusal (bot blocked, chat gone) stops at once.
     delivery_deadline: float = Field(default=3600.0, gt=0)

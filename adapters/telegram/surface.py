@@ -24,6 +24,7 @@ from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps
 from chatbridge.adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
 from chatbridge.adapters.telegram.keyboards import build_keyboard
 from chatbridge.adapters.telegram.sinks import DraftSink, Handle, MessageSink
+from chatbridge.core.pacer import STREAM
 from chatbridge.core.retry import deliver
 from chatbridge.core.streaming import ThrottledStream
 from chatbridge.core.types import ReplyMessage
@@ -76,15 +77,15 @@ class TelegramReply:
             self.shown.set()
 
     def _new_stream(self, sink: MessageSink | DraftSink) -> ThrottledStream[Handle]:
-        paced = isinstance(sink, MessageSink)  # drafts are not counted by Telegram's limits
+        messages = isinstance(sink, MessageSink)  # drafts are not counted by Telegram
         return ThrottledStream(
             sink,
             interval=self.interval,
             max_len=MAX_TEXT,
             length=visible_length,
             split=split_html,
-            pacer=self.ops.pacer if paced else None,
-            lane=self.target.lane if paced else None,
+            pacer=self.ops.pacer if messages else self.ops.drafts,
+            lane=self.target.lane if messages else None,
             deadline=self.ops.deadline,
         )
 
@@ -163,7 +164,8 @@ class TelegramReply:
             await asyncio.sleep(DRAFT_FIRST)  # a final that goes at once needs no draft
             while not sink.writing:
                 try:
-                    await self.ops.draft(self.target, drafts.draft_id, text)
+                    # the user already reads the streamed text: other chats' first go first
+                    await self.ops.draft(self.target, drafts.draft_id, text, priority=STREAM)
                 except Exception:  # cosmetic: the final message is on its way regardless
                     log.debug("draft refresh failed", exc_info=True)
                     return

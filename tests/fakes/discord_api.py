@@ -518,7 +518,9 @@ class FakeDiscord(UserActions):
         return _json(body, 429, headers)
 
     def _edit_message(self, channel_id: int, message_id: int, body: JSON) -> web.Response:
-        msg = self.messages[message_id]
+        msg = self.messages.get(message_id)
+        if msg is None:  # deleted (by a moderator, the user, ...)
+            return _json({"code": 10008, "message": "Unknown Message"}, 404)
         if msg["channel_id"] != str(channel_id) or msg["author"]["id"] != str(self.bot_user.id):
             return _json({"code": 50005, "message": "Cannot edit a message by another user"}, 403)
         if (limited := self._rate_limit(channel_id)) is not None:

@@ -72,6 +72,17 @@ MAX_TEXT = 4096
 MAX_FILE_DOWNLOAD = 20 * 1024 * 1024
 
 
+def _check_migrated(bot: FakeBot, chat_id: Any) -> None:
+    """A group upgraded to a supergroup answers every call with the supergroup's new id."""
+    new_id = bot.migrated.get(chat_id) if isinstance(chat_id, int) else None
+    if new_id is not None:
+        raise ApiError(
+            400,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            {"migrate_to_chat_id": new_id},
+        )
+
+
 class ApiError(Exception):
     def __init__(self, status: int, description: str, parameters: dict[str, Any] | None = None):
         super().__init__(description)
@@ -389,6 +400,7 @@ class FakeTelegram:
     @staticmethod
     def _chat(bot: FakeBot, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = params.get("chat_id")
+        _check_migrated(bot, chat_id)
         chat = bot.chats.get(chat_id) if isinstance(chat_id, int) else None
         if chat is None:
             raise ApiError(400, "Bad Request: chat not found")
@@ -534,6 +546,7 @@ class FakeTelegram:
         return msg
 
     def _own_message(self, bot: FakeBot, params: dict[str, Any]) -> dict[str, Any]:
+        _check_migrated(bot, params.get("chat_id"))
         key = (params.get("chat_id"), params.get("message_id"))
         msg = bot.messages.get(key)  # type: ignore[arg-type]
         if msg is None:
