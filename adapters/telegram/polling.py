@@ -44,6 +44,7 @@ class Poller:
         self.recheck = 0.2  # seconds between polls while some updates are still being taken
 
     def start(self) -> None:
+        self.ok = True  # the bot has just reached the Bot API (getMe, setMyCommands)
         self._task = asyncio.create_task(self._run(), name=f"telegram-poll:{self._name}")
 
     async def stop(self) -> None:

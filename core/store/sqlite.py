@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -104,6 +103,22 @@ _COLUMNS = (
 )
 
 
+async def _wal_mode(conn: aiosqlite.Connection, patience_ms: int) -> None:
+    """Switch the file to WAL. SQLite does not wait on a lock for this pragma (no busy
+    handler): another process creating the same file at the same moment makes it fail at
+    once, so it is retried for up to ``patience_ms``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_ms / 1000
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
 class SchemaTooNew(RuntimeError):
     """The file was written by a newer chatbridge; refusing to guess its layout."""
 
@@ -163,7 +178,7 @@ class SQLiteStore:
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if location != ":memory:":
-                await conn.execute("PRAGMA journal_mode = WAL")
+                await _wal_mode(conn, busy_timeout_ms)
                 # NORMAL is durable across application crashes in WAL mode (only an OS crash
                 # may lose the last transactions), and much faster than FULL.
                 await conn.execute("PRAGMA synchronous = NORMAL")
@@ -403,10 +418,11 @@ class SQLiteStore:
         self._closed = True
         task, self._checkpointer = self._checkpointer, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            task.cancel()  # it closes its own connection (the last one to close checkpoints)
+        # Nothing awaited before the connection's close starts: once started, aiosqlite stops
+        # its worker thread even if this is cancelled (Ctrl-C); a thread left running would
+        # keep the process from exiting.
         async with self._lock:
-            if self.path != ":memory:":
-                with contextlib.suppress(sqlite3.Error):
-                    await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             await self._conn.close()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
