@@ -1,4 +1,4 @@
-"""Retries: backends' policy and platforms' delivery, in one place.
+"""Retries: the policy backends share, and :func:`deliver` for messages sent to a platform.
 
 Backends (:class:`RetryPolicy`): exponential backoff on transient faults only. Platforms
 (:func:`deliver`): 429s honoured and outages backed off until a delivery deadline, in the one
@@ -95,7 +95,6 @@ async def deliver(
     network error or a 5xx (:class:`PlatformUnavailable`) after an exponential backoff. Any
     other exception (a permanent refusal such as ``DeliveryRefused``) goes straight up. Past
     ``deadline`` seconds the last failure is raised, and logged: nothing is given up silently.
-    (A plain loop: it runs for every message a bot sends.)
     """
     started = time.monotonic()
     outages = 0

@@ -157,6 +157,15 @@ class FakeTelegram:
         self._client: aiohttp.ClientSession | None = None
         self.url = ""
 
+    @property
+    def interval(self) -> float:
+        """Seconds per message in one chat (0 = no per-chat limit); may be changed live."""
+        return self.limits.interval
+
+    @interval.setter
+    def interval(self, value: float) -> None:
+        self.limits.interval = value
+
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self, port: int = 0) -> FakeTelegram:
