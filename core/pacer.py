@@ -6,7 +6,8 @@ a minute per group). A bot streaming to a thousand chats at once asks for far mo
 and on real Telegram sustained 429s end in flood bans of hours. So every counted platform call
 waits here for a :class:`Permit` first; the aim is zero 429s provoked, not 429s survived.
 
-Each limit is a :class:`Window`: at most ``limit`` calls in any ``period`` seconds. A call
+A chat's own pace is a :class:`TokenBucket` (a sustained rate with short bursts); the other
+limits are windows (:class:`Window`): at most ``limit`` calls in any ``period`` seconds. A call
 counts from the moment its permit is granted until ``period`` after its answer came back, so
 however the network delays one request against another, no ``limit + 1`` of them can reach the
 server within one ``period`` (it stamps a call somewhere between our grant and its answer).
@@ -33,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["STREAM", "URGENT", "Lane", "Pacer", "Permit", "Window"]
+__all__ = ["STREAM", "URGENT", "Lane", "Limit", "Pacer", "Permit", "TokenBucket", "Window"]
 
 URGENT, STREAM = 0, 1
 
@@ -93,6 +94,51 @@ class Window:
             bisect.insort(self._done, now)
 
 
+class TokenBucket:
+    """``rate`` calls a second sustained, bursts of ``burst`` (GCRA), for one lane.
+
+    Its calls go one at a time (the lane's), each counted at its answer: the platform stamps
+    a call no later than that, so its own bucket is never fuller than ours. ``stream_burst``:
+    the part of a burst streaming calls may use (the rest is kept for urgent ones).
+    """
+
+    def __init__(self, rate: float, burst: int, *, stream_burst: int | None = None) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.stream_burst = max(1, min(burst, stream_burst if stream_burst else burst))
+        self.interval = 1.0 / rate
+        self._tat = -math.inf  # theoretical arrival time after the calls answered so far
+        self._in_flight = 0
+
+    def count(self, now: float) -> int:
+        """Nonzero while the bucket is not full (for pruning idle lanes)."""
+        return self._in_flight + (1 if self._tat > now else 0)
+
+    def ready_at(self, now: float, priority: int) -> float:
+        burst = self.burst if priority == URGENT else self.stream_burst
+        tat = self._tat
+        # a call still holding its permit here is one whose answer came back already (a lane
+        # runs one call at a time; only a second call inside its block can ask): count it now
+        for _ in range(self._in_flight):
+            tat = max(tat, now) + self.interval
+        return max(now, tat - (burst - 1) * self.interval)
+
+    def take(self, now: float) -> None:
+        self._in_flight += 1
+
+    def give_back(self) -> None:
+        self._in_flight -= 1
+
+    def done(self, now: float) -> None:
+        self._in_flight -= 1
+        self._tat = max(self._tat, now) + self.interval
+
+
+Limit = Window | TokenBucket
+
+
 @dataclass(frozen=True)
 class Lane:
     """Where a call goes: one chat (or channel); ``group``: a group chat, with its own limit."""
@@ -105,7 +151,7 @@ class Lane:
 class _LaneState:
     """One lane's own limits; calls in one lane go one at a time, in order."""
 
-    windows: list[Window]
+    windows: list[Limit]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
     hold_until: float = 0.0  # a 429 from the platform holds the lane this long
@@ -159,7 +205,7 @@ class Pacer:
     def __init__(
         self,
         bot: Window | None,
-        chat: Callable[[bool], list[Window]] = lambda group: [],
+        chat: Callable[[bool], list[Limit]] = lambda group: [],
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -284,10 +330,11 @@ class Pacer:
         while True:
             now = self._clock()
             at = lane.ready_at(now, priority)
-            if at <= now:
+            # (inf: a window full of calls in flight, which in a lane can only be the call
+            # this one is nested in, already answered: it goes)
+            if at <= now or math.isinf(at):
                 return
-            # inf cannot happen: a lane's calls are one at a time and this one is not made yet
-            await asyncio.sleep(min(at - now, 3600.0))
+            await asyncio.sleep(at - now)
 
     async def _take_shared(
         self, key: Hashable | None, lane: _LaneState | None, priority: int

@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from chatbridge.core.pacer import STREAM, URGENT, Lane, Pacer, Window
+from chatbridge.core.pacer import STREAM, URGENT, Lane, Limit, Pacer, TokenBucket, Window
 
 
 def test_a_call_in_flight_fills_the_window_until_its_answer() -> None:
@@ -82,9 +82,9 @@ async def test_a_cancelled_waiter_costs_nothing_and_blocks_no_one() -> None:
 
 
 async def test_a_held_permit_is_spent_by_the_call_inside_and_nesting_does_not_deadlock() -> None:
-    windows: list[Window] = []
+    windows: list[Limit] = []
 
-    def chat(group: bool) -> list[Window]:
+    def chat(group: bool) -> list[Limit]:
         windows.append(Window(5, 60.0))
         return windows[-1:]
 
@@ -128,14 +128,18 @@ def test_telegram_budget_from_options() -> None:
     pacer = telegram_pacer(TelegramOptions())
     assert pacer.bot is not None and (pacer.bot.limit, pacer.bot.period) == (30, 1.0)
     chat, group = pacer._chat_windows(False), pacer._chat_windows(True)
-    assert [(w.limit, w.period) for w in chat] == [(3, 3.0)]  # 1/s with bursts of 3
-    assert [(w.limit, w.period) for w in group] == [(3, 3.0), (20, 60.0)]
+    bucket = chat[0]
+    assert isinstance(bucket, TokenBucket) and (bucket.rate, bucket.burst) == (1.0, 3)
+    assert isinstance(group[1], Window) and (group[1].limit, group[1].period) == (20, 60.0)
     # a quick reply (or a button press) right after an answer is not held back by the burst
-    window = chat[0]
     for _ in range(2):
-        window.take(0.0)
-        window.done(0.0)
-    assert window.ready_at(0.1, URGENT) == 0.1
+        bucket.take(0.0)
+        bucket.done(0.0)
+    assert bucket.ready_at(0.1, URGENT) == 0.1
+    bucket.take(0.1)
+    bucket.done(0.1)
+    # past the burst: one a second, not a whole burst's period later
+    assert bucket.ready_at(0.2, URGENT) == pytest.approx(1.0)
     off = telegram_pacer(TelegramOptions(chat_rate=0, bot_rate=0, group_rate=0))
     assert off.bot is None and off._chat_windows(True) == []
 
@@ -153,3 +157,17 @@ def test_draft_budget_holds_streaming_drafts_but_never_a_first_one() -> None:
         window.done(0.0)
     assert window.ready_at(0.5, STREAM) == 1.0  # streaming updates wait for the budget
     assert draft_pacer(TelegramOptions(draft_rate=0)) is None
+
+
+def test_token_bucket_streams_keep_one_message_for_the_final() -> None:
+    bucket = TokenBucket(1.0, 3, stream_burst=2)
+    for _ in range(2):
+        bucket.take(0.0)
+        bucket.done(0.0)
+    assert bucket.ready_at(0.0, STREAM) == pytest.approx(1.0)  # its share is used
+    assert bucket.ready_at(0.0, URGENT) == 0.0  # the final still goes at once
+    bucket.take(0.0)  # a call answered, still holding its permit: a nested call counts it
+    assert bucket.ready_at(5.0, URGENT) == 5.0
+    bucket.take(5.0)
+    bucket.take(5.0)
+    assert bucket.ready_at(5.0, URGENT) == pytest.approx(6.0)

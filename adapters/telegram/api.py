@@ -31,7 +31,7 @@ from chatbridge.adapters.telegram.html import split_html, to_text
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.core.errors import DeliveryRefused, PlatformUnavailable, RateLimited
-from chatbridge.core.pacer import URGENT, Lane, Pacer, Window
+from chatbridge.core.pacer import URGENT, Lane, Limit, Pacer, TokenBucket, Window
 from chatbridge.core.retry import DEFAULT_DELIVERY_DEADLINE, deliver
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,12 @@ def telegram_pacer(options: TelegramOptions) -> Pacer:
         # streaming edits may use four fifths: finals and first messages always find room
         bot = Window(options.bot_rate, 1.0, stream_limit=max(1, options.bot_rate * 4 // 5))
 
-    def chat(group: bool) -> list[Window]:
-        windows = []
+    def chat(group: bool) -> list[Limit]:
+        windows: list[Limit] = []
         if options.chat_rate > 0:
             burst = options.chat_burst
             # a streaming edit leaves one message of the burst for the final answer
-            windows.append(Window(burst, burst / options.chat_rate, stream_limit=burst - 1))
+            windows.append(TokenBucket(options.chat_rate, burst, stream_burst=burst - 1))
         if group and options.group_rate > 0:
             windows.append(
                 Window(options.group_rate, 60.0, stream_limit=max(1, options.group_rate - 4))

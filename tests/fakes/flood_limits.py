@@ -36,7 +36,8 @@ class SlidingWindows:
 class TelegramLimits:
     """Telegram's flood limits for messages (sends, edits, photos, media group items):
     ``bot_limit`` per ``bot_period`` for a bot across all chats, ``group_limit`` per
-    ``group_period`` per group, ``chat_burst`` per ``chat_burst * interval`` per chat; drafts
+    ``group_period`` per group, and per chat a token bucket of one per ``interval`` with bursts
+    of ``chat_burst``; drafts
     (``draft_interval`` apart) and chat actions are not counted. 0 turns a limit off."""
 
     interval: float = 1.0
@@ -50,6 +51,7 @@ class TelegramLimits:
         default_factory=lambda: {"bot": 0, "group": 0, "chat": 0, "draft": 0}
     )
     windows: SlidingWindows = field(default_factory=SlidingWindows)
+    chats: dict[Hashable, float] = field(default_factory=dict)  # per-chat bucket's GCRA TAT
 
     def check(
         self, token: str, chat: dict[str, Any], now: float, bucket: str, count: int = 1
@@ -64,12 +66,17 @@ class TelegramLimits:
         else:
             if self.bot_limit > 0:
                 checks.append(("bot", (token, "bot"), self.bot_limit, self.bot_period, count))
-            if self.interval > 0:
-                period = self.chat_burst * self.interval
-                checks.append(("chat", (token, chat_id, "chat"), self.chat_burst, period, 1))
             if self.group_limit > 0 and chat.get("type") in ("group", "supergroup"):
                 group = (token, chat_id, "group")
                 checks.append(("group", group, self.group_limit, self.group_period, 1))
+        chat_key = (token, chat_id)
+        if bucket != "draft" and self.interval > 0:
+            # about one a second with short bursts: a token bucket (GCRA) per chat
+            tat = self.chats.get(chat_key, -math.inf)
+            wait = tat - (self.chat_burst - 1) * self.interval - now
+            if wait > 1e-9:
+                self.limited["chat"] += 1
+                return max(1, math.ceil(wait))
         for kind, key, limit, period, n in checks:
             wait = self.windows.wait(key, limit, period, now, n)
             if wait > 0:
@@ -77,6 +84,8 @@ class TelegramLimits:
                 return max(1, math.ceil(wait))
         for _kind, key, _limit, _period, n in checks:
             self.windows.add(key, now, n)
+        if bucket != "draft" and self.interval > 0:
+            self.chats[chat_key] = max(self.chats.get(chat_key, -math.inf), now) + self.interval
         return None
 
 

@@ -16,8 +16,8 @@ each answered with a 429 carrying ``parameters.retry_after`` as Telegram does:
   (sendMessage, editMessageText, sendPhoto, a media group's every item, ...; drafts and chat
   actions are not counted);
 - per group: at most ``group_limit`` (20) messages in any minute;
-- per chat: at most ``chat_burst`` messages in any ``chat_burst * interval`` seconds (about one
-  a second with short bursts; ``chat_burst=1`` is a strict one per ``interval``).
+- per chat: a token bucket of one message per ``interval`` with bursts of ``chat_burst``
+  (about one a second with short bursts; ``chat_burst=1`` is a strict one per ``interval``).
 Tests push updates (text, photo, document, album, callback query) with the helpers of
 :class:`FakeBot`; in webhook mode the pushes are POSTed to the registered URL with the
 registered secret token.
