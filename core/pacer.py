@@ -342,12 +342,17 @@ class Pacer:
         if self.shared is None:
             return
 
-        def cap(window: Window) -> int:
-            return window.limit if priority == URGENT else window.stream_limit
+        def counted(limit: Limit) -> tuple[int, float]:
+            """As a sliding window: ``(calls, per seconds)``; a token bucket becomes its
+            burst per burst's worth of intervals (the same sustained rate)."""
+            if isinstance(limit, TokenBucket):
+                burst = limit.burst if priority == URGENT else limit.stream_burst
+                return burst, burst * limit.interval
+            return (limit.limit if priority == URGENT else limit.stream_limit), limit.period
 
-        windows = [] if self.bot is None else [("bot", cap(self.bot), self.bot.period)]
-        for i, window in enumerate(lane.windows if lane is not None else ()):
-            windows.append((f"{key}:{i}", cap(window), window.period))
+        limits: list[tuple[str, Limit]] = [] if self.bot is None else [("bot", self.bot)]
+        limits += [(f"{key}:{i}", w) for i, w in enumerate(lane.windows if lane else ())]
+        windows = [(name, *counted(limit)) for name, limit in limits]
         if windows:
             await self.shared.take(windows)
 

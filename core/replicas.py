@@ -92,6 +92,7 @@ class Replicas:
         self._replies: dict[str, StoredReplies] = {}
         self._owned: dict[int, str] = {}  # partition -> lease value
         self._draining: set[int] = set()  # owned, no longer read: handed back once idle
+        self._claiming: set[int] = set()  # owned, its pending entries being claimed
         self._live: list[str] = []
         self._convs: dict[str, _Conversation] = {}
         self._seen: set[tuple[int, str]] = set()
@@ -238,8 +239,15 @@ class Replicas:
             if value is None:
                 continue
             self._owned[partition] = value
-            await self.redis.ensure_group(partition)
-            claimed = await self.redis.claim(partition, self.replica)
+            # not read until its pending entries are queued: they go before any newer one
+            self._claiming.add(partition)
+            try:
+                await self.redis.ensure_group(partition)
+                claimed = await self.redis.claim(partition, self.replica)
+                for item in claimed:
+                    self._dispatch(item)
+            finally:
+                self._claiming.discard(partition)
             if claimed:
                 self.claimed += len(claimed)
                 log.info(
@@ -248,8 +256,6 @@ class Replicas:
                     partition,
                     len(claimed),
                 )
-            for item in claimed:
-                self._dispatch(item)
 
     async def _reclaim(self) -> None:
         """Entries of our partitions left pending here by a step that failed (Redis out of
@@ -279,7 +285,7 @@ class Replicas:
 
     async def _read(self) -> None:
         while True:
-            owned = [p for p in self.owned if p not in self._draining]
+            owned = [p for p in self.owned if p not in self._draining | self._claiming]
             if not owned or self._stopping:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue

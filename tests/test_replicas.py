@@ -306,3 +306,27 @@ async def test_a_replica_with_another_partition_count_refuses_to_start(redis_url
         await first.stop()
         await one.close()
         await two.close()
+
+
+async def test_a_dead_replicas_pending_turns_run_before_newer_ones(nodes: list[Node]) -> None:
+    a, b = nodes
+    coordination = a.replicas.redis
+    partition = a.replicas.partition_of(key("u1"))
+    # "x" held the partition, read m0 and died: m0 is pending under x, m1 and m2 are new
+    assert await coordination.acquire(f"p:{partition}", "x", 1000) is not None
+    await coordination.ensure_group(partition)
+    await a.accept(Inbound(key("u1"), "m0"), source="m0")
+    await coordination.read([partition], "x", block_ms=10)
+    await a.accept(Inbound(key("u1"), "m1"), source="m1")
+    await a.accept(Inbound(key("u1"), "m2"), source="m2")
+    claim = b.replicas.redis.claim
+
+    async def slow_claim(p: int, consumer: str, min_idle_ms: int = 0) -> list[Any]:
+        await asyncio.sleep(0.5)  # the reader has time to run meanwhile
+        return await claim(p, consumer, min_idle_ms)
+
+    b.replicas.redis.claim = slow_claim  # type: ignore[method-assign,assignment]
+    await b.replicas.start()  # reading at once; the partition is taken when x's lease expires
+    assert partition not in b.replicas.owned
+    await wait_for(lambda: len(b.log) == 3)
+    assert [line.split(" ")[1] for line in b.log] == ["m0", "m1", "m2"]
