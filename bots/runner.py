@@ -377,7 +377,7 @@ class App:
         await asyncio.gather(*(e.aclose(grace) for e in self.engines.values()))
         if self.replicas is not None:
             # hand partitions and leadership back at once, not after the lease expires
-            with contextlib.suppress(Exception):
+            with best_effort(log, "handing this replica's partitions back"):
                 await self.replicas.stop()
         for adapter in self.adapters:
             with best_effort(log, f"stopping bot {adapter.name}"):
@@ -391,7 +391,7 @@ class App:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
         if self.replicas is not None:
-            with contextlib.suppress(Exception):
+            with best_effort(log, "closing the replicas' Redis connection"):
                 await self.replicas.redis.close()
         if self.store is not None:
             await self.store.close()
