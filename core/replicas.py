@@ -27,7 +27,6 @@ Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chatbridge.core.errors import best_effort
 from chatbridge.core.protocols import StoredReplies
 from chatbridge.core.store.redis_coordination import (
     RedisCoordination,
@@ -169,7 +169,7 @@ class Replicas:
             task.cancel()
         await asyncio.gather(*convs, return_exceptions=True)
         await asyncio.gather(*(leader.close() for leader in self._leaders), return_exceptions=True)
-        with contextlib.suppress(Exception):
+        with best_effort(log, "handing partitions back at shutdown"):
             for partition, value in list(self._owned.items()):
                 await self.redis.release(f"p:{partition}", value)
             self._owned.clear()
@@ -410,7 +410,7 @@ class _Leader(LeaderFlag):
             await asyncio.gather(self._task, return_exceptions=True)
         if self._value is not None:
             value, self._value = self._value, None
-            with contextlib.suppress(Exception):
+            with best_effort(log, f"stepping down as leader of {self._name}"):
                 await self._on_lose()
             await self._replicas.redis.release(self._name, value)
 

@@ -101,7 +101,7 @@ async def test_group_ignores_messages_not_addressed_to_the_bot() -> None:
         await h.fb.push_text(group, user, "/help@other_bot")
         await h.fb.push_text(group, user, f"/help@{BOT_USERNAME}")
         await h.reply_in(group["id"], contains="What I can do")
-        await asyncio.sleep(0.2)
+        await h.settled()  # every earlier update was handled in order: nothing is left to run
         assert not h.backend.inbounds  # type: ignore[attr-defined]
         assert len(h.fake.calls_of("sendMessage", group["id"])) == 1
 
@@ -126,7 +126,7 @@ async def test_button_press_answers_marks_choice_and_sends_payload() -> None:
         await h.fb.push_callback(user, final.result, "b:unknown-id")
         answered = await h.fake.wait_for(lambda c: c.method == "answerCallbackQuery", since=mark)
         assert answered.params["text"].startswith("This button has expired")
-        await asyncio.sleep(0.2)
+        await h.settled()  # every earlier update was handled in order: nothing is left to run
         assert len(backend.inbounds) == 2
 
 
@@ -161,7 +161,7 @@ async def test_photo_album_document_and_limits() -> None:
             chat, user, b"%PDF-1.4", file_name="x.png", mime_type="image/png"
         )  # lies about its type
         await h.reply_in(chat["id"], since=mark, contains="JPEG, PNG")
-        await asyncio.sleep(0.2)
+        await h.settled()  # every earlier update was handled in order: nothing is left to run
         assert len(backend.inbounds) == 3  # refused files never reach the backend
 
 
@@ -279,7 +279,7 @@ async def test_webhook_mode_checks_the_secret_token() -> None:
         }
         assert await h.fb.post_webhook(wrong, "wrong-secret") == 403
         assert await h.fb.post_webhook(wrong, None) == 403
-        await asyncio.sleep(0.2)
+        await h.settled()  # every earlier update was handled in order: nothing is left to run
         assert [i.text for i in backend.inbounds] == ["via webhook"]
         assert h.adapter.connected
 
@@ -293,8 +293,10 @@ async def test_token_never_in_logs(caplog: pytest.LogCaptureFixture) -> None:
             await h.fb.push_photo(chat, user, TINY_PNG, caption="hi")
             await h.reply_in(chat["id"])
             h.fake.inject_error("sendMessage", status=500, retry_after=None)
+            mark = len(h.fake.calls)
             await h.fb.push_text(chat, user, "/help")
-            await asyncio.sleep(0.5)
+            await h.fake.wait_for(lambda c: c.method == "sendMessage" and not c.ok, since=mark)
+            await h.reply_in(chat["id"], since=mark)  # the retried send went through
         # a token the server rejects: PTB names it in InvalidToken
         from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 

@@ -44,7 +44,7 @@ from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.adapters.telegram.surface import TelegramReply
 from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.access import AccessGate, AccessPolicy, Facts, Verdict
-from chatbridge.core.errors import StartupFailed
+from chatbridge.core.errors import StartupFailed, best_effort
 from chatbridge.core.images import ImageRejected
 from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared, Surface
@@ -192,16 +192,16 @@ class TelegramAdapter:
                     )
         except TelegramError as exc:
             # PTB names the token in InvalidToken: never let it out in the message or the chain
-            with contextlib.suppress(Exception):
+            with best_effort(log, "shutting down after a failed start"):
                 await self._shutdown_app()
             if self._webhook is not None:
-                with contextlib.suppress(Exception):
+                with best_effort(log, "stopping the webhook after a failed start"):
                     await self._webhook.stop()
                 self._webhook = None
             # a failed initialize() leaves PTB "not initialised", so its shutdown skips these
             for opened in (request, poll_request):
                 if opened is not None:
-                    with contextlib.suppress(Exception):
+                    with best_effort(log, "closing an HTTP session after a failed start"):
                         await opened.shutdown()
             raise _startup_failure(self.name, exc) from None
         self._running = True
@@ -352,7 +352,7 @@ class TelegramAdapter:
                     exc_info=exc,
                 )
                 assert self._ops is not None
-                with contextlib.suppress(Exception):
+                with best_effort(log, "telling the user their message failed"):
                     target = self._target(messages[0], quote=True)
                     sender = messages[0].from_user
                     language = sender.language_code if sender is not None else None
