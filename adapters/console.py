@@ -17,6 +17,7 @@ from typing import TextIO
 
 from chatbridge.core.images import ImageRejected, load_image
 from chatbridge.core.protocols import Conversations
+from chatbridge.core.richtext import plain_text
 from chatbridge.core.types import Button, ConversationKey, Inbound, ReplyMessage
 
 HELP = """Commands:
@@ -66,15 +67,17 @@ class ConsoleSurface:
         self._write(f"(i) {text}\n")
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        full = "\n\n".join(m.text for m in messages if m.text.strip())
+        # a terminal shows no formatting: the body's plain reading (links are listed below)
+        texts = [plain_text(m.body) for m in messages]
+        full = "\n\n".join(t for t in texts if t.strip())
         if self._streamed and full.strip() == self._streamed.strip():
             self._write("\n")  # the stream already showed exactly this answer
         else:
             if self._streamed:
                 self._write("\n")
-            for message in messages:
-                if message.text.strip():
-                    self._write(f"{self._prefix}{message.text.strip()}\n")
+            for text in texts:
+                if text.strip():
+                    self._write(f"{self._prefix}{text.strip()}\n")
         self.buttons = [b for m in messages for b in m.buttons]
         choices = [b for b in self.buttons if b.payload is not None]
         for n, button in enumerate(choices, 1):

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from chatbridge.core.buttons import with_button_ids
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
@@ -232,6 +233,7 @@ class Engine:
                     case Final(messages):
                         if not any(m.text.strip() or m.buttons or m.links for m in messages):
                             messages = (ReplyMessage(self.texts.empty),)
+                        messages = await with_button_ids(self.store, messages)
                         await surface.finish(messages)
                         return TurnResult("ok", messages=messages)
                     case Failure():
@@ -369,9 +371,6 @@ class Engine:
 
     async def count_sessions(self) -> int:
         return await self.store.count(self.bot)
-
-    async def button_id(self, payload: str) -> str:
-        return await self.store.short_id(payload)
 
     async def resolve_button(self, short_id: str) -> str | None:
         return await self.store.resolve(short_id)

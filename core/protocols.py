@@ -107,6 +107,10 @@ class SessionStore(Protocol):
         """A short (<= 16 ASCII chars) id that :meth:`resolve` maps back to ``payload``."""
         ...
 
+    async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
+        """:meth:`short_id` of each payload (same order), written in one batch."""
+        ...
+
     async def resolve(self, short_id: str) -> str | None: ...
 
     async def ping(self) -> bool:
@@ -216,9 +220,7 @@ class SessionAdmin(Protocol):
 
 
 class ButtonRegistry(Protocol):
-    """Short ids for button payloads (Telegram's callback_data holds 64 bytes)."""
-
-    async def button_id(self, payload: str) -> str: ...
+    """The payload of a pressed button, from the id the engine gave it (``Button.id``)."""
 
     async def resolve_button(self, short_id: str) -> str | None: ...
 

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from discord_harness import final_message, start_bot, stop_bot
+from discord_harness import final_message, markdown_of, start_bot, stop_bot
 
-from chatbridge.adapters.discord_adapter.render import html_to_markdown
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
 from chatbridge.core.store.memory import MemoryStore
@@ -67,7 +66,7 @@ async def test_shopai_answer_streams_in_a_guild_channel_and_a_dm(
     backend = shop_backend(shopai)
     adapter, engine = await start_bot(fake, backend, store, stream_interval=0.02)
     question = "I need a phone and a laptop"
-    expected = html_to_markdown(compose_answer(question))
+    expected = markdown_of(compose_answer(question))
     try:
         olga = fake.add_user("olga")
         await fake.user_message(olga, question, mention=True)

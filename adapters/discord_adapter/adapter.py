@@ -373,7 +373,6 @@ class DiscordAdapter:
         return DiscordSurface(
             channel,
             user_id=user_id,
-            short_id=self.engine.button_id,
             interval=self.options.stream_interval,
             reply_to=reply_to if reply_to is not None and reply_to.guild is not None else None,
         )

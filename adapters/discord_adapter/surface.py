@@ -171,13 +171,11 @@ class DiscordSurface:
         channel: discord.abc.Messageable,
         *,
         user_id: int,
-        short_id: Callable[[str], Awaitable[str]],
         interval: float,
         reply_to: discord.Message | None = None,
     ) -> None:
         self._channel = channel
         self._user_id = user_id
-        self._short_id = short_id
         self._sink = ChannelSink(channel, reply_to)
         self._stream: ThrottledStream[discord.Message] = ThrottledStream(
             self._sink, interval=interval, max_len=MAX_CONTENT, split=split_markdown
@@ -231,9 +229,7 @@ class DiscordSurface:
         await self._stop_typing()
         for index, message in enumerate(messages):
             text = message_markdown(message)
-            view, overflow = await build_view(
-                message.buttons, message.links, self._user_id, self._short_id
-            )
+            view, overflow = build_view(message.buttons, message.links, self._user_id)
             if overflow:
                 text = "\n".join([text, *(f"- {label}" for label in overflow)]).strip()
             # Text was streamed (its first post may still be in flight): the stream finishes

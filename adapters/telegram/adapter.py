@@ -26,6 +26,7 @@ from telegram.request import HTTPXRequest
 from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
+from chatbridge.adapters.telegram.keyboard import pressed_label, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.ordering import PerChatUpdateProcessor
 from chatbridge.adapters.telegram.surface import (
@@ -404,7 +405,6 @@ class TelegramAdapter:
             target,
             interval=self._options.stream_interval,
             use_drafts=self._options.use_drafts,
-            button_id=self._engine.button_id,
         )
         future = self._engine.submit(inbound, reply)
         self.turns_started += 1
@@ -467,17 +467,14 @@ class TelegramAdapter:
 
     async def _on_callback(self, query: CallbackQuery) -> None:
         data = query.data or ""
-        payload = await self._engine.resolve_button(data[2:]) if data.startswith("b:") else None
+        short_id = short_id_of(data)
+        payload = await self._engine.resolve_button(short_id) if short_id is not None else None
         with contextlib.suppress(TelegramError):
             await query.answer(EXPIRED if payload is None else None)
         msg = query.message
         if payload is None or not isinstance(msg, Message):
             return
-        label = payload
-        for row in msg.reply_markup.inline_keyboard if msg.reply_markup else ():
-            for button in row:
-                if button.callback_data == data:
-                    label = button.text
+        label = pressed_label(msg.reply_markup, data) or payload
         target = self._target(msg, quote=False)
         await self._show_choice(msg, target, label)
         key = ConversationKey(

@@ -17,20 +17,26 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from chatbridge.adapters.telegram.gate import urgent
-from chatbridge.adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
+from chatbridge.adapters.telegram.html import (
+    escape,
+    render_body,
+    split_html,
+    to_text,
+    visible_length,
+)
+from chatbridge.adapters.telegram.keyboard import build_keyboard
 from chatbridge.core.protocols import PlatformMetrics
 from chatbridge.core.streaming import RateLimited, ThrottledStream
-from chatbridge.core.types import Button, Link, ReplyMessage
+from chatbridge.core.types import ReplyMessage
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096
-MAX_BUTTONS = 100
 EMPTY_WITH_KEYBOARD = "Please choose an option below."
 NETWORK_RETRY = 1.0  # seconds before retrying a call that timed out or met a 5xx
 TYPING_GRACE = 0.4  # seconds without visible text before "typing..." is shown
@@ -374,72 +380,9 @@ class DraftSink:
         await self.fallback.edit(handle, text)
 
 
-def _valid_url(url: str) -> bool:
-    return url.startswith(("https://", "http://", "tg://"))
-
-
-def _label(text: str) -> str:
-    text = " ".join(text.split()) or "•"
-    return text if len(text) <= 60 else text[:59] + "…"
-
-
-def layout(buttons: Sequence[InlineKeyboardButton]) -> list[list[InlineKeyboardButton]]:
-    """Short labels 3 a row, medium 2, long ones alone (Telegram's hard cap is 8 a row)."""
-    rows: list[list[InlineKeyboardButton]] = []
-    row: list[InlineKeyboardButton] = []
-    widest = 0
-    for button in buttons:
-        w = max(widest, len(button.text))
-        cap = 3 if w <= 12 else 2 if w <= 24 else 1
-        if row and len(row) >= cap:
-            rows.append(row)
-            row, w = [], len(button.text)
-        row.append(button)
-        widest = w
-    if row:
-        rows.append(row)
-    return rows
-
-
-async def build_keyboard(
-    buttons: Sequence[Button],
-    links: Sequence[Link],
-    button_id: Callable[[str], Awaitable[str]],
-    inline_urls: str = "",
-) -> InlineKeyboardMarkup | None:
-    """Payload buttons (callback_data = "b:" + a short store id), then URL buttons."""
-    choices: list[InlineKeyboardButton] = []
-    urls: list[InlineKeyboardButton] = []
-    for b in buttons:
-        if b.payload is not None:
-            data = "b:" + await button_id(b.payload)
-            if not 1 <= len(data.encode("utf-8")) <= 64:
-                log.error("button id too long for Telegram (%d bytes); button dropped", len(data))
-                continue
-            choices.append(InlineKeyboardButton(_label(b.label), callback_data=data))
-        elif b.url and _valid_url(b.url):
-            urls.append(InlineKeyboardButton(_label(b.label), url=b.url))
-    for link in links:
-        # a link the text already shows inline needs no button
-        if _valid_url(link.url) and f'href="{link.url}"' not in inline_urls:
-            urls.append(InlineKeyboardButton(_label(link.label), url=link.url))
-    rows = layout(choices) + layout(urls)
-    kept, total = [], 0
-    for row in rows:
-        if total + len(row) > MAX_BUTTONS:
-            break
-        kept.append(row)
-        total += len(row)
-    return InlineKeyboardMarkup(kept) if kept else None
-
-
 def render(message: ReplyMessage) -> str:
-    """A reply message as Telegram HTML (the backend's HTML when it sent any)."""
-    if message.html:
-        rendered = sanitize(message.html)
-        if to_text(rendered).strip():
-            return rendered
-    return escape(message.text.strip())
+    """A reply message as Telegram HTML."""
+    return render_body(message.body)
 
 
 class TelegramReply:
@@ -452,12 +395,10 @@ class TelegramReply:
         *,
         interval: float,
         use_drafts: bool,
-        button_id: Callable[[str], Awaitable[str]],
     ) -> None:
         self.ops = ops
         self.target = target
         self.interval = interval
-        self.button_id = button_id
         self.shown = asyncio.Event()
         self.first_shown_at: float | None = None
         self._sink = MessageSink(ops, target, self._mark_shown, self.shown.is_set)
@@ -544,7 +485,7 @@ class TelegramReply:
         delivered = 0
         for message in messages:
             html = render(message)
-            markup = await build_keyboard(message.buttons, message.links, self.button_id, html)
+            markup = build_keyboard(message.buttons, message.links, html)
             if not to_text(html).strip():
                 if markup is None:
                     continue
