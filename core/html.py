@@ -333,9 +333,24 @@ def _words(text: str) -> str:
     return " " + words.casefold() + " "
 
 
+def _run_matching(words: str, html_words: list[str], used: set[int]) -> range | None:
+    """Consecutive unused HTML blocks whose words, together, are exactly ``words``."""
+    for start in range(len(html_words)):
+        joined = " "
+        for end in range(start, len(html_words)):
+            if end in used:
+                break
+            joined = joined + html_words[end].strip() + " "
+            if joined == words:
+                return range(start, end + 1)
+            if not words.startswith(joined):
+                break
+    return None
+
+
 def _merge(text: str, html_body: RichText, labels: set[str]) -> RichText:
-    """The text, then the HTML's blocks, with an HTML block that repeats the text shown once
-    (in the text's place, with the HTML's formatting)."""
+    """The text, then the HTML's blocks; what the HTML repeats of the text is shown once, in
+    the text's place and with the HTML's formatting."""
     text = "\n".join(line for line in text.split("\n") if line.strip() not in labels)
     text_body = from_plain(text)
     if not html_body or not text_body:
@@ -347,16 +362,12 @@ def _merge(text: str, html_body: RichText, labels: set[str]) -> RichText:
     used: set[int] = set()
     out: list[Block] = []
     for block in text_body:
-        words = _words(plain_text((block,)))
-        match = next(
-            (i for i, w in enumerate(html_words) if i not in used and w == words),
-            None,
-        )
-        if match is None:
+        run = _run_matching(_words(plain_text((block,))), html_words, used)
+        if run is None:
             out.append(block)
         else:
-            used.add(match)
-            out.append(html_body[match])
+            used.update(run)
+            out.extend(html_body[i] for i in run)
     for i, block in enumerate(html_body):
         if i not in used and html_words[i].strip() and html_words[i] not in all_text:
             out.append(block)

@@ -14,6 +14,10 @@ HTTP (``POST /_emulator/faults`` with a JSON object of the same fields):
 - ``malformed``: the next N API replies are ``malformed_mode`` ("invalid_json" or
   "wrong_shape") and the workflow does not advance.
 
+``html_apart = True`` answers as DeepChat servers may: the ``html`` no longer copies the
+``text`` but carries structured content of its own (a step heading), which the client must
+show after the text.
+
 Run: ``python -m chatbridge.emulators.loopos --host 127.0.0.1 --port 8001``.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import signal
@@ -154,6 +159,7 @@ class LoopOSEmulator:
     url: str = ""
     in_flight: int = 0  # API requests being answered now
     peak_in_flight: int = 0
+    html_apart: bool = False  # html carries its own content instead of a copy of text
     _runner: web.AppRunner | None = None
 
     def requests_to(self, path: str) -> list[dict[str, Any]]:
@@ -276,6 +282,8 @@ class LoopOSEmulator:
         user_texts = [m.text for m in req.messages if m.role == "user"]
         text = user_texts[-1] if user_texts else ""
         replies = workflow.step(text, list(req.images), req.language)
+        if self.html_apart:
+            replies = [_html_apart(r, len(self.requests_to("/chat"))) for r in replies]
         return web.json_response(replies)
 
     async def _decide(self, req: DecisionRequest) -> web.Response:
@@ -307,6 +315,16 @@ class LoopOSEmulator:
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"status": "ok"})
+
+
+def _html_apart(reply: dict[str, str], step: int) -> dict[str, str]:
+    """The reply with its html's copy of the text replaced by content of its own."""
+    markup = reply.get("html")
+    copy = f"<p>{html.escape(reply['text'])}</p>"
+    if markup is None or not markup.startswith(copy):
+        return reply
+    own = f"<div><h4>Passo {step}</h4><ul><li><i>LoopOS</i> <code>#{step}</code></li></ul></div>"
+    return {**reply, "html": own + markup[len(copy) :]}
 
 
 async def start_loopos_emulator(host: str = "127.0.0.1", port: int = 0) -> LoopOSEmulator:

@@ -144,9 +144,12 @@ def test_html_repeating_the_text_is_shown_once_with_its_formatting() -> None:
     )
     assert partly.text == "Olá!\n\nTem riscos?\n\nEscolhe abaixo."
     assert partly.body[1] == Paragraph((Span("Tem "), Span("riscos", italic=True), Span("?")))
-    # an html block whose words are all in the text adds nothing
+    # html blocks that together say a text paragraph take its place (in the html's form)
     inside = parse_reply_html("<p>Escolhe</p><p>um modelo</p><p>novo</p>", "Escolhe um modelo:")
-    assert inside.text == "Escolhe um modelo:\n\nnovo"
+    assert inside.text == "Escolhe\n\num modelo\n\nnovo"
+    # an html block whose words are all somewhere in the text adds nothing
+    within = parse_reply_html("<p>um modelo</p>", "Escolhe um modelo novo.\n\nOu não.")
+    assert within.text == "Escolhe um modelo novo.\n\nOu não."
 
 
 def test_emoji_only_html_is_kept() -> None:
@@ -179,3 +182,15 @@ def test_neutral_markup_lists_code_and_links() -> None:
 def test_links_never_carry_unsafe_urls_into_the_body() -> None:
     body = parse_reply_html('<p><a href="javascript:alert(1)">isto</a></p>', "").body
     assert body == (Paragraph((Span("isto"),)),)
+
+
+def test_html_blocks_that_together_repeat_a_text_paragraph_replace_it() -> None:
+    # the LoopOS emulator's summary: the text has the lines, the html has them as a list
+    text = "Resumo:\nTítulo: iPhone\nPreço: 275 €"
+    html = (
+        "<p>Resumo:</p><ul><li><b>Título:</b> iPhone</li><li><b>Preço:</b> 275 €</li></ul>"
+        '<p><a href="https://s.example/1">Ver</a></p>'
+    )
+    msg = parse_reply_html(html, text)
+    assert msg.text == "Resumo:\n\n• Título: iPhone\n• Preço: 275 €\n\nVer"
+    assert isinstance(msg.body[1], ListBlock)
