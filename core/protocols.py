@@ -4,6 +4,7 @@ Surface) have contract test suites in tests/."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
