@@ -4,9 +4,9 @@ A payload button's ``custom_id`` is ``cb:<user id>:<short id>``: the user it was
 the short id the engine gave the button, which the store maps back to the full payload
 (Discord allows 100 chars of custom_id; payloads can be longer, and the label is cut to 80).
 :class:`PayloadButton` is a :class:`discord.ui.DynamicItem` registered with
-``Client.add_dynamic_items`` at setup, so a press is understood from the ``custom_id`` alone, by whichever process runs the bot, after
-any number of restarts. Views are never stored in discord.py's view store (they are stopped
-before sending) so no press is handled twice.
+``Client.add_dynamic_items`` at setup, so a press is understood from the ``custom_id`` alone,
+by whichever process runs the bot, after any number of restarts. Views are never stored in
+discord.py's view store (they are stopped before sending) so no press is handled twice.
 """
 
 from __future__ import annotations
