@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import threading
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from chatbridge.core.images import ImageRejected, load_image
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.richtext import plain_text
 from chatbridge.core.types import Button, ConversationKey, Inbound, ReplyMessage
+
+log = logging.getLogger(__name__)
 
 HELP = """Commands:
   <number>            press the button with that number
@@ -91,10 +94,13 @@ class ConsoleSurface:
         self._streamed = ""
 
     async def fail(self, text: str) -> None:
-        if self._streamed:
-            self._write("\n")
-            self._streamed = ""
-        self._write(f"(!) {text}\n")
+        try:
+            if self._streamed:
+                self._write("\n")
+                self._streamed = ""
+            self._write(f"(!) {text}\n")
+        except (OSError, ValueError) as exc:  # the terminal is gone: log it, never raise
+            log.error("could not show that a turn failed: %s", type(exc).__name__)
 
 
 class ConsoleAdapter:

@@ -145,7 +145,12 @@ class Surface(Protocol):
         ...
 
     async def fail(self, text: str) -> None:
-        """The turn failed: show ``text`` (plain language) instead of an answer."""
+        """The turn failed: show ``text`` (plain language) instead of an answer.
+
+        Never raises: it is the last thing that can reach the user and the turn is over, so a
+        platform that refuses it (the chat is gone, the network is down) is logged, not
+        raised. The Surface contract suite holds every adapter to this.
+        """
         ...
 
 

@@ -269,6 +269,9 @@ class DiscordSurface:
 
     async def fail(self, text: str) -> None:
         await self._stop_typing()
-        await self._stream.abort()  # what was streamed stays; the failure follows it
-        for piece in split_markdown(text):
-            self.sent.append(await self._sink.send(piece, adopt=False))
+        try:
+            await self._stream.abort()  # what was streamed stays; the failure follows it
+            for piece in split_markdown(text):
+                self.sent.append(await self._sink.send(piece, adopt=False))
+        except Exception as exc:  # nothing else can reach the user: log it, never raise
+            log.error("could not tell a channel that a turn failed: %s", type(exc).__name__)
