@@ -15,6 +15,7 @@ asserts.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import subprocess
 import sys
@@ -29,13 +30,15 @@ sys.path.insert(0, str(ROOT))
 
 from chatbridge.adapters.discord_adapter.render import render_markdown  # noqa: E402
 from chatbridge.adapters.telegram.html import render_body  # noqa: E402
-from chatbridge.core.html import parse_reply_html  # noqa: E402
+from chatbridge.core.html import BUTTON_CLASSES, parse_reply_html  # noqa: E402
 from chatbridge.emulators.loopos_workflow import Workflow  # noqa: E402
 from chatbridge.emulators.shopai_catalog import compose_answer  # noqa: E402
 
-BEFORE = "a96f630"  # main before the neutral rich text
+BEFORE = "a96f630"
+Items = list[tuple[str, str]]
+Step = Callable[[Items], None]  # main before the neutral rich text
 
-_OLD_TYPES = '''
+_OLD_TYPES = """
 from dataclasses import dataclass
 @dataclass(frozen=True)
 class Button:
@@ -52,7 +55,7 @@ class ReplyMessage:
     buttons: tuple = ()
     links: tuple = ()
     html: str | None = None
-'''
+"""
 
 
 def _old_module(rev: str, path: str, name: str) -> types.ModuleType:
@@ -70,7 +73,7 @@ def _old_module(rev: str, path: str, name: str) -> types.ModuleType:
     module = types.ModuleType(name)
     sys.modules[name] = module  # dataclasses look their module up
     exec(compile(_OLD_TYPES, name, "exec"), module.__dict__)
-    module.__dict__["BUTTON_CLASSES"] = frozenset({"deep-chat-button", "deep-chat-suggestion-button"})
+    module.__dict__["BUTTON_CLASSES"] = BUTTON_CLASSES
     exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
     return module
 
@@ -90,10 +93,55 @@ def answers() -> list[tuple[str, str, str]]:
     return out
 
 
-def per_answer_us(fn: Callable[[], Any], repeat: int) -> float:
-    timer = timeit.Timer(fn)
+def per_answer_us(step: Callable[[Items], None], items: Items, repeat: int) -> float:
+    timer = timeit.Timer(functools.partial(step, items))
     number, _ = timer.autorange()
-    return min(timer.repeat(repeat, number)) / number * 1e6
+    return min(timer.repeat(repeat, number)) / number * 1e6 / len(items)
+
+
+def now_steps() -> dict[str, Step]:
+    def read(items: Items) -> None:
+        for text, markup in items:
+            parse_reply_html(markup, text)
+
+    def telegram(items: Items) -> None:
+        for text, markup in items:
+            render_body(parse_reply_html(markup, text).body)
+
+    def discord(items: Items) -> None:
+        for text, markup in items:
+            render_markdown(parse_reply_html(markup, text).body)
+
+    return {"read (core)": read, "read + Telegram render": telegram,
+            "read + Discord render": discord}  # fmt: skip
+
+
+def before_steps(rev: str) -> dict[str, Step] | None:
+    try:
+        importlib.import_module("bs4")
+        core = _old_module(rev, "core/html.py", "old_html")
+        tg = _old_module(rev, "adapters/telegram/html.py", "old_tg")
+        dc = _old_module(rev, "adapters/discord_adapter/render.py", "old_dc")
+    except (ImportError, subprocess.CalledProcessError) as exc:
+        print(f"(no 'before' column: {exc})")
+        return None
+
+    def read(items: Items) -> None:
+        for text, markup in items:
+            core.parse_reply_html(markup, text)
+
+    def telegram(items: Items) -> None:
+        for text, markup in items:
+            core.parse_reply_html(markup, text)
+            tg.sanitize(markup)  # the adapter read the html again to render it
+
+    def discord(items: Items) -> None:
+        for text, markup in items:
+            core.parse_reply_html(markup, text)
+            dc.html_to_markdown(markup)
+
+    return {"read (core)": read, "read + Telegram render": telegram,
+            "read + Discord render": discord}  # fmt: skip
 
 
 def main() -> None:
@@ -102,73 +150,26 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     samples = answers()
-    by_kind: dict[str, list[tuple[str, str]]] = {}
+    by_kind: dict[str, Items] = {}
     for kind, text, markup in samples:
         by_kind.setdefault(kind, []).append((text, markup))
-
-    old: tuple[types.ModuleType, types.ModuleType, types.ModuleType] | None = None
-    try:
-        importlib.import_module("bs4")
-        old = (
-            _old_module(args.before, "core/html.py", "old_html"),
-            _old_module(args.before, "adapters/telegram/html.py", "old_tg"),
-            _old_module(args.before, "adapters/discord_adapter/render.py", "old_dc"),
-        )
-    except (ImportError, subprocess.CalledProcessError) as exc:
-        print(f"(no 'before' column: {exc})")
+    now = now_steps()
+    before = before_steps(args.before)
 
     print(f"{len(samples)} answers; microseconds per answer (min of {args.repeat} runs)\n")
     print("| answers | step | before (BeautifulSoup) | now (lexbor) | ratio |")
     print("|---|---|---|---|---|")
     for kind, items in by_kind.items():
-        size = sum(len(m) for _, m in items) // len(items)
-
-        def now_read(items: list[tuple[str, str]] = items) -> None:
-            for text, markup in items:
-                parse_reply_html(markup, text)
-
-        def now_tg(items: list[tuple[str, str]] = items) -> None:
-            for text, markup in items:
-                render_body(parse_reply_html(markup, text).body)
-
-        def now_dc(items: list[tuple[str, str]] = items) -> None:
-            for text, markup in items:
-                render_markdown(parse_reply_html(markup, text).body)
-
-        rows: list[tuple[str, Callable[[], Any], Callable[[], Any] | None]] = [
-            ("read (core)", now_read, None),
-            ("read + Telegram render", now_tg, None),
-            ("read + Discord render", now_dc, None),
-        ]
-        if old is not None:
-            o_html, o_tg, o_dc = old
-
-            def old_read(items: list[tuple[str, str]] = items) -> None:
-                for text, markup in items:
-                    o_html.parse_reply_html(markup, text)
-
-            def old_tg(items: list[tuple[str, str]] = items) -> None:
-                for text, markup in items:
-                    o_html.parse_reply_html(markup, text)
-                    o_tg.sanitize(markup)
-
-            def old_dc(items: list[tuple[str, str]] = items) -> None:
-                for text, markup in items:
-                    o_html.parse_reply_html(markup, text)
-                    o_dc.html_to_markdown(markup)
-
-            rows = [(rows[0][0], now_read, old_read), (rows[1][0], now_tg, old_tg),
-                    (rows[2][0], now_dc, old_dc)]  # fmt: skip
-        for step, now_fn, old_fn in rows:
-            now_us = per_answer_us(now_fn, args.repeat) / len(items)
-            if old_fn is None:
-                print(f"| {kind} ({len(items)}, ~{size} B) | {step} | – | {now_us:.0f} | – |")
+        label = f"{kind} ({len(items)}, ~{sum(len(m) for _, m in items) // len(items)} B)"
+        for step, now_fn in now.items():
+            now_us = per_answer_us(now_fn, items, args.repeat)
+            if before is None:
+                print(f"| {label} | {step} | – | {now_us:.0f} | – |")
                 continue
-            old_us = per_answer_us(old_fn, args.repeat) / len(items)
-            print(
-                f"| {kind} ({len(items)}, ~{size} B) | {step} | {old_us:.0f} | {now_us:.0f} "
-                f"| {old_us / now_us:.1f}× |"
-            )
+            old_fn = before[step]
+            old_us = per_answer_us(old_fn, items, args.repeat)
+            ratio = old_us / now_us
+            print(f"| {label} | {step} | {old_us:.0f} | {now_us:.0f} | {ratio:.1f}× |")
     _parsers_alone(samples, args.repeat)
 
 
@@ -189,14 +190,15 @@ def _parsers_alone(samples: list[tuple[str, str, str]], repeat: int) -> None:
         candidates["lxml.html"] = lxml.html.fragments_fromstring
     except ImportError:
         pass
+    items = [(text, markup) for _, text, markup in samples]
     print("\n| parser | parse only, µs per answer |\n|---|---|")
     for name, parse in candidates.items():
 
-        def run(parse: Callable[[str], Any] = parse) -> None:
-            for _, _, markup in samples:
+        def run(items: Items, parse: Callable[[str], Any] = parse) -> None:
+            for _, markup in items:
                 parse(markup)
 
-        print(f"| {name} | {per_answer_us(run, repeat) / len(samples):.0f} |")
+        print(f"| {name} | {per_answer_us(run, items, repeat):.0f} |")
 
 
 if __name__ == "__main__":

@@ -146,18 +146,38 @@ def _run(text: str, span: Span, dialect: Dialect) -> str:
         out = dialect.italic[0] + out + dialect.italic[1]
     if span.bold:
         out = dialect.bold[0] + out + dialect.bold[1]
-    if span.url is not None:
-        out = dialect.link(out, span.url)
     return dialect.escape(lead) + out + dialect.escape(trail)
 
 
+def _styled(span: Span, dialect: Dialect) -> str:
+    # markers never cross a line break
+    return "\n".join(_run(line, span, dialect) for line in span.text.split("\n"))
+
+
 def _inline(spans: Iterable[Span], dialect: Dialect) -> str:
+    """Spans in ``dialect``; neighbouring spans of one link make one link."""
     parts: list[str] = []
+    link: list[str] = []
+    url: str | None = None
     for span in spans:
+        if span.url != url and url is not None:
+            parts.append(_link(link, url, dialect))
+            link = []
+        url = span.url
         if span.text:
-            # markers never cross a line break
-            parts.append("\n".join(_run(line, span, dialect) for line in span.text.split("\n")))
+            (link if url is not None else parts).append(_styled(span, dialect))
+    if url is not None:
+        parts.append(_link(link, url, dialect))
     return "".join(parts)
+
+
+def _link(label: list[str], url: str, dialect: Dialect) -> str:
+    text = "".join(label)
+    core = text.strip()
+    if not core:
+        return text
+    lead = text[: len(text) - len(text.lstrip())]
+    return lead + dialect.link(core, url) + text[len(lead) + len(core) :]
 
 
 def render(body: RichText, dialect: Dialect = PLAIN) -> str:

@@ -125,6 +125,11 @@ def test_html_to_discord_markdown() -> None:
     assert "tail" in md and "<" not in md
 
 
+def test_link_labels_and_urls_cannot_break_out_of_the_link() -> None:
+    md = html_to_markdown('<a href="https://s.example/a b)c">[x] <b>y</b></a> tail')
+    assert md == "[\\[x\\] **y**](https://s.example/a%20b%29c) tail"
+
+
 def test_message_markdown_of_text_and_of_markup() -> None:
     assert message_markdown(ReplyMessage(text="plain *not bold*")) == "plain \\*not bold\\*"
     only_buttons = parse_reply_html("<button>A</button><button>B</button>", "Pick one")

@@ -43,6 +43,7 @@ def _escape_code(text: str) -> str:
 def _link(label: str, url: str) -> str:
     if urlsplit(url).scheme.lower() not in _SAFE_LINK_SCHEMES:
         return label
+    label = label.replace("[", "\\[").replace("]", "\\]")  # a "]" would end the label
     return f"[{label}]({url.replace(')', '%29').replace(' ', '%20')})"
 
 
