@@ -26,7 +26,15 @@ from chatbridge.adapters.telegram.surface import Target, TelegramReply
 from chatbridge.core.engine import Engine
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.store.memory import MemoryStore
-from chatbridge.core.types import ConversationKey, Event, Final, Inbound, ReplyMessage, Token
+from chatbridge.core.types import (
+    ConversationKey,
+    Event,
+    Final,
+    Inbound,
+    Notice,
+    ReplyMessage,
+    Token,
+)
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_harness import Harness
 
@@ -52,20 +60,27 @@ class Shown:
     bold: set[str] | None = None  # None: the platform shows no formatting
     italic: set[str] | None = None
     code: set[str] | None = None
+    notices: list[str] = field(default_factory=list)  # shown apart from the answer
+    messages: int = 1  # how many messages carried the answer and the notices
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class AnswerBackend:
     name = "answer"
 
-    def __init__(self, answer: ReplyMessage, stream: bool = False) -> None:
+    def __init__(
+        self, answer: ReplyMessage, stream: bool = False, notice: str | None = None
+    ) -> None:
         self.answer = answer
         self.stream = stream
+        self.notice = notice
 
     async def open(self, key: ConversationKey, language: str | None) -> str:
         return "s1"
 
     async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
+        if self.notice is not None:
+            yield Notice(self.notice)
         if self.stream:  # the answer's words as tokens first, as a streaming backend sends
             for word in re.findall(r"\S+\s*", self.answer.text):
                 yield Token(word)
@@ -82,10 +97,12 @@ class AnswerBackend:
 # --- each platform: run one turn, read back what the user sees ------------------------------
 
 
-async def console_turn(answer: ReplyMessage, stream: bool = False) -> Shown:
+async def console_turn(
+    answer: ReplyMessage, stream: bool = False, notice: str | None = None
+) -> Shown:
     store = await MemoryStore.open()
     engine = Engine(
-        bot="c", backend=AnswerBackend(answer, stream), backend_name="answer", store=store
+        bot="c", backend=AnswerBackend(answer, stream, notice), backend_name="answer", store=store
     )
     out = io.StringIO()
     adapter = ConsoleAdapter(name="c", engine=engine, stdin=io.StringIO("hi\n"), stdout=out)
@@ -96,23 +113,26 @@ async def console_turn(answer: ReplyMessage, stream: bool = False) -> Shown:
     body = "\n".join(
         line.removeprefix("assistant> ")
         for line in lines
-        if not line.startswith(("you> ", "  [", "  (link)"))
+        if not line.startswith(("you> ", "  [", "  (link)", "(i) "))
     )
+    notices = [line.removeprefix("(i) ") for line in lines if line.startswith("(i) ")]
     buttons = [m[1] for line in lines if (m := re.match(r"  \[\d+\] (.*)", line))]
     links = {m[1] for line in lines if (m := re.match(r"  \(link\) .*: (\S+)", line))}
-    return Shown(body, buttons, links)
+    answers = sum(1 for line in lines if line.startswith("assistant> "))
+    return Shown(body, buttons, links, notices=notices, messages=answers + len(notices))
 
 
-async def telegram_turn(answer: ReplyMessage, stream: bool = False) -> Shown:
-    async with Harness(AnswerBackend(answer, stream)) as h:
+async def telegram_turn(
+    answer: ReplyMessage, stream: bool = False, notice: str | None = None
+) -> Shown:
+    async with Harness(AnswerBackend(answer, stream, notice)) as h:
         user = h.user()
         chat = h.fb.private_chat(user)
         await h.fb.push_text(chat, user, "hi")
         await h.reply_in(chat["id"], keyboard=bool(answer.buttons))
         await h.settled(turns=1)
         messages = h.fb.chat_messages(chat["id"])
-    assert len(messages) == 1
-    message = messages[0]
+    message = messages[-1]
     text: str = message["text"]
 
     def spans(*kinds: str) -> set[str]:
@@ -133,6 +153,8 @@ async def telegram_turn(answer: ReplyMessage, stream: bool = False) -> Shown:
         bold=spans("bold"),
         italic=spans("italic"),
         code=spans("code", "pre"),
+        notices=[m["text"] for m in messages[:-1]],
+        messages=len(messages),
         extra={"callback_data": [b["callback_data"] for b in keyboard if "callback_data" in b]},
     )
 
@@ -172,10 +194,12 @@ def read_markdown(content: str) -> tuple[str, set[str], set[str], set[str], set[
     return "".join(text), spans["bold"], spans["italic"], spans["code"], links
 
 
-async def discord_turn(answer: ReplyMessage, stream: bool = False) -> Shown:
+async def discord_turn(
+    answer: ReplyMessage, stream: bool = False, notice: str | None = None
+) -> Shown:
     async with FakeDiscord() as fake:
         store = await MemoryStore.open()
-        adapter, engine = await start_bot(fake, AnswerBackend(answer, stream), store)
+        adapter, engine = await start_bot(fake, AnswerBackend(answer, stream, notice), store)
         try:
             user = fake.add_user("olga")
             await fake.user_message(user, "hi", mention=True)
@@ -186,6 +210,7 @@ async def discord_turn(answer: ReplyMessage, stream: bool = False) -> Shown:
                 while engine.active_turns:
                     await asyncio.sleep(0.02)
                 message = fake.bot_messages(fake.channel_id)[-1]
+            messages = fake.bot_messages(fake.channel_id)
         finally:
             await stop_bot(adapter, engine)
             await store.close()
@@ -199,11 +224,13 @@ async def discord_turn(answer: ReplyMessage, stream: bool = False) -> Shown:
         bold=bold,
         italic=italic,
         code=code,
+        notices=[read_markdown(m["content"])[0] for m in messages[:-1]],
+        messages=len(messages),
         extra={"custom_ids": [c["custom_id"] for c in components if "custom_id" in c]},
     )
 
 
-PLATFORMS: dict[str, Callable[[ReplyMessage, bool], Awaitable[Shown]]] = {
+PLATFORMS: dict[str, Callable[..., Awaitable[Shown]]] = {
     "console": console_turn,
     "telegram": telegram_turn,
     "discord": discord_turn,
@@ -247,9 +274,20 @@ async def test_plain_text_answers_are_shown_verbatim(platform: str) -> None:
 async def test_a_streamed_answer_ends_as_the_final_answer_shown_once(platform: str) -> None:
     shown = await PLATFORMS[platform](ANSWER, True)
     assert _flat(shown.text) == _flat(ANSWER.text)  # the stream became the answer, once
+    assert shown.messages == 1
     assert shown.buttons == ["Aceitar preço", "Mudar preço"]
     if shown.bold is not None:
         assert shown.bold == {"275 €"}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+async def test_a_notice_is_shown_apart_from_the_answer(platform: str) -> None:
+    notice = "The conversation was restarted."
+    shown = await PLATFORMS[platform](ANSWER, True, notice)
+    assert shown.notices == [notice]
+    assert notice not in shown.text
+    assert _flat(shown.text) == _flat(ANSWER.text)
+    assert shown.messages == 2
 
 
 # --- fail(): one behaviour everywhere ---------------------------------------------------------
