@@ -97,11 +97,13 @@ def _safe_url(href: str) -> str | None:
 
 
 def _text_of(node: LexborNode) -> str:
-    """The visible text of a subtree, its pieces joined by spaces (labels, code)."""
+    """The text of a subtree as written (labels, preformatted code)."""
     pieces: list[str] = []
     for child in node.traverse(include_text=True):
         if child.tag == "-text":
             pieces.append(child.text_content or "")
+        elif child.tag == "br":
+            pieces.append("\n")
     return "".join(pieces)
 
 

@@ -126,6 +126,8 @@ class Dialect:
     code_block: Callable[[str], str] = _fence  # raw code -> text
     bullet: str = "• "
     indent: str = "  "
+    # written between two runs whose markers would touch ("**a***b*" is ambiguous Markdown)
+    joiner: str = ""
 
 
 PLAIN = Dialect()
@@ -154,18 +156,34 @@ def _styled(span: Span, dialect: Dialect) -> str:
     return "\n".join(_run(line, span, dialect) for line in span.text.split("\n"))
 
 
+def _marked(span: Span) -> bool:
+    return span.bold or span.italic or span.code or span.url is not None
+
+
 def _inline(spans: Iterable[Span], dialect: Dialect) -> str:
     """Spans in ``dialect``; neighbouring spans of one link make one link."""
     parts: list[str] = []
     link: list[str] = []
     url: str | None = None
+    previous: Span | None = None
     for span in spans:
         if span.url != url and url is not None:
             parts.append(_link(link, url, dialect))
             link = []
+        if (
+            dialect.joiner
+            and previous is not None
+            and _marked(previous)
+            and _marked(span)
+            and previous.text[-1:].strip()
+            and span.text[:1].strip()
+            and (span.url is None or span.url != previous.url)
+        ):
+            parts.append(dialect.joiner)
         url = span.url
         if span.text:
             (link if url is not None else parts).append(_styled(span, dialect))
+            previous = span
     if url is not None:
         parts.append(_link(link, url, dialect))
     return "".join(parts)

@@ -130,6 +130,11 @@ def test_link_labels_and_urls_cannot_break_out_of_the_link() -> None:
     assert md == "[\\[x\\] **y**](https://s.example/a%20b%29c) tail"
 
 
+def test_touching_runs_of_different_styles_stay_apart() -> None:
+    md = html_to_markdown("<p><b>Preço:</b><i>275</i>€ e <b>a</b> <i>b</i></p>")
+    assert md == "**Preço:**\u200b*275*€ e **a** *b*"
+
+
 def test_message_markdown_of_text_and_of_markup() -> None:
     assert message_markdown(ReplyMessage(text="plain *not bold*")) == "plain \\*not bold\\*"
     only_buttons = parse_reply_html("<button>A</button><button>B</button>", "Pick one")

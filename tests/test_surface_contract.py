@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,22 @@ import pytest
 from discord_harness import final_message, start_bot, stop_bot
 
 from chatbridge.adapters.console import ConsoleAdapter, ConsoleSurface
+from chatbridge.adapters.discord_adapter.render import render_markdown
+from chatbridge.adapters.telegram.html import render_body
 from chatbridge.adapters.telegram.surface import Target, TelegramReply
 from chatbridge.core.engine import Engine
 from chatbridge.core.html import parse_reply_html
+from chatbridge.core.richtext import (
+    PLAIN,
+    CodeBlock,
+    ListBlock,
+    ListItem,
+    Paragraph,
+    RichText,
+    Span,
+    plain_text,
+    render,
+)
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.types import (
     ConversationKey,
@@ -37,6 +51,7 @@ from chatbridge.core.types import (
 )
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_harness import Harness
+from tests.fakes.telegram_html import parse_html
 
 TEXT = "Ótimo! Vou ajudar-te a vender o teu telemóvel."
 HTML = (
@@ -159,7 +174,7 @@ async def telegram_turn(
     )
 
 
-_MD_LINK = re.compile(r"(?<!\\)\[([^\]]+)\]\(([^)\s]+)\)")
+_MD_LINK = re.compile(r"(?<!\\)\[((?:\\.|[^\]\\])+)\]\(([^)\s]+)\)")
 
 
 def read_markdown(content: str) -> tuple[str, set[str], set[str], set[str], set[str]]:
@@ -324,3 +339,49 @@ async def test_fail_never_raises_even_when_the_chat_is_gone(platform: str) -> No
         finally:
             await stop_bot(adapter, engine)
             await store.close()
+
+
+# --- the renderers alone, on random rich text -------------------------------------------------
+
+_PIECES = ["word", "ünï", "🙂", "a*b", "x_y", "`tick`", "<tag>", "&amp;", "[br]", "~~s~~", " "]
+
+
+def _random_body(rng: random.Random) -> RichText:
+    def spans() -> tuple[Span, ...]:
+        out = []
+        for _ in range(rng.randint(1, 5)):
+            text = " ".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 4)))
+            url = rng.choice([None, None, "https://x.example/p?a=1&b=(2)"])
+            out.append(Span(text, rng.random() < 0.3, rng.random() < 0.3, rng.random() < 0.2, url))
+        return tuple(out)
+
+    blocks: list[Paragraph | ListBlock | CodeBlock] = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.random()
+        if kind < 0.5:
+            blocks.append(Paragraph(spans()))
+        elif kind < 0.8:
+            items = [ListItem(spans(), rng.randint(0, 1), rng.choice([None, 1])) for _ in "ab"]
+            blocks.append(ListBlock(tuple(items)))
+        else:
+            blocks.append(CodeBlock("x = 1 < 2 && `y`\n    z = '**'"))
+    return tuple(blocks)
+
+
+def _words(text: str) -> list[str]:
+    text = re.sub(r"(?m)^\s*(?:[•\-]|\d+\.)\s+", "", text)
+    return re.sub(r"[*`\u02cb\u200b]", "", text).split()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_renderers_keep_every_word_and_stay_valid(seed: int) -> None:
+    body = _random_body(random.Random(seed))
+    plain = plain_text(body)
+    # Telegram: the Bot API's strict parser takes it, and shows the same text
+    shown, _ = parse_html(render_body(body))
+    assert _words(shown) == _words(plain)
+    # Discord: read as Discord reads Markdown, the same words
+    visible, *_ = read_markdown(render_markdown(body))
+    assert _words(visible) == _words(plain)
+    # the console shows the plain reading
+    assert render(body, PLAIN) == plain

@@ -60,6 +60,7 @@ DISCORD = Dialect(
     link=_link,
     code_block=_fence,
     bullet="- ",
+    joiner="\u200b",  # a zero-width space keeps "**a**" and "*b*" apart in "**a**\u200b*b*"
 )
 
 
