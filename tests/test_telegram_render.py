@@ -8,7 +8,7 @@ import pytest
 from telegram import InlineKeyboardButton
 
 from chatbridge.adapters.telegram.html import render_body, split_html, to_text, visible_length
-from chatbridge.adapters.telegram.keyboard import build_keyboard, layout, short_id_of
+from chatbridge.adapters.telegram.keyboards import build_keyboard, layout, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.surface import render
 from chatbridge.core.html import parse_reply_html

@@ -26,7 +26,7 @@ from telegram.request import HTTPXRequest
 from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
-from chatbridge.adapters.telegram.keyboard import pressed_label, short_id_of
+from chatbridge.adapters.telegram.keyboards import pressed_label, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.ordering import PerChatUpdateProcessor
 from chatbridge.adapters.telegram.surface import (

@@ -29,7 +29,7 @@ from chatbridge.adapters.telegram.html import (
     to_text,
     visible_length,
 )
-from chatbridge.adapters.telegram.keyboard import build_keyboard
+from chatbridge.adapters.telegram.keyboards import build_keyboard
 from chatbridge.core.protocols import PlatformMetrics
 from chatbridge.core.streaming import RateLimited, ThrottledStream
 from chatbridge.core.types import ReplyMessage
