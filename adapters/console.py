@@ -2,7 +2,8 @@
 
 Interactive or piped: each input line is one user message. Replies stream as they arrive;
 buttons print as numbered choices (typing the number presses one); ``/image PATH [caption]``
-attaches a photo; ``/reset`` starts over. With piped input it exits after the last reply.
+attaches a photo; ``/condition TEXT`` and ``/listing PATH TEXT`` use the decision and listing
+services; ``/reset`` starts over. With piped input it exits after the last reply.
 """
 
 from __future__ import annotations
@@ -16,16 +17,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from chatbridge.core.errors import NotSupported
 from chatbridge.core.images import ImageRejected, load_image
+from chatbridge.core.item_services import (
+    CONDITION_FAILED,
+    CONDITION_OPTIONS,
+    CONDITION_PROMPT,
+    CONDITION_UNSUPPORTED,
+    LISTING_FAILED,
+    LISTING_UNSUPPORTED,
+    condition_text,
+    listing_text,
+)
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.richtext import plain_text
-from chatbridge.core.types import Button, ConversationKey, Inbound, ReplyMessage
+from chatbridge.core.types import Button, ConversationKey, Image, Inbound, ReplyMessage
 
 log = logging.getLogger(__name__)
 
 HELP = """Commands:
   <number>            press the button with that number
   /image PATH [text]  send a photo (with an optional caption)
+  /condition TEXT     the item's condition, graded by the assistant
+  /listing PATH TEXT  a marketplace listing draft from a photo and a description
   /reset              forget this conversation and start over
   /help               this help
   /quit               leave (end of input does the same)"""
@@ -199,6 +213,10 @@ class ConsoleAdapter:
         if line.startswith("/image"):
             await self._send_image(line[len("/image") :].strip())
             return
+        if line.startswith(("/condition", "/listing")):
+            command, _, args = line.partition(" ")
+            await (self._condition if command == "/condition" else self._listing)(args.strip())
+            return
         if line.isdigit() and self._choices:
             n = int(line)
             if 1 <= n <= len(self._choices):
@@ -217,20 +235,54 @@ class ConsoleAdapter:
             return
         await self._turn(Inbound(key=self.key, text=line, language=self.language))
 
+    async def _read_image(self, path_text: str) -> Image | None:
+        path = Path(path_text)
+        try:
+            data = await asyncio.to_thread(lambda: path.expanduser().read_bytes())
+            return load_image(data, self._max_image_bytes)
+        except OSError as exc:
+            self._say(f"(!) Cannot read {path}: {exc.strerror}")
+        except ImageRejected as exc:
+            self._say(f"(!) {exc.reason}")
+        return None
+
+    async def _condition(self, item: str) -> None:
+        if not item:
+            self._say("(!) Usage: /condition TEXT, e.g. /condition iPhone 12, light scratches")
+            return
+        try:
+            decision = await self.engine.decide(
+                CONDITION_PROMPT, CONDITION_OPTIONS, item, self.language
+            )
+            self._say(condition_text(decision))
+        except NotSupported:
+            self._say(f"(!) {CONDITION_UNSUPPORTED}")
+        except Exception:
+            self._say(f"(!) {CONDITION_FAILED}")
+
+    async def _listing(self, args: str) -> None:
+        path_text, _, description = args.partition(" ")
+        if not path_text or not description.strip():
+            self._say("(!) Usage: /listing PATH TEXT, e.g. /listing jacket.jpg blue denim jacket")
+            return
+        image = await self._read_image(path_text)
+        if image is None:
+            return
+        try:
+            draft = await self.engine.describe_listing((image,), description.strip(), self.language)
+            self._say(listing_text(draft))
+        except NotSupported:
+            self._say(f"(!) {LISTING_UNSUPPORTED}")
+        except Exception:
+            self._say(f"(!) {LISTING_FAILED}")
+
     async def _send_image(self, args: str) -> None:
         path_text, _, caption = args.partition(" ")
         if not path_text:
             self._say("(!) Usage: /image PATH [caption]")
             return
-        path = Path(path_text)
-        try:
-            data = await asyncio.to_thread(lambda: path.expanduser().read_bytes())
-            image = load_image(data, self._max_image_bytes)
-        except OSError as exc:
-            self._say(f"(!) Cannot read {path}: {exc.strerror}")
-            return
-        except ImageRejected as exc:
-            self._say(f"(!) {exc.reason}")
+        image = await self._read_image(path_text)
+        if image is None:
             return
         await self._turn(
             Inbound(key=self.key, text=caption.strip(), images=(image,), language=self.language)

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings  # noqa: E402
+from chatbridge.core.backends.shopai.ws_v01 import HEARTBEAT_SHARE  # noqa: E402
 from chatbridge.core.types import ConversationKey, Final, Inbound  # noqa: E402
 
 QUESTIONS = ["I need a phone", "a laptop for work", "headphones for music", "a watch for running"]
@@ -78,7 +79,9 @@ def summary(values: list[float]) -> str:
     )
 
 
-def start_emulator(version: str, token_delay: float) -> tuple[subprocess.Popen[str], str]:
+def start_emulator(
+    version: str, token_delay: float, heartbeat: float
+) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -90,8 +93,9 @@ def start_emulator(version: str, token_delay: float) -> tuple[subprocess.Popen[s
             "0",
             "--token-delay",
             str(token_delay),
-            "--heartbeat-timeout",
-            "30",
+            # the strict server: it times a client out shortly after a missed heartbeat
+            "--heartbeat-interval",
+            str(heartbeat),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -124,7 +128,7 @@ async def run_turns(backend: ShopAIBackend, refs: list[str], keys: list[Conversa
 
 
 async def bench(version: str, sessions: int, heartbeat: float, idle: float, delay: float) -> None:
-    proc, url = start_emulator(version, delay)
+    proc, url = start_emulator(version, delay, heartbeat)
     lateness: list[float] = []
     metrics = ShopAIMetrics(on_heartbeat=lateness.append)
     settings = ShopAISettings(
@@ -181,7 +185,7 @@ async def bench(version: str, sessions: int, heartbeat: float, idle: float, dela
         await asyncio.sleep(idle)
         late_idle = list(lateness)
         stats_after = emulator_stats(url)
-        interval = heartbeat
+        interval = heartbeat * HEARTBEAT_SHARE  # what the client actually sends
         gaps = stats_after["heartbeat_gaps"][len(stats_before["heartbeat_gaps"]) :]
         server_late = [g - interval for g in gaps]
 

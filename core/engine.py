@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from chatbridge.core.buttons import with_button_ids
+from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
@@ -171,8 +172,10 @@ class Engine:
         log.info("turn %d start %s", turn_id, key.short())
         await surface.begin()
         try:
-            async with asyncio.timeout(self._turn_timeout):
-                result = await self._converse(inbound, surface)
+            # the deadline lets a backend end its retries in time to say so itself
+            with turn_deadline(self._turn_timeout):
+                async with asyncio.timeout(self._turn_timeout):
+                    result = await self._converse(inbound, surface)
         except TimeoutError:
             result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
         if result.failure is not None:

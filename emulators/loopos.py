@@ -14,9 +14,12 @@ HTTP (``POST /_emulator/faults`` with a JSON object of the same fields):
 - ``malformed``: the next N API replies are ``malformed_mode`` ("invalid_json" or
   "wrong_shape") and the workflow does not advance.
 
-``html_apart = True`` answers as DeepChat servers may: the ``html`` no longer copies the
-``text`` but carries structured content of its own (a step heading), which the client must
-show after the text.
+Strictness (:class:`LoopOSStrict`, ``emulator.strict``): by default only the language codes
+the documents use ("PT-PT", "en-US") are accepted, anything else is a 422 on ``language``.
+Two readings of DeepChat's ``{text, html}`` can be switched on: ``html_apart`` (the ``html``
+carries structure that does not repeat ``text``, as in the document's example answer) and
+``several_messages`` (a question is sent as its own message after what leads up to it).
+``strict=False`` / ``--lenient`` takes any language (the demo's).
 
 Run: ``python -m chatbridge.emulators.loopos --host 127.0.0.1 --port 8001``.
 """
@@ -29,6 +32,7 @@ import contextlib
 import html
 import json
 import logging
+import re
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,7 +44,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from chatbridge.emulators.loopos_workflow import Workflow, decide, describe, is_valid_image
 
-__all__ = ["LoopOSEmulator", "LoopOSFaults", "start_loopos_emulator"]
+__all__ = [
+    "LoopOSEmulator",
+    "LoopOSFaults",
+    "LoopOSStrict",
+    "shape_replies",
+    "start_loopos_emulator",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +113,57 @@ class DescriptorRequest(_Model):
 # --- faults ---------------------------------------------------------------------------------
 
 
+DOCUMENTED_LANGUAGES = ("PT-PT", "en-US")  # the codes the endpoint page and the guide use
+
+
+@dataclass
+class LoopOSStrict:
+    """What the server insists on, and which readings of ``{text, html}`` it answers in."""
+
+    languages: tuple[str, ...] | None = DOCUMENTED_LANGUAGES  # None: any code
+    html_apart: bool = False  # html without a copy of text (core/html must show both)
+    several_messages: bool = False  # a question after its lead-in, as a message of its own
+
+    @classmethod
+    def lenient(cls) -> LoopOSStrict:
+        return cls(languages=None)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.DOTALL)
+
+
+def _drop_paragraphs(markup: str, lines: set[str]) -> str:
+    return _PARAGRAPH.sub(
+        lambda m: "" if html.unescape(m.group(1)).strip() in lines else m.group(0), markup
+    )
+
+
+def shape_replies(replies: list[dict[str, str]], strict: LoopOSStrict) -> list[dict[str, str]]:
+    """The workflow's replies in the strict reading's shape (see :class:`LoopOSStrict`)."""
+    out: list[dict[str, str]] = []
+    for reply in replies:
+        text, markup = reply["text"], reply.get("html")
+        if strict.several_messages and markup:
+            sentences = _SENTENCE_END.split(text.strip())
+            if len(sentences) > 1:
+                out.append({"text": " ".join(sentences[:-1]), "role": "assistant"})
+                text = sentences[-1]
+                markup = markup.replace(html.escape(reply["text"]), html.escape(text), 1)
+        if strict.html_apart and markup:
+            lines = [line.strip() for line in text.split("\n") if line.strip()]
+            # paragraphs that repeat the text go; a list keeps its items and the text keeps
+            # only its lead line, so neither repeats the other
+            markup = _drop_paragraphs(markup, set(lines))
+            if "<ul>" in markup and lines:
+                text = lines[0]
+        shaped = {"text": text, "role": "assistant"}
+        if markup:
+            shaped["html"] = markup
+        out.append(shaped)
+    return out
+
+
 @dataclass
 class LoopOSFaults:
     status_5xx: int = 0
@@ -111,6 +172,7 @@ class LoopOSFaults:
     slow_seconds: float = 0.0
     malformed: int = 0
     malformed_mode: Literal["invalid_json", "wrong_shape"] = "invalid_json"
+    off_options: int = 0  # the next N decisions name something that was not offered
 
     def reset(self) -> None:
         for name, value in asdict(LoopOSFaults()).items():
@@ -131,6 +193,7 @@ class _FaultsModel(BaseModel):
     slow_seconds: float = Field(0.0, ge=0.0)
     malformed: int = Field(0, ge=0)
     malformed_mode: Literal["invalid_json", "wrong_shape"] = "invalid_json"
+    off_options: int = Field(0, ge=0)
 
 
 def _error_body(exc: ValidationError) -> dict[str, Any]:
@@ -153,13 +216,13 @@ class LoopOSEmulator:
     """The running server. ``requests`` holds every API request body (in arrival order)."""
 
     faults: LoopOSFaults = field(default_factory=LoopOSFaults)
+    strict: LoopOSStrict = field(default_factory=LoopOSStrict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # parallel to ``requests``
     sessions: dict[str, Workflow] = field(default_factory=dict)
     url: str = ""
     in_flight: int = 0  # API requests being answered now
     peak_in_flight: int = 0
-    html_apart: bool = False  # html carries its own content instead of a copy of text
     _runner: web.AppRunner | None = None
 
     def requests_to(self, path: str) -> list[dict[str, Any]]:
@@ -244,9 +307,21 @@ class LoopOSEmulator:
                 parsed = model.model_validate(body)
             except ValidationError as exc:
                 return web.json_response(_error_body(exc), status=422)
+            refused = self._refused_language(getattr(parsed, "language", None))
+            if refused is not None:
+                return refused
             return await handler(parsed)
 
         return endpoint
+
+    def _refused_language(self, language: str | None) -> web.Response | None:
+        allowed = self.strict.languages
+        if language is None or allowed is None or language in allowed:
+            return None
+        names = " or ".join(repr(code) for code in allowed)
+        error = {"type": "literal_error", "loc": ["body", "language"],
+                 "msg": f"Input should be {names}"}  # fmt: skip
+        return web.json_response({"detail": [error]}, status=422)
 
     async def _faulted(self) -> web.Response | None:
         """Apply the switched-on faults; a response means "answer this instead"."""
@@ -282,15 +357,16 @@ class LoopOSEmulator:
         user_texts = [m.text for m in req.messages if m.role == "user"]
         text = user_texts[-1] if user_texts else ""
         replies = workflow.step(text, list(req.images), req.language)
-        if self.html_apart:
-            replies = [_html_apart(r, len(self.requests_to("/chat"))) for r in replies]
-        return web.json_response(replies)
+        return web.json_response(shape_replies(replies, self.strict))
 
     async def _decide(self, req: DecisionRequest) -> web.Response:
         context = req.item_context
         if isinstance(context, dict):
             context = json.dumps(context, ensure_ascii=False)
         decision, reasoning = decide(req.prompt, req.options, context or "", req.language)
+        if self.faults.off_options > 0:
+            self.faults.off_options -= 1
+            decision = "Something else entirely"
         return web.json_response({"decision": decision, "reasoning": reasoning})
 
     async def _describe(self, req: DescriptorRequest) -> web.Response:
@@ -317,23 +393,17 @@ class LoopOSEmulator:
         return web.json_response({"status": "ok"})
 
 
-def _html_apart(reply: dict[str, str], step: int) -> dict[str, str]:
-    """The reply with its html's copy of the text replaced by content of its own."""
-    markup = reply.get("html")
-    copy = f"<p>{html.escape(reply['text'])}</p>"
-    if markup is None or not markup.startswith(copy):
-        return reply
-    own = f"<div><h4>Passo {step}</h4><ul><li><i>LoopOS</i> <code>#{step}</code></li></ul></div>"
-    return {**reply, "html": own + markup[len(copy) :]}
-
-
-async def start_loopos_emulator(host: str = "127.0.0.1", port: int = 0) -> LoopOSEmulator:
+async def start_loopos_emulator(
+    host: str = "127.0.0.1", port: int = 0, *, strict: bool | LoopOSStrict = True
+) -> LoopOSEmulator:
     """Start an emulator on ``host:port`` (0 = an ephemeral port; read ``.url``)."""
-    return await LoopOSEmulator().start(host, port)
+    if isinstance(strict, bool):
+        strict = LoopOSStrict() if strict else LoopOSStrict.lenient()
+    return await LoopOSEmulator(strict=strict).start(host, port)
 
 
-async def _serve(host: str, port: int) -> None:
-    emulator = await start_loopos_emulator(host, port)
+async def _serve(host: str, port: int, strict: bool) -> None:
+    emulator = await start_loopos_emulator(host, port, strict=strict)
     print(f"LoopOS emulator listening on {emulator.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -350,9 +420,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Local LoopOS AI emulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--lenient", action="store_true", help="take any language code (demo)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(_serve(args.host, args.port, not args.lenient))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ One instance serves one protocol version, like a real ShopAI instance:
 
 - ``GET /init_session?license_key&lang`` -> ``{"status": "ok", "chat_token": ...}`` or a
   ``status: error`` JSON (invalid language lists the supported ones; invalid license key);
-- ``GET /version`` -> ``{"status": "ok", "version": "v0.2"}`` (v0.2 only; 404 on v0.1);
+- ``GET /version`` -> ``{"status": "ok", "version": "v0.2"}`` (v0.2 only; 404 on v0.1; the
+  path is :attr:`ShopAIStrict.version_path`);
 - v0.1: ``GET /shpaiws?chat_token=`` raw JSON WebSocket frames with a ``type``;
 - v0.2: Socket.IO at the default ``/socket.io`` path, ``chat_token`` in the query.
 
 It enforces the message length limit, the heartbeat timeout (v0.1), the processing state (a
 message that arrives while an answer is being generated is dropped, as the real server "may not
 process" it) and token validity (v0.1 accepts then closes at once; v0.2 rejects the connect).
+By default it is strict: it takes every liberty the documents leave a server (see
+:mod:`chatbridge.emulators.shopai_strict`); ``strict=False`` / ``--lenient`` is the demo's.
 Faults are switched on :attr:`ShopAIEmulator.faults` or with ``POST /_emulator/faults``;
 ``GET /_emulator/stats`` returns counters (and the heartbeat gaps the benchmark reads).
 
@@ -33,9 +36,17 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import WSMsgType, web
 
-from chatbridge.emulators.shopai_catalog import compose_answer, split_tokens
+from chatbridge.emulators.shopai_catalog import compose_entries, split_tokens
+from chatbridge.emulators.shopai_faults import FAULT_SWITCHES, EmulatorStats, ShopAIFaults
+from chatbridge.emulators.shopai_strict import ShopAIStrict, normalise
 
-__all__ = ["EmulatorStats", "ShopAIEmulator", "ShopAIFaults", "start_shopai_emulator"]
+__all__ = [
+    "EmulatorStats",
+    "ShopAIEmulator",
+    "ShopAIFaults",
+    "ShopAIStrict",
+    "start_shopai_emulator",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,69 +54,9 @@ Version = Literal["v0.1", "v0.2"]
 _MAX_GAPS = 500_000  # bounded memory for the benchmark's heartbeat gap samples
 
 
-@dataclass
-class ShopAIFaults:
-    """Switchable faults; set attributes directly or ``POST /_emulator/faults``."""
-
-    drop_mid_stream: bool = False  # close the connection halfway through each answer
-    error_frame: bool = False  # answer each message with an error (v0.2 then disconnects)
-    slow_tokens: bool = False  # add ``slow_token_delay`` before every token
-    slow_token_delay: float = 0.05
-    refuse_token: bool = False  # tokens issued before this was switched on are refused
-    noise: bool = False  # send frames/events of unknown types before each answer
-    lose_answer: bool = False  # with drop_mid_stream: the next answer dies with the connection
-    stale_tokens: bool = False  # stream a draft that the final history then overwrites
-    refuse_since: float = field(default=0.0, repr=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Switching refuse_token on expires every token handed out so far; tokens issued
-        # afterwards work, which is what an expired session looks like to a client.
-        if name == "refuse_token" and value and not getattr(self, "refuse_token", False):
-            object.__setattr__(self, "refuse_since", time.monotonic())
-        object.__setattr__(self, name, value)
-
-
-_SWITCHES = frozenset(
-    {
-        "drop_mid_stream",
-        "error_frame",
-        "slow_tokens",
-        "refuse_token",
-        "noise",
-        "stale_tokens",
-        "lose_answer",
-    }
-)
-
-
-@dataclass
-class EmulatorStats:
-    sessions_created: int = 0
-    init_errors: int = 0
-    connections_opened: int = 0
-    connections_refused: int = 0
-    open_connections: int = 0
-    heartbeats: int = 0
-    heartbeat_timeouts: int = 0
-    heartbeat_gaps: list[float] = field(default_factory=list)
-    messages: int = 0
-    dropped_while_processing: int = 0
-    too_long: int = 0
-    history_requests: int = 0
-    unknown_frames: int = 0
-    tokens_sent: int = 0
-    answers: int = 0
-    drops: int = 0
-    errors_sent: int = 0
-
-    def as_json(self, with_gaps: bool = False) -> dict[str, Any]:
-        data = asdict(self)
-        if not with_gaps:
-            data.pop("heartbeat_gaps")
-        return data
-
-
 class _Conn(Protocol):
+    dropped: bool  # closed by the server (a fault), not by the client
+
     async def send(self, kind: str, payload: Any) -> None: ...
     async def error(self, message: str) -> None: ...
     async def drop(self) -> None: ...
@@ -130,8 +81,10 @@ class _Chat:
 class _WsConn:
     """A v0.1 raw WebSocket client."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, close_after_error: bool = False) -> None:
         self.ws = ws
+        self.dropped = False
+        self.close_after_error = close_after_error
 
     async def send(self, kind: str, payload: Any) -> None:
         frame: dict[str, Any] = {"type": kind}
@@ -149,8 +102,11 @@ class _WsConn:
             await self.ws.send_str(json.dumps(frame))
 
     async def error(self, message: str) -> None:
-        # v0.1 keeps the connection open after an error ("future versions" will close it)
+        # v0.1 keeps the connection open after an error; "In future versions, the server will
+        # simply close the connection when the client is causing an error" (a strict variant)
         await self.send("error", message)
+        if self.close_after_error:
+            await self.ws.close(code=1008, message=b"error")
 
     async def drop(self) -> None:
         await self.ws.close(code=1011, message=b"dropped by fault injection")
@@ -162,6 +118,7 @@ class _SioConn:
     def __init__(self, sio: socketio.AsyncServer, sid: str) -> None:
         self.sio = sio
         self.sid = sid
+        self.dropped = False
 
     async def send(self, kind: str, payload: Any) -> None:
         await self.sio.emit(kind, payload, to=self.sid)
@@ -185,13 +142,20 @@ class ShopAIEmulator:
         license_key: str,
         languages: tuple[str, ...],
         token_delay: float,
-        heartbeat_timeout: float,
+        heartbeat_interval: float,
+        heartbeat_timeout: float | None,
         max_message_length: int,
+        strict: ShopAIStrict,
+        think_delay: float = 0.0,
     ) -> None:
         self.version: Version = version
         self.license_key = license_key
         self.languages = tuple(languages)
         self.token_delay = token_delay
+        self.think_delay = think_delay  # silence before the first token of each answer
+        self.strict = strict
+        if heartbeat_timeout is None:
+            heartbeat_timeout = heartbeat_interval * (1 + strict.heartbeat_grace)
         self.heartbeat_timeout = heartbeat_timeout
         self.max_message_length = max_message_length
         self.faults = ShopAIFaults()
@@ -202,12 +166,13 @@ class ShopAIEmulator:
         self._ws: set[web.WebSocketResponse] = set()
         self._sid_chat: dict[str, _Chat] = {}
         self._sio: socketio.AsyncServer | None = None
-        self._app = web.Application()
+        self._app = web.Application(middlewares=[self._refuse_handshake])
         self._app.router.add_get("/init_session", self._init_session)
         self._app.router.add_post("/_emulator/faults", self._set_faults)
         self._app.router.add_get("/_emulator/stats", self._get_stats)
         if version == "v0.2":
-            self._app.router.add_get("/version", self._version)
+            if strict.version_path is not None:
+                self._app.router.add_get(strict.version_path, self._version)
             self._sio = socketio.AsyncServer(
                 async_mode="aiohttp", logger=False, engineio_logger=False
             )
@@ -272,13 +237,28 @@ class ShopAIEmulator:
             return web.json_response({"status": "error", "message": message})
         return web.json_response({"status": "ok", "chat_token": self.issue_token(lang)})
 
+    @web.middleware
+    async def _refuse_handshake(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """v0.2 variant: a bad ``chat_token`` is refused with an HTTP status on the handshake."""
+        status = self.strict.refuse_with_http
+        if (
+            status is not None
+            and self.version == "v0.2"
+            and request.path.startswith("/socket.io")
+            and self._valid_chat(request.query.get("chat_token", "")) is None
+        ):
+            self.stats.connections_refused += 1
+            return web.Response(status=status, text="invalid chat token")
+        response: web.StreamResponse = await handler(request)
+        return response
+
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": self.version})
 
     async def _set_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
         for name, value in body.items():
-            if name in _SWITCHES:
+            if name in FAULT_SWITCHES:
                 setattr(self.faults, name, bool(value))
             elif name == "slow_token_delay":
                 self.faults.slow_token_delay = float(value)
@@ -315,24 +295,28 @@ class ShopAIEmulator:
             await conn.error("Internal error while processing the message")
             return
         chat.status = "processing"
-        chat.history.append({"type": "user", "content": text})
+        stored = normalise(text) if self.strict.normalise_text else text
+        chat.history.append({"type": "user", "content": stored})
         await chat.broadcast("status", "processing")
         chat.task = asyncio.create_task(self._generate(chat, text))
 
     async def _generate(self, chat: _Chat, question: str) -> None:
-        answer = compose_answer(question, chat.language)
+        entries = compose_entries(question, chat.language)
+        answer = " ".join(entries)
+        if not self.strict.several_entries:
+            entries = [answer]
         tokens = split_tokens(answer)
         if self.faults.stale_tokens:
             tokens = split_tokens("A first draft that the final history replaces.")
         if self.faults.noise:
             await chat.broadcast("promo", {"banner": "Black Friday"})
         drop_at = len(tokens) // 2 if self.faults.drop_mid_stream else -1
+        if self.think_delay > 0:
+            await asyncio.sleep(self.think_delay)
         for i, token in enumerate(tokens):
             if i == drop_at:
                 self.stats.drops += 1
-                for conn in list(chat.conns):
-                    with contextlib.suppress(Exception):
-                        await conn.drop()
+                await self._drop_all(chat)
                 if self.faults.lose_answer:
                     # the generation dies with the connection: the user message stays in
                     # the history without an answer, and the server is idle again
@@ -347,11 +331,35 @@ class ShopAIEmulator:
             self.stats.tokens_sent += len(chat.conns)
             await chat.broadcast("token", token)
         # the answer is kept even when nobody is connected: get_history recovers it
-        chat.history.append({"type": "ai", "content": answer})
+        chat.history.extend({"type": "ai", "content": entry} for entry in entries)
         chat.status = "operational"
         self.stats.answers += 1
+        if self.faults.drop_before_history:
+            # the answer is stored but the connection goes before the history: only a
+            # get_history (with its data, on v0.2) recovers it
+            self.faults.drop_before_history = False  # one-shot
+            self.stats.drops += 1
+            await self._drop_all(chat)
+            return
         await chat.broadcast("history", list(chat.history))
         await chat.broadcast("status", "operational")
+
+    async def _drop_all(self, chat: _Chat) -> None:
+        """The server closes every connection of ``chat`` (a fault); generation goes on."""
+        for conn in list(chat.conns):
+            conn.dropped = True
+            with contextlib.suppress(Exception):
+                await conn.drop()
+
+    def _client_left(self, chat: _Chat, conn: _Conn) -> None:
+        """Strict: generation is tied to the client's socket and stops when the last one goes."""
+        if chat.conns or conn.dropped or not self.strict.stop_on_disconnect:
+            return
+        if chat.task is not None and not chat.task.done():
+            chat.task.cancel()
+            chat.task = None
+            chat.status = "operational"  # the user entry stays, unanswered
+            self.stats.generations_stopped += 1
 
     # --- v0.1 raw WebSocket ------------------------------------------------------------------
 
@@ -365,7 +373,7 @@ class ShopAIEmulator:
             self.stats.connections_refused += 1
             await ws.close(code=1008, message=b"invalid chat token")
             return ws
-        conn = _WsConn(ws)
+        conn = _WsConn(ws, self.strict.close_after_error)
         loop = asyncio.get_running_loop()
         self._ws.add(ws)
         chat.conns.add(conn)
@@ -404,7 +412,10 @@ class ShopAIEmulator:
                     seen_heartbeat = True
                     last_heartbeat = now
                     self.stats.heartbeats += 1
-                    await conn.send("heartbeat", None)
+                    if chat.status == "processing" and self.strict.silent_while_processing:
+                        self.stats.heartbeats_unanswered += 1
+                    else:
+                        await conn.send("heartbeat", None)
                 elif kind == "message":
                     await self._on_message(chat, conn, frame.get("message"))
                 elif kind == "get_history":
@@ -416,6 +427,7 @@ class ShopAIEmulator:
             chat.conns.discard(conn)
             self._ws.discard(ws)
             self.stats.open_connections -= 1
+            self._client_left(chat, conn)
         return ws
 
     # --- v0.2 Socket.IO ---------------------------------------------------------------------
@@ -449,6 +461,7 @@ class ShopAIEmulator:
         for conn in list(chat.conns):
             if isinstance(conn, _SioConn) and conn.sid == sid:
                 chat.conns.discard(conn)
+                self._client_left(chat, conn)
 
     def _sio_conn(self, sid: str) -> tuple[_Chat, _Conn] | None:
         chat = self._sid_chat.get(sid)
@@ -466,6 +479,10 @@ class ShopAIEmulator:
 
     async def _sio_get_history(self, sid: str, *args: Any) -> None:
         found = self._sio_conn(sid)
+        if self.strict.history_needs_data and not (args and isinstance(args[0], list)):
+            # a handler declared with its data argument is never called without one
+            self.stats.history_requests_ignored += 1
+            return
         if found is not None:
             self.stats.history_requests += 1
             await found[1].send("history", list(found[0].history))
@@ -479,10 +496,19 @@ async def start_shopai_emulator(
     license_key: str = "test-license",
     languages: tuple[str, ...] = ("en", "hu", "pt"),
     token_delay: float = 0.005,
-    heartbeat_timeout: float = 45.0,
+    heartbeat_interval: float = 15.0,
+    heartbeat_timeout: float | None = None,
     max_message_length: int = 512,
+    strict: bool | ShopAIStrict = True,
+    think_delay: float = 0.0,
 ) -> ShopAIEmulator:
-    """Start an emulator on ``host:port`` (0 = an ephemeral port; read ``.url``)."""
+    """Start an emulator on ``host:port`` (0 = an ephemeral port; read ``.url``).
+
+    ``heartbeat_timeout`` defaults to ``heartbeat_interval`` plus the strict grace;
+    ``strict`` is True (every liberty), False (the lenient demo server) or a custom profile.
+    """
+    if isinstance(strict, bool):
+        strict = ShopAIStrict() if strict else ShopAIStrict.lenient()
     if version not in ("v0.1", "v0.2"):
         raise ValueError(f"unknown ShopAI version {version!r}")
     emulator = ShopAIEmulator(
@@ -490,8 +516,11 @@ async def start_shopai_emulator(
         license_key=license_key,
         languages=languages,
         token_delay=token_delay,
+        heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         max_message_length=max_message_length,
+        strict=strict,
+        think_delay=think_delay,
     )
     await emulator.start(host, port)
     return emulator
@@ -505,8 +534,10 @@ async def _serve(args: argparse.Namespace) -> None:
         license_key=args.license_key,
         languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
         token_delay=args.token_delay,
+        heartbeat_interval=args.heartbeat_interval,
         heartbeat_timeout=args.heartbeat_timeout,
         max_message_length=args.max_message_length,
+        strict=not args.lenient,
     )
     # one parseable line so a parent process can read the port back
     print(f"shopai emulator {args.version} listening on {emulator.url}", flush=True)
@@ -526,7 +557,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--license-key", default="test-license")
     parser.add_argument("--languages", default="en,hu,pt")
     parser.add_argument("--token-delay", type=float, default=0.02)
-    parser.add_argument("--heartbeat-timeout", type=float, default=45.0)
+    parser.add_argument("--heartbeat-interval", type=float, default=15.0)
+    parser.add_argument(
+        "--heartbeat-timeout", type=float, default=None, help="default: shortly after the interval"
+    )
+    parser.add_argument(
+        "--lenient", action="store_true", help="the kindest server the documents allow (demo)"
+    )
     parser.add_argument("--max-message-length", type=int, default=512)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

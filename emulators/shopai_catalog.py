@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["CATALOG", "Product", "compose_answer", "split_tokens"]
+__all__ = ["CATALOG", "Product", "compose_answer", "compose_entries", "split_tokens"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +50,33 @@ def _price(value: float) -> str:
 
 
 def compose_answer(question: str, language: str = "en") -> str:
-    """The assistant's full answer to ``question`` (deterministic)."""
+    """The assistant's full answer to ``question`` (deterministic), as one text."""
+    return " ".join(compose_entries(question, language))
+
+
+def compose_entries(question: str, language: str = "en") -> list[str]:
+    """The answer as the AI entries a strict server stores it in.
+
+    Most answers are one entry; a comparison ("compare ...", "... vs ...") of two or more
+    products is answered in one entry per product between an opening and a closing entry.
+    """
     words = set(_WORD.findall(question.lower()))
     matches = [p for p in CATALOG if words & set(p.keywords)][:3]
     greeting = _GREETINGS.get(language, "")
+    if len(matches) >= 2 and words & {"compare", "vs", "versus"}:
+        cheapest = min(matches, key=lambda p: p.price)
+        return [
+            f"{greeting}Here is how they compare:",
+            *(
+                f'<b>{p.name}</b> costs {_price(p.price)} (<a href="{p.url}">details</a>).'
+                for p in matches
+            ),
+            f"The most affordable choice is the {cheapest.name}.",
+        ]
+    return [_single_answer(matches, greeting)]
+
+
+def _single_answer(matches: list[Product], greeting: str) -> str:
     if not matches:
         names = ", ".join(p.name for p in CATALOG[:4])
         return (

@@ -189,7 +189,7 @@ async def test_admin_reset_by_slash_command(fake: FakeDiscord, store: SQLiteStor
     adapter, engine = await start_bot(fake, backend, store, admins=[boss.id])
     try:
         registered = {c["name"] for c in fake.commands[None]}
-        assert registered == {"reset", "lang", "admin"}
+        assert registered == {"reset", "lang", "condition", "listing", "admin"}
         await fake.user_message(gina, "hello", mention=True)
         await final_message(fake, fake.channel_id)
         await fake.dm_message(gina, "hello again")

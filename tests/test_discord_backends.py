@@ -1,19 +1,23 @@
-"""Real backends behind the Discord adapter: ShopAI (emulator, both protocols) and LoopOS."""
+"""Real backends behind the Discord adapter (ShopAI on both protocols, LoopOS) and the console."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from backend_contract import TINY_PNG
 from discord_harness import final_message, markdown_of, start_bot, stop_bot
 
+from chatbridge.adapters.console import ConsoleAdapter
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
+from chatbridge.core.engine import Engine
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.emulators.loopos import LoopOSEmulator
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from chatbridge.emulators.shopai_catalog import compose_answer
+from chatbridge.emulators.shopai_catalog import compose_answer, compose_entries
 from tests.fakes.discord_api import FakeDiscord
 
 pytestmark = pytest.mark.timeout(30)
@@ -88,6 +92,27 @@ async def test_shopai_answer_streams_in_a_guild_channel_and_a_dm(
     assert keys == {str(fake.channel_id), str(fake.dm_channel_id(olga))}, "two sessions"
 
 
+async def test_a_shopai_answer_in_several_entries_is_several_messages(
+    fake: FakeDiscord, store: MemoryStore, shopai: ShopAIEmulator
+) -> None:
+    """The strict server answers a comparison in several AI entries: each is a message."""
+    backend = shop_backend(shopai)
+    adapter, engine = await start_bot(fake, backend, store, stream_interval=0.02)
+    question = "compare a phone and a laptop"
+    entries = [markdown_of(entry) for entry in compose_entries(question)]
+    try:
+        olga = fake.add_user("olga")
+        await fake.dm_message(olga, question)
+        dm = fake.dm_channel_id(olga)
+        await fake.wait_until(
+            lambda: [m["content"] for m in fake.bot_messages(dm)][-1:] == entries[-1:]
+        )
+    finally:
+        await stop_bot(adapter, engine)
+        await backend.aclose()
+    assert [m["content"] for m in fake.bot_messages(dm)] == entries
+
+
 async def test_loopos_bot_on_discord(
     fake: FakeDiscord, store: MemoryStore, loopos: LoopOSEmulator
 ) -> None:
@@ -97,7 +122,7 @@ async def test_loopos_bot_on_discord(
             "core_base_url": "https://core.example/",
             "submission_base_url": "https://submission.example/",
             "context": "Circular economy marketplace",
-            "language": "EN",
+            "language": "en-US",  # a code the documents use (the strict server takes no other)
             "timeout": 5.0,
             "retry": {"attempts": 2, "base_delay": 0.01},
         }
@@ -124,3 +149,72 @@ async def test_loopos_bot_on_discord(
     assert after["id"] != question["id"] and "condition" in after["content"]
     assert all(c.get("disabled") for c in components(fake.messages[int(question["id"])]))
     assert not [c for c in fake.calls if c.status >= 400]
+
+
+async def test_condition_and_listing_slash_commands_with_loopos(
+    fake: FakeDiscord, store: MemoryStore, loopos: LoopOSEmulator
+) -> None:
+    """The decision and listing services on Discord, as on Telegram (issue 11, item 10)."""
+    settings = LoopOSSettings.model_validate(
+        {
+            "base_url": loopos.url,
+            "core_base_url": "https://core.example/",
+            "submission_base_url": "https://submission.example/",
+            "timeout": 5.0,
+        }
+    )
+    backend = LoopOSBackend(settings, name="sellers-ai")
+    adapter, engine = await start_bot(fake, backend, store, name="sellers")
+    followup = r"/webhooks/\d+/[^/]+"
+    try:
+        quinn = fake.add_user("quinn")
+        since = len(fake.calls)
+        await fake.slash_command(quinn, "condition", options={"item": "iPhone 12, like new"})
+        graded = await fake.wait_call("POST", followup, since=since)
+        since = len(fake.calls)
+        photo = ("item.png", TINY_PNG, "image/png")
+        await fake.slash_command(
+            quinn, "listing", options={"photo": photo, "description": "iPhone 12 Pro, Apple"}
+        )
+        listed = await fake.wait_call("POST", followup, since=since)
+    finally:
+        await stop_bot(adapter, engine)
+        await backend.aclose()
+    assert graded.body["content"].startswith("Condition: Excellent"), graded.body
+    decision = loopos.requests_to("/loopos_ai_decision")[0]
+    assert decision["options"] == ["Excellent", "Good", "Fair", "Poor"]
+    assert decision["item_context"] == "iPhone 12, like new"
+    assert "Price: " in listed.body["content"], listed.body
+    descriptor = loopos.requests_to("/loopos_ai_c2c_descriptor")[0]
+    assert descriptor["images"][0].startswith("data:image/png;base64,")
+    assert descriptor["agent_specific"]["user_description"] == "iPhone 12 Pro, Apple"
+
+
+async def test_condition_and_listing_on_the_console(loopos: LoopOSEmulator, tmp_path: Any) -> None:
+    settings = LoopOSSettings.model_validate(
+        {
+            "base_url": loopos.url,
+            "core_base_url": "https://core.example/",
+            "submission_base_url": "https://submission.example/",
+            "timeout": 5.0,
+        }
+    )
+    backend = LoopOSBackend(settings)
+    store = await MemoryStore.open()
+    engine = Engine(bot="console", backend=backend, backend_name="loopos", store=store)
+    out = io.StringIO()
+    console = ConsoleAdapter(name="console", engine=engine, stdin=io.StringIO(), stdout=out)
+    photo = tmp_path / "item.png"
+    photo.write_bytes(TINY_PNG)
+    try:
+        await console.handle_line("/condition iPhone 12, like new")
+        await console.handle_line(f"/listing {photo} iPhone 12 Pro, Apple")
+        await console.handle_line("/listing")
+    finally:
+        await engine.aclose()
+        await backend.aclose()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Condition: Excellent"
+    assert any(line.startswith("Price: ") for line in lines)
+    assert lines[-1].startswith("(!) Usage: /listing PATH TEXT")
+    assert len(loopos.requests_to("/loopos_ai_c2c_descriptor")) == 1

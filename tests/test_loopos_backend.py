@@ -103,7 +103,7 @@ async def test_every_documented_field_is_sent(loopos: LoopOSEmulator) -> None:
         await b.aclose()
     first, second = loopos.requests_to("/chat")
     assert first == {
-        "language": "en-GB",
+        "language": "en-US",  # every English is the documents' "en-US"
         "messages": [{"role": "user", "text": "Quero vender um iPhone 12"}],
         "images": ["data:image/png;base64," + base64.b64encode(TINY_PNG).decode()],
         "conversation": True,
@@ -123,7 +123,9 @@ def test_language_mapping_and_settings() -> None:
     assert loopos_language(None, "PT-PT") == "PT-PT"
     assert loopos_language("pt-BR", "en-US") == "PT-PT"
     assert loopos_language("en", "PT-PT") == "en-US"
-    assert loopos_language("en_gb", "PT-PT") == "en-GB"
+    assert loopos_language("en_gb", "PT-PT") == "en-US"
+    assert loopos_language("es-419", "PT-PT") == "es-419"
+    assert loopos_language("DE", "PT-PT") == "de"
     s = settings("http://127.0.0.1:1", headers={"Authorization": "Bearer secret"})
     assert "secret" not in repr(s) and s.retry.attempts == 3
     with pytest.raises(ValueError):

@@ -140,12 +140,12 @@ async def test_workflow_english_and_brand_only(http: httpx.AsyncClient) -> None:
     start = await chat(http, "MacBook Air M1", session="en1", language="en-US")
     assert "Great!" in all_text(start)
     assert buttons(start) == ["256 GB", "512 GB"]
-    await chat(http, "512gb", session="en1", language="en")
-    created = await chat(http, "like new", session="en1", language="en")
+    await chat(http, "512gb", session="en1", language="en-US")
+    created = await chat(http, "like new", session="en1", language="en-US")
     assert "Does the keyboard work properly?" in all_text(created)
-    await chat(http, "yes", session="en1", language="en")
+    await chat(http, "yes", session="en1", language="en-US")
     done = await chat(
-        http, "photo", session="en1", language="en", images=["https://img.example/a.jpg"]
+        http, "photo", session="en1", language="en-US", images=["https://img.example/a.jpg"]
     )
     assert "Submission complete" in all_text(done)
 

@@ -28,7 +28,7 @@ def settings(url: str, **overrides: Any) -> ShopAISettings:
     values: dict[str, Any] = {
         "base_url": url,
         "license_key": "test-license",
-        "heartbeat_interval": 0.2,
+        "heartbeat_interval": 1.0,
         "connect_timeout": 2.0,
         "request_timeout": 2.0,
         "answer_timeout": 3.0,
@@ -42,8 +42,9 @@ def settings(url: str, **overrides: Any) -> ShopAISettings:
 
 
 async def start(version: str, **kw: Any) -> ShopAIEmulator:
+    """A strict emulator (the default): it times a client out shortly after a missed heartbeat."""
     kw.setdefault("token_delay", 0.001)
-    kw.setdefault("heartbeat_timeout", 2.0)
+    kw.setdefault("heartbeat_interval", 1.0)
     return await start_shopai_emulator(version=version, **kw)  # type: ignore[arg-type]
 
 

@@ -16,8 +16,13 @@ import socketio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
-from chatbridge.emulators.shopai_catalog import CATALOG, compose_answer, split_tokens
+from chatbridge.emulators.shopai import ShopAIEmulator, ShopAIStrict, start_shopai_emulator
+from chatbridge.emulators.shopai_catalog import (
+    CATALOG,
+    compose_answer,
+    compose_entries,
+    split_tokens,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,3 +195,100 @@ def test_runs_as_a_module() -> None:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# --- the strict servers' liberties, seen with raw clients ---------------------------------------
+
+
+async def test_v01_strict_liberties() -> None:
+    """Stored text normalised, a comparison in several AI entries, heartbeats unanswered while
+    generating, and generation stopped when the client goes."""
+    emulator = await start_shopai_emulator(version="v0.1", token_delay=0.01, think_delay=0.3)
+    try:
+        token = emulator.issue_token()
+        async with connect(ws_url(emulator, token), compression=None) as ws:
+            await ws.recv()
+            question = "  compare a phone   and a laptop "
+            await ws.send(json.dumps({"type": "message", "message": question}))
+            await ws.send(json.dumps({"type": "heartbeat"}))
+            frames = await frames_until(ws, "status", "operational")
+            assert {"type": "heartbeat"} not in frames, "no heartbeat answer while generating"
+            history = next(f["history"] for f in frames if f["type"] == "history")
+            entries = compose_entries(question)
+            assert history == [
+                {"type": "user", "content": "compare a phone and a laptop"},
+                *({"type": "ai", "content": entry} for entry in entries),
+            ]
+            await ws.send(json.dumps({"type": "heartbeat"}))  # idle again: answered
+            assert json.loads(await ws.recv()) == {"type": "heartbeat"}
+            await ws.send(json.dumps({"type": "message", "message": "a phone"}))
+        await asyncio.sleep(0.5)  # past the think delay: the answer would be written by now
+        assert emulator.stats.generations_stopped == 1
+        assert emulator.chats[token].history[-1] == {"type": "user", "content": "a phone"}
+        assert emulator.chats[token].status == "operational"
+    finally:
+        await emulator.stop()
+
+
+async def test_v01_strict_heartbeat_timeout_follows_the_interval() -> None:
+    emulator = await start_shopai_emulator(version="v0.1", heartbeat_interval=0.2)
+    lenient = await start_shopai_emulator(version="v0.1", heartbeat_interval=0.2, strict=False)
+    try:
+        assert emulator.heartbeat_timeout == pytest.approx(0.25)
+        assert lenient.heartbeat_timeout == pytest.approx(0.6)
+    finally:
+        await emulator.stop()
+        await lenient.stop()
+
+
+async def test_v02_strict_liberties() -> None:
+    emulator = await start_shopai_emulator(
+        version="v0.2",
+        token_delay=0.001,
+        strict=ShopAIStrict(version_path="/api/version", refuse_with_http=401),
+    )
+    try:
+        assert (await get_json(f"{emulator.url}/version"))[0] == 404
+        assert await get_json(f"{emulator.url}/api/version") == (
+            200,
+            {"status": "ok", "version": "v0.2"},
+        )
+        client = socketio.AsyncClient(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(f"{emulator.url}?chat_token=bogus", transports=["websocket"])
+        assert emulator.stats.connections_refused == 1
+
+        token = emulator.issue_token()
+        client = socketio.AsyncClient(reconnection=False)
+        histories: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("history", histories.put_nowait)
+        await client.connect(f"{emulator.url}?chat_token={token}", transports=["websocket"])
+        await client.emit("get_history")  # without its Array: the handler never runs
+        await client.emit("get_history", [])
+        assert await asyncio.wait_for(histories.get(), 3) == []
+        assert emulator.stats.history_requests_ignored == 1
+        assert emulator.stats.history_requests == 1
+        await client.disconnect()
+    finally:
+        await emulator.stop()
+
+
+async def test_lenient_server_keeps_text_and_one_entry() -> None:
+    emulator = await start_shopai_emulator(version="v0.2", token_delay=0.001, strict=False)
+    try:
+        token = emulator.issue_token()
+        client = socketio.AsyncClient(reconnection=False)
+        histories: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("history", histories.put_nowait)
+        await client.connect(f"{emulator.url}?chat_token={token}", transports=["websocket"])
+        await client.emit("send_message", " compare a phone and a laptop")
+        history = await asyncio.wait_for(histories.get(), 3)
+        assert history == [
+            {"type": "user", "content": " compare a phone and a laptop"},
+            {"type": "ai", "content": compose_answer("compare a phone and a laptop")},
+        ]
+        await client.emit("get_history")  # the lenient server answers without data too
+        assert await asyncio.wait_for(histories.get(), 3) == history
+        await client.disconnect()
+    finally:
+        await emulator.stop()

@@ -47,22 +47,27 @@ def test_settings_hide_the_license_key() -> None:
         ShopAISettings(base_url="http://x", license_key="k", protocol="grpc")  # type: ignore[arg-type]
 
 
-def test_find_answer() -> None:
+def test_find_answer_by_position() -> None:
     history = [
         {"type": "user", "content": "yes"},
         {"type": "ai", "content": "first"},
         {"type": "user", "content": "yes"},
         {"type": "ai", "content": "second"},
     ]
-    assert find_answer(history, "yes", 1) == ("answer", "second")
-    assert find_answer(history, "yes", 0) == ("answer", "first")
-    assert find_answer(history, "yes", None) == ("answer", "second")
-    assert find_answer(history, "yes", 2) == ("missing", None), "not the previous answer"
-    shifted = [{"type": "user", "content": "other"}, *history[2:]]  # trimmed server history
-    assert find_answer(shifted, "yes", 0) == ("answer", "second"), "falls back to the text"
-    assert find_answer(history[:3], "yes", 1) == ("pending", None)
-    assert find_answer(history, "no", None) == ("missing", None)
-    assert find_answer([{"type": "ai", "content": "hi"}, "junk"], "x", 0) == ("missing", None)
+    assert find_answer(history, 1) == ("answer", ("second",))
+    assert find_answer(history, None) == ("answer", ("second",)), "unknown: the last user entry"
+    assert find_answer(history, 2) == ("missing", ()), "not the previous answer"
+    assert find_answer(history[:3], 1) == ("pending", ())
+    # the server stored the message normalised: its text plays no part
+    stored = [{"type": "user", "content": "Yes  please "}, {"type": "ai", "content": "ok"}]
+    assert find_answer(stored, 0) == ("answer", ("ok",))
+    # an answer in several AI entries: all of them, in order
+    several = [*history[:3], {"type": "ai", "content": "a"}, {"type": "ai", "content": "b"}]
+    assert find_answer(several, 1) == ("answer", ("a", "b"))
+    # a resent message: the answer follows the last copy
+    resent = [*history[:3], {"type": "user", "content": "yes"}, {"type": "ai", "content": "c"}]
+    assert find_answer(resent, 1) == ("answer", ("c",))
+    assert find_answer([{"type": "ai", "content": "hi"}, "junk"], 0) == ("missing", ())
 
 
 def test_visible_text_and_reply() -> None:

@@ -1,4 +1,5 @@
-"""Slash commands: ``/reset``, ``/lang`` for everyone; ``/admin ...`` for bot admins.
+"""Slash commands: ``/reset``, ``/lang``, ``/condition``, ``/listing`` for everyone;
+``/admin ...`` for bot admins.
 
 Admins are the configured user ids, or members with Manage Server in the guild where the
 command runs. Every answer is ephemeral (only the caller sees it); refusals are logged.
@@ -12,7 +13,18 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from chatbridge.core.errors import BackendError
+from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.item_services import (
+    CONDITION_FAILED,
+    CONDITION_OPTIONS,
+    CONDITION_PROMPT,
+    CONDITION_UNSUPPORTED,
+    LISTING_FAILED,
+    LISTING_UNSUPPORTED,
+    condition_text,
+    listing_text,
+)
 
 if TYPE_CHECKING:
     from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
@@ -73,6 +85,8 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
             f"Language set to {language}; a new conversation was started.", ephemeral=True
         )
 
+    _add_item_commands(tree, adapter)
+
     admin = app_commands.Group(name="admin", description="Bot administration")
 
     @admin.command(name="reset", description="Reset every conversation of one user")
@@ -121,3 +135,44 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
 
     tree.add_command(admin)
     return tree
+
+
+def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
+    """The decision and listing services, as on Telegram (backends without them say so)."""
+    engine = adapter.engine
+
+    @tree.command(name="condition", description="Describe an item: the AI grades its condition")
+    @app_commands.describe(item="The item and its state, e.g. iPhone 12, light scratches")
+    async def condition(interaction: discord.Interaction[Any], item: str) -> None:
+        await interaction.response.defer(thinking=True)
+        language = str(interaction.locale)
+        try:
+            decision = await engine.decide(CONDITION_PROMPT, CONDITION_OPTIONS, item, language)
+            text = condition_text(decision)
+        except NotSupported:
+            text = CONDITION_UNSUPPORTED
+        except Exception as exc:
+            log.warning("bot %s: condition failed: %s", adapter.name, type(exc).__name__)
+            text = CONDITION_FAILED
+        await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
+
+    @tree.command(name="listing", description="Photo + short description: a listing draft")
+    @app_commands.describe(photo="A photo of the item", description="What it is, in a few words")
+    async def listing(
+        interaction: discord.Interaction[Any], photo: discord.Attachment, description: str
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        limit = adapter.options.max_image_bytes
+        try:
+            check_size(photo.size, limit)
+            image = load_image(await photo.read(), limit)
+            draft = await engine.describe_listing((image,), description, str(interaction.locale))
+            text = listing_text(draft)
+        except ImageRejected as exc:
+            text = exc.reason
+        except NotSupported:
+            text = LISTING_UNSUPPORTED
+        except Exception as exc:
+            log.warning("bot %s: listing failed: %s", adapter.name, type(exc).__name__)
+            text = LISTING_FAILED
+        await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())

@@ -17,6 +17,7 @@ from telegram import BotCommand
 from chatbridge.adapters.telegram.html import escape
 from chatbridge.adapters.telegram.surface import Stats, Target, TelegramOps
 from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.types import ConversationKey, Image, SessionRecord
 
@@ -51,11 +52,6 @@ def public_commands(listing: bool) -> list[BotCommand]:
         commands.append(BotCommand("listing", "Photo + short description: a listing draft"))
         commands.append(BotCommand("condition", "Describe an item: the AI grades its condition"))
     return commands
-
-
-# The decision service's own example (LoopOS integration guide): grading an item's condition.
-CONDITION_PROMPT = "What condition is this item in?"
-CONDITION_OPTIONS = ("Excellent", "Good", "Fair", "Poor")
 
 
 class Commands:

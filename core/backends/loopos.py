@@ -10,20 +10,29 @@ all fail with PoolTimeout even against a fast server.
 
 Request bodies are never logged (photos are megabytes of base64): only method, path, status
 and latency.
+
+Inside a turn, retries respect the turn's deadline (core.deadline): each attempt is bounded by
+the time left, and no retry starts that could not finish, so the backend reports its own
+failure before the engine gives up on the turn. Language codes are mapped to the documents'
+("PT-PT", "en-US"); a code the server refuses with a 422 on ``language`` is replaced by the
+configured language, once, and not sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from chatbridge.core.deadline import deadline
 from chatbridge.core.errors import BackendError
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.retry import RetryPolicy
@@ -53,6 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 USER_AGENT = "chatbridge/0.1 (+loopos)"
+DOCUMENTED_LANGUAGES = ("PT-PT", "en-US")  # the codes the endpoint page and the guide use
 SHARD_SIZE = 16  # connections per httpx client, see LoopOSBackend.__init__
 
 
@@ -88,6 +98,10 @@ class LoopOSSettings(BaseModel):
     session_extra_data: dict[str, Any] | None = None
     agent_specific: dict[str, Any] | None = None
     max_concurrency: int = Field(default=64, ge=1, le=10_000)  # simultaneous requests to the server
+    # kept back from the turn's deadline, to tell the user rather than be cut off
+    deadline_reserve: float = Field(default=2.0, ge=0)
+    # all photos of one request together, before base64 (which adds a third)
+    max_request_image_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
 
     @field_validator("base_url", "core_base_url", "submission_base_url")
     @classmethod
@@ -107,6 +121,10 @@ class LoopOSError(BackendError):
     A :class:`core.engine.BackendError`, so callers of ``Engine.describe_listing`` catch one
     type whatever the backend; ``.failure`` says what went wrong.
     """
+
+
+class _LanguageRefused(LoopOSError):
+    """A 422 on the ``language`` field: the server does not take that code."""
 
 
 class _ServerError(Exception):
@@ -149,27 +167,55 @@ class _DescriptorReply(BaseModel):
 
 
 def loopos_language(tag: str | None, default: str) -> str:
-    """Map a user's IETF tag to a LoopOS language code ("PT-PT", "en-US", ...)."""
+    """Map a user's IETF tag to a LoopOS language code.
+
+    The documents name two codes, "PT-PT" and "en-US": every Portuguese and every English tag
+    maps to them. Other languages keep the documents' shape ("de" -> "de", "es-419" ->
+    "es-419"); a server that refuses one gets the configured language instead (see
+    :meth:`LoopOSBackend._language`).
+    """
     if not tag or not tag.strip():
         return default
     parts = tag.strip().replace("_", "-").split("-")
     lang = parts[0].lower()
     if lang == "pt":
         return "PT-PT"  # the only Portuguese the documentation names
-    if lang == "en" and len(parts) == 1:
-        return "en-US"
+    if lang == "en":
+        return "en-US"  # the only English the documentation names
     if len(parts) > 1 and parts[1]:
         return f"{lang}-{parts[1].upper()}"
     return lang
 
 
-def _validation_text(response: httpx.Response) -> str:
-    """A short plain reading of a FastAPI 422 body ("Field required (messages)")."""
+def _detail(response: httpx.Response) -> Any:
     try:
         body = response.json()
     except ValueError:
-        return "the request was not accepted"
-    detail = body.get("detail") if isinstance(body, dict) else None
+        return None
+    return body.get("detail") if isinstance(body, dict) else None
+
+
+def _refuses_language(response: httpx.Response) -> bool:
+    """Whether a FastAPI 422 body names the ``language`` field."""
+    detail = _detail(response)
+    if not isinstance(detail, list):
+        return False
+    return any(isinstance(item, dict) and "language" in item.get("loc", []) for item in detail)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validation_text(response: httpx.Response) -> str:
+    """A short plain reading of a FastAPI 422 body ("Field required (messages)")."""
+    detail = _detail(response)
     if isinstance(detail, str) and detail.strip():
         return detail.strip()[:300]
     msgs: list[str] = []
@@ -211,6 +257,23 @@ class LoopOSBackend:
         self._shard_size = -(-settings.max_concurrency // shards)
         self._clients: list[httpx.AsyncClient | None] = [None] * shards
         self._in_flight = [0] * shards
+        self._refused_languages: set[str] = set()  # codes the server answered 422 to
+        if settings.language not in DOCUMENTED_LANGUAGES:
+            log.warning(
+                "LoopOS backend %s: language %r is not one the documents use (%s); a server "
+                "that refuses it fails every turn",
+                name,
+                settings.language,
+                ", ".join(DOCUMENTED_LANGUAGES),
+            )
+        for url in (settings.base_url,):
+            if url.startswith("http://") and not _is_loopback(url):
+                # "Use HTTPS: All requests must use HTTPS" (integration guide)
+                log.warning(
+                    "LoopOS backend %s uses plain http:// (%s); the guide requires HTTPS",
+                    name,
+                    urlsplit(url).hostname,
+                )
 
     # --- HTTP -------------------------------------------------------------------------------
 
@@ -233,7 +296,16 @@ class LoopOSBackend:
             follow_redirects=False,
         )
 
-    async def _attempt(self, path: str, payload: Mapping[str, Any]) -> httpx.Response:
+    async def _attempt(
+        self, path: str, payload: Mapping[str, Any], end: float | None
+    ) -> httpx.Response:
+        timeout: httpx.Timeout | None = None
+        if end is not None:  # within a turn: no attempt outlives it
+            left = end - time.monotonic()
+            if left <= 0:
+                raise httpx.ReadTimeout("no time left in the turn")
+            limit = min(self.settings.timeout, left)
+            timeout = httpx.Timeout(limit, connect=min(limit, 10.0))
         async with self._limit:
             # The least busy shard has a free connection: the permits bound the total.
             shard = min(range(len(self._clients)), key=self._in_flight.__getitem__)
@@ -243,7 +315,10 @@ class LoopOSBackend:
             self._in_flight[shard] += 1
             started = time.monotonic()
             try:
-                response = await client.post(path, json=payload)
+                if timeout is None:
+                    response = await client.post(path, json=payload)
+                else:
+                    response = await client.post(path, json=payload, timeout=timeout)
             except httpx.HTTPError as exc:
                 log.warning(
                     "POST %s failed after %.0f ms: %s",
@@ -265,9 +340,34 @@ class LoopOSBackend:
         return response
 
     async def _post(self, path: str, payload: Mapping[str, Any]) -> Any:
-        """POST with retries; return the parsed JSON or raise :class:`LoopOSError`."""
+        """POST with the language fallback; see :meth:`_post_once`."""
         try:
-            response = await self._policy.call(lambda: self._attempt(path, payload), _is_transient)
+            return await self._post_once(path, payload)
+        except _LanguageRefused:
+            language = payload.get("language")
+            default = self.settings.language
+            if not isinstance(language, str) or language == default:
+                raise
+            log.info("LoopOS refused language %r; using %r from now on", language, default)
+            self._refused_languages.add(language)
+            return await self._post_once(path, {**payload, "language": default})
+
+    def _language(self, tag: str | None) -> str:
+        code = loopos_language(tag, self.settings.language)
+        return self.settings.language if code in self._refused_languages else code
+
+    async def _post_once(self, path: str, payload: Mapping[str, Any]) -> Any:
+        """POST with retries; return the parsed JSON or raise :class:`LoopOSError`."""
+        end = deadline()
+        if end is not None:
+            end -= self.settings.deadline_reserve
+        try:
+            response = await self._policy.call(
+                lambda: self._attempt(path, payload, end),
+                _is_transient,
+                deadline=end,
+                min_attempt=min(1.0, self.settings.timeout),
+            )
         except httpx.TimeoutException as exc:
             raise LoopOSError(
                 Failure(FailureKind.TIMEOUT, f"{path}: {type(exc).__name__}", retryable=True)
@@ -283,7 +383,8 @@ class LoopOSBackend:
         status = response.status_code
         if status == 422:
             text = _validation_text(response)
-            raise LoopOSError(Failure(FailureKind.VALIDATION, f"{path}: 422 {text}", False, text))
+            error = _LanguageRefused if _refuses_language(response) else LoopOSError
+            raise error(Failure(FailureKind.VALIDATION, f"{path}: 422 {text}", False, text))
         if status in (401, 403):
             raise LoopOSError(Failure(FailureKind.AUTH, f"{path}: HTTP {status}"))
         if status == 413:
@@ -311,7 +412,7 @@ class LoopOSBackend:
         """The /chat body for one turn (public so tests and tools can inspect it)."""
         s = self.settings
         return {
-            "language": loopos_language(inbound.language, s.language),
+            "language": self._language(inbound.language),
             "messages": [{"role": "user", "text": inbound.effective_text}],
             "images": [image.data_url() for image in inbound.images],
             "conversation": True,
@@ -324,7 +425,29 @@ class LoopOSBackend:
             "agent_specific": s.agent_specific,
         }
 
+    def _photos_too_large(self, images: Sequence[Image]) -> LoopOSError | None:
+        """One request carries every photo as base64: bound their sum, not only each one."""
+        total = sum(len(image.data) for image in images)
+        limit = self.settings.max_request_image_bytes
+        if total <= limit:
+            return None
+        mb = 1024 * 1024
+        return LoopOSError(
+            Failure(
+                FailureKind.BAD_INPUT,
+                f"photos too large together ({total} > {limit} bytes)",
+                user_text=(
+                    f"Those photos come to {total / mb:.0f} MB together; at most "
+                    f"{limit / mb:.0f} MB fit in one message. Please send fewer photos."
+                ),
+            )
+        )
+
     async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
+        too_large = self._photos_too_large(inbound.images)
+        if too_large is not None:
+            yield too_large.failure
+            return
         try:
             data = await self._post("/chat", self.chat_payload(session_ref, inbound))
             messages = self._read_chat_reply(data)
@@ -380,15 +503,21 @@ class LoopOSBackend:
     ) -> Decision:
         """``/loopos_ai_decision``: pick one of ``options``. Raises :class:`LoopOSError`."""
         payload = {
-            "language": loopos_language(language, self.settings.language),
+            "language": self._language(language),
             "prompt": prompt,
             "options": list(options),
             "item_context": item_context,
         }
-        reply = _validated(
-            _DecisionReply, "/loopos_ai_decision", await self._post("/loopos_ai_decision", payload)
-        )
-        return Decision(reply.decision, reply.reasoning, dict(reply.model_extra or {}))
+        endpoint = "/loopos_ai_decision"
+        reply = _validated(_DecisionReply, endpoint, await self._post(endpoint, payload))
+        # "Validate responses": a decision is one of the options offered (as offered)
+        offered = {option.strip().casefold(): option for option in options}
+        chosen = offered.get(reply.decision.strip().casefold())
+        if chosen is None:
+            raise LoopOSError(
+                Failure(FailureKind.MALFORMED, f"{endpoint}: the decision is not an offered option")
+            )
+        return Decision(chosen, reply.reasoning, dict(reply.model_extra or {}))
 
     async def describe_listing(
         self, images: Sequence[Image], description: str, language: str | None
@@ -396,8 +525,11 @@ class LoopOSBackend:
         """``/loopos_ai_c2c_descriptor``: photos + description -> listing. Raises LoopOSError."""
         if not images:
             raise LoopOSError(Failure(FailureKind.BAD_INPUT, "a listing needs at least one photo"))
+        too_large = self._photos_too_large(images)
+        if too_large is not None:
+            raise too_large
         payload = {
-            "language": loopos_language(language, self.settings.language),
+            "language": self._language(language),
             "images": [image.data_url() for image in images],
             "loopos_core_context": self.settings.context,
             "agent_specific": {

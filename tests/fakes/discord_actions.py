@@ -176,17 +176,22 @@ class UserActions:
     ) -> int:
         """``user`` runs ``/name [subcommand] option:value``; returns the interaction id.
 
-        A :class:`FakeUser` option value becomes a USER option with its ``resolved`` entry.
+        A :class:`FakeUser` option value becomes a USER option with its ``resolved`` entry; a
+        ``(filename, data, content_type)`` tuple an ATTACHMENT option (uploaded to the fake).
         """
         cid = channel_id or self.channel_id
         data = self._interaction_base(user, cid, 2)
         registered = [c for cmds in self.commands.values() for c in cmds if c["name"] == name]
         opts: list[JSON] = []
-        resolved: JSON = {"users": {}}
+        resolved: JSON = {"users": {}, "attachments": {}}
         for key, value in (options or {}).items():
             if isinstance(value, FakeUser):
                 opts.append({"name": key, "type": 6, "value": str(value.id)})
                 resolved["users"][str(value.id)] = value.payload()
+            elif isinstance(value, tuple):
+                attachment = self.add_attachment(*value)
+                opts.append({"name": key, "type": 11, "value": attachment["id"]})
+                resolved["attachments"][attachment["id"]] = attachment
             elif isinstance(value, bool):
                 opts.append({"name": key, "type": 5, "value": value})
             elif isinstance(value, int):

@@ -1,10 +1,11 @@
 """ShopAIBackend: chat tokens, one connection per active conversation, turns, recovery.
 
 A turn waits until the server is ``operational``, sends the message, relays ``token`` frames,
-and ends with the authoritative ``history``: its AI message after the user's message is the
-Final (it overwrites whatever was streamed). A connection dropped mid-answer is reopened with
-backoff and ``get_history`` recovers the answer. A token the server refuses is reported as
-``SESSION_EXPIRED``; the engine then opens a new session and replays the turn once.
+and ends with the authoritative ``history``: the AI entries after the turn's user entry, found
+by position, are the Final (they overwrite whatever was streamed). A connection dropped
+mid-answer is reopened with backoff and ``get_history`` recovers the answer. A token the
+server refuses is reported as ``SESSION_EXPIRED``; the engine then opens a new session and
+replays the turn once.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatbridge.core.backends.shopai.connection import (
+    Closed,
     ConnectFailed,
+    ServerError,
     ServerEvent,
     ShopAIConnection,
     ShopAIMetrics,
+    Status,
+    StreamedToken,
     TokenRejected,
+    WireHistory,
 )
 from chatbridge.core.backends.shopai.session import (
     UNAVAILABLE_TEXT,
@@ -80,36 +86,28 @@ def _user_indexes(history: list[Any]) -> list[int]:
     return [i for i, m in enumerate(history) if isinstance(m, dict) and m.get("type") == "user"]
 
 
-def find_answer(history: list[Any], text: str, baseline: int | None) -> tuple[str, str | None]:
-    """Locate this turn in a server history.
+def find_answer(history: list[Any], baseline: int | None) -> tuple[str, tuple[str, ...]]:
+    """Locate this turn's answer in a server history, by position.
 
-    Returns ("missing", None) when the user's message is not there, ("pending", None) when it
-    is but no AI message follows it yet, and ("answer", content) with the last AI message
-    after it. ``baseline`` is how many user messages the history held before this turn, when
-    known; otherwise the last user message with this text is taken.
+    The turn's message is whatever user entry follows the first ``baseline`` ones: its text is
+    never compared, because the document promises that the history overwrites the local one,
+    not that the server stores a message byte for byte. Returns ``("missing", ())`` when the
+    history holds no user entry of this turn, ``("pending", ())`` when no AI entry follows the
+    last user entry yet, and ``("answer", contents)`` with every AI entry after it (an answer
+    may span several). ``baseline`` None (unknown) takes the last user entry as this turn's.
     """
     users = _user_indexes(history)
-    index: int | None = None
-    if baseline is not None:
-        if len(users) <= baseline:
-            return "missing", None  # the server has not taken this turn's message (yet)
-        candidate = users[baseline]
-        if history[candidate].get("content") == text:
-            index = candidate
-    if index is None:
-        same = [i for i in users if history[i].get("content") == text]
-        if not same:
-            return "missing", None
-        index = same[-1]
-    answer: str | None = None
-    for item in history[index + 1 :]:
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") == "user":
-            break
-        if item.get("type") == "ai" and isinstance(item.get("content"), str):
-            answer = item["content"]
-    return ("pending", None) if answer is None else ("answer", answer)
+    if not users or (baseline is not None and len(users) <= baseline):
+        return "missing", ()
+    answer = tuple(
+        item["content"]
+        for item in history[users[-1] + 1 :]
+        if isinstance(item, dict)
+        and item.get("type") == "ai"
+        and isinstance(item.get("content"), str)
+        and item["content"].strip()
+    )
+    return ("answer", answer) if answer else ("pending", ())
 
 
 async def _quietly(action: Awaitable[None]) -> bool:
@@ -130,6 +128,36 @@ async def _next_event(events: asyncio.Queue[ServerEvent], timeout: float) -> Ser
         return events.get_nowait()
     async with asyncio.timeout(timeout):
         return await events.get()
+
+
+@dataclass(eq=False)
+class _TurnState:
+    """One turn's progress, fed the server's events by :meth:`ShopAIBackend._turn`."""
+
+    text: str
+    baseline: int | None  # user entries in the server's history before this turn, when known
+    synced: bool = False  # the history was asked for to learn the baseline
+    syncing: bool = False  # ... and has not arrived yet
+    sent: bool = False
+    recovering: bool = False  # reconnected mid-answer: stream no more, wait for the history
+    resent: bool = False
+    reconnects: int = 0
+    asked_history: int = 0  # get_history requests not yet answered
+    streamed: str = ""
+    shown: str = ""
+
+    def preview(self, token: str) -> Event | None:
+        """What a streamed token shows, if anything."""
+        if self.recovering or not self.sent:
+            return None
+        self.streamed += token
+        if "<" not in self.streamed:
+            return Token(token)
+        visible = visible_text(self.streamed)  # half-written markup must not reach the chat
+        if visible == self.shown:  # a token inside a tag shows nothing new
+            return None
+        self.shown = visible
+        return Snapshot(visible)
 
 
 @dataclass(eq=False)
@@ -243,16 +271,25 @@ class ShopAIBackend:
         """A new open connection for ``chat``; retries transient faults with backoff."""
 
         async def attempt() -> ShopAIConnection:
-            protocol = await self._init.protocol()
-            conn: ShopAIConnection
-            if protocol == "socketio":
-                conn = SocketIOConnection(
-                    self.settings, chat.token, self.metrics, self._http.session()
-                )
-            else:
-                conn = WebSocketConnection(self.settings, chat.token, self.metrics)
-            await conn.open()
-            return conn
+            failed: ConnectFailed | None = None
+            for protocol in await self._init.protocols():
+                conn: ShopAIConnection
+                if protocol == "socketio":
+                    conn = SocketIOConnection(
+                        self.settings, chat.token, self.metrics, self._http.session()
+                    )
+                else:
+                    conn = WebSocketConnection(self.settings, chat.token, self.metrics)
+                try:
+                    await conn.open()
+                except ConnectFailed as exc:  # perhaps the other protocol: try it
+                    log.debug("ShopAI %s connect failed: %s", protocol, exc)
+                    failed = exc
+                    continue
+                self._init.confirm(protocol)
+                return conn
+            assert failed is not None
+            raise failed
 
         def on_retry(state: Any) -> None:
             log.info("ShopAI connect attempt %d failed; retrying", state.attempt_number)
@@ -325,8 +362,7 @@ class ShopAIBackend:
             )
         return chat.conn
 
-    async def _turn(self, chat: _Chat, text: str) -> AsyncGenerator[Event, None]:  # noqa: C901
-        timeout = self.settings.answer_timeout
+    async def _turn(self, chat: _Chat, text: str) -> AsyncGenerator[Event, None]:
         conn = chat.conn
         if conn is None or not conn.alive:
             opened = await self._reopen(chat)
@@ -334,114 +370,150 @@ class ShopAIBackend:
                 yield opened
                 return
             conn = opened
-        baseline = chat.user_count
-        sent = False
-        recovering = False  # after a reconnect mid-answer: stream no more, wait for history
-        resent = False
-        reconnects = 0
-        asked_history = 0  # get_history requests not yet answered
-        streamed = ""
-        shown = ""
+        state = _TurnState(text, chat.user_count)
         events = conn.begin_turn()
         try:
             while True:
-                if not sent:
-                    # "Only send messages to the server when it is confirmed operational."
-                    if not await conn.wait_operational(timeout) and conn.alive:
-                        await conn.aclose()
-                        chat.conn = None
-                        yield Failure(
-                            FailureKind.TIMEOUT, "never operational", user_text=TIMEOUT_TEXT
-                        )
+                if not state.sent and not state.syncing:
+                    failure = await self._send(chat, conn, events, state)
+                    if failure is not None:
+                        yield failure
                         return
-                    if conn.alive:
-                        while not events.empty():  # frames from before this message
-                            events.get_nowait()
-                        try:
-                            await conn.send_message(text)
-                            sent = True
-                        except Exception as exc:  # the closed event follows; reconnect then
-                            log.info("ShopAI send failed: %r", exc)
                 try:
-                    event = await _next_event(events, timeout)
+                    event = await _next_event(events, self.settings.answer_timeout)
                 except TimeoutError:
-                    await conn.aclose()
-                    chat.conn = None
+                    await self._abandon(chat, conn)
                     yield Failure(FailureKind.TIMEOUT, "no answer in time", user_text=TIMEOUT_TEXT)
                     return
-                if event.kind == "closed":
-                    if reconnects >= self.settings.reconnect_attempts:
-                        yield Failure(
-                            FailureKind.UNAVAILABLE,
-                            f"connection kept dropping ({event.value})",
-                            retryable=True,
-                            user_text=UNAVAILABLE_TEXT,
-                        )
-                        return
-                    reconnects += 1
-                    self.metrics.reconnects += 1
-                    log.info("ShopAI connection lost mid-turn (%s); reconnecting", event.value)
+                if isinstance(event, Closed):
                     conn.end_turn(events)
-                    opened = await self._reopen(chat)
+                    opened = await self._recover(chat, state, event.reason)
                     if isinstance(opened, Failure):
                         yield opened
                         return
-                    conn = opened
-                    events = conn.begin_turn()
-                    asked_history = 0
-                    if sent:
-                        recovering = True
-                        if await _quietly(conn.request_history()):
-                            asked_history += 1
-                elif event.kind == "token":
-                    if not recovering and sent:
-                        streamed += event.value
-                        if "<" in streamed:  # half-written markup must not reach the chat
-                            visible = visible_text(streamed)
-                            if visible != shown:  # a token inside a tag shows nothing new
-                                shown = visible
-                                yield Snapshot(visible)
-                        else:
-                            yield Token(event.value)
-                elif event.kind == "history":
-                    solicited = asked_history > 0
-                    asked_history = max(0, asked_history - 1)
-                    if not sent:
-                        continue
-                    verdict, answer = find_answer(event.value, text, baseline)
-                    if verdict == "answer" and answer is not None:
-                        if solicited and conn.status == "processing":
-                            continue  # asked mid-answer: the final history is still to come
-                        chat.user_count = len(_user_indexes(event.value))
-                        yield Final((reply_from(answer),))
+                    conn, events = opened, opened.begin_turn()
+                    if state.sent or state.syncing:
+                        await self._ask_history(conn, state)
+                    continue
+                out = await self._on_event(chat, conn, state, event)
+                if out is not None:
+                    yield out
+                    if isinstance(out, Final | Failure):
                         return
-                    lost = verdict == "missing" or (verdict == "pending" and solicited)
-                    if lost and conn.status == "operational" and not resent:
-                        # The server is idle without an answer: it never took the message (it
-                        # may drop one sent while it was processing) or dropped the answer
-                        # with the connection. Send it again, once; the answer then follows
-                        # the last copy of the message.
-                        resent = True
-                        baseline = None
-                        await _quietly(conn.send_message(text))
-                elif event.kind == "status":
-                    done = sent and event.value == "operational" and asked_history == 0
-                    # done without the history we expected: ask for it
-                    if done and await _quietly(conn.request_history()):
-                        asked_history += 1
-                elif event.kind == "error":
-                    message = str(event.value)
-                    if conn.protocol == "websocket":
-                        conn.mark_operational()  # a refused message leaves v0.1 operational
-                    match = _TOO_LONG.search(message)
-                    if match is not None:
-                        yield self._too_long(len(text), int(match.group(1)))
-                    else:
-                        yield Failure(
-                            FailureKind.UNAVAILABLE,
-                            f"server error: {message[:200]}",
-                            user_text=ERROR_TEXT,
-                        )
-                    return
         finally:
             conn.end_turn(events)
+
+    async def _on_event(
+        self, chat: _Chat, conn: ShopAIConnection, state: _TurnState, event: ServerEvent
+    ) -> Event | None:
+        """What one server message means for the turn (``Closed`` is the caller's)."""
+        match event:
+            case StreamedToken(token):
+                return state.preview(token)
+            case WireHistory(entries):
+                return await self._on_history(chat, conn, state, entries)
+            case Status(status):
+                # done without the history we expected: ask for it
+                if state.sent and status == "operational" and state.asked_history == 0:
+                    await self._ask_history(conn, state)
+            case ServerError(message):
+                return self._refused(conn, state.text, message)
+        return None
+
+    async def _send(
+        self,
+        chat: _Chat,
+        conn: ShopAIConnection,
+        events: asyncio.Queue[ServerEvent],
+        state: _TurnState,
+    ) -> Failure | None:
+        """Send the user's message once the server is operational (or learn the baseline first)."""
+        if state.baseline is None and not state.synced:
+            # Where this turn starts in the server's history is unknown (after a restart or an
+            # idle close): ask for the history first, so the answer is found by position.
+            state.synced = True
+            state.syncing = await self._ask_history(conn, state)
+            if state.syncing:
+                return None
+        # "Only send messages to the server when it is confirmed to be operational."
+        if not await conn.wait_operational(self.settings.answer_timeout) and conn.alive:
+            await self._abandon(chat, conn)
+            return Failure(FailureKind.TIMEOUT, "never operational", user_text=TIMEOUT_TEXT)
+        if conn.alive:
+            while not events.empty():  # frames from before this message
+                events.get_nowait()
+            try:
+                await conn.send_message(state.text)
+                state.sent = True
+            except Exception as exc:  # the closed event follows; reconnect then
+                log.info("ShopAI send failed: %r", exc)
+        return None
+
+    @staticmethod
+    async def _ask_history(conn: ShopAIConnection, state: _TurnState) -> bool:
+        if await _quietly(conn.request_history()):
+            state.asked_history += 1
+            return True
+        return False
+
+    async def _abandon(self, chat: _Chat, conn: ShopAIConnection) -> None:
+        await conn.aclose()
+        if chat.conn is conn:
+            chat.conn = None
+
+    async def _recover(
+        self, chat: _Chat, state: _TurnState, reason: str
+    ) -> ShopAIConnection | Failure:
+        """A new connection after one dropped mid-turn (the caller then asks the history)."""
+        if state.reconnects >= self.settings.reconnect_attempts:
+            return Failure(
+                FailureKind.UNAVAILABLE,
+                f"connection kept dropping ({reason})",
+                retryable=True,
+                user_text=UNAVAILABLE_TEXT,
+            )
+        state.reconnects += 1
+        self.metrics.reconnects += 1
+        log.info("ShopAI connection lost mid-turn (%s); reconnecting", reason)
+        opened = await self._reopen(chat)
+        if not isinstance(opened, Failure):
+            state.asked_history = 0
+            state.recovering = state.sent  # stream no more: the history has the answer
+        return opened
+
+    async def _on_history(
+        self, chat: _Chat, conn: ShopAIConnection, state: _TurnState, entries: list[Any]
+    ) -> Final | None:
+        solicited = state.asked_history > 0
+        state.asked_history = max(0, state.asked_history - 1)
+        if state.syncing:
+            state.syncing = False
+            state.baseline = len(_user_indexes(entries))
+            return None
+        if not state.sent:
+            return None
+        verdict, answer = find_answer(entries, state.baseline)
+        if verdict == "answer":
+            if solicited and conn.status == "processing":
+                return None  # asked mid-answer: the final history is still to come
+            chat.user_count = len(_user_indexes(entries))
+            return Final(tuple(reply_from(content) for content in answer))
+        lost = verdict == "missing" or (verdict == "pending" and solicited)
+        if lost and conn.status == "operational" and not state.resent:
+            # The server is idle without an answer: it never took the message (it may drop
+            # one sent while it was processing) or dropped the answer with the connection.
+            # Send it again, once; the answer then follows the last user entry.
+            state.resent = True
+            await _quietly(conn.send_message(state.text))
+        return None
+
+    def _refused(self, conn: ShopAIConnection, text: str, message: str) -> Failure:
+        """The Failure for a server ``error`` message."""
+        if conn.protocol == "websocket":
+            conn.mark_operational()  # a refused message leaves v0.1 operational
+        match = _TOO_LONG.search(message)
+        if match is not None:
+            return self._too_long(len(text), int(match.group(1)))
+        return Failure(
+            FailureKind.UNAVAILABLE, f"server error: {message[:200]}", user_text=ERROR_TEXT
+        )

@@ -16,21 +16,24 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from chatbridge.core.backends.shopai.settings import ShopAISettings
 
 __all__ = [
+    "Closed",
     "ConnectFailed",
+    "ServerError",
     "ServerEvent",
     "ShopAIConnection",
     "ShopAIMetrics",
+    "Status",
+    "StreamedToken",
     "TokenRejected",
+    "WireHistory",
 ]
 
 log = logging.getLogger(__name__)
-
-EventKind = Literal["status", "token", "history", "error", "closed"]
 
 
 class TokenRejected(Exception):
@@ -41,10 +44,36 @@ class ConnectFailed(Exception):
     """The server could not be reached; worth another try with backoff."""
 
 
+# One event type per kind of server message, matched by the backend like the engine matches
+# its events; ``Closed`` is the transport's own (the connection ended).
+
+
 @dataclass(frozen=True, slots=True)
-class ServerEvent:
-    kind: EventKind
-    value: Any = None
+class Status:
+    status: str  # "operational", "processing", or whatever a newer server says
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedToken:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class WireHistory:
+    entries: list[Any]  # the server's history as sent: dicts with "type" and "content"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    reason: str
+
+
+ServerEvent = Status | StreamedToken | WireHistory | ServerError | Closed
 
 
 @dataclass
@@ -147,7 +176,7 @@ class ShopAIConnection(ABC):
     def begin_turn(self) -> asyncio.Queue[ServerEvent]:
         self._sink = asyncio.Queue()
         if self._closed.is_set():
-            self._sink.put_nowait(ServerEvent("closed", self.close_reason))
+            self._sink.put_nowait(Closed(self.close_reason))
         return self._sink
 
     def end_turn(self, sink: asyncio.Queue[ServerEvent]) -> None:
@@ -180,19 +209,19 @@ class ShopAIConnection(ABC):
             closer.cancel()
         return self.operational
 
-    def _dispatch(self, kind: EventKind, value: Any) -> None:
+    def _dispatch(self, event: ServerEvent) -> None:
         """Called by the transport for every frame it understood."""
-        if kind == "status":
-            if value == "operational":
+        if isinstance(event, Status):
+            if event.status == "operational":
                 self.mark_operational()
-            elif isinstance(value, str):
-                self.status = value
+            else:
+                self.status = event.status
                 self._operational.clear()
             self._got_status.set()
-        elif kind == "token":
+        elif isinstance(event, StreamedToken):
             self.metrics.tokens += 1
         if self._sink is not None:
-            self._sink.put_nowait(ServerEvent(kind, value))
+            self._sink.put_nowait(event)
 
     def _on_closed(self, reason: str) -> None:
         if self._closed.is_set():
@@ -202,7 +231,7 @@ class ShopAIConnection(ABC):
         self._operational.clear()
         self._closed.set()
         if self._sink is not None:
-            self._sink.put_nowait(ServerEvent("closed", reason))
+            self._sink.put_nowait(Closed(reason))
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

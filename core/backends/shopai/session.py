@@ -1,4 +1,4 @@
-"""``GET /init_session`` (chat tokens, language fallback, license errors) and ``GET /version``.
+"""``GET /init_session`` (chat tokens, language fallback, license errors) and the protocol.
 
 HTTP goes through one aiohttp session per backend: aiohttp does not log request URLs, and the
 ``init_session`` URL carries the license key (httpx logs every URL at INFO). The same session
@@ -17,16 +17,15 @@ from typing import Any, Literal
 
 import aiohttp
 
-from chatbridge.core.backends.shopai.connection import ConnectFailed
 from chatbridge.core.backends.shopai.settings import ShopAISettings
 from chatbridge.core.errors import BackendError
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.types import Failure, FailureKind
 
 __all__ = [
-    "Protocol",
     "SessionInitializer",
     "ShopAIHttp",
+    "WireProtocol",
     "base_language",
     "parse_supported_languages",
     "pick_language",
@@ -34,7 +33,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Protocol = Literal["websocket", "socketio"]
+# which of the two documents an instance speaks (not typing.Protocol)
+WireProtocol = Literal["websocket", "socketio"]
+_OTHER: dict[WireProtocol, WireProtocol] = {"websocket": "socketio", "socketio": "websocket"}
 
 AUTH_TEXT = (
     "The shopping assistant is unavailable right now because of a configuration problem. "
@@ -147,8 +148,7 @@ class SessionInitializer:
         self._auth_failed_until = 0.0
         self._auth_logged = False
         self._inits = asyncio.Semaphore(settings.max_concurrent_inits)
-        self._protocol: Protocol | None = None
-        self._protocol_lock = asyncio.Lock()
+        self._protocol: WireProtocol | None = None  # only one a connection opened with
 
     def _auth_failure(self) -> BackendError:
         return BackendError(
@@ -216,24 +216,32 @@ class SessionInitializer:
                 )
             ) from None
 
-    async def protocol(self) -> Protocol:
-        """websocket (v0.1) or socketio (v0.2): configured, or asked of ``/version`` once."""
+    async def protocols(self) -> tuple[WireProtocol, ...]:
+        """The protocols to try, in order: the configured one, the one that worked, or a guess.
+
+        v0.2 documents the version response (``{"status": "ok", "version": "v0.2"}``) but not
+        its path: ``GET /version`` is asked, and whatever it says, the other protocol's
+        handshake is the fallback when the first fails. Nothing is cached until a connection
+        opened (see :meth:`confirm`).
+        """
         if self.settings.protocol != "auto":
-            return self.settings.protocol
+            return (self.settings.protocol,)
         if self._protocol is not None:
-            return self._protocol
-        async with self._protocol_lock:
-            if self._protocol is None:
-                try:
-                    status, body = await self.http.get_json("/version", {})
-                except _Transient as exc:
-                    raise ConnectFailed(f"version check failed: {exc}") from None
-                version = body.get("version") if isinstance(body, dict) else None
-                if status == 200 and version == "v0.2":
-                    self._protocol = "socketio"
-                else:
-                    if status == 200 and version not in (None, "v0.1"):
-                        log.warning("ShopAI reports version %r; using the v0.1 WebSocket", version)
-                    self._protocol = "websocket"
-                log.info("ShopAI %s speaks %s", self.settings.base_url, self._protocol)
-            return self._protocol
+            return (self._protocol,)
+        try:
+            status, body = await self.http.get_json("/version", {})
+        except _Transient as exc:
+            # a 5xx or no answer on a path the document never gave: the handshakes decide
+            log.debug("ShopAI version check failed (%s); trying both handshakes", exc)
+            status, body = 0, None
+        version = body.get("version") if isinstance(body, dict) else None
+        first: WireProtocol = "socketio" if status == 200 and version == "v0.2" else "websocket"
+        if status == 200 and version not in (None, "v0.1", "v0.2"):
+            log.warning("ShopAI reports version %r; trying the v0.1 WebSocket first", version)
+        return (first, _OTHER[first])
+
+    def confirm(self, protocol: WireProtocol) -> None:
+        """A connection opened with ``protocol``: use it from now on."""
+        if self._protocol != protocol and self.settings.protocol == "auto":
+            log.info("ShopAI %s speaks %s", self.settings.base_url, protocol)
+            self._protocol = protocol

@@ -20,9 +20,13 @@ import socketio.exceptions
 
 from chatbridge.core.backends.shopai.connection import (
     ConnectFailed,
+    ServerError,
     ShopAIConnection,
     ShopAIMetrics,
+    Status,
+    StreamedToken,
     TokenRejected,
+    WireHistory,
     log_unknown,
 )
 from chatbridge.core.backends.shopai.settings import ShopAISettings
@@ -30,6 +34,18 @@ from chatbridge.core.backends.shopai.settings import ShopAISettings
 __all__ = ["SocketIOConnection"]
 
 log = logging.getLogger(__name__)
+
+
+def _handshake_status(exc: BaseException) -> int | None:
+    """The HTTP status of a refused WebSocket handshake somewhere in ``exc``'s chain."""
+    seen: BaseException | None = exc
+    for _ in range(6):  # socketio error <- engineio error <- aiohttp handshake error
+        if seen is None:
+            return None
+        if isinstance(seen, aiohttp.WSServerHandshakeError):
+            return seen.status
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class SocketIOConnection(ShopAIConnection):
@@ -77,6 +93,11 @@ class SocketIOConnection(ShopAIConnection):
             # namespace in failed_namespaces; a transport failure does not.
             if sio.failed_namespaces:
                 raise TokenRejected("connection rejected by the server") from exc
+            # "When chat_token is invalid, the server will reject the connection": a server
+            # may do that with an HTTP 401/403 on the WebSocket handshake, as v0.1 may
+            refused = _handshake_status(exc)
+            if refused in (401, 403):
+                raise TokenRejected(f"handshake refused ({refused})") from exc
             raise ConnectFailed(f"Socket.IO connect failed: {exc}") from exc
         except (OSError, TimeoutError, aiohttp.ClientError) as exc:
             raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
@@ -86,7 +107,9 @@ class SocketIOConnection(ShopAIConnection):
         await self._emit("send_message", text)
 
     async def request_history(self) -> None:
-        await self._emit("get_history")
+        # "Event data: Array": a handler that takes its data argument never runs without one.
+        # The client keeps no history of its own (the server's overwrites it), so: empty.
+        await self._emit("get_history", [])
 
     async def _emit(self, event: str, data: Any = None) -> None:
         if self._sio is None or not self.alive:
@@ -97,19 +120,20 @@ class SocketIOConnection(ShopAIConnection):
             raise ConnectionError(str(exc)) from exc
 
     async def _on_status(self, status: Any = None, *_: Any) -> None:
-        self._dispatch("status", status)
+        if isinstance(status, str):
+            self._dispatch(Status(status))
 
     async def _on_token(self, token: Any = None, *_: Any) -> None:
         if isinstance(token, str):
-            self._dispatch("token", token)
+            self._dispatch(StreamedToken(token))
 
     async def _on_history(self, history: Any = None, *_: Any) -> None:
         if isinstance(history, list):
-            self._dispatch("history", history)
+            self._dispatch(WireHistory(history))
 
     async def _on_error(self, message: Any = None, *_: Any) -> None:
         # "The connection always closes after an error": the disconnect event follows.
-        self._dispatch("error", "" if message is None else str(message))
+        self._dispatch(ServerError("" if message is None else str(message)))
 
     async def _on_disconnect(self, *reason: Any) -> None:
         self._on_closed(f"disconnected ({reason[0] if reason else 'unknown'})")

@@ -1,7 +1,11 @@
 """ShopAI v0.1: JSON frames over a raw WebSocket at ``/shpaiws?chat_token=...`` (websockets).
 
-Two tasks per connection: a reader, and a heartbeat sender on a fixed schedule (the server
-times the connection out without a heartbeat every ``heartbeat_interval`` seconds). The
+Two tasks per connection: a reader, and a heartbeat sender on a fixed schedule. The document
+asks for a heartbeat "every 15 seconds" and a server may time a connection out shortly after
+a missed one, so heartbeats go out at ``HEARTBEAT_SHARE`` of the interval, the first one too:
+an event loop running late never makes one miss the server's window. A processing server
+"might not respond to the heartbeat message", so the silence watchdog only judges a connection
+that is not waiting for an answer (a turn has its own answer timeout). The
 websockets library's own ping is off and compression is not offered: the application
 heartbeat already proves liveness, and a deflate context per connection would cost far more
 memory than the rest of an idle session.
@@ -21,8 +25,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from chatbridge.core.backends.shopai.connection import (
     ConnectFailed,
+    ServerError,
     ShopAIConnection,
+    Status,
+    StreamedToken,
     TokenRejected,
+    WireHistory,
     log_unknown,
 )
 
@@ -30,8 +38,10 @@ __all__ = ["WebSocketConnection"]
 
 log = logging.getLogger(__name__)
 
-# Without any frame (heartbeat answers included) for this many intervals the socket is dead.
+# Without any frame (heartbeat answers included) for this many intervals an idle socket is dead.
 _SILENT_INTERVALS = 4
+# Heartbeats go out this often, as a share of the documented interval.
+HEARTBEAT_SHARE = 0.75
 
 
 def websocket_url(base_url: str, token: str) -> str:
@@ -116,17 +126,19 @@ class WebSocketConnection(ShopAIConnection):
             return
         kind = frame.get("type")
         if kind == "status":
-            self._dispatch("status", frame.get("status"))
+            status = frame.get("status")
+            if isinstance(status, str):
+                self._dispatch(Status(status))
         elif kind == "token":
             token = frame.get("token")
             if isinstance(token, str):
-                self._dispatch("token", token)
+                self._dispatch(StreamedToken(token))
         elif kind == "history":
             history = frame.get("history")
             if isinstance(history, list):
-                self._dispatch("history", history)
+                self._dispatch(WireHistory(history))
         elif kind == "error":
-            self._dispatch("error", str(frame.get("message", "")))
+            self._dispatch(ServerError(str(frame.get("message", ""))))
         elif kind == "heartbeat":
             pass  # the answer to ours; its arrival already refreshed _last_rx
         else:
@@ -134,25 +146,26 @@ class WebSocketConnection(ShopAIConnection):
             log_unknown(kind)
 
     async def _heartbeat_loop(self) -> None:
-        """Send a heartbeat every interval on a fixed schedule, and notice a silent server."""
+        """Send heartbeats on a fixed schedule, and notice a silent idle server."""
         loop = asyncio.get_running_loop()
         interval = self.settings.heartbeat_interval
-        due = loop.time() + interval
+        period = interval * HEARTBEAT_SHARE
+        due = loop.time() + period
         try:
             while self.alive:
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 now = loop.time()
-                if now - self._last_rx > _SILENT_INTERVALS * interval:
-                    log.warning(
-                        "ShopAI v0.1 server silent for %.0f s; closing", now - self._last_rx
-                    )
+                silent = now - self._last_rx
+                # while processing, silence is allowed: the turn's answer timeout judges it
+                if self.status != "processing" and silent > _SILENT_INTERVALS * interval:
+                    log.warning("ShopAI v0.1 server silent for %.0f s; closing", silent)
                     await self.aclose()
                     return
                 await self._send({"type": "heartbeat"})
                 self.metrics.heartbeat(now - due)
-                due += interval
-                if due <= now:  # the loop was blocked for a whole interval: don't burst
-                    due = now + interval
+                due += period
+                if due <= now:  # the loop was blocked for a whole period: don't burst
+                    due = now + period
         except (ConnectionClosed, ConnectionError):
             pass
         except asyncio.CancelledError:
