@@ -9,11 +9,54 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TextIO
 
-from chatbridge.bots.config import Config
-from chatbridge.core.store import open_store
+from chatbridge.bots.config import Config, mask_url_password
+from chatbridge.core.protocols import SessionStore
+from chatbridge.core.secrets import safe_error
+from chatbridge.core.store import open_store, sqlite_path
 from chatbridge.core.types import SessionRecord
+
+
+class SessionsError(Exception):
+    """An operator mistake or an unreachable store: one line, exit code 1 or 2."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def resolved_store(url: str) -> tuple[str, Path | None]:
+    """The store URL with a SQLite path made absolute (the path it really reads), and that
+    path (None for other stores). A relative path is relative to the working directory."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("", "sqlite"):
+        return url, None
+    path = sqlite_path(url)
+    if path == ":memory:":
+        return url, None
+    absolute = Path(path).absolute()
+    return f"sqlite:///{absolute}", absolute
+
+
+async def _open(config: Config) -> SessionStore:
+    url, path = resolved_store(config.store.url)
+    shown = mask_url_password(url)
+    if url.lower().startswith("memory://") or url == ":memory:":
+        raise SessionsError(
+            f"[store] url = {url!r} keeps sessions inside the running bridge only; there is "
+            "nothing to read from here"
+        )
+    if path is not None and not path.exists():
+        raise SessionsError(
+            f"no session store at {path} (from [store] url = {config.store.url!r}, relative to "
+            f"{Path.cwd()}); run this where the bots run, or fix the path. Nothing was created."
+        )
+    try:
+        return await open_store(url)
+    except Exception as exc:
+        raise SessionsError(f"cannot open the session store {shown}: {safe_error(exc)}") from None
 
 
 def _row(r: SessionRecord) -> str:
@@ -38,51 +81,67 @@ async def run_sessions_command(
 ) -> int:
     out = out or sys.stdout
     stdin = stdin or sys.stdin
-    store = await open_store(config.store.url)
+    names = [bot.name for bot in config.bots]
+    if args.bot is not None and args.bot not in names:
+        raise SessionsError(f"no bot named {args.bot!r} (configured: {', '.join(names)})", 2)
+    store = await _open(config)
+    url, _ = resolved_store(config.store.url)
+    print(f"store: {mask_url_password(url)}", file=sys.stderr)
     try:
-        if args.action == "list":
-            records = await store.list(args.bot, limit=args.limit)
-            total = await store.count(args.bot)
-            print(HEADER, file=out)
-            for record in records:
-                print(_row(record), file=out)
-            print(
-                f"{total} sessions"
-                + (f" (showing {len(records)})" if total > len(records) else ""),
-                file=out,
-            )
-            return 0
-        if args.action in {"show", "reset"}:
-            if not args.user:
-                print(f"sessions {args.action}: give a user id", file=sys.stderr)
-                return 2
-            records = await store.list(args.bot, user_id=args.user, limit=10_000)
-            if not records:
-                print(f"no sessions for user {args.user}", file=out)
-                return 1
-            if args.action == "show":
-                for r in records:
-                    print(
-                        f"{_row(r)}\n  session: {r.session_ref}\n  created: "
-                        f"{r.created_at:%Y-%m-%d %H:%M:%S}",
-                        file=out,
-                    )
-                return 0
-            for r in records:
-                await store.delete(r.key)
-            print(f"reset {len(records)} sessions of user {args.user}", file=out)
-            return 0
-        # reset-all
-        total = await store.count(args.bot)
-        scope = f"bot {args.bot}" if args.bot else "ALL bots"
-        if not args.yes:
-            print(f"Reset {total} sessions of {scope}? Type 'yes' to confirm: ", end="", file=out)
-            out.flush()
-            if stdin.readline().strip().lower() != "yes":
-                print("cancelled", file=out)
-                return 1
-        deleted = await store.delete_all(args.bot)
-        print(f"reset {deleted} sessions of {scope}", file=out)
-        return 0
+        return await _sessions(store, args, out, stdin)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        raise SessionsError(f"the session store stopped answering: {safe_error(exc)}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("redis"):  # redis' errors do not subclass OSError
+            raise SessionsError(f"cannot reach the session store: {safe_error(exc)}") from None
+        raise
     finally:
         await store.close()
+
+
+async def _sessions(
+    store: SessionStore, args: argparse.Namespace, out: TextIO, stdin: TextIO
+) -> int:
+    if args.action == "list":
+        records = await store.list(args.bot, limit=args.limit)
+        total = await store.count(args.bot)
+        print(HEADER, file=out)
+        for record in records:
+            print(_row(record), file=out)
+        print(
+            f"{total} sessions" + (f" (showing {len(records)})" if total > len(records) else ""),
+            file=out,
+        )
+        return 0
+    if args.action in {"show", "reset"}:
+        if not args.user:
+            print(f"sessions {args.action}: give a user id", file=sys.stderr)
+            return 2
+        records = await store.list(args.bot, user_id=args.user, limit=10_000)
+        if not records:
+            print(f"no sessions for user {args.user}", file=out)
+            return 1
+        if args.action == "show":
+            for r in records:
+                print(
+                    f"{_row(r)}\n  session: {r.session_ref}\n  created: "
+                    f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+                    file=out,
+                )
+            return 0
+        for r in records:
+            await store.delete(r.key)
+        print(f"reset {len(records)} sessions of user {args.user}", file=out)
+        return 0
+    # reset-all
+    total = await store.count(args.bot)
+    scope = f"bot {args.bot}" if args.bot else "ALL bots"
+    if not args.yes:
+        print(f"Reset {total} sessions of {scope}? Type 'yes' to confirm: ", end="", file=out)
+        out.flush()
+        if stdin.readline().strip().lower() != "yes":
+            print("cancelled", file=out)
+            return 1
+    deleted = await store.delete_all(args.bot)
+    print(f"reset {deleted} sessions of {scope}", file=out)
+    return 0

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
+import signal
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from chatbridge.bots.config import ConfigError, load_config, parse_config
+from chatbridge.core.secrets import register_secret
 
 log = logging.getLogger("chatbridge")
 
@@ -23,22 +27,51 @@ def _setup_logging(level: str, fmt: str = "plain", secrets: list[str] | None = N
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    print(json.dumps(config.redacted(), indent=2, sort_keys=False))
-    print(
-        f"{args.file}: OK ({len(config.bots)} bots, {len(config.backends)} backends)",
-        file=sys.stderr,
-    )
+    from chatbridge.bots.preflight import environment_problems, static_problems
+
+    config = load_config(args.file, check=False)
+    register_secret(*config.secrets())  # nothing below may print them, whoever logs
+    if not args.quiet:
+        print(json.dumps(config.redacted(), indent=2, sort_keys=False))
+    problems = static_problems(config) + environment_problems(config)
+    if args.online:
+        from chatbridge.bots.online import online_problems
+
+        _setup_logging("WARNING", secrets=config.secrets())
+
+        def report(line: str) -> None:
+            print(f"{args.file}: {line}", file=sys.stderr)
+
+        problems += asyncio.run(online_problems(config, report))
+    errors = [p for p in problems if p.error]
+    for problem in sorted(problems, key=lambda p: not p.error):
+        level = "" if problem.error else "warning: "
+        print(f"{args.file}: {level}{problem}", file=sys.stderr)
+    summary = f"{len(config.bots)} bots, {len(config.backends)} backends"
+    if errors:
+        print(f"{args.file}: {len(errors)} problem(s) to fix ({summary})", file=sys.stderr)
+        return 2
+    checked = "checked online" if args.online else "not contacted (add --online)"
+    print(f"{args.file}: OK ({summary}; {checked})", file=sys.stderr)
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from chatbridge.bots.runner import App, run_app
+    from chatbridge.bots.runner import App, StartupError, run_app
 
     config = load_config(args.config)
     _setup_logging(config.logging.level, config.logging.format, config.secrets())
-    asyncio.run(run_app(App(config)))
-    return 0
+    app = App(config)
+    try:
+        asyncio.run(run_app(app))
+    except StartupError as exc:
+        # one line (redacted by the logging setup): what failed and what to do
+        log.error("chatbridge stopped: %s", exc)
+        return 1
+    except Exception:
+        log.critical("chatbridge stopped by an unexpected error", exc_info=True)
+        return 1
+    return 130 if app.stopped_by == signal.SIGINT else 0
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -88,11 +121,12 @@ async def _demo(args: argparse.Namespace) -> int:
             },
             file="<demo>",
         )
+        app = App(config)
         try:
-            await run_app(App(config))
+            await run_app(app)
         finally:
             await stop_emulator()
-    return 0
+    return 130 if app.stopped_by == signal.SIGINT else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -101,10 +135,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    from chatbridge.bots.admin_cli import run_sessions_command
+    from chatbridge.bots.admin_cli import SessionsError, run_sessions_command
 
     config = load_config(args.config)
-    return asyncio.run(run_sessions_command(config, args))
+    register_secret(*config.secrets())
+    try:
+        return asyncio.run(run_sessions_command(config, args))
+    except SessionsError as exc:
+        print(f"chatbridge sessions: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def version() -> str:
+    """The installed distribution's version, or the checkout's pyproject version."""
+    try:
+        return importlib.metadata.version("chatbridge")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text("utf-8"))["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,10 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="AI commerce assistants (LoopOS AI, ShopAI) in Telegram, Discord and the "
         "terminal.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"chatbridge {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="chat in the terminal with a built-in backend emulator")
-    demo.add_argument("--backend", choices=["loopos", "shopai"], default="loopos")
+    demo = sub.add_parser(
+        "demo",
+        help="chat in the terminal with a built-in backend emulator",
+        description="Chat in this terminal with a built-in LoopOS or ShopAI emulator: no "
+        "tokens, no network. Type a message; Ctrl-D ends.",
+    )
+    demo.add_argument(
+        "--backend", choices=["loopos", "shopai"], default="loopos", help="which emulator"
+    )
     demo.add_argument(
         "--protocol",
         choices=["auto", "websocket", "socketio"],
@@ -133,22 +192,52 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", default=None, help="store URL (default: a temporary file)")
     demo.set_defaults(func=_cmd_demo)
 
-    run = sub.add_parser("run", help="run every bot a configuration file defines")
+    run = sub.add_parser(
+        "run",
+        help="run every bot a configuration file defines",
+        description="Run every bot of the configuration file until SIGTERM or Ctrl-C (graceful: "
+        "answers in progress get [limits] shutdown_grace seconds). A start that cannot succeed "
+        "exits 1 with one line saying what failed; an unreachable platform is retried for "
+        "[limits] startup_retry seconds first.",
+    )
     run.add_argument("--config", required=True, help="TOML configuration file")
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
-        "check-config", help="validate a configuration file and print it (secrets redacted)"
+        "check-config",
+        help="find every problem of a configuration file; print it with secrets masked",
+        description="Validate a configuration file and report every problem at once (unset "
+        "variables, unknown keys, empty or duplicate tokens, unsupported store URLs, port "
+        "collisions, unreachable webhooks, missing platform support, bots open to everyone), "
+        "then print the effective configuration with every secret masked. Exit code 2 when "
+        "something must be fixed. --online also contacts each platform, backend and the store.",
     )
-    check.add_argument("file")
+    check.add_argument("file", help="TOML configuration file")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also connect: Telegram getMe, Discord login, LoopOS, ShopAI init_session, store",
+    )
+    check.add_argument(
+        "--quiet", "-q", action="store_true", help="only the problems, not the configuration"
+    )
     check.set_defaults(func=_cmd_check_config)
 
-    sessions = sub.add_parser("sessions", help="inspect or reset stored conversations")
-    sessions.add_argument("action", choices=["list", "show", "reset", "reset-all"])
+    sessions = sub.add_parser(
+        "sessions",
+        help="inspect or reset stored conversations",
+        description="Inspect or reset the conversations in the store the bots use (the store "
+        "path is printed first). list: the most recent sessions; show USER: one user's "
+        "sessions; reset USER: forget them (their next message starts a new conversation); "
+        "reset-all: forget every session (asks first). A missing SQLite file is never created.",
+    )
+    sessions.add_argument(
+        "action", choices=["list", "show", "reset", "reset-all"], help="what to do"
+    )
     sessions.add_argument("user", nargs="?", help="user id (show, reset)")
-    sessions.add_argument("--config", required=True)
-    sessions.add_argument("--bot", default=None, help="only this bot")
-    sessions.add_argument("--limit", type=int, default=50)
+    sessions.add_argument("--config", required=True, help="TOML configuration file")
+    sessions.add_argument("--bot", default=None, help="only this bot (a name from the file)")
+    sessions.add_argument("--limit", type=int, default=50, help="list at most this many")
     sessions.add_argument("--yes", action="store_true", help="reset-all without asking")
     sessions.set_defaults(func=_cmd_sessions)
     return parser
@@ -163,6 +252,13 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except Exception:
+        # a bug, not an operator mistake: the traceback goes through the redacting logger
+        # (tokens and keys registered so far are masked), never straight to stderr
+        if not any(h.get_name() == "chatbridge" for h in logging.getLogger().handlers):
+            _setup_logging("WARNING")
+        log.critical("chatbridge %s stopped by an unexpected error", args.command, exc_info=True)
+        code = 1
     raise SystemExit(code)
 
 

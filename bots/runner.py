@@ -24,13 +24,23 @@ from chatbridge.bots.config import (
     TelegramBotConfig,
 )
 from chatbridge.bots.http import HealthServer, standard_readiness
+from chatbridge.core.access import AccessGate, AccessPolicy
 from chatbridge.core.engine import Engine
+from chatbridge.core.errors import StartupFailed
 from chatbridge.core.flood import FloodControl
 from chatbridge.core.metrics import Metrics
 from chatbridge.core.protocols import Backend, CountsConnections, SessionStore
+from chatbridge.core.secrets import safe_error
 from chatbridge.core.store import open_store
+from chatbridge.core.texts import Catalogue, UserTexts
 
 log = logging.getLogger(__name__)
+
+EXTRA_OF = {"telegram": "telegram", "discord": "discord"}
+
+
+class StartupError(Exception):
+    """Start-up failed for good; ``str()`` is one line: what failed and what to do."""
 
 
 class Adapter(Protocol):
@@ -73,10 +83,22 @@ class App:
     adapters: list[Adapter] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     http: HealthServer | None = None
+    stopped_by: signal.Signals | None = None  # SIGINT: the command exits 130, as shells expect
 
     async def start(self) -> None:
         cfg = self.config
-        self.store = await open_store(cfg.store.url)
+        from chatbridge.bots.admin_cli import resolved_store
+
+        url, path = resolved_store(cfg.store.url)
+        if path is not None:
+            log.info("session store: %s", path)
+        try:
+            self.store = await open_store(url)
+        except Exception as exc:
+            raise StartupError(
+                f"the store could not be opened: {safe_error(exc)}; check [store] url "
+                "(and that its directory exists and is writable, or the server is up)"
+            ) from None
         for name, backend_cfg in cfg.backends.items():
             if any(bot.backend == name for bot in cfg.bots):
                 backend = build_backend(name, backend_cfg)
@@ -89,6 +111,7 @@ class App:
                 backend=self.backends[bot.backend],
                 backend_name=bot.backend,
                 store=self.store,
+                texts=UserTexts(Catalogue(bot.locale, bot.texts)),
                 flood=FloodControl(cfg.limits.turns_per_minute),
                 observer=self.metrics,
                 turn_timeout=cfg.limits.turn_timeout,
@@ -96,7 +119,7 @@ class App:
             self.metrics.watch_queued_turns(bot.name, _queued_of(engine))
             self.metrics.sessions_changed(bot.name, await engine.count_sessions())
             self.engines[bot.name] = engine
-            self.adapters.append(self._adapter(bot, engine))
+            self.adapters.append(self._adapter_or_explain(bot, engine))
         if cfg.http.listen:
             # up before the bots connect, so /readyz can report them as not ready yet
             readiness = standard_readiness(
@@ -107,8 +130,44 @@ class App:
             )
             await self.http.start()
         for adapter in self.adapters:
-            await adapter.start()
+            await self._start_adapter(adapter)
             log.info("bot %s started", adapter.name)
+
+    async def _start_adapter(self, adapter: Adapter) -> None:
+        """Start one bot, riding out a platform outage for ``limits.startup_retry`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.limits.startup_retry
+        delay = 1.0
+        while True:
+            try:
+                await adapter.start()
+                return
+            except StartupFailed as exc:
+                remaining = deadline - loop.time()
+                if not exc.retryable or remaining <= 0:
+                    waited = " (gave up retrying)" if exc.retryable else ""
+                    raise StartupError(f"{exc}{waited}; {exc.hint}") from None
+                pause = min(delay, remaining)
+                log.warning("%s; retrying in %.1f s", exc, pause)
+            except Exception as exc:
+                raise StartupError(
+                    f"bot {adapter.name} could not start: {safe_error(exc)}"
+                ) from None
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, 30.0)
+
+    def _adapter_or_explain(
+        self, bot: ConsoleBotConfig | TelegramBotConfig | DiscordBotConfig, engine: Engine
+    ) -> Adapter:
+        try:
+            return self._adapter(bot, engine)
+        except ImportError as exc:
+            extra = EXTRA_OF.get(bot.platform, bot.platform)
+            raise StartupError(
+                f"bot {bot.name}: the {bot.platform} support is not installed ({exc.name} "
+                f"missing); install chatbridge with it: pip install '/path/to/checkout[{extra}]' "
+                f"(or the built wheel with [{extra}])"
+            ) from None
 
     async def _refresh_gauges(self) -> None:
         for name, engine in self.engines.items():
@@ -131,16 +190,21 @@ class App:
                 stdin=self.stdin,
                 stdout=self.stdout,
             )
+        access = self._access_gate(bot, engine)
         if isinstance(bot, TelegramBotConfig):
             from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 
+            options = _options(TelegramOptions, bot)
+            # "all" makes the adapter hand every group message to the access gate
+            group_reply = "all" if bot.effective_group_policy == "all" else "mention"
             return TelegramAdapter(
                 name=bot.name,
                 token=bot.token.get_secret_value(),
                 engine=engine,
-                options=_options(TelegramOptions, bot),
+                options=options.model_copy(update={"group_reply": group_reply}),
                 admins=admins,
                 metrics=self.metrics,
+                access=access,
             )
         from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 
@@ -151,27 +215,71 @@ class App:
             options=_options(DiscordOptions, bot),
             admins=admins,
             metrics=self.metrics,
+            access=access,
+        )
+
+    def _access_gate(self, bot: TelegramBotConfig | DiscordBotConfig, engine: Engine) -> AccessGate:
+        if isinstance(bot, TelegramBotConfig):
+            lists: dict[str, list[int]] = {"allowed_chats": bot.allowed_chats}
+        else:
+            lists = {
+                "allowed_guilds": bot.allowed_guilds,
+                "allowed_channels": bot.allowed_channels,
+                "allowed_roles": bot.allowed_roles,
+            }
+        policy = AccessPolicy.build(
+            allowed_users=bot.allowed_users,
+            admins=bot.admins,
+            group_policy=bot.effective_group_policy,
+            **lists,
+        )
+        return AccessGate(
+            bot.name,
+            bot.platform,
+            policy,
+            engine.texts.catalogue,
+            on_refused=self.metrics.access_refused,
         )
 
     async def wait(self) -> None:
         """Until a stop signal, or until every bot is a console bot whose input ended."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(sig: signal.Signals) -> None:
+            self.stopped_by = sig
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, stop_on, sig)
         consoles = [a for a in self.adapters if hasattr(a, "finished")]
-        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+        waiters: list[asyncio.Task[Any]] = [
+            asyncio.create_task(stop.wait()),
+            asyncio.create_task(self._watch_failures()),
+        ]
         if consoles and len(consoles) == len(self.adapters):
             waiters.append(asyncio.create_task(_all_finished(consoles)))
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a bot's connection failed for good: StartupError
         finally:
             for waiter in waiters:
                 waiter.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+    async def _watch_failures(self) -> None:
+        """Raise when a bot's platform connection ended for good after start (Discord's
+        gateway refusing an intent): a dead bot must not look like a running service."""
+        while True:
+            for adapter in self.adapters:
+                failure = getattr(adapter, "failure", None)
+                if failure:
+                    raise StartupError(str(failure))
+            await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         """Graceful shutdown.
@@ -217,7 +325,14 @@ async def _all_finished(consoles: list[Any]) -> None:
 
 
 async def run_app(app: App) -> None:
-    await app.start()
+    """Start, wait for a stop signal, stop. A failed start stops what did start (closing the
+    store's thread, which would otherwise keep the process alive) and raises."""
+    try:
+        await app.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await app.stop()
+        raise
     try:
         await app.wait()
     finally:

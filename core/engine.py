@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from chatbridge.core.buttons import with_button_ids
 from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.item_services import read_listing_request
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
     Backend,
@@ -90,6 +91,9 @@ class Engine:
         self._observer = observer
         self._turn_timeout = turn_timeout
         self._lanes: dict[ConversationKey, _Lane] = {}
+        # the running turn of each conversation, and those a user asked to stop (/cancel)
+        self._running: dict[ConversationKey, asyncio.Task[TurnResult]] = {}
+        self._cancelled: set[ConversationKey] = set()
         self._closing = False
         self._active = 0
 
@@ -101,12 +105,13 @@ class Engine:
         Call it synchronously in arrival order (before any ``await`` in the platform handler):
         the order of ``submit`` calls is the order turns run in.
         """
+        texts = self.texts.in_language(inbound.language)
         if self._closing:
-            return self._enqueue(inbound.key, self._interrupted(surface), surface)
+            return self._enqueue(inbound.key, self._interrupted(surface, texts), surface)
         if self._flood is not None:
             wait = self._flood.check(inbound.key)
             if wait is not None:
-                text = self.texts.flood.format(seconds=max(1, round(wait)))
+                text = texts.flood.format(seconds=max(1, round(wait)))
                 return self._enqueue(
                     inbound.key, self._refuse(inbound.key, surface, text, "flood"), surface
                 )
@@ -171,18 +176,31 @@ class Engine:
         key = inbound.key
         log.info("turn %d start %s", turn_id, key.short())
         await surface.begin()
+        # a task of its own, so /cancel (:meth:`cancel`) can stop this turn and only this one;
+        # the deadline (read by the backend in the task's context) lets a backend end its
+        # retries in time to say so itself
+        with turn_deadline(self._turn_timeout):
+            turn = asyncio.create_task(self._converse(inbound, surface))
+        self._running[key] = turn
         try:
-            # the deadline lets a backend end its retries in time to say so itself
-            with turn_deadline(self._turn_timeout):
-                async with asyncio.timeout(self._turn_timeout):
-                    result = await self._converse(inbound, surface)
+            async with asyncio.timeout(self._turn_timeout):
+                result = await turn
         except TimeoutError:
             result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if key not in self._cancelled or (task is not None and task.cancelling()):
+                raise  # shutdown, not the user
+            result = TurnResult("cancelled")
+            await surface.fail(self.texts.in_language(inbound.language).cancelled)
+        finally:
+            self._running.pop(key, None)
+            self._cancelled.discard(key)
         if result.failure is not None:
             if self._observer:
                 self._observer.backend_error(self.bot, str(result.failure.kind))
             self._log_failure(turn_id, key, result.failure)
-            await surface.fail(self.texts.for_failure(result.failure))
+            await surface.fail(self.texts.for_failure(result.failure, inbound.language))
         seconds = time.monotonic() - started
         if self._observer:
             self._observer.turn_finished(self.bot, result.outcome, seconds)
@@ -205,7 +223,7 @@ class Engine:
             )
             if failure is not None or record is None:
                 return TurnResult("failed", failure=failure)
-            await surface.notice(self.texts.restarted)
+            await surface.notice(self.texts.in_language(inbound.language).restarted)
             result = await self._relay(record, inbound, surface)
         await self.store.touch(inbound.key)
         return result
@@ -231,11 +249,16 @@ class Engine:
                         await surface.append(text)
                     case Snapshot(text):
                         await surface.replace(text)
-                    case Notice(text):
-                        await surface.notice(text)
+                    case Notice(text, reason):
+                        await surface.notice(
+                            self.texts.in_language(inbound.language).text(reason)
+                            if reason and reason in self.texts.catalogue.keys
+                            else text
+                        )
                     case Final(messages):
                         if not any(m.text.strip() or m.buttons or m.links for m in messages):
-                            messages = (ReplyMessage(self.texts.empty),)
+                            empty = self.texts.in_language(inbound.language).empty
+                            messages = (ReplyMessage(empty),)
                         messages = await with_button_ids(self.store, messages)
                         await surface.finish(messages)
                         return TurnResult("ok", messages=messages)
@@ -303,21 +326,33 @@ class Engine:
 
         return job
 
-    def _interrupted(self, surface: Surface) -> Job:
+    def _interrupted(self, surface: Surface, texts: UserTexts | None = None) -> Job:
         async def job() -> TurnResult:
-            await self._tell_interrupted(surface)
+            await self._tell_interrupted(surface, texts)
             if self._observer:
                 self._observer.turn_finished(self.bot, "interrupted", 0.0)
             return TurnResult("interrupted")
 
         return job
 
-    async def _tell_interrupted(self, surface: Surface) -> None:
+    async def _tell_interrupted(self, surface: Surface, texts: UserTexts | None = None) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
-                await surface.fail(self.texts.interrupted)
+                await surface.fail((texts or self.texts).interrupted)
 
     # --- sessions and admin -------------------------------------------------------------------
+
+    def cancel(self, key: ConversationKey) -> bool:
+        """Stop the answer being generated for ``key`` (the user's /cancel); the user is told
+        on the turn's surface and their next message starts normally. False when no turn of
+        that conversation is running."""
+        turn = self._running.get(key)
+        if turn is None or turn.done():
+            return False
+        self._cancelled.add(key)
+        turn.cancel()
+        log.info("turn cancelled by the user for %s", key.short())
+        return True
 
     async def reset(self, key: ConversationKey) -> bool:
         """Forget the conversation's session, after its pending turns."""
@@ -391,7 +426,8 @@ class Engine:
     ) -> ListingDraft:
         if not isinstance(self.backend, ListingDescriber):
             raise NotSupported(f"backend {self.backend_name} cannot describe listings")
-        return await self.backend.describe_listing(images, description, language)
+        request = read_listing_request(description)
+        return await self.backend.describe_listing(images, request, language)
 
     # --- state and shutdown -------------------------------------------------------------------
 

@@ -19,3 +19,16 @@ class BackendError(Exception):
 
 class DeliveryRefused(Exception):
     """The platform refused a message for good (bot blocked, chat gone): retrying cannot help."""
+
+
+class StartupFailed(RuntimeError):
+    """A bot could not connect to its platform at start-up.
+
+    ``retryable`` when the platform may answer soon (network down, 5xx): the runner retries
+    with backoff for a bounded time. ``hint`` tells the operator what to do.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, hint: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.hint = hint

@@ -35,9 +35,12 @@ class ImageRejected(Exception):
     ``__context__`` on exceptions it raises, which a frozen instance refuses (TypeError).
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, key: str | None = None, **fields: object) -> None:
         super().__init__(reason)
         self.reason = reason
+        # the catalogue text (core/locales) saying the same in the user's language
+        self.key = key
+        self.fields = fields
 
 
 def human_size(n: int) -> str:
@@ -53,7 +56,10 @@ def check_size(size: int | None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> No
     if size is not None and size > max_bytes:
         raise ImageRejected(
             f"That photo is too large ({human_size(size)}). "
-            f"Please send one under {human_size(max_bytes)}."
+            f"Please send one under {human_size(max_bytes)}.",
+            "photo_too_large",
+            size=human_size(size),
+            limit=human_size(max_bytes),
         )
 
 
@@ -61,10 +67,11 @@ def load_image(data: bytes, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Image:
     """Validate downloaded bytes as a photo: size first, then real content type."""
     check_size(len(data), max_bytes)
     if not data:
-        raise ImageRejected("That file is empty.")
+        raise ImageRejected("That file is empty.", "photo_empty")
     mime = sniff_image_type(data)
     if mime is None:
         raise ImageRejected(
-            "That file is not a photo I can use. Please send a JPEG, PNG, GIF or WebP image."
+            "That file is not a photo I can use. Please send a JPEG, PNG, GIF or WebP image.",
+            "not_a_photo",
         )
     return Image(data=data, mime_type=mime)

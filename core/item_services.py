@@ -6,7 +6,9 @@ integration guide); the replies are plain text, which each adapter may dress up.
 
 from __future__ import annotations
 
-from chatbridge.core.types import Decision, ListingDraft
+import re
+
+from chatbridge.core.types import Decision, ListingDraft, ListingRequest
 
 __all__ = [
     "CONDITION_FAILED",
@@ -17,6 +19,7 @@ __all__ = [
     "LISTING_UNSUPPORTED",
     "condition_text",
     "listing_text",
+    "read_listing_request",
 ]
 
 CONDITION_PROMPT = "What condition is this item in?"
@@ -41,3 +44,33 @@ def listing_text(draft: ListingDraft) -> str:
     lines = [draft.title, f"Price: {price}"]
     lines += [f"{key}: {value}" for key, value in draft.details.items()]
     return "\n".join(lines)
+
+
+# "brand: Apple; product: iPhone 12 Pro; category: Electronics" inside a /listing description,
+# in English or Portuguese; a label's value runs to the next ";", "," or line end.
+_LABELS = {
+    "brand": "brand",
+    "marca": "brand",
+    "product": "product",
+    "produto": "product",
+    "model": "product",
+    "modelo": "product",
+    "category": "category",
+    "categoria": "category",
+}
+_LABELLED = re.compile(r"(?i)\b(" + "|".join(_LABELS) + r")\s*[:=]\s*([^;,\n]+?)\s*(?:[;,\n]|$)")
+
+
+def read_listing_request(text: str) -> ListingRequest:
+    """Split a seller's /listing text into the item's named facts and the free description.
+
+    The C2C descriptor takes the category, product and brand apart from the description (LoopOS
+    integration guide, example 3); sellers may name them with labels, and whatever is not
+    labelled is the description.
+    """
+    facts: dict[str, str] = {}
+    for match in _LABELLED.finditer(text):
+        facts.setdefault(_LABELS[match.group(1).lower()], match.group(2).strip())
+    rest = _LABELLED.sub(" ", text)
+    description = re.sub(r"\s+", " ", rest).strip(" ;,")
+    return ListingRequest(description=description, **facts)

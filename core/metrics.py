@@ -110,6 +110,13 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.access_refusals = Counter(
+            "access_refused",
+            "Messages refused by a bot's access control (allowed_* lists)",
+            ["bot", "platform"],
+            namespace=ns,
+            registry=reg,
+        )
         self.bot_up = Gauge(
             "bot_connected",
             "1 while a bot is connected to its platform",
@@ -168,6 +175,9 @@ class Metrics:
 
     def rate_limited(self, bot: str, platform: str) -> None:
         self.rate_limits.labels(bot, platform).inc()
+
+    def access_refused(self, bot: str, platform: str) -> None:
+        self.access_refusals.labels(bot, platform).inc()
 
     def bot_connected(self, bot: str, connected: bool) -> None:
         self.bot_up.labels(bot).set(1 if connected else 0)

@@ -16,6 +16,7 @@ from chatbridge.core.types import (
     Image,
     Inbound,
     ListingDraft,
+    ListingRequest,
     ReplyMessage,
     SessionRecord,
     TurnResult,
@@ -73,10 +74,10 @@ class Decider(Protocol):
 
 @runtime_checkable
 class ListingDescriber(Protocol):
-    """Optional backend capability: photos + a short description -> a marketplace listing."""
+    """Optional backend capability: photos + what the seller said -> a marketplace listing."""
 
     async def describe_listing(
-        self, images: Sequence[Image], description: str, language: str | None
+        self, images: Sequence[Image], request: ListingRequest, language: str | None
     ) -> ListingDraft: ...
 
 
@@ -208,6 +209,10 @@ class SessionAdmin(Protocol):
 
     async def reset(self, key: ConversationKey) -> bool: ...
 
+    def cancel(self, key: ConversationKey) -> bool:
+        """Stop the conversation's running turn (the user's /cancel)."""
+        ...
+
     async def set_language(self, key: ConversationKey, language: str) -> None: ...
 
     async def reset_user(self, user_id: str) -> int: ...
@@ -240,7 +245,10 @@ class ItemServices(Protocol):
 
     async def describe_listing(
         self, images: Sequence[Image], description: str, language: str | None
-    ) -> ListingDraft: ...
+    ) -> ListingDraft:
+        """``description`` is the seller's text as typed; labelled facts in it ("brand: …")
+        are read by :func:`core.item_services.read_listing_request`."""
+        ...
 
 
 class Conversations(TurnSubmitter, SessionAdmin, ButtonRegistry, ItemServices, Protocol):

@@ -28,6 +28,14 @@ MIN_SECRET_LEN = 6
 TELEGRAM_URL_TOKEN = re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+")
 
 
+def _mask(_match: re.Match[str]) -> str:
+    return MASK
+
+
+def _mask_token(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
+
+
 class Redactor:
     """Replaces secrets in text; longest first, so a secret containing another goes whole."""
 
@@ -49,10 +57,12 @@ class Redactor:
         return bool(self._secrets)
 
     def __call__(self, text: str) -> str:
+        # Function replacements, not templates: a template is compiled through an import,
+        # which fails while the interpreter shuts down (objects' __del__ still log then).
         pattern = self._pattern
         if pattern is not None:
-            text = pattern.sub(MASK, text)
-        return TELEGRAM_URL_TOKEN.sub(r"\1" + MASK, text)
+            text = pattern.sub(_mask, text)
+        return TELEGRAM_URL_TOKEN.sub(_mask_token, text)
 
 
 # The process-wide registry every component adds its secrets to.
@@ -108,7 +118,15 @@ def _install() -> None:
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            scrub_record(record)
+            try:
+                scrub_record(record)
+            except Exception:  # never lose the line; never let the secret through either
+                record.msg, record.args, record.exc_info, record.exc_text = (
+                    "(a log line that could not be redacted was dropped)",
+                    None,
+                    None,
+                    None,
+                )
             return record
 
         logging.setLogRecordFactory(factory)

@@ -136,6 +136,7 @@ class Notice:
     """A status line for the user (e.g. "the conversation was restarted")."""
 
     text: str
+    reason: str | None = None  # a catalogue key (core/locales): shown in the user's language
 
 
 class FailureKind(StrEnum):
@@ -157,6 +158,10 @@ class Failure:
     detail: str = ""
     retryable: bool = False
     user_text: str | None = None  # a ready plain-language message, when the backend has one
+    # a key of the text catalogues (core/locales) naming why, and its placeholders' values:
+    # the user reads it in their language
+    reason: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 Event = Token | Snapshot | Final | Notice | Failure
@@ -188,6 +193,20 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class ListingRequest:
+    """What a seller tells the listing service about an item besides its photos.
+
+    ``category``, ``product`` and ``brand`` are empty when the seller did not name them; the
+    service then infers them from the photos and the description.
+    """
+
+    description: str
+    category: str = ""
+    product: str = ""
+    brand: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ListingDraft:
     """A marketplace listing proposed from photos and a short description."""
 
@@ -197,7 +216,7 @@ class ListingDraft:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
-TurnOutcome = Literal["ok", "failed", "interrupted", "refused"]
+TurnOutcome = Literal["ok", "failed", "interrupted", "refused", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,3 +366,65 @@ def test_systemd_unit_verifies() -> None:
     output = result.stdout + result.stderr
     assert "Unknown key" not in output and "Invalid" not in output, output
     assert result.returncode == 0, output
+
+
+# --- installing the right thing -------------------------------------------------------------
+
+# `pip install chatbridge`, `pip install 'chatbridge[all]'`: a name the public index resolves to
+# an unrelated project. Paths (./, /path/...) and wheels (*.whl) are fine.
+BARE_NAME = re.compile(
+    r"pip install(\s+--?[\w-]+(=\S+)?)*\s+['\"]?chatbridge(\[[^\]]*\])?['\"]?(\s|$)"
+)
+
+
+@pytest.mark.parametrize(
+    "path", ["deploy/chatbridge.service", "deploy/Dockerfile", "deploy/README.md", "README.md"]
+)
+def test_install_instructions_never_name_the_registry_package(path: str) -> None:
+    text = (ROOT / path).read_text(encoding="utf-8")
+    assert not BARE_NAME.search(text), BARE_NAME.search(text)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for name, requirements in extras.items():
+        assert not any(r.startswith("chatbridge") for r in requirements), name
+
+
+def test_the_image_build_context_makes_a_complete_wheel(tmp_path: Path) -> None:
+    """Replays the build stage's COPY steps into a folder, then builds the wheel from it as
+    ``pip install ./`` would: a missing source (chatbridge/) gives an empty wheel."""
+    steps = dockerfile_instructions()
+    build_stage = steps[: [i for i, (w, _) in enumerate(steps) if w == "FROM"][1]]
+    src = tmp_path / "src"
+    src.mkdir()
+    for word, args in build_stage:
+        if word != "COPY":
+            continue
+        parts = [p for p in shlex.split(args) if not p.startswith("--")]
+        *sources, dest = parts
+        for source in sources:
+            origin = ROOT / source
+            target = src / (dest if not dest.endswith("/") else Path(dest) / origin.name)
+            if origin.is_dir():
+                shutil.copytree(origin, target, symlinks=True, ignore=_no_caches)
+            else:
+                shutil.copy2(origin, target)
+    out = tmp_path / "dist"
+    code = (
+        "import os, sys, setuptools.build_meta as backend\n"
+        f"os.chdir({str(src)!r})\n"
+        f"print(backend.build_wheel({str(out)!r}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import zipfile
+
+    names = zipfile.ZipFile(out / proc.stdout.strip().splitlines()[-1]).namelist()
+    for module in ("chatbridge/bots/cli.py", "chatbridge/core/engine.py",
+                   "chatbridge/core/locales/pt_pt.py", "chatbridge/adapters/telegram/adapter.py",
+                   "chatbridge/emulators/loopos.py"):  # fmt: skip
+        assert module in names, module
+
+
+def _no_caches(folder: str, names: list[str]) -> set[str]:
+    return {n for n in names if n == "__pycache__" or n.endswith(".pyc")}

@@ -189,7 +189,10 @@ async def test_admin_reset_by_slash_command(fake: FakeDiscord, store: SQLiteStor
     adapter, engine = await start_bot(fake, backend, store, admins=[boss.id])
     try:
         registered = {c["name"] for c in fake.commands[None]}
-        assert registered == {"reset", "lang", "condition", "listing", "admin"}
+        assert registered == {"reset", "cancel", "lang", "condition", "listing", "admin"}
+        # descriptions in each user's language (app_commands.Translator over the catalogue)
+        reset = next(c for c in fake.commands[None] if c["name"] == "reset")
+        assert reset["description_localizations"]["pt-BR"] == "Esquecer esta conversa e recomeçar"
         await fake.user_message(gina, "hello", mention=True)
         await final_message(fake, fake.channel_id)
         await fake.dm_message(gina, "hello again")

@@ -20,8 +20,17 @@ from chatbridge.core.backends.loopos import (
     LoopOSSettings,
     loopos_language,
 )
+from chatbridge.core.engine import Engine
 from chatbridge.core.protocols import Backend, ListingDescriber
-from chatbridge.core.types import Failure, FailureKind, Final, Image, ReplyMessage
+from chatbridge.core.store.memory import MemoryStore
+from chatbridge.core.types import (
+    Failure,
+    FailureKind,
+    Final,
+    Image,
+    ListingRequest,
+    ReplyMessage,
+)
 from chatbridge.emulators.loopos import LoopOSEmulator
 
 CORE = "https://core.example/"
@@ -305,7 +314,9 @@ async def test_decide(loopos: LoopOSEmulator, backend: LoopOSBackend) -> None:
 
 
 async def test_describe_listing(loopos: LoopOSEmulator, backend: LoopOSBackend) -> None:
-    draft = await backend.describe_listing([PHOTO], "iPhone 12 em bom estado", "pt-PT")
+    draft = await backend.describe_listing(
+        [PHOTO], ListingRequest("iPhone 12 em bom estado"), "pt-PT"
+    )
     assert draft.title == "Apple iPhone 12" and draft.price == 380.0 and draft.currency == "EUR"
     assert float(draft.details["value_out_min"]) < 380.0 < float(draft.details["value_out_max"])
     sent = loopos.requests_to("/loopos_ai_c2c_descriptor")[0]
@@ -313,9 +324,34 @@ async def test_describe_listing(loopos: LoopOSEmulator, backend: LoopOSBackend) 
     assert sent["images"][0].startswith("data:image/png;base64,")
 
     with pytest.raises(LoopOSError) as info:
-        await backend.describe_listing([], "x", None)
+        await backend.describe_listing([], ListingRequest("x"), None)
     assert info.value.failure.kind is FailureKind.BAD_INPUT
     with pytest.raises(LoopOSError) as info:  # not an image: the server refuses, no retry
-        await backend.describe_listing([Image(b"not a png", "image/png")], "x", None)
+        await backend.describe_listing(
+            [Image(b"not a png", "image/png")], ListingRequest("x"), None
+        )
     assert info.value.failure.kind is FailureKind.VALIDATION
     assert len(loopos.requests_to("/loopos_ai_c2c_descriptor")) == 2
+
+
+async def test_listing_facts_the_seller_names_reach_the_descriptor(
+    loopos: LoopOSEmulator, backend: LoopOSBackend
+) -> None:
+    # The guide's example 3 sends category, product and brand apart from the description;
+    # a seller names them with labels, in English or Portuguese, through the engine.
+    engine = Engine(bot="b", backend=backend, backend_name="ai", store=MemoryStore())
+    text = (
+        "iPhone em excelente estado; marca: Apple, produto: iPhone 12 Pro; categoria: Electronics"
+    )
+    await engine.describe_listing([PHOTO], text, "pt-PT")
+    sent = loopos.requests_to("/loopos_ai_c2c_descriptor")[-1]["agent_specific"]
+    assert sent == {
+        "category_name": "Telemóveis",
+        "product_name": "iPhone 12 Pro",
+        "brand_name": "Apple",
+        "user_description": "iPhone em excelente estado",
+    }
+    await engine.describe_listing([PHOTO], "blue denim jacket, size M", "en-US")
+    sent = loopos.requests_to("/loopos_ai_c2c_descriptor")[-1]["agent_specific"]
+    assert sent["user_description"] == "blue denim jacket, size M"  # nothing labelled
+    assert sent["brand_name"] == sent["product_name"] == sent["category_name"] == ""

@@ -18,7 +18,7 @@ from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.engine import Engine
 from chatbridge.core.protocols import Backend
 from chatbridge.core.store import MemoryStore
-from chatbridge.core.types import Failure, FailureKind, Final, Image
+from chatbridge.core.types import Failure, FailureKind, Final, Image, ListingRequest
 from chatbridge.emulators.loopos import LoopOSEmulator, LoopOSStrict, start_loopos_emulator
 
 PHOTO = Image(TINY_PNG, "image/png")
@@ -156,7 +156,7 @@ async def test_photos_are_capped_per_turn_not_only_per_photo(loopos: LoopOSEmula
         assert failure.user_text and "fewer photos" in failure.user_text
         assert loopos.requests == [], "nothing was sent"
         with pytest.raises(LoopOSError):
-            await b.describe_listing(three, "iPhone", None)
+            await b.describe_listing(three, ListingRequest("iPhone"), None)
         ok = await one_turn(b, ref, "Quero vender um iPhone 12", images=(PHOTO, PHOTO))
         assert isinstance(ok, Final)
     finally:

@@ -8,6 +8,7 @@ in site-packages. The wheel is built with the real setuptools backend from this 
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -21,11 +22,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     setuptools_build = pytest.importorskip("setuptools.build_meta")
     out = tmp_path_factory.mktemp("wheel")
     cwd = Path.cwd()
+    scratch = ROOT / "build"
+    had_scratch = scratch.exists()
     os.chdir(ROOT)  # the build backend reads pyproject.toml from the working directory
     try:
         name = setuptools_build.build_wheel(str(out))
     finally:
         os.chdir(cwd)
+        if not had_scratch:  # setuptools' scratch copy would shadow the sources in searches
+            shutil.rmtree(scratch, ignore_errors=True)
     return zipfile.ZipFile(out / name)
 
 

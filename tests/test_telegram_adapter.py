@@ -197,10 +197,14 @@ async def test_admin_commands_allowed_and_refused(caplog: pytest.LogCaptureFixtu
             "start",
             "help",
             "reset",
+            "cancel",
             "lang",
             "listing",
             "condition",
         ]
+        # one menu per locale, in its language (setMyCommands language_code)
+        assert set(h.fb.menus) == {"", "en", "pt"}
+        assert h.fb.menus["pt"][0]["description"] == "Começar a falar com o assistente"
 
 
 async def test_long_answer_continues_in_new_messages() -> None:

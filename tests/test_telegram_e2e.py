@@ -98,11 +98,12 @@ async def test_listing_command_on_a_photo(loopos: LoopOSEmulator) -> None:
             seller = h.fb.make_user(701, "Rui", language_code="pt-PT")
             chat = h.fb.private_chat(seller)
             await h.fb.push_photo(chat, seller, TINY_PNG, caption="/listing casaco de ganga azul")
-            reply = await h.reply_in(chat["id"], contains="Price")
+            # a pt-PT user reads the bot's own words in Portuguese
+            reply = await h.reply_in(chat["id"], contains="Preço")
             assert reply.result["entities"][0]["type"] == "bold"  # the title
             assert loopos.requests_to("/loopos_ai_c2c_descriptor")
             await h.fb.push_text(chat, seller, "/listing")
-            await h.reply_in(chat["id"], contains="Send a photo")
+            await h.reply_in(chat["id"], contains="Envie uma fotografia")
     finally:
         await backend.aclose()
 

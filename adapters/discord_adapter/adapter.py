@@ -21,12 +21,20 @@ import discord
 from chatbridge.adapters.discord_adapter import endpoints
 from chatbridge.adapters.discord_adapter.commands import build_tree
 from chatbridge.adapters.discord_adapter.components import PayloadButton, disabled_copy
+from chatbridge.adapters.discord_adapter.operations import (
+    CatalogueTranslator,
+    access_facts,
+    startup_failure,
+)
 from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import platform_trace
+from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
 from chatbridge.core.images import ImageRejected, check_size, load_image
+from chatbridge.core.locales import en
 from chatbridge.core.protocols import Conversations, PlatformMetrics
 from chatbridge.core.secrets import register_secret
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, Inbound
 
 __all__ = ["DiscordAdapter"]
@@ -34,11 +42,14 @@ __all__ = ["DiscordAdapter"]
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-NOT_FOR_YOU = "These buttons belong to another conversation. Mention me to start your own."
-EXPIRED = "That button has expired. Please type your answer instead."
-EMPTY = "Hi! Send me a message (or a photo) and I'll pass it to the assistant."
-DOWNLOAD_FAILED = "Sorry, I couldn't download your photo. Please send it again."
-TOO_MANY_IMAGES = "Please send at most {n} photos in one message."
+# The English texts (tests compare against them); what users read comes from the bot's
+# catalogue (core/texts.py): interactions in the user's Discord locale, messages (which carry
+# no locale) in the bot's default locale.
+NOT_FOR_YOU = en.TEXTS["button_not_yours"]
+EXPIRED = en.TEXTS["button_expired"]
+EMPTY = en.TEXTS["empty_message"]
+DOWNLOAD_FAILED = en.TEXTS["download_failed"]
+TOO_MANY_IMAGES = en.TEXTS["too_many_photos"]
 
 
 class _Client(discord.Client):
@@ -53,6 +64,8 @@ class _Client(discord.Client):
     async def setup_hook(self) -> None:
         # Buttons of messages sent before a restart still work: they are parsed from custom_id.
         self.add_dynamic_items(PayloadButton)
+        # slash command names' descriptions in each user's Discord language
+        await self.tree.set_translator(CatalogueTranslator(self._adapter.engine.texts.catalogue))
         await self._adapter._sync_commands(self.tree)
 
     async def on_message(self, message: discord.Message) -> None:
@@ -72,8 +85,11 @@ class DiscordAdapter:
         options: DiscordOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        access: AccessGate | None = None,
     ) -> None:
         self.name = name
+        # who may talk to the bot (core/access.py); the default is open, mentions in guilds
+        self.access = access or AccessGate(name, PLATFORM, AccessPolicy.build(admins=admins))
         self._token = token
         register_secret(token)
         self.engine = engine
@@ -119,9 +135,11 @@ class DiscordAdapter:
         )
         try:
             await client.login(self._token)
-        except BaseException:
+        except BaseException as exc:
             await client.close()
             endpoints.release(self.name)
+            if isinstance(exc, Exception):
+                raise startup_failure(self.name, exc) from None
             raise
         self.client = client
         self._receiving = True
@@ -267,7 +285,10 @@ class DiscordAdapter:
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if not self._addressed(message, me):
+        verdict, refusal = self.access.check(access_facts(message, self._addressed(message, me)))
+        if verdict is not Verdict.ALLOW:
+            if refusal is not None:
+                await self._say(message.channel, refusal, message)
             return
         channel = message.channel
         opens_thread = (
@@ -332,14 +353,14 @@ class DiscordAdapter:
         try:
             images = await self._images(message)
         except ImageRejected as exc:
-            await self._say(channel, exc.reason, message)
+            await self._say(channel, self._texts.rejection(exc), message)
             return None
         except (discord.HTTPException, OSError):
             log.warning("bot %s: could not download an attachment", self.name, exc_info=True)
-            await self._say(channel, DOWNLOAD_FAILED, message)
+            await self._say(channel, self._texts.text("download_failed"), message)
             return None
         if not text and not images:
-            await self._say(channel, EMPTY, message)
+            await self._say(channel, self._texts.text("empty_message"), message)
             return None
         return Inbound(
             key=key,
@@ -351,7 +372,8 @@ class DiscordAdapter:
     async def _images(self, message: discord.Message) -> list[Image]:
         attachments = list(message.attachments)
         if len(attachments) > self.options.max_images:
-            raise ImageRejected(TOO_MANY_IMAGES.format(n=self.options.max_images))
+            n = self.options.max_images
+            raise ImageRejected(TOO_MANY_IMAGES.format(n=n), "too_many_photos", n=n)
         images = []
         for attachment in attachments:
             # The announced size is checked before downloading; the bytes decide the type.
@@ -366,6 +388,10 @@ class DiscordAdapter:
                 await channel.send(text, reference=reply_to.to_reference(fail_if_not_exists=False))
             else:
                 await channel.send(text)
+
+    @property
+    def _texts(self) -> Catalogue:
+        return self.engine.texts.catalogue
 
     def _surface(
         self, channel: Any, user_id: int, reply_to: discord.Message | None = None
@@ -389,7 +415,8 @@ class DiscordAdapter:
                 interaction.user.id,
                 user_id,
             )
-            await interaction.response.send_message(NOT_FOR_YOU, ephemeral=True)
+            text = self._texts.text("button_not_yours", str(interaction.locale))
+            await interaction.response.send_message(text, ephemeral=True)
             return
         channel = interaction.channel
         key = self.key_for(channel, user_id) if channel is not None else None
@@ -408,7 +435,8 @@ class DiscordAdapter:
                 log.warning("bot %s: could not acknowledge a button press", self.name)
             payload = await self.engine.resolve_button(short_id)
             if payload is None:
-                await interaction.followup.send(EXPIRED, ephemeral=True)
+                text = self._texts.text("button_expired", str(interaction.locale))
+                await interaction.followup.send(text, ephemeral=True)
                 return
             if channel is None or key is None:
                 return

@@ -12,19 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str
 
+from chatbridge.adapters.discord_adapter.operations import interaction_facts
+from chatbridge.core.access import Verdict
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.images import ImageRejected, check_size, load_image
-from chatbridge.core.item_services import (
-    CONDITION_FAILED,
-    CONDITION_OPTIONS,
-    CONDITION_PROMPT,
-    CONDITION_UNSUPPORTED,
-    LISTING_FAILED,
-    LISTING_UNSUPPORTED,
-    condition_text,
-    listing_text,
-)
+from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
+from chatbridge.core.locales.en import TEXTS as EN
+from chatbridge.core.types import ListingDraft
+
+MENU = {name: EN[f"menu_{name}"] for name in ("reset", "cancel", "lang", "condition", "listing")}
 
 if TYPE_CHECKING:
     from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
@@ -33,8 +31,60 @@ __all__ = ["build_tree"]
 
 log = logging.getLogger(__name__)
 
-REFUSED = "Only the bot's admins (or members with Manage Server) can use this command."
+REFUSED = EN["admin_only"]  # the English text; users read it in their language
 MAX_LIST = 20
+
+
+def _t(
+    adapter: DiscordAdapter, interaction: discord.Interaction[Any], key: str, **f: object
+) -> str:
+    """``key`` from the bot's catalogue in the user's Discord language."""
+    return adapter.engine.texts.catalogue.text(key, str(interaction.locale), **f)
+
+
+async def _admitted(adapter: DiscordAdapter, interaction: discord.Interaction[Any]) -> bool:
+    """The bot's access policy (core/access.py) for a slash command; refuses politely."""
+    verdict, refusal = adapter.access.check(interaction_facts(interaction))
+    if verdict is Verdict.ALLOW:
+        return True
+    text = refusal or _t(adapter, interaction, "refused")
+    await interaction.response.send_message(text, ephemeral=True)
+    return False
+
+
+def _add_lang(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
+    @tree.command(name="lang", description=locale_str(MENU["lang"], key="menu_lang"))
+    @app_commands.describe(language="A language code such as en, pt-PT or fr")
+    async def lang(interaction: discord.Interaction[Any], language: str) -> None:
+        if not await _admitted(adapter, interaction):
+            return  # a session is opened at the backend: only for who may talk to the bot
+        language = language.strip()
+        if not 2 <= len(language) <= 16:
+            await interaction.response.send_message(
+                _t(adapter, interaction, "lang_invalid"), ephemeral=True
+            )
+            return
+        key = adapter.key_for(interaction.channel, interaction.user.id)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            await adapter.engine.set_language(key, language)
+        except BackendError as exc:
+            text = adapter.engine.texts.for_failure(exc.failure, str(interaction.locale))
+            await interaction.followup.send(text, ephemeral=True)
+            return
+        await interaction.followup.send(
+            _t(adapter, interaction, "lang_set", code=language), ephemeral=True
+        )
+
+
+def _add_cancel(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
+    @tree.command(name="cancel", description=locale_str(MENU["cancel"], key="menu_cancel"))
+    async def cancel(interaction: discord.Interaction[Any]) -> None:
+        key = adapter.key_for(interaction.channel, interaction.user.id)
+        # the cancelled turn tells the user itself, on its own message
+        cancelled = adapter.engine.cancel(key)
+        text = _t(adapter, interaction, "cancelled" if cancelled else "nothing_to_cancel")
+        await interaction.response.send_message(text, ephemeral=True)
 
 
 def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.CommandTree[Any]:
@@ -54,36 +104,22 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
                 user.id,
                 interaction.channel_id,
             )
-            await interaction.response.send_message(REFUSED, ephemeral=True)
+            await interaction.response.send_message(
+                _t(adapter, interaction, "admin_only"), ephemeral=True
+            )
         return allowed
 
-    @tree.command(name="reset", description="Forget this conversation and start over")
+    @tree.command(name="reset", description=locale_str(MENU["reset"], key="menu_reset"))
     async def reset(interaction: discord.Interaction[Any]) -> None:
         key = adapter.key_for(interaction.channel, interaction.user.id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         existed = await engine.reset(key)
-        text = "Done: your conversation was reset." if existed else "Nothing to reset yet."
+        text = _t(adapter, interaction, "reset_done" if existed else "reset_nothing")
         await interaction.followup.send(text, ephemeral=True)
 
-    @tree.command(name="lang", description="Talk to the assistant in another language")
-    @app_commands.describe(language="A language code such as en, pt-PT or fr")
-    async def lang(interaction: discord.Interaction[Any], language: str) -> None:
-        language = language.strip()
-        if not 2 <= len(language) <= 16:
-            await interaction.response.send_message(
-                "Please give a language code such as en, pt-PT or fr.", ephemeral=True
-            )
-            return
-        key = adapter.key_for(interaction.channel, interaction.user.id)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            await engine.set_language(key, language)
-        except BackendError as exc:
-            await interaction.followup.send(engine.texts.for_failure(exc.failure), ephemeral=True)
-            return
-        await interaction.followup.send(
-            f"Language set to {language}; a new conversation was started.", ephemeral=True
-        )
+    _add_cancel(tree, adapter)
+
+    _add_lang(tree, adapter)
 
     _add_item_commands(tree, adapter)
 
@@ -138,41 +174,60 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
 
 
 def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
-    """The decision and listing services, as on Telegram (backends without them say so)."""
+    """The decision and listing services, as on Telegram (backends without them say so).
+    Both reach the backend: only for who may talk to the bot."""
     engine = adapter.engine
 
-    @tree.command(name="condition", description="Describe an item: the AI grades its condition")
+    @tree.command(name="condition", description=locale_str(MENU["condition"], key="menu_condition"))
     @app_commands.describe(item="The item and its state, e.g. iPhone 12, light scratches")
     async def condition(interaction: discord.Interaction[Any], item: str) -> None:
+        if not await _admitted(adapter, interaction):
+            return
         await interaction.response.defer(thinking=True)
         language = str(interaction.locale)
         try:
             decision = await engine.decide(CONDITION_PROMPT, CONDITION_OPTIONS, item, language)
-            text = condition_text(decision)
+            lines = [_t(adapter, interaction, "condition_result", decision=decision.decision)]
+            text = "\n".join([*lines, decision.reasoning] if decision.reasoning else lines)
         except NotSupported:
-            text = CONDITION_UNSUPPORTED
+            text = _t(adapter, interaction, "condition_unsupported")
         except Exception as exc:
             log.warning("bot %s: condition failed: %s", adapter.name, type(exc).__name__)
-            text = CONDITION_FAILED
+            text = _t(adapter, interaction, "condition_failed")
         await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
 
-    @tree.command(name="listing", description="Photo + short description: a listing draft")
+    @tree.command(name="listing", description=locale_str(MENU["listing"], key="menu_listing"))
     @app_commands.describe(photo="A photo of the item", description="What it is, in a few words")
     async def listing(
         interaction: discord.Interaction[Any], photo: discord.Attachment, description: str
     ) -> None:
+        if not await _admitted(adapter, interaction):
+            return
         await interaction.response.defer(thinking=True)
         limit = adapter.options.max_image_bytes
+        language = str(interaction.locale)
         try:
             check_size(photo.size, limit)
             image = load_image(await photo.read(), limit)
-            draft = await engine.describe_listing((image,), description, str(interaction.locale))
-            text = listing_text(draft)
+            draft = await engine.describe_listing((image,), description, language)
+            text = _listing_text(adapter, interaction, draft)
         except ImageRejected as exc:
-            text = exc.reason
+            text = engine.texts.catalogue.rejection(exc, language)
         except NotSupported:
-            text = LISTING_UNSUPPORTED
+            text = _t(adapter, interaction, "listing_unsupported")
         except Exception as exc:
             log.warning("bot %s: listing failed: %s", adapter.name, type(exc).__name__)
-            text = LISTING_FAILED
+            text = _t(adapter, interaction, "listing_failed")
         await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
+
+
+def _listing_text(
+    adapter: DiscordAdapter, interaction: discord.Interaction[Any], draft: ListingDraft
+) -> str:
+    if draft.price is not None:
+        price = f"{draft.price:.2f} {draft.currency}"
+    else:
+        price = _t(adapter, interaction, "listing_no_price")
+    lines = [draft.title, _t(adapter, interaction, "listing_price", price=price)]
+    lines += [f"{key}: {value}" for key, value in draft.details.items()]
+    return "\n".join(lines)

@@ -19,11 +19,16 @@ from typing import Any
 
 from telegram import CallbackQuery, Message, Update
 from telegram.constants import ChatType, MessageEntityType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
-from chatbridge.adapters.telegram.commands import EXPIRED, CommandContext, Commands, public_commands
+from chatbridge.adapters.telegram.commands import (
+    CommandContext,
+    Commands,
+    menu_languages,
+    public_commands,
+)
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.keyboards import pressed_label, short_id_of
@@ -38,16 +43,18 @@ from chatbridge.adapters.telegram.surface import (
     TelegramReply,
 )
 from chatbridge.adapters.telegram.webhook import WebhookServer
+from chatbridge.core.access import AccessGate, AccessPolicy, Facts, Verdict
+from chatbridge.core.errors import StartupFailed
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.protocols import Conversations, PlatformMetrics
 from chatbridge.core.secrets import register_secret, safe_error
 from chatbridge.core.streaming import RateLimited
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-UNSUPPORTED = "I can read text and photos. Please send your item as a photo or describe it."
 _OTHER_MEDIA = (
     "video",
     "voice",
@@ -92,8 +99,13 @@ class TelegramAdapter:
         options: TelegramOptions,
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
+        access: AccessGate | None = None,
     ) -> None:
         register_secret(token)
+        # who may talk to the bot (core/access.py); the default is open, mentions in groups
+        self._access = access or AccessGate(
+            name, "telegram", AccessPolicy.build(admins=admins, group_policy=options.group_reply)
+        )
         secret = options.webhook_secret_token
         self._secret = secret.get_secret_value() if secret else secrets.token_urlsafe(32)
         register_secret(self._secret)
@@ -136,15 +148,14 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         opts = self._options
+        request = AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
         builder = (
             Application.builder()
             .token(self._token)
             .base_url(opts.api_base_url)
             .base_file_url(opts.resolved_file_base_url)
             .concurrent_updates(self._processor)
-            .request(
-                AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
-            )
+            .request(request)
         )
         if opts.mode == "webhook":
             builder = builder.updater(None)
@@ -170,7 +181,11 @@ class TelegramAdapter:
                 counters=self._counters,
                 spawn=self._spawn,
             )
-            await app.bot.set_my_commands(public_commands(opts.listing_command))
+            catalogue = self._engine.texts.catalogue
+            for code in menu_languages(catalogue):  # one menu per locale, in its language
+                await app.bot.set_my_commands(
+                    public_commands(opts.listing_command, catalogue, code), language_code=code
+                )
             await app.start()
             if opts.mode == "webhook":
                 await self._start_webhook(app)
@@ -186,9 +201,12 @@ class TelegramAdapter:
             # PTB names the token in InvalidToken: never let it out in the message or the chain
             with contextlib.suppress(Exception):
                 await self._shutdown_app()
-            raise RuntimeError(
-                f"telegram bot {self.name} could not start: {safe_error(exc)}"
-            ) from None
+            # a failed initialize() leaves PTB "not initialised", so its shutdown skips these
+            for opened in (request, self._poll_request):
+                if opened is not None:
+                    with contextlib.suppress(Exception):
+                        await opened.shutdown()
+            raise _startup_failure(self.name, exc) from None
         self._running = True
         log.info("telegram bot %s (@%s) started, %s mode", self.name, self._username, opts.mode)
 
@@ -259,6 +277,10 @@ class TelegramAdapter:
                 safe_error(error),
                 exc_info=error,
             )
+
+    @property
+    def _texts(self) -> Catalogue:
+        return self._engine.texts.catalogue
 
     def _counters(self) -> dict[str, int]:
         return {"updates": self.updates_seen, "turns": self.turns_started}
@@ -362,7 +384,17 @@ class TelegramAdapter:
         command = self._command(text, lead)
         if command is not None and not command[0]:
             return
-        if group and command is None and not self._addressed(lead, text):
+        facts = Facts(
+            user=str(user.id),
+            chat=str(first.chat.id),
+            group=group,
+            mentioned=command is not None or self._addressed(lead, text),
+            language=user.language_code,
+        )
+        verdict, refusal = self._access.check(facts)
+        if verdict is not Verdict.ALLOW:
+            if refusal is not None and self._ops is not None:
+                await self._ops.say(self._target(lead, quote=True), escape(refusal))
             return
         if group and self._username:
             text = _strip_mention(text, self._username)
@@ -384,10 +416,10 @@ class TelegramAdapter:
         try:
             images = await self._images(msgs)
         except ImageRejected as exc:
-            await self._ops.say(target, escape(exc.reason))
+            await self._ops.say(target, escape(self._texts.rejection(exc, language)))
             return
         if not text.strip() and not images:
-            await self._ops.say(target, escape(UNSUPPORTED))
+            await self._ops.say(target, escape(self._texts.text("unsupported_media", language)))
             return
         inbound = Inbound(
             key=key,
@@ -438,13 +470,10 @@ class TelegramAdapter:
             elif m.document is not None:
                 mime = m.document.mime_type or ""
                 if not mime.startswith("image/"):
-                    raise ImageRejected(
-                        "That file is not a photo I can use. Please send a "
-                        "JPEG, PNG, GIF or WebP image."
-                    )
+                    raise ImageRejected("not a photo", "not_a_photo")
                 refs.append((m.document.file_id, m.document.file_size))
             elif any(getattr(m, kind, None) for kind in _OTHER_MEDIA):
-                raise ImageRejected(UNSUPPORTED)
+                raise ImageRejected("other media", "unsupported_media")
         for _, size in refs:
             check_size(size, limit)  # before downloading anything
         return list(await asyncio.gather(*(self._download(f, limit) for f, _ in refs)))
@@ -458,19 +487,34 @@ class TelegramAdapter:
         except BadRequest as exc:
             if "too big" in str(exc).lower():
                 check_size(limit + 1, limit)
-            raise ImageRejected("I couldn't download that photo. Please try again.") from None
+            raise ImageRejected("download failed", "download_failed") from None
         except TelegramError:
-            raise ImageRejected("I couldn't download that photo. Please try again.") from None
+            raise ImageRejected("download failed", "download_failed") from None
         return load_image(data, limit)
 
     # --- buttons ----------------------------------------------------------------------------
 
     async def _on_callback(self, query: CallbackQuery) -> None:
         data = query.data or ""
+        if query.message is not None:
+            private = query.message.chat.type == ChatType.PRIVATE
+            facts = Facts(
+                user=str(query.from_user.id),
+                chat=str(query.message.chat.id),
+                group=not private,
+                mentioned=True,  # a press on the bot's own message
+                language=query.from_user.language_code,
+            )
+            verdict, refusal = self._access.check(facts)
+            if verdict is not Verdict.ALLOW:
+                with contextlib.suppress(TelegramError):
+                    await query.answer(refusal)
+                return
         short_id = short_id_of(data)
         payload = await self._engine.resolve_button(short_id) if short_id is not None else None
         with contextlib.suppress(TelegramError):
-            await query.answer(EXPIRED if payload is None else None)
+            expired = self._texts.text("button_expired", query.from_user.language_code)
+            await query.answer(expired if payload is None else None)
         msg = query.message
         if payload is None or not isinstance(msg, Message):
             return
@@ -510,6 +554,22 @@ class TelegramAdapter:
             except Exception as exc:  # the choice still goes through; the mark is cosmetic
                 log.info("could not mark a pressed button: %s", safe_error(exc))
                 return
+
+
+def _startup_failure(name: str, exc: TelegramError) -> StartupFailed:
+    """Why a bot could not start, phrased for the operator; network faults are retryable."""
+    message = f"telegram bot {name} could not start: {safe_error(exc)}"
+    if isinstance(exc, InvalidToken):
+        return StartupFailed(
+            message, retryable=False, hint="check the bot's token (BotFather's /token)"
+        )
+    if isinstance(exc, NetworkError | RetryAfter):
+        return StartupFailed(
+            message,
+            retryable=True,
+            hint="check the network and the bot's api_base_url (is the Bot API reachable?)",
+        )
+    return StartupFailed(message, retryable=False, hint="see the Bot API's answer above")
 
 
 def _strip_mention(text: str, username: str) -> str:

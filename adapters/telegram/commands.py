@@ -1,7 +1,9 @@
-"""Slash commands: /start /help /reset /lang /listing /condition, and the admin set.
+"""Slash commands: /start /help /reset /cancel /lang /listing /condition, and the admin set.
 
 Admin commands (/reset <user id>, /reset_all, /sessions, /stats) answer only the configured
-admin user ids; anyone else is refused and the attempt is logged.
+admin user ids; anyone else is refused and the attempt is logged. Every text comes from the
+bot's catalogue (core/texts.py) in the user's language; the command menu is registered once
+per locale (setMyCommands with language_code).
 """
 
 from __future__ import annotations
@@ -19,16 +21,10 @@ from chatbridge.adapters.telegram.surface import Stats, Target, TelegramOps
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
 from chatbridge.core.protocols import Conversations
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, SessionRecord
 
 log = logging.getLogger(__name__)
-
-START_TEXT = (
-    "Hello! I'm your assistant. Send me a message, or a photo of an item with a short "
-    "description, and I'll take it from there.\n\n/help lists what I can do."
-)
-REFUSED = "Sorry, that command is for administrators only."
-EXPIRED = "This button has expired."
 
 
 @dataclass(frozen=True)
@@ -41,17 +37,22 @@ class CommandContext:
     images: Callable[[], Awaitable[list[Image]]]  # the message's photos (downloads on demand)
 
 
-def public_commands(listing: bool) -> list[BotCommand]:
-    commands = [
-        BotCommand("start", "Start talking to the assistant"),
-        BotCommand("help", "What I can do"),
-        BotCommand("reset", "Forget this conversation and start over"),
-        BotCommand("lang", "Change the conversation language, e.g. /lang pt-PT"),
-    ]
+def public_commands(
+    listing: bool, catalogue: Catalogue | None = None, language: str | None = None
+) -> list[BotCommand]:
+    texts = catalogue or Catalogue()
+    names = ["start", "help", "reset", "cancel", "lang"]
     if listing:
-        commands.append(BotCommand("listing", "Photo + short description: a listing draft"))
-        commands.append(BotCommand("condition", "Describe an item: the AI grades its condition"))
-    return commands
+        names += ["listing", "condition"]
+    return [BotCommand(name, texts.text(f"menu_{name}", language)) for name in names]
+
+
+def menu_languages(catalogue: Catalogue) -> list[str | None]:
+    """The ``language_code`` values to register the menu for: None (everyone else, in the
+    bot's default locale) and each locale's ISO 639-1 code (Telegram's language codes)."""
+    from chatbridge.core.texts import LOCALES
+
+    return [None, *sorted({locale.split("-", 1)[0] for locale in LOCALES})]
 
 
 class Commands:
@@ -77,30 +78,38 @@ class Commands:
         self._spawn = spawn
         self._started = time.monotonic()
 
-    def help_text(self) -> str:
-        lines = [
-            "<b>What I can do</b>",
-            "Write to me as you would to a person; send photos (or an album) of an item "
-            "with a caption to describe it.",
-            "",
-            "/reset: forget this conversation and start over",
-            "/lang CODE: talk in another language (e.g. /lang pt-PT)",
-        ]
+    def text(self, ctx: CommandContext | None, key: str, **fields: object) -> str:
+        """``key`` from the catalogue in the user's language, HTML-escaped."""
+        language = ctx.language if ctx is not None else None
+        template = escape(self._engine.texts.catalogue.template(key, language))
+        return template.format(**{k: escape(str(v)) for k, v in fields.items()})
+
+    def help_text(self, ctx: CommandContext | None = None) -> str:
+        keys = ["help_reset", "help_cancel", "help_lang"]
         if self._listing:
-            lines.append("/listing DESCRIPTION (as a photo caption): a marketplace listing draft")
-            lines.append("/condition DESCRIPTION: the item's condition, graded by the assistant")
-        lines.append("In groups, mention me or reply to my messages.")
+            keys += ["help_listing", "help_condition"]
+        lines = [
+            f"<b>{self.text(ctx, 'help_title')}</b>",
+            self.text(ctx, "help_intro"),
+            "",
+            *(self.text(ctx, key) for key in keys),
+            self.text(ctx, "help_groups"),
+        ]
         return "\n".join(lines)
 
     async def run(self, name: str, ctx: CommandContext) -> bool:
         """Handle ``/name``; False when it is not one of ours (then it is a normal message)."""
         match name:
             case "start":
-                await self._say(ctx, escape(START_TEXT))
+                await self._say(ctx, self.text(ctx, "start"))
             case "help":
-                await self._say(ctx, self.help_text())
+                await self._say(ctx, self.help_text(ctx))
             case "reset" if not ctx.args:
                 self._spawn(self._reset(ctx))
+            case "cancel":
+                # the cancelled turn tells the user itself (on its own message)
+                if not self._engine.cancel(ctx.key):
+                    await self._say(ctx, self.text(ctx, "nothing_to_cancel"))
             case "lang":
                 await self._lang(ctx)
             case "listing" if self._listing:
@@ -116,7 +125,7 @@ class Commands:
                         ctx.user_id,
                         ctx.target.chat_id,
                     )
-                    await self._say(ctx, escape(REFUSED))
+                    await self._say(ctx, self.text(ctx, "admin_only"))
                     return True
                 log.info("bot %s: admin %s ran /%s", self._bot, ctx.user_id, name)
                 self._spawn(self._admin(name, ctx))
@@ -130,35 +139,29 @@ class Commands:
     async def _reset(self, ctx: CommandContext) -> None:
         # queued behind this conversation's pending turns, so it applies in order
         await self._engine.reset(ctx.key)
-        await self._say(ctx, "Done: this conversation starts over. What can I do for you?")
+        await self._say(ctx, self.text(ctx, "reset_done"))
 
     async def _lang(self, ctx: CommandContext) -> None:
         code = ctx.args.split()[0] if ctx.args else ""
         if not code or len(code) > 16 or not all(c.isalnum() or c in "-_" for c in code):
-            current = escape(ctx.language or "not set")
-            await self._say(ctx, f"Usage: /lang CODE, for example /lang pt-PT. Current: {current}")
+            current = ctx.language or self._engine.texts.catalogue.text("lang_not_set", None)
+            await self._say(ctx, self.text(ctx, "lang_usage", current=current))
             return
 
         async def change() -> None:
             try:
                 await self._engine.set_language(ctx.key, code)
             except BackendError:
-                await self._say(ctx, "Sorry, I couldn't switch languages right now.")
+                await self._say(ctx, self.text(ctx, "lang_failed"))
                 return
-            await self._say(
-                ctx, f"Language set to <b>{escape(code)}</b>; a new conversation has started."
-            )
+            await self._say(ctx, self.text(ctx, "lang_set", code=code))
 
         self._spawn(change())
 
     async def _listing_draft(self, ctx: CommandContext) -> None:
         images = await ctx.images()
         if not images:
-            await self._say(
-                ctx,
-                "Send a photo with the caption /listing and a short "
-                "description, e.g. <i>/listing blue denim jacket, size M</i>.",
-            )
+            await self._say(ctx, self.text(ctx, "listing_usage"))
             return
 
         async def describe() -> None:
@@ -166,20 +169,18 @@ class Commands:
             try:
                 draft = await self._engine.describe_listing(images, ctx.args, ctx.language)
             except NotSupported:
-                await self._say(ctx, "Sorry, this assistant can't prepare listings.")
+                await self._say(ctx, self.text(ctx, "listing_unsupported"))
                 return
             except Exception as exc:
                 log.warning("bot %s: listing failed: %s", self._bot, type(exc).__name__)
-                await self._say(
-                    ctx, "Sorry, I couldn't prepare a listing right now. Please try again."
-                )
+                await self._say(ctx, self.text(ctx, "listing_failed"))
                 return
             price = (
-                f"{draft.price:.2f} {escape(draft.currency)}"
+                f"{draft.price:.2f} {draft.currency}"
                 if draft.price is not None
-                else "no price suggested"
+                else self._engine.texts.catalogue.text("listing_no_price", ctx.language)
             )
-            lines = [f"<b>{escape(draft.title)}</b>", f"Price: {price}"]
+            lines = [f"<b>{escape(draft.title)}</b>", self.text(ctx, "listing_price", price=price)]
             lines += [f"{escape(k)}: {escape(v)}" for k, v in draft.details.items()]
             await self._say(ctx, "\n".join(lines))
 
@@ -187,11 +188,7 @@ class Commands:
 
     async def _condition(self, ctx: CommandContext) -> None:
         if not ctx.args.strip():
-            await self._say(
-                ctx,
-                "Tell me about the item after the command, e.g. "
-                "<i>/condition iPhone 12, light scratches on the back</i>.",
-            )
+            await self._say(ctx, self.text(ctx, "condition_usage"))
             return
 
         async def grade() -> None:
@@ -201,13 +198,13 @@ class Commands:
                     CONDITION_PROMPT, CONDITION_OPTIONS, ctx.args, ctx.language
                 )
             except NotSupported:
-                await self._say(ctx, "Sorry, this assistant can't grade an item's condition.")
+                await self._say(ctx, self.text(ctx, "condition_unsupported"))
                 return
             except Exception as exc:
                 log.warning("bot %s: condition failed: %s", self._bot, type(exc).__name__)
-                await self._say(ctx, "Sorry, I couldn't grade that right now. Please try again.")
+                await self._say(ctx, self.text(ctx, "condition_failed"))
                 return
-            lines = [f"Condition: <b>{escape(decision.decision)}</b>"]
+            lines = [self.text(ctx, "condition_result", decision=decision.decision)]
             if decision.reasoning:
                 lines.append(escape(decision.reasoning))
             await self._say(ctx, "\n".join(lines))
@@ -218,15 +215,15 @@ class Commands:
         if name == "reset":
             user = ctx.args.split()[0]
             count = await self._engine.reset_user(user)
-            await self._say(ctx, f"Reset {count} conversation(s) of user {escape(user)}.")
+            await self._say(ctx, self.text(ctx, "admin_reset_user", count=count, user=user))
         elif name == "reset_all":
             count = await self._engine.reset_all()
-            await self._say(ctx, f"Reset all {count} conversation(s) of this bot.")
+            await self._say(ctx, self.text(ctx, "admin_reset_all", count=count))
         elif name == "sessions":
             count, recent = await asyncio.gather(
                 self._engine.count_sessions(), self._engine.list_sessions(10)
             )
-            lines = [f"<b>{count}</b> session(s). Most recent:", *_session_lines(recent)]
+            lines = [self.text(ctx, "admin_sessions", count=count), *_session_lines(recent)]
             await self._say(ctx, "\n".join(lines))
         else:
             count = await self._engine.count_sessions()

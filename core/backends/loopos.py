@@ -47,6 +47,7 @@ from chatbridge.core.types import (
     Image,
     Inbound,
     ListingDraft,
+    ListingRequest,
     ReplyMessage,
 )
 
@@ -520,7 +521,7 @@ class LoopOSBackend:
         return Decision(chosen, reply.reasoning, dict(reply.model_extra or {}))
 
     async def describe_listing(
-        self, images: Sequence[Image], description: str, language: str | None
+        self, images: Sequence[Image], request: ListingRequest, language: str | None
     ) -> ListingDraft:
         """``/loopos_ai_c2c_descriptor``: photos + description -> listing. Raises LoopOSError."""
         if not images:
@@ -533,11 +534,12 @@ class LoopOSBackend:
             "images": [image.data_url() for image in images],
             "loopos_core_context": self.settings.context,
             "agent_specific": {
-                # Left for the server to infer from the photos and the description.
-                "category_name": "",
-                "product_name": "",
-                "brand_name": "",
-                "user_description": description,
+                # What the seller named; empty ones are left for the server to infer from the
+                # photos and the description.
+                "category_name": request.category,
+                "product_name": request.product,
+                "brand_name": request.brand,
+                "user_description": request.description,
             },
         }
         endpoint = "/loopos_ai_c2c_descriptor"

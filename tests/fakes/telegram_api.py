@@ -442,11 +442,17 @@ class FakeTelegram:
                 and 1 <= len(desc) <= 256
             ):
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
-        bot.commands = list(commands)
+        # "A two-letter ISO 639-1 language code"; empty: every user without a dedicated menu
+        language = str(params.get("language_code") or "")
+        if language and not (len(language) == 2 and language.isalpha() and language.islower()):
+            raise ApiError(400, "Bad Request: invalid language code specified")
+        bot.menus[language] = list(commands)
+        if not language:
+            bot.commands = list(commands)
         return True
 
     async def _m_getMyCommands(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:
-        return bot.commands
+        return bot.menus.get(str(params.get("language_code") or ""), [])
 
     async def _m_sendChatAction(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:
         self._chat(bot, params)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
+from chatbridge.core.access import AccessGate
 from chatbridge.core.engine import Engine
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.protocols import Backend
@@ -108,8 +109,10 @@ class Harness:
         *,
         fast: bool = True,
         fake_interval: float | None = None,
+        access: AccessGate | None = None,
         **options: Any,
     ) -> None:
+        self.access = access
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
         self.fake = FakeTelegram(interval=interval if fake_interval is None else fake_interval)
@@ -140,6 +143,7 @@ class Harness:
             engine=self.engine,
             options=options,
             admins=frozenset({ADMIN}),
+            access=self.access,
         )
         await self.adapter.start()
         return self

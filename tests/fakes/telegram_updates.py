@@ -29,7 +29,8 @@ class FakeBot:
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.webhook_url: str | None = None
         self.webhook_secret: str | None = None
-        self.commands: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []  # the default menu (no language_code)
+        self.menus: dict[str, list[dict[str, Any]]] = {}  # language_code ("" = default) -> menu
         self.webhook_statuses: list[int] = []
 
     @property

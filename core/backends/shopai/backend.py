@@ -216,6 +216,7 @@ class ShopAIBackend:
                 FailureKind.BAD_INPUT,
                 f"nothing to send ({what})",
                 user_text="The shopping assistant reads text only: please type your question.",
+                reason="text_only",  # the user reads core/locales' text in their language
             )
             return
         limit = self.settings.max_message_length
@@ -223,7 +224,10 @@ class ShopAIBackend:
             yield self._too_long(len(text), limit)
             return
         if inbound.images:
-            yield Notice("The shopping assistant reads text only; your photos were not sent.")
+            yield Notice(
+                "The shopping assistant reads text only; your photos were not sent.",
+                reason="photos_dropped",
+            )
         chat = self._chats.get(session_ref)
         if chat is None:  # e.g. after a restart: the token is still worth a try
             chat = self._chats[session_ref] = _Chat(token=session_ref)
@@ -334,6 +338,8 @@ class ShopAIBackend:
             FailureKind.VALIDATION,
             f"message too long ({length} > {limit})",
             user_text=TOO_LONG_TEXT.format(length=length, limit=limit),
+            reason="too_long",
+            fields={"length": length, "limit": limit},
         )
 
     def _expired(self, chat: _Chat) -> Failure:
