@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol, TextIO
 
 from chatbridge.bots.config import (
@@ -29,14 +30,16 @@ from chatbridge.core.engine import Engine
 from chatbridge.core.errors import StartupFailed
 from chatbridge.core.flood import FloodControl
 from chatbridge.core.metrics import Metrics
-from chatbridge.core.protocols import Backend, CountsConnections, SessionStore
+from chatbridge.core.protocols import Backend, CountsConnections, Journal, SessionStore
 from chatbridge.core.secrets import safe_error
-from chatbridge.core.store import open_store
+from chatbridge.core.store import journal_of, open_store
 from chatbridge.core.texts import Catalogue, UserTexts
 
 log = logging.getLogger(__name__)
 
 EXTRA_OF = {"telegram": "telegram", "discord": "discord"}
+JOURNAL_KEEP = timedelta(days=7)
+JOURNAL_PRUNE_EVERY = 3600.0  # seconds
 
 
 class StartupError(Exception):
@@ -84,6 +87,7 @@ class App:
     metrics: Metrics = field(default_factory=Metrics)
     http: HealthServer | None = None
     stopped_by: signal.Signals | None = None  # SIGINT: the command exits 130, as shells expect
+    _pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -99,6 +103,9 @@ class App:
                 f"the store could not be opened: {safe_error(exc)}; check [store] url "
                 "(and that its directory exists and is writable, or the server is up)"
             ) from None
+        journal = journal_of(self.store)
+        if journal is not None:
+            self._pruner = asyncio.create_task(_prune_forever(journal), name="journal-prune")
         for name, backend_cfg in cfg.backends.items():
             if any(bot.backend == name for bot in cfg.bots):
                 backend = build_backend(name, backend_cfg)
@@ -111,6 +118,7 @@ class App:
                 backend=self.backends[bot.backend],
                 backend_name=bot.backend,
                 store=self.store,
+                journal=journal,
                 texts=UserTexts(Catalogue(bot.locale, bot.texts)),
                 flood=FloodControl(cfg.limits.turns_per_minute),
                 observer=self.metrics,
@@ -304,8 +312,25 @@ class App:
         for backend in self.backends.values():
             with contextlib.suppress(Exception):
                 await backend.aclose()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
         if self.store is not None:
             await self.store.close()
+
+
+async def _prune_forever(journal: Journal) -> None:
+    """Forget finished turns older than :data:`JOURNAL_KEEP`, at start and then hourly (Telegram
+    itself forgets an unconfirmed update after a day, so a week covers any redelivery)."""
+    while True:
+        try:
+            pruned = await journal.prune(JOURNAL_KEEP)
+        except Exception:
+            log.exception("journal: pruning failed")
+        else:
+            if pruned:
+                log.info("journal: forgot %d finished turns older than %s", pruned, JOURNAL_KEEP)
+        await asyncio.sleep(JOURNAL_PRUNE_EVERY)
 
 
 def _connections_of(backend: CountsConnections) -> Callable[[], float]:

@@ -1,71 +1,73 @@
-"""The conversation engine: sessions, per-conversation ordering, failures in plain language.
+"""The conversation engine: intake in arrival order, one turn at a time per conversation.
 
-Adapters hand every user turn to :meth:`Engine.submit` (or :meth:`Engine.handle`). Turns of one
-conversation run one at a time in arrival order through a per-key lane; different
-conversations run concurrently. Whatever happens to a turn, its surface ends in ``finish`` or
-``fail``: nothing a user sends is silently dropped.
+Adapters hand every user message to :meth:`Engine.accept` (journaled: it returns once the
+message is written down, so the adapter may then tell the platform it was read) or
+:meth:`Engine.submit` (not journaled: the console, tests). The engine alone keeps order: a
+message's place in its conversation is taken when ``accept`` is called, before the adapter's
+``prepare`` step (downloading photos, say) runs, so slow preparation cannot reorder turns,
+and the turn runs only after every earlier message of its conversation. Different
+conversations run concurrently. What happens inside a turn is :class:`core.turns.TurnRunner`;
+what a restart resumes is :mod:`core.recovery`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import itertools
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
-from chatbridge.core.buttons import with_button_ids
-from chatbridge.core.deadline import turn_deadline
+from chatbridge.core import recovery
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.item_services import read_listing_request
-from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
     Backend,
     Decider,
     FloodGate,
+    Journal,
     ListingDescriber,
+    Prepared,
     SessionStore,
+    StoredReplies,
     Surface,
     TurnObserver,
 )
 from chatbridge.core.texts import UserTexts
+from chatbridge.core.turns import Turn, TurnRunner
 from chatbridge.core.types import (
     ConversationKey,
     Decision,
     Failure,
     FailureKind,
-    Final,
     Image,
     Inbound,
     ListingDraft,
-    Notice,
-    ReplyMessage,
     SessionRecord,
-    Snapshot,
-    Token,
     TurnResult,
 )
 
 log = logging.getLogger(__name__)
 
-_turn_ids = itertools.count(1)
-
-
 Job = Callable[[], Awaitable[TurnResult]]
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A message's place in its conversation, taken on arrival, filled once prepared."""
+
+    job: asyncio.Future[Job | None]  # None: nothing to run (declined, or a redelivery)
+    result: asyncio.Future[TurnResult]
+    turn: Turn | None = None
 
 
 @dataclass
 class _Lane:
     """The queue of one conversation; its worker task exists only while work is pending."""
 
-    jobs: deque[tuple[Job, asyncio.Future[TurnResult], Surface | None]] = field(
-        default_factory=deque
-    )
+    slots: deque[_Slot] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
 
 
@@ -77,6 +79,7 @@ class Engine:
         backend: Backend,
         backend_name: str,
         store: SessionStore,
+        journal: Journal | None = None,
         texts: UserTexts | None = None,
         flood: FloodGate | None = None,
         observer: TurnObserver | None = None,
@@ -86,259 +89,183 @@ class Engine:
         self.backend = backend
         self.backend_name = backend_name
         self.store = store
+        self.journal = journal
         self.texts = texts or UserTexts()
         self._flood = flood
         self._observer = observer
-        self._turn_timeout = turn_timeout
+        self.turns = TurnRunner(
+            bot=bot,
+            backend=backend,
+            backend_name=backend_name,
+            store=store,
+            journal=journal,
+            texts=self.texts,
+            observer=observer,
+            turn_timeout=turn_timeout,
+        )
         self._lanes: dict[ConversationKey, _Lane] = {}
-        # the running turn of each conversation, and those a user asked to stop (/cancel)
-        self._running: dict[ConversationKey, asyncio.Task[TurnResult]] = {}
-        self._cancelled: set[ConversationKey] = set()
         self._closing = False
+        self._recovered = False
         self._active = 0
 
-    # --- submitting work ----------------------------------------------------------------------
+    # --- taking messages ----------------------------------------------------------------------
+
+    async def accept(
+        self,
+        key: ConversationKey,
+        prepare: Callable[[], Awaitable[Prepared]],
+        *,
+        source: str | None = None,
+    ) -> asyncio.Future[TurnResult] | None:
+        """Take a message: its place in ``key``'s order now, then ``prepare()`` it, write it
+        to the journal (when ``source``, the platform's id for it, is given) and queue it.
+
+        Returns once the message is written down — the adapter may then tell the platform it
+        was read — with the future of the turn's result; None when there is no turn (declined
+        by ``prepare``, or ``source`` already journaled: a redelivery).
+        """
+        slot = self._reserve(key)  # before the first await: arrival order is call order
+        try:
+            prepared = await prepare()
+            if prepared is None:
+                return None
+            inbound, surface = prepared
+            entry = None
+            if source is not None and self.journal is not None:
+                try:
+                    entry = await self.journal.record(inbound, source)
+                except Exception:  # answering beats refusing: only a crash now loses it
+                    log.exception("journal: could not record a message; answering anyway")
+                else:
+                    if entry is None:
+                        log.info("journal: %s was already recorded; not run twice", source)
+                        return None
+            turn = Turn(inbound, surface, entry)
+            slot.turn = turn
+            slot.job.set_result(self._job_for(turn))
+            return slot.result
+        finally:
+            if not slot.job.done():
+                slot.job.set_result(None)
 
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
-        """Queue a turn behind the conversation's pending ones; returns at once.
-
-        Call it synchronously in arrival order (before any ``await`` in the platform handler):
-        the order of ``submit`` calls is the order turns run in.
-        """
-        texts = self.texts.in_language(inbound.language)
-        if self._closing:
-            return self._enqueue(inbound.key, self._interrupted(surface, texts), surface)
-        if self._flood is not None:
-            wait = self._flood.check(inbound.key)
-            if wait is not None:
-                text = texts.flood.format(seconds=max(1, round(wait)))
-                return self._enqueue(
-                    inbound.key, self._refuse(inbound.key, surface, text, "flood"), surface
-                )
-        return self._enqueue(inbound.key, lambda: self._run_turn(inbound, surface), surface)
+        """Queue a turn that is not journaled (the console, tests); returns at once."""
+        slot = self._reserve(inbound.key)
+        slot.turn = Turn(inbound, surface)
+        slot.job.set_result(self._job_for(slot.turn))
+        return slot.result
 
     async def handle(self, inbound: Inbound, surface: Surface) -> TurnResult:
-        """Queue a turn and wait for it to finish."""
+        """Queue a turn (not journaled) and wait for it to finish."""
         return await asyncio.shield(self.submit(inbound, surface))
 
-    def _enqueue(
-        self, key: ConversationKey, job: Job, surface: Surface | None
-    ) -> asyncio.Future[TurnResult]:
-        future: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+    async def recover(self, replies: StoredReplies) -> int:
+        """Queue the work a previous run left unfinished (see :mod:`core.recovery`); call it
+        before taking new messages, so recovered turns keep their place. Returns how many."""
+        if self._recovered:  # e.g. an adapter's start retried after a platform outage
+            return 0
+        self._recovered = True
+        return await recovery.resume(self, replies)
+
+    async def last_seen(self, since: datetime) -> dict[str, str]:
+        """Per chat, the platform id of the latest message journaled since ``since``."""
+        if self.journal is None:
+            return {}
+        return await self.journal.last_messages(self.bot, since)
+
+    def _job_for(self, turn: Turn) -> Job:
+        if self._closing:
+            return lambda: self._interrupted(turn)
+        if self._flood is not None and turn.resume is None:
+            wait = self._flood.check(turn.inbound.key)
+            if wait is not None:
+                texts = self.texts.in_language(turn.inbound.language)
+                text = texts.flood.format(seconds=max(1, round(wait)))
+                return lambda: self._refuse(turn, text, "flood")
+        return lambda: self.turns.run(turn)
+
+    def queue_recovered(self, turn: Turn) -> asyncio.Future[TurnResult]:
+        slot = self._reserve(turn.inbound.key)
+        slot.turn = turn
+        slot.job.set_result(lambda: self.turns.run(turn))
+        return slot.result
+
+    # --- lanes --------------------------------------------------------------------------------
+
+    def _reserve(self, key: ConversationKey) -> _Slot:
+        loop = asyncio.get_running_loop()
+        slot = _Slot(job=loop.create_future(), result=loop.create_future())
         lane = self._lanes.setdefault(key, _Lane())
-        lane.jobs.append((job, future, surface))
+        lane.slots.append(slot)
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._drain(key, lane), name=f"lane:{key.short()}")
         self._report_queue()
-        return future
+        return slot
+
+    def _enqueue(self, key: ConversationKey, job: Job) -> asyncio.Future[TurnResult]:
+        slot = self._reserve(key)
+        slot.job.set_result(job)
+        return slot.result
 
     async def _drain(self, key: ConversationKey, lane: _Lane) -> None:
         try:
-            while lane.jobs:
-                job, future, _surface = lane.jobs[0]
-                self._active += 1
+            while lane.slots:
+                slot = lane.slots[0]
                 try:
-                    result = await job()
+                    job = await slot.job  # the message may still be being prepared
+                    result = TurnResult("refused") if job is None else await self._run(job)
                 except asyncio.CancelledError:
-                    # shutdown cancelled this turn: tell this user and everyone queued behind
-                    if self._observer:
-                        self._observer.turn_finished(self.bot, "interrupted", 0.0)
-                    for _, fut, srf in lane.jobs:
-                        if srf is not None:
-                            await self._tell_interrupted(srf)
-                        if not fut.done():
-                            fut.set_result(TurnResult("interrupted"))
-                    lane.jobs.clear()
+                    await self._interrupt(lane)
                     raise
-                except Exception as exc:  # a bug in an adapter or backend; never kill the lane
-                    log.exception("turn crashed for %s", key.short())
-                    result = TurnResult("failed", failure=Failure(FailureKind.INTERNAL, repr(exc)))
-                finally:
-                    self._active -= 1
-                lane.jobs.popleft()
-                if not future.done():
-                    future.set_result(result)
+                lane.slots.popleft()
+                if not slot.result.done():
+                    slot.result.set_result(result)
                 self._report_queue()
         finally:
             lane.worker = None
-            if not lane.jobs and self._lanes.get(key) is lane:
+            if not lane.slots and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    # --- one turn -----------------------------------------------------------------------------
-
-    async def _run_turn(self, inbound: Inbound, surface: Surface) -> TurnResult:
-        turn_id = next(_turn_ids)
-        with log_context(bot=self.bot, conversation=inbound.key.short(), turn=turn_id):
-            return await self._timed_turn(turn_id, inbound, surface)
-
-    async def _timed_turn(self, turn_id: int, inbound: Inbound, surface: Surface) -> TurnResult:
-        started = time.monotonic()
-        key = inbound.key
-        log.info("turn %d start %s", turn_id, key.short())
-        await surface.begin()
-        # a task of its own, so /cancel (:meth:`cancel`) can stop this turn and only this one;
-        # the deadline (read by the backend in the task's context) lets a backend end its
-        # retries in time to say so itself
-        with turn_deadline(self._turn_timeout):
-            turn = asyncio.create_task(self._converse(inbound, surface))
-        self._running[key] = turn
+    async def _run(self, job: Job) -> TurnResult:
+        self._active += 1
         try:
-            async with asyncio.timeout(self._turn_timeout):
-                result = await turn
-        except TimeoutError:
-            result = TurnResult("failed", failure=Failure(FailureKind.TIMEOUT, "turn timeout"))
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if key not in self._cancelled or (task is not None and task.cancelling()):
-                raise  # shutdown, not the user
-            result = TurnResult("cancelled")
-            await surface.fail(self.texts.in_language(inbound.language).cancelled)
-        finally:
-            self._running.pop(key, None)
-            self._cancelled.discard(key)
-        if result.failure is not None:
-            if self._observer:
-                self._observer.backend_error(self.bot, str(result.failure.kind))
-            self._log_failure(turn_id, key, result.failure)
-            await surface.fail(self.texts.for_failure(result.failure, inbound.language))
-        seconds = time.monotonic() - started
-        if self._observer:
-            self._observer.turn_finished(self.bot, result.outcome, seconds)
-        log.info("turn %d %s in %.3f s %s", turn_id, result.outcome, seconds, key.short())
-        return result
-
-    async def _converse(self, inbound: Inbound, surface: Surface) -> TurnResult:
-        record, failure = await self._session_for(inbound.key, inbound.language)
-        if failure is not None or record is None:
-            return TurnResult("failed", failure=failure)
-        if record.language and record.language != inbound.language:
-            inbound = dataclasses.replace(inbound, language=record.language)
-        result = await self._relay(record, inbound, surface)
-        if result.failure is not None and result.failure.kind is FailureKind.SESSION_EXPIRED:
-            # the backend forgot this session (expired or invalid token): start a new one,
-            # tell the user, and try the same message once more
-            log.info("session expired for %s; opening a new one", inbound.key.short())
-            record, failure = await self._session_for(
-                inbound.key, record.language, replace_ref=record.session_ref
-            )
-            if failure is not None or record is None:
-                return TurnResult("failed", failure=failure)
-            await surface.notice(self.texts.in_language(inbound.language).restarted)
-            result = await self._relay(record, inbound, surface)
-        await self.store.touch(inbound.key)
-        return result
-
-    async def _relay(self, record: SessionRecord, inbound: Inbound, surface: Surface) -> TurnResult:
-        started = time.monotonic()
-        try:
-            return await self._relay_events(record, inbound, surface)
-        finally:
-            if self._observer:
-                self._observer.backend_latency(
-                    self.bot, self.backend_name, time.monotonic() - started
-                )
-
-    async def _relay_events(
-        self, record: SessionRecord, inbound: Inbound, surface: Surface
-    ) -> TurnResult:
-        events = self.backend.turn(record.session_ref, inbound)
-        try:
-            async for event in events:
-                match event:
-                    case Token(text):
-                        await surface.append(text)
-                    case Snapshot(text):
-                        await surface.replace(text)
-                    case Notice(text, reason):
-                        await surface.notice(
-                            self.texts.in_language(inbound.language).text(reason)
-                            if reason and reason in self.texts.catalogue.keys
-                            else text
-                        )
-                    case Final(messages):
-                        if not any(m.text.strip() or m.buttons or m.links for m in messages):
-                            empty = self.texts.in_language(inbound.language).empty
-                            messages = (ReplyMessage(empty),)
-                        messages = await with_button_ids(self.store, messages)
-                        await surface.finish(messages)
-                        return TurnResult("ok", messages=messages)
-                    case Failure():
-                        return TurnResult("failed", failure=event)
-        except Exception as exc:
-            log.exception("backend %s raised during a turn", self.backend_name)
+            return await job()
+        except Exception as exc:  # a bug outside a turn (an admin job); never kill the lane
+            log.exception("a queued job crashed")
             return TurnResult("failed", failure=Failure(FailureKind.INTERNAL, repr(exc)))
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-        ended = Failure(FailureKind.MALFORMED, "backend ended the turn without an answer")
-        return TurnResult("failed", failure=ended)
+            self._active -= 1
 
-    async def _session_for(
-        self, key: ConversationKey, language: str | None, replace_ref: str | None = None
-    ) -> tuple[SessionRecord | None, Failure | None]:
-        """The stored session for ``key``, opening (and persisting) one when there is none."""
-        record = await self.store.get(key)
-        if record is not None and record.backend == self.backend_name and replace_ref is None:
-            return record, None
-        if record is not None and record.backend != self.backend_name:
-            log.info("%s switched backend %s -> %s", key.short(), record.backend, self.backend_name)
-        try:
-            ref = await self.backend.open(key, language)
-        except BackendError as exc:
-            return None, exc.failure
-        except Exception as exc:
-            log.exception("backend %s could not open a session", self.backend_name)
-            return None, Failure(FailureKind.UNAVAILABLE, repr(exc), retryable=True)
-        if replace_ref is not None:
-            with contextlib.suppress(Exception):
-                await self.backend.close(replace_ref)
-        now = datetime.now(UTC)
-        record = SessionRecord(
-            key=key,
-            backend=self.backend_name,
-            session_ref=ref,
-            language=language,
-            created_at=now,
-            last_active=now,
-            turn_count=record.turn_count if record is not None and replace_ref else 0,
-        )
-        await self.store.put(record)
+    async def _interrupt(self, lane: _Lane) -> None:
+        """Shutdown cancelled this lane: tell the user of the running turn and everyone queued
+        behind (a message still being prepared is journaled and runs at the next start)."""
         if self._observer:
-            self._observer.sessions_changed(self.bot, await self.store.count(self.bot))
-        return record, None
+            self._observer.turn_finished(self.bot, "interrupted", 0.0)
+        for slot in lane.slots:
+            if slot.turn is not None:
+                await self._tell_interrupted(slot.turn)
+            if not slot.result.done():
+                slot.result.set_result(TurnResult("interrupted"))
+        lane.slots.clear()
 
-    def _log_failure(self, turn_id: int, key: ConversationKey, failure: Failure) -> None:
-        # WARNING even for AUTH: the backend logs that operator error once, clearly; repeating
-        # it at ERROR on every user's turn would bury it.
-        log.warning(
-            "turn %d failed (%s) %s: %s", turn_id, failure.kind, key.short(), failure.detail
-        )
+    async def _refuse(self, turn: Turn, text: str, why: str) -> TurnResult:
+        log.info("refused a turn (%s) for %s", why, turn.inbound.key.short())
+        await self.turns.tell(turn, text)
+        if self._observer:
+            self._observer.turn_finished(self.bot, "refused", 0.0)
+        return TurnResult("refused", failure=Failure(FailureKind.BAD_INPUT, why))
 
-    def _refuse(self, key: ConversationKey, surface: Surface, text: str, why: str) -> Job:
-        async def job() -> TurnResult:
-            log.info("refused a turn (%s) for %s", why, key.short())
-            await surface.fail(text)
-            if self._observer:
-                self._observer.turn_finished(self.bot, "refused", 0.0)
-            return TurnResult("refused", failure=Failure(FailureKind.BAD_INPUT, why))
+    async def _interrupted(self, turn: Turn) -> TurnResult:
+        await self._tell_interrupted(turn)
+        if self._observer:
+            self._observer.turn_finished(self.bot, "interrupted", 0.0)
+        return TurnResult("interrupted")
 
-        return job
-
-    def _interrupted(self, surface: Surface, texts: UserTexts | None = None) -> Job:
-        async def job() -> TurnResult:
-            await self._tell_interrupted(surface, texts)
-            if self._observer:
-                self._observer.turn_finished(self.bot, "interrupted", 0.0)
-            return TurnResult("interrupted")
-
-        return job
-
-    async def _tell_interrupted(self, surface: Surface, texts: UserTexts | None = None) -> None:
+    async def _tell_interrupted(self, turn: Turn) -> None:
+        texts = self.texts.in_language(turn.inbound.language)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
-                await surface.fail((texts or self.texts).interrupted)
+                await self.turns.tell(turn, texts.interrupted)
 
     # --- sessions and admin -------------------------------------------------------------------
 
@@ -346,13 +273,7 @@ class Engine:
         """Stop the answer being generated for ``key`` (the user's /cancel); the user is told
         on the turn's surface and their next message starts normally. False when no turn of
         that conversation is running."""
-        turn = self._running.get(key)
-        if turn is None or turn.done():
-            return False
-        self._cancelled.add(key)
-        turn.cancel()
-        log.info("turn cancelled by the user for %s", key.short())
-        return True
+        return self.turns.cancel(key)
 
     async def reset(self, key: ConversationKey) -> bool:
         """Forget the conversation's session, after its pending turns."""
@@ -361,7 +282,7 @@ class Engine:
             existed = await self._forget(key)
             return TurnResult("ok", extra={"existed": str(existed)})
 
-        result = await self._enqueue(key, job, None)
+        result = await self._enqueue(key, job)
         return result.extra.get("existed") == "True"
 
     async def set_language(self, key: ConversationKey, language: str) -> None:
@@ -369,12 +290,12 @@ class Engine:
 
         async def job() -> TurnResult:
             await self._forget(key)
-            _record, failure = await self._session_for(key, language)
+            _record, failure = await self.turns.session_for(key, language)
             if failure is not None:
                 return TurnResult("failed", failure=failure)
             return TurnResult("ok")
 
-        result = await self._enqueue(key, job, None)
+        result = await self._enqueue(key, job)
         if result.failure is not None:
             raise BackendError(result.failure)
 
@@ -434,7 +355,7 @@ class Engine:
     @property
     def queued_turns(self) -> int:
         """Turns waiting behind a running turn of the same conversation."""
-        return sum(max(0, len(lane.jobs) - 1) for lane in self._lanes.values())
+        return sum(max(0, len(lane.slots) - 1) for lane in self._lanes.values())
 
     @property
     def active_turns(self) -> int:
@@ -460,3 +381,6 @@ class Engine:
         if pending:
             log.warning("interrupted %d conversations at shutdown", len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+__all__ = ["Engine", "Prepared"]

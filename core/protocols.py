@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from chatbridge.core.texts import UserTexts
@@ -13,13 +14,16 @@ from chatbridge.core.types import (
     ConversationKey,
     Decision,
     Event,
+    Final,
     Image,
     Inbound,
+    JournalEntry,
     ListingDraft,
     ListingRequest,
     ReplyMessage,
     SessionRecord,
     TurnResult,
+    TurnState,
 )
 
 
@@ -49,6 +53,19 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release every connection; called once at shutdown."""
         ...
+
+
+@runtime_checkable
+class Recovers(Protocol):
+    """Optional backend capability: after a crash, find the answer to a message the backend
+    may already have received, without asking again.
+
+    Returns the answer when the backend's history holds it, None when the backend never got
+    the message (safe to send it again). Raises :class:`core.errors.BackendError` when it
+    cannot tell.
+    """
+
+    async def recover(self, session_ref: str, inbound: Inbound) -> Final | None: ...
 
 
 @runtime_checkable
@@ -122,6 +139,43 @@ class SessionStore(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class Journal(Protocol):
+    """The delivery journal: every user message from arrival to a delivered answer.
+
+    Adapters record a message before telling the platform it was read; the engine moves each
+    turn's state along and writes the answer before sending it; on start, :meth:`unfinished`
+    is the work a crash left behind. One entry per platform message: ``source`` (the
+    platform's id for it) makes recording a redelivered message a no-op.
+    """
+
+    async def record(self, inbound: Inbound, source: str) -> JournalEntry | None:
+        """Write a new message down (state received, the next ``seq`` of its bot); None when
+        ``source`` is already recorded for this bot (a redelivery)."""
+        ...
+
+    async def advance(self, bot: str, seq: int, state: TurnState) -> None:
+        """Move a turn to ``state`` (for the answered state use :meth:`answer`)."""
+        ...
+
+    async def answer(self, bot: str, seq: int, messages: Sequence[ReplyMessage]) -> None:
+        """Write the answer down (state answered) before it is sent."""
+        ...
+
+    async def unfinished(self, bot: str) -> list[JournalEntry]:
+        """The bot's entries not yet delivered, refused or failed-notified, by ``seq``."""
+        ...
+
+    async def last_messages(self, bot: str, since: datetime) -> dict[str, str]:
+        """Per chat with a message recorded since ``since``: the platform message id of the
+        chat's latest recorded message (where to catch up from after downtime)."""
+        ...
+
+    async def prune(self, older_than: timedelta) -> int:
+        """Forget finished entries last updated more than ``older_than`` ago."""
+        ...
+
+
 class Surface(Protocol):
     """Where one reply is drawn, provided by an adapter for one turn."""
 
@@ -190,18 +244,54 @@ class FloodGate(Protocol):
 # hand an adapter anything that submits turns, and the engine can change behind them.
 
 
+#: What an adapter's ``prepare`` step returns to :meth:`TurnSubmitter.accept`: the turn and
+#: where to answer it, or None when the message is not a turn after all (the adapter has told
+#: the user why, if needed).
+Prepared = tuple[Inbound, "Surface"] | None
+
+
 class TurnSubmitter(Protocol):
     """Hands user turns to the engine, which keeps each conversation's order."""
 
     texts: UserTexts
 
+    async def accept(
+        self,
+        key: ConversationKey,
+        prepare: Callable[[], Awaitable[Prepared]],
+        *,
+        source: str | None = None,
+    ) -> asyncio.Future[TurnResult] | None:
+        """Take a message (its place in ``key``'s order is taken at the call), prepare it,
+        journal it under ``source``, queue it; returns once it is written down."""
+        ...
+
+    async def recover(self, replies: StoredReplies) -> int:
+        """Queue what a previous run left unfinished; before taking new messages."""
+        ...
+
+    async def last_seen(self, since: datetime) -> dict[str, str]:
+        """Per chat with a message recorded since ``since``: the platform id of the latest
+        (where to catch up from, on platforms that do not redeliver)."""
+        ...
+
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
-        """Queue a turn behind the conversation's pending ones; returns at once."""
+        """Queue a turn (not journaled) behind the conversation's pending ones."""
         ...
 
     async def handle(self, inbound: Inbound, surface: Surface) -> TurnResult:
         """Queue a turn and wait for it to finish."""
         ...
+
+
+class StoredReplies(Protocol):
+    """Adapter capability: a surface for a conversation with no live platform update, to
+    send what a crash left undelivered (an answer, a failure, the restart notice).
+
+    ``inbound`` is the journaled message (its ``message_id`` lets the adapter reply to it).
+    """
+
+    def surface_for(self, inbound: Inbound) -> Surface: ...
 
 
 class SessionAdmin(Protocol):

@@ -153,6 +153,7 @@ class UserTexts:
     flood = property(lambda self: self._get("flood"))
     interrupted = property(lambda self: self._get("interrupted"))
     empty = property(lambda self: self._get("empty"))
+    resend_after_restart = property(lambda self: self._get("resend_after_restart"))
     cancelled = property(lambda self: self._get("cancelled"))
     refused = property(lambda self: self._get("refused"))
 

@@ -227,3 +227,43 @@ class TurnResult:
     messages: tuple[ReplyMessage, ...] = ()
     failure: Failure | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- the delivery journal ----------------------------------------------------------------------
+
+
+class TurnState(StrEnum):
+    """Where one user message stands on its way to an answer (see ``core.protocols.Journal``).
+
+    received -> sent_to_backend -> answered -> delivered; a turn that could not be answered
+    ends failed_notified (the user was told in plain language), one the platform refused for
+    good (bot blocked, chat gone) ends refused.
+    """
+
+    RECEIVED = "received"  # written down; the backend has not been asked
+    SENT = "sent_to_backend"  # the backend may have received it
+    ANSWERED = "answered"  # the answer is written down, not yet confirmed delivered
+    DELIVERED = "delivered"
+    REFUSED = "refused"
+    FAILED_NOTIFIED = "failed_notified"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TurnState.DELIVERED, TurnState.REFUSED, TurnState.FAILED_NOTIFIED)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One user message as the journal holds it."""
+
+    seq: int  # arrival order: increasing per bot, assigned by the journal
+    source: str  # the platform's id for the message (a redelivery carries the same one)
+    inbound: Inbound
+    state: TurnState
+    received_at: datetime
+    updated_at: datetime
+    answer: tuple[ReplyMessage, ...] | None = None
+
+    @property
+    def key(self) -> ConversationKey:
+        return self.inbound.key

@@ -12,7 +12,7 @@ from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 from chatbridge.adapters.discord_adapter.render import render_markdown
 from chatbridge.core.engine import Engine
 from chatbridge.core.html import parse_reply_html
-from chatbridge.core.protocols import SessionStore
+from chatbridge.core.protocols import Journal, SessionStore
 from chatbridge.core.types import (
     Button,
     ConversationKey,
@@ -97,6 +97,7 @@ async def start_bot(
     *,
     admins: Sequence[int] = (),
     name: str = "shop",
+    journal: Journal | None = None,
     **opts: object,
 ) -> tuple[DiscordAdapter, Engine]:
     engine = Engine(
@@ -104,6 +105,7 @@ async def start_bot(
         backend=backend,  # type: ignore[arg-type]
         backend_name=getattr(backend, "name", "backend"),
         store=store,
+        journal=journal,
     )
     adapter = DiscordAdapter(
         name=name,

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from journal_contract import JournalContract, inbound
 from store_contract import SessionStoreContract, key, record
 
 pytest.importorskip("redis")
 
+from chatbridge.core.protocols import Journal
 from chatbridge.core.store import open_store
 from chatbridge.core.store.redis import RedisStore
 
@@ -143,3 +145,25 @@ async def test_delete_all_in_batches(redis_url: str) -> None:
         assert await store.count() == 0 and await store.list() == []
     finally:
         await store.close()
+
+
+class TestRedisJournal(JournalContract):
+    @pytest.fixture
+    async def journal(self, redis_url: str) -> AsyncIterator[Journal]:
+        s = await _fresh(redis_url)
+        yield s.journal
+        await s.close()
+
+
+async def test_redis_journal_is_shared_by_replicas(redis_url: str) -> None:
+    a = await _fresh(redis_url)
+    b = await RedisStore.open(redis_url)
+    try:
+        entry = await a.journal.record(inbound("from replica a"), "u:1")
+        assert entry is not None
+        assert await b.journal.record(inbound("redelivered to b"), "u:1") is None
+        (seen,) = await b.journal.unfinished("sellers")
+        assert seen.inbound.text == "from replica a"
+    finally:
+        await a.close()
+        await b.close()

@@ -2,10 +2,14 @@
 
 Where it listens: DMs; guild channels where the bot is mentioned or that ``channels`` lists;
 threads the bot opened (``threads = true`` opens one per conversation). One session per user
-per channel (per thread). Ordering: discord.py runs every event as its own task, so the
-synchronous start of :meth:`DiscordAdapter._accept` reserves the message's place in its
-conversation before anything is awaited (attachments downloaded), and turns reach
-``engine.submit`` in arrival order.
+per channel (per thread). Every message and button press goes to ``engine.accept``, which
+takes its place in its conversation when called (discord.py runs every event as its own task;
+:meth:`DiscordAdapter._accept` calls it before awaiting anything) and journals it.
+
+Discord does not redeliver a message missed while the bot was down: on start, the journal's
+unfinished turns are resumed (:meth:`DiscordAdapter.surface_for`), and once the gateway is
+ready the bot reads the history of every channel with a recent conversation after the last
+message it recorded there (:mod:`.catch_up`), taking what it missed like a live message.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import discord
 
 from chatbridge.adapters.discord_adapter import endpoints
+from chatbridge.adapters.discord_adapter.catch_up import catch_up
 from chatbridge.adapters.discord_adapter.commands import build_tree
 from chatbridge.adapters.discord_adapter.components import PayloadButton, disabled_copy
 from chatbridge.adapters.discord_adapter.operations import (
@@ -32,7 +37,7 @@ from chatbridge.adapters.discord_adapter.tracing import platform_trace
 from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.locales import en
-from chatbridge.core.protocols import Conversations, PlatformMetrics
+from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared
 from chatbridge.core.secrets import register_secret
 from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, Inbound
@@ -72,6 +77,9 @@ class _Client(discord.Client):
         # No await before _accept: it must run in gateway order (see the module docstring).
         await self._adapter._accept(message)
 
+    async def on_ready(self) -> None:
+        self._adapter._catch_up_later()
+
 
 class DiscordAdapter:
     """One Discord bot. ``start`` logs in and connects in the background; ``stop`` closes."""
@@ -98,8 +106,7 @@ class DiscordAdapter:
         self.metrics = metrics
         self.client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
-        # per conversation: the previous message's "submitted" future (ordering gate)
-        self._gates: dict[ConversationKey, asyncio.Future[None]] = {}
+        self._catch_up: asyncio.Task[int] | None = None
         self._pending: set[asyncio.Future[Any]] = set()  # submitted turns not yet finished
         self._receiving = False
         self.failure: str | None = None  # why the gateway connection ended for good
@@ -142,6 +149,8 @@ class DiscordAdapter:
                 raise startup_failure(self.name, exc) from None
             raise
         self.client = client
+        # what a previous run left unfinished goes first, before any new message
+        await self.engine.recover(self)
         self._receiving = True
         self._task = asyncio.create_task(self._connect(client), name=f"discord:{self.name}")
 
@@ -216,10 +225,33 @@ class DiscordAdapter:
             await client.close()
         endpoints.release(self.name)
 
-    def _submit(self, inbound: Inbound, surface: DiscordSurface) -> None:
-        future = self.engine.submit(inbound, surface)
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+    def _track(self, future: asyncio.Future[Any] | None) -> None:
+        if future is not None:
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+
+    def _catch_up_later(self) -> None:
+        if self._catch_up is None or self._catch_up.done():
+            self._catch_up = asyncio.create_task(self.catch_up(), name=f"catch-up:{self.name}")
+
+    async def catch_up(self) -> int:
+        """Take the messages posted while the bot was down (see :mod:`.catch_up`)."""
+        client = self.client
+        if client is None:
+            return 0
+        try:
+            return await catch_up(client, self.engine, self.name, self._accept)
+        except Exception:
+            log.exception("Discord bot %s: catching up on missed messages failed", self.name)
+            return 0
+
+    def surface_for(self, inbound: Inbound) -> DiscordSurface:
+        """:class:`core.protocols.StoredReplies`: where to answer a journaled message after a
+        restart, before the gateway (and its channel cache) is up."""
+        assert self.client is not None
+        key = inbound.key
+        channel = self.client.get_partial_messageable(int(key.thread_id or key.chat_id))
+        return self._surface(channel, int(key.user_id))
 
     async def _sync_commands(self, tree: discord.app_commands.CommandTree[Any]) -> None:
         if not self.options.sync_commands:
@@ -301,30 +333,14 @@ class DiscordAdapter:
             await self._in_new_thread(message)
             return
         key = self.key_for(channel, message.author.id)
-        previous, mine = self._reserve(key)  # synchronously, before any await
-        try:
+
+        async def prepare() -> Prepared:
             inbound = await self._inbound(message, key, channel)
-            if previous is not None:
-                await previous
-            if inbound is not None:
-                self._submit(inbound, self._surface(channel, message.author.id, message))
-        finally:
-            self._release(key, mine)
+            if inbound is None:
+                return None
+            return inbound, self._surface(channel, message.author.id, message)
 
-    def _reserve(
-        self, key: ConversationKey
-    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
-        """Take the next place in the conversation's submission order: await the returned
-        ``previous`` (if any) before submitting, then :meth:`_release` ``mine``."""
-        previous = self._gates.get(key)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._gates[key] = mine
-        return previous, mine
-
-    def _release(self, key: ConversationKey, mine: asyncio.Future[None]) -> None:
-        mine.set_result(None)
-        if self._gates.get(key) is mine:
-            del self._gates[key]
+        self._track(await self.engine.accept(key, prepare, source=f"m{message.id}"))
 
     async def _in_new_thread(self, message: discord.Message) -> None:
         me = self.client.user if self.client is not None else None
@@ -339,10 +355,16 @@ class DiscordAdapter:
             thread = None
         channel: Any = thread if thread is not None else message.channel
         key = self.key_for(channel, message.author.id)
-        inbound = await self._inbound(message, key, channel)
-        if inbound is not None:
-            reply_to = None if thread is not None else message
-            self._submit(inbound, self._surface(channel, message.author.id, reply_to))
+        reply_to = None if thread is not None else message
+
+        async def prepare() -> Prepared:
+            inbound = await self._inbound(message, key, channel)
+            if inbound is None:
+                return None
+            return inbound, self._surface(channel, message.author.id, reply_to)
+
+        # a new thread is a new conversation: nothing to order it against
+        self._track(await self.engine.accept(key, prepare, source=f"m{message.id}"))
 
     async def _inbound(
         self, message: discord.Message, key: ConversationKey, channel: Any
@@ -358,6 +380,10 @@ class DiscordAdapter:
         except (discord.HTTPException, OSError):
             log.warning("bot %s: could not download an attachment", self.name, exc_info=True)
             await self._say(channel, self._texts.text("download_failed"), message)
+            return None
+        except Exception:  # a bug: the user still hears back
+            log.exception("bot %s: could not take a message", self.name)
+            await self._say(channel, self._texts.text("internal"), message)
             return None
         if not text and not images:
             await self._say(channel, self._texts.text("empty_message"), message)
@@ -419,10 +445,11 @@ class DiscordAdapter:
             await interaction.response.send_message(text, ephemeral=True)
             return
         channel = interaction.channel
-        key = self.key_for(channel, user_id) if channel is not None else None
-        # a press is a message too: it keeps its place behind the user's earlier messages
-        previous, mine = self._reserve(key) if key is not None else (None, None)
-        try:
+        if channel is None:
+            return
+        key = self.key_for(channel, user_id)
+
+        async def prepare() -> Prepared:
             # Acknowledge at once (Discord allows 3 s) by disabling the pressed buttons.
             try:
                 if interaction.message is not None:
@@ -437,18 +464,14 @@ class DiscordAdapter:
             if payload is None:
                 text = self._texts.text("button_expired", str(interaction.locale))
                 await interaction.followup.send(text, ephemeral=True)
-                return
-            if channel is None or key is None:
-                return
+                return None
             inbound = Inbound(
                 key=key,
                 text=label,
                 button_payload=payload,
                 message_id=str(interaction.id),
             )
-            if previous is not None:
-                await previous
-            self._submit(inbound, self._surface(channel, user_id))
-        finally:
-            if key is not None and mine is not None:
-                self._release(key, mine)
+            return inbound, self._surface(channel, user_id)
+
+        # a press is a message too: it keeps its place behind the user's earlier messages
+        self._track(await self.engine.accept(key, prepare, source=f"i{interaction.id}"))

@@ -1,9 +1,10 @@
 """The Telegram adapter: python-telegram-bot 22.x in, engine turns out, replies streamed back.
 
 Several bots run in one process, so nothing here owns the event loop (no ``run_polling``):
-the PTB Application is initialised and started by hand, fed by the Updater's long polling or
-by our webhook listener. Updates of one chat are handled in order (:mod:`.ordering`); each
-turn is handed to :meth:`core.protocols.TurnSubmitter.submit`, which keeps per-conversation order.
+the PTB Application is initialised and started by hand, fed by our own long polling
+(:mod:`.polling`) or our webhook listener. Each message is handed to
+:meth:`core.protocols.TurnSubmitter.accept`, which keeps each conversation's arrival order and
+writes the message down before the poller confirms it or the webhook answers 200.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
-from telegram import CallbackQuery, Message, Update
+from telegram import Bot, CallbackQuery, Message, Update
 from telegram.constants import ChatType, MessageEntityType
-from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.ext import Application
 from telegram.request import HTTPXRequest
 
 from chatbridge.adapters.telegram.commands import (
@@ -33,7 +33,8 @@ from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.keyboards import pressed_label, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
-from chatbridge.adapters.telegram.ordering import PerChatUpdateProcessor
+from chatbridge.adapters.telegram.photos import listing_images, message_images
+from chatbridge.adapters.telegram.polling import Poller
 from chatbridge.adapters.telegram.surface import (
     MAX_TEXT,
     ChatPacer,
@@ -45,48 +46,35 @@ from chatbridge.adapters.telegram.surface import (
 from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.access import AccessGate, AccessPolicy, Facts, Verdict
 from chatbridge.core.errors import StartupFailed
-from chatbridge.core.images import ImageRejected, check_size, load_image
-from chatbridge.core.protocols import Conversations, PlatformMetrics
+from chatbridge.core.images import ImageRejected
+from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared, Surface
 from chatbridge.core.secrets import register_secret, safe_error
 from chatbridge.core.streaming import RateLimited
 from chatbridge.core.texts import Catalogue
-from chatbridge.core.types import ConversationKey, Image, Inbound, TurnResult
+from chatbridge.core.types import ConversationKey, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-_OTHER_MEDIA = (
-    "video",
-    "voice",
-    "audio",
-    "sticker",
-    "animation",
-    "video_note",
-    "location",
-    "contact",
-    "poll",
-)
-
-
-class _TrackedRequest(HTTPXRequest):
-    """The long-poll request; remembers whether the last getUpdates reached Telegram."""
-
-    ok = False
-
-    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        try:
-            code, payload = await super().do_request(*args, **kwargs)
-        except Exception:
-            self.ok = False
-            raise
-        self.ok = code < 500
-        return code, payload
 
 
 @dataclass
 class _Album:
-    messages: list[Message] = field(default_factory=list)
-    timer: asyncio.Task[None] | None = None
+    messages: list[Message]
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)  # another part arrived
+    complete: asyncio.Event = field(default_factory=asyncio.Event)  # a later message came
+    taken: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 class TelegramAdapter:
@@ -114,13 +102,13 @@ class TelegramAdapter:
         self._engine = engine
         self._options = options
         self._admins = admins
-        self._processor = PerChatUpdateProcessor()
         self._pacer = ChatPacer(options.stream_interval)
         self.stats = Stats(bot=name, metrics=metrics)
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._ops: TelegramOps | None = None
         self._commands: Commands | None = None
-        self._poll_request: _TrackedRequest | None = None
+        self._poller: Poller | None = None
+        self._recovered = asyncio.Event()  # the webhook takes updates only after recovery
         self._webhook: WebhookServer | None = None
         self._albums: dict[tuple[int, str], _Album] = {}
         self._pending: set[asyncio.Future[TurnResult]] = set()
@@ -137,8 +125,8 @@ class TelegramAdapter:
     def connected(self) -> bool:
         if not self._running:
             return False
-        if self._poll_request is not None:
-            return self._poll_request.ok
+        if self._poller is not None:
+            return self._poller.ok
         return True
 
     @property
@@ -154,17 +142,16 @@ class TelegramAdapter:
             .token(self._token)
             .base_url(opts.api_base_url)
             .base_file_url(opts.resolved_file_base_url)
-            .concurrent_updates(self._processor)
             .request(request)
         )
-        if opts.mode == "webhook":
-            builder = builder.updater(None)
-        else:
-            self._poll_request = _TrackedRequest(connection_pool_size=2, read_timeout=10.0)
-            builder = builder.get_updates_request(self._poll_request)
+        # no PTB Updater: it confirms updates before they are handled (see .polling)
+        builder = builder.updater(None)
+        poll_request: HTTPXRequest | None = None
+        if opts.mode == "polling":
+            # the long poll has its own connections, so it never waits behind replies
+            poll_request = HTTPXRequest(connection_pool_size=2, read_timeout=10.0)
+            builder = builder.get_updates_request(poll_request)
         app = builder.build()
-        app.add_handler(TypeHandler(Update, self._on_update))
-        app.add_error_handler(self._on_error)
         self._app = app
         try:
             await app.initialize()
@@ -189,20 +176,32 @@ class TelegramAdapter:
             await app.start()
             if opts.mode == "webhook":
                 await self._start_webhook(app)
+                # what a previous run left unfinished goes first: the listener holds updates
+                # (and its 200) until then
+                await self._engine.recover(self)
+                self._recovered.set()
             else:
-                assert app.updater is not None
-                await app.updater.start_polling(
-                    timeout=timedelta(seconds=opts.poll_timeout),
+                await app.bot.delete_webhook()
+                # what a previous run left unfinished goes first, before any new update
+                await self._engine.recover(self)
+                self._poller = Poller(
+                    app.bot,
+                    self._take,
+                    name=self.name,
+                    timeout=opts.poll_timeout,
                     allowed_updates=ALLOWED_UPDATES,
-                    error_callback=self._poll_error,
                 )
-                self._poll_request.ok = True  # type: ignore[union-attr]
+                self._poller.start()
         except TelegramError as exc:
             # PTB names the token in InvalidToken: never let it out in the message or the chain
             with contextlib.suppress(Exception):
                 await self._shutdown_app()
+            if self._webhook is not None:
+                with contextlib.suppress(Exception):
+                    await self._webhook.stop()
+                self._webhook = None
             # a failed initialize() leaves PTB "not initialised", so its shutdown skips these
-            for opened in (request, self._poll_request):
+            for opened in (request, poll_request):
                 if opened is not None:
                     with contextlib.suppress(Exception):
                         await opened.shutdown()
@@ -214,7 +213,17 @@ class TelegramAdapter:
         opts = self._options
 
         async def feed(data: dict[str, Any]) -> None:
-            await app.update_queue.put(Update.de_json(data, app.bot))
+            # returns (and the listener answers 200) once the message is journaled
+            await self._recovered.wait()
+            try:
+                await self._take(Update.de_json(data, app.bot))
+            except Exception as exc:  # a bug: answering 500 would only bring it back forever
+                log.error(
+                    "telegram bot %s: an update could not be handled: %s",
+                    self.name,
+                    safe_error(exc),
+                    exc_info=exc,
+                )
 
         self._webhook = WebhookServer(
             listen=opts.webhook_listen,
@@ -235,13 +244,13 @@ class TelegramAdapter:
         app = self._app
         if app is None:
             return
-        if app.updater is not None and app.updater.running:
-            await app.updater.stop()
+        for album in self._albums.values():  # an album still gathering is a turn too
+            album.complete.set()
+        if self._poller is not None:
+            await self._poller.stop()
+            self._poller = None
         if self._webhook is not None:
             await self._webhook.stop()
-        for chat_id, group in list(self._albums):  # an album still gathering is a turn too
-            with contextlib.suppress(Exception):
-                await self._flush_album(chat_id, group)
 
     async def stop(self) -> None:
         await self.stop_receiving()
@@ -265,19 +274,6 @@ class TelegramAdapter:
         await app.shutdown()
         self._app = None
 
-    def _poll_error(self, exc: TelegramError) -> None:
-        log.warning("telegram bot %s: polling failed: %s", self.name, safe_error(exc))
-
-    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        error = context.error
-        if error is not None:
-            log.error(
-                "telegram bot %s: error handling an update: %s",
-                self.name,
-                safe_error(error),
-                exc_info=error,
-            )
-
     @property
     def _texts(self) -> Catalogue:
         return self._engine.texts.catalogue
@@ -285,7 +281,7 @@ class TelegramAdapter:
     def _counters(self) -> dict[str, int]:
         return {"updates": self.updates_seen, "turns": self.turns_started}
 
-    def _spawn(self, job: Awaitable[None]) -> None:
+    def _spawn(self, job: Awaitable[object]) -> None:
         async def run() -> None:
             try:
                 await job
@@ -297,47 +293,93 @@ class TelegramAdapter:
         task.add_done_callback(self._tasks.discard)
 
     # --- updates ----------------------------------------------------------------------------
+    # Every update goes through ``_take``, which returns once the message is written down in
+    # the journal (or known not to be a turn): the poller confirms a batch, and the webhook
+    # answers 200, only after that. ``_take`` reaches ``engine.accept`` before its first
+    # await, so each message takes its place in its conversation in arrival order.
 
-    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _take(self, update: Update) -> None:
         self.updates_seen += 1
+        source = f"u{update.update_id}"
         if update.callback_query is not None:
-            await self._on_callback(update.callback_query)
+            await self._on_callback(update.callback_query, source)
             return
         msg = update.message
         if msg is None or msg.from_user is None or msg.from_user.is_bot:
             return
         if msg.chat.type == ChatType.CHANNEL:
             return
-        # a new message ends any album still gathering in this chat: keep arrival order
-        for chat_id, group in [k for k in self._albums if k[0] == msg.chat.id]:
-            if group != msg.media_group_id:
-                await self._flush_album(chat_id, group)
+        # a new message ends any album still gathering in this chat
+        for (chat_id, group), album in self._albums.items():
+            if chat_id == msg.chat.id and group != msg.media_group_id:
+                album.complete.set()
         if msg.media_group_id:
-            self._add_album_part(msg)
+            await self._album_part(msg, source)
             return
-        await self._handle([msg])
+        await self._accept(msg, [msg], source)
 
-    def _add_album_part(self, msg: Message) -> None:
-        key = (msg.chat.id, str(msg.media_group_id))
-        album = self._albums.setdefault(key, _Album())
-        album.messages.append(msg)
-        if album.timer is not None:
-            album.timer.cancel()
-        album.timer = asyncio.create_task(self._album_timer(*key))
-
-    async def _album_timer(self, chat_id: int, group: str) -> None:
-        # albums arrive as separate messages with no end marker: wait for a quiet gap
-        await asyncio.sleep(self._options.album_wait)
-        async with self._processor.lock(chat_id):
-            await self._flush_album(chat_id, group, from_timer=True)
-
-    async def _flush_album(self, chat_id: int, group: str, from_timer: bool = False) -> None:
-        album = self._albums.pop((chat_id, group), None)
-        if album is None:
+    async def _album_part(self, msg: Message, source: str) -> None:
+        """Albums arrive as separate messages with no end marker: the first part takes the
+        album's place and waits for a quiet gap; every part returns once the album is taken."""
+        group = (msg.chat.id, str(msg.media_group_id))
+        album = self._albums.get(group)
+        if album is not None:
+            album.messages.append(msg)
+            album.quiet.set()
+            await asyncio.shield(album.taken)
             return
-        if album.timer is not None and not from_timer:
-            album.timer.cancel()
-        await self._handle(album.messages)
+        album = self._albums[group] = _Album(messages=[msg])
+
+        async def gathered() -> list[Message]:
+            try:
+                while not album.complete.is_set():
+                    album.quiet.clear()
+                    try:
+                        async with asyncio.timeout(self._options.album_wait):
+                            await _first(album.quiet, album.complete)
+                    except TimeoutError:
+                        break
+            finally:
+                self._albums.pop(group, None)
+            return album.messages
+
+        try:
+            await self._accept(msg, gathered, source)
+        finally:
+            album.taken.set_result(None)
+
+    async def _accept(
+        self,
+        first: Message,
+        msgs: Sequence[Message] | Callable[[], Awaitable[list[Message]]],
+        source: str,
+    ) -> None:
+        assert first.from_user is not None
+        key = self._key(first, first.from_user.id)
+
+        async def prepare() -> Prepared:
+            messages = list(msgs) if isinstance(msgs, Sequence) else await msgs()
+            try:
+                return await self._prepare(messages, key)
+            except Exception as exc:  # a bug or a platform fault: the user still hears back
+                log.error(
+                    "telegram bot %s: could not take a message: %s",
+                    self.name,
+                    safe_error(exc),
+                    exc_info=exc,
+                )
+                assert self._ops is not None
+                with contextlib.suppress(Exception):
+                    target = self._target(messages[0], quote=True)
+                    sender = messages[0].from_user
+                    language = sender.language_code if sender is not None else None
+                    text = self._texts.text("internal", language)
+                    await self._ops.say(target, escape(text))
+                return None
+
+        future = await self._engine.accept(key, prepare, source=source)
+        if future is not None:
+            self._track(future)
 
     def _key(self, msg: Message, user_id: int) -> ConversationKey:
         thread = str(msg.message_thread_id) if msg.is_topic_message else None
@@ -374,7 +416,8 @@ class TelegramAdapter:
             return True
         return bool(self._username) and f"@{self._username.lower()}" in text.lower()
 
-    async def _handle(self, msgs: Sequence[Message]) -> None:
+    async def _prepare(self, msgs: Sequence[Message], key: ConversationKey) -> Prepared:
+        """The turn these messages make, or None (a command, not for us, or refused)."""
         first = msgs[0]
         user = first.from_user
         assert user is not None
@@ -383,7 +426,7 @@ class TelegramAdapter:
         group = first.chat.type != ChatType.PRIVATE
         command = self._command(text, lead)
         if command is not None and not command[0]:
-            return
+            return None
         facts = Facts(
             user=str(user.id),
             chat=str(first.chat.id),
@@ -395,32 +438,32 @@ class TelegramAdapter:
         if verdict is not Verdict.ALLOW:
             if refusal is not None and self._ops is not None:
                 await self._ops.say(self._target(lead, quote=True), escape(refusal))
-            return
+            return None
         if group and self._username:
             text = _strip_mention(text, self._username)
-        key = self._key(first, user.id)
         target = self._target(lead, quote=True)
         language = user.language_code
         assert self._ops is not None and self._commands is not None
-        if command is not None:
+        if command is not None and self._commands.handles(command[0]):
             ctx = CommandContext(
                 key=key,
                 target=target,
                 user_id=user.id,
                 language=language,
                 args=command[1],
-                images=lambda: self._listing_images(msgs),
+                images=lambda: listing_images(self._bot(), msgs, self._options.max_photo_bytes),
             )
-            if await self._commands.run(command[0], ctx):
-                return
+            # not awaited: a command may queue behind this conversation's turns (/lang)
+            self._spawn(self._commands.run(command[0], ctx))
+            return None
         try:
-            images = await self._images(msgs)
+            images = await message_images(self._bot(), msgs, self._options.max_photo_bytes)
         except ImageRejected as exc:
             await self._ops.say(target, escape(self._texts.rejection(exc, language)))
-            return
+            return None
         if not text.strip() and not images:
             await self._ops.say(target, escape(self._texts.text("unsupported_media", language)))
-            return
+            return None
         inbound = Inbound(
             key=key,
             text=text.strip(),
@@ -428,17 +471,36 @@ class TelegramAdapter:
             language=language,
             message_id=str(first.message_id),
         )
-        self._submit(inbound, target)
+        return inbound, self._reply(target)
 
-    def _submit(self, inbound: Inbound, target: Target) -> None:
+    def _reply(self, target: Target) -> TelegramReply:
         assert self._ops is not None
-        reply = TelegramReply(
+        return TelegramReply(
             self._ops,
             target,
             interval=self._options.stream_interval,
             use_drafts=self._options.use_drafts,
         )
-        future = self._engine.submit(inbound, reply)
+
+    def _bot(self) -> Bot:
+        assert self._app is not None
+        return self._app.bot
+
+    def surface_for(self, inbound: Inbound) -> Surface:
+        """:class:`core.protocols.StoredReplies`: where to answer a journaled message after a
+        restart (a private chat's id is its user's id; in groups the answer quotes it)."""
+        key = inbound.key
+        private = key.chat_id == key.user_id
+        quote = not private and inbound.button_payload is None and inbound.message_id
+        target = Target(
+            chat_id=int(key.chat_id),
+            thread_id=int(key.thread_id) if key.thread_id else None,
+            reply_to=int(inbound.message_id) if quote and inbound.message_id else None,
+            private=private,
+        )
+        return self._reply(target)
+
+    def _track(self, future: asyncio.Future[TurnResult]) -> None:
         self.turns_started += 1
         self._pending.add(future)
 
@@ -450,57 +512,30 @@ class TelegramAdapter:
 
         future.add_done_callback(done)
 
-    # --- photos -----------------------------------------------------------------------------
-
-    async def _listing_images(self, msgs: Sequence[Message]) -> list[Image]:
-        images = await self._images(msgs)
-        reply = msgs[0].reply_to_message
-        if not images and reply is not None:
-            images = await self._images([reply])
-        return images
-
-    async def _images(self, msgs: Sequence[Message]) -> list[Image]:
-        """Every photo of the messages, checked; raises :class:`ImageRejected` for the user."""
-        limit = self._options.max_photo_bytes
-        refs: list[tuple[str, int | None]] = []
-        for m in msgs:
-            if m.photo:
-                largest = max(m.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
-                refs.append((largest.file_id, largest.file_size))
-            elif m.document is not None:
-                mime = m.document.mime_type or ""
-                if not mime.startswith("image/"):
-                    raise ImageRejected("not a photo", "not_a_photo")
-                refs.append((m.document.file_id, m.document.file_size))
-            elif any(getattr(m, kind, None) for kind in _OTHER_MEDIA):
-                raise ImageRejected("other media", "unsupported_media")
-        for _, size in refs:
-            check_size(size, limit)  # before downloading anything
-        return list(await asyncio.gather(*(self._download(f, limit) for f, _ in refs)))
-
-    async def _download(self, file_id: str, limit: int) -> Image:
-        assert self._app is not None
-        try:
-            file = await self._app.bot.get_file(file_id)
-            check_size(file.file_size, limit)
-            data = bytes(await file.download_as_bytearray())
-        except BadRequest as exc:
-            if "too big" in str(exc).lower():
-                check_size(limit + 1, limit)
-            raise ImageRejected("download failed", "download_failed") from None
-        except TelegramError:
-            raise ImageRejected("download failed", "download_failed") from None
-        return load_image(data, limit)
-
     # --- buttons ----------------------------------------------------------------------------
 
-    async def _on_callback(self, query: CallbackQuery) -> None:
-        data = query.data or ""
-        if query.message is not None:
-            private = query.message.chat.type == ChatType.PRIVATE
+    async def _on_callback(self, query: CallbackQuery, source: str) -> None:
+        msg = query.message
+        if not isinstance(msg, Message):
+            with contextlib.suppress(TelegramError):
+                await query.answer(
+                    self._texts.text("button_expired", query.from_user.language_code)
+                )
+            return
+        key = ConversationKey(
+            self.name,
+            "telegram",
+            str(msg.chat.id),
+            str(query.from_user.id),
+            str(msg.message_thread_id) if msg.is_topic_message else None,
+        )
+
+        async def prepare() -> Prepared:
+            data = query.data or ""
+            private = msg.chat.type == ChatType.PRIVATE
             facts = Facts(
                 user=str(query.from_user.id),
-                chat=str(query.message.chat.id),
+                chat=str(msg.chat.id),
                 group=not private,
                 mentioned=True,  # a press on the bot's own message
                 language=query.from_user.language_code,
@@ -509,33 +544,29 @@ class TelegramAdapter:
             if verdict is not Verdict.ALLOW:
                 with contextlib.suppress(TelegramError):
                     await query.answer(refusal)
-                return
-        short_id = short_id_of(data)
-        payload = await self._engine.resolve_button(short_id) if short_id is not None else None
-        with contextlib.suppress(TelegramError):
-            expired = self._texts.text("button_expired", query.from_user.language_code)
-            await query.answer(expired if payload is None else None)
-        msg = query.message
-        if payload is None or not isinstance(msg, Message):
-            return
-        label = pressed_label(msg.reply_markup, data) or payload
-        target = self._target(msg, quote=False)
-        await self._show_choice(msg, target, label)
-        key = ConversationKey(
-            self.name,
-            "telegram",
-            str(msg.chat.id),
-            str(query.from_user.id),
-            str(msg.message_thread_id) if msg.is_topic_message else None,
-        )
-        inbound = Inbound(
-            key=key,
-            text=label,
-            button_payload=payload,
-            language=query.from_user.language_code,
-            message_id=str(msg.message_id),
-        )
-        self._submit(inbound, target)
+                return None
+            short_id = short_id_of(data)
+            payload = await self._engine.resolve_button(short_id) if short_id else None
+            with contextlib.suppress(TelegramError):
+                expired = self._texts.text("button_expired", query.from_user.language_code)
+                await query.answer(expired if payload is None else None)
+            if payload is None:
+                return None
+            label = pressed_label(msg.reply_markup, data) or payload
+            target = self._target(msg, quote=False)
+            await self._show_choice(msg, target, label)
+            inbound = Inbound(
+                key=key,
+                text=label,
+                button_payload=payload,
+                language=query.from_user.language_code,
+                message_id=str(msg.message_id),
+            )
+            return inbound, self._reply(target)
+
+        future = await self._engine.accept(key, prepare, source=source)
+        if future is not None:
+            self._track(future)
 
     async def _show_choice(self, msg: Message, target: Target, label: str) -> None:
         """Mark the pressed choice on the message and drop its keyboard (no double presses)."""

@@ -97,6 +97,21 @@ class Commands:
         ]
         return "\n".join(lines)
 
+    def handles(self, name: str) -> bool:
+        """Whether ``/name`` is one of ours (else the message is an ordinary one)."""
+        if name in ("listing", "condition"):
+            return self._listing
+        return name in (
+            "start",
+            "help",
+            "reset",
+            "cancel",
+            "lang",
+            "reset_all",
+            "sessions",
+            "stats",
+        )
+
     async def run(self, name: str, ctx: CommandContext) -> bool:
         """Handle ``/name``; False when it is not one of ours (then it is a normal message)."""
         match name:

@@ -23,6 +23,10 @@ TEXTS: dict[str, str] = {
         "Please send it again in a minute."
     ),
     "empty": "The assistant had nothing to say to that. Try rephrasing your message.",
+    "resend_after_restart": (
+        "Sorry, the assistant restarted while working on your message, and I can't tell "
+        "whether it was received. Please send it again."
+    ),
     "cancelled": "Stopped. Send your next message whenever you like.",
     "nothing_to_cancel": "There is no answer being prepared right now.",
     # --- backend failure reasons (Failure.reason) ----------------------------------------

@@ -23,6 +23,10 @@ TEXTS: dict[str, str] = {
         "Envie-a de novo dentro de um minuto."
     ),
     "empty": "O assistente não tinha nada a dizer sobre isso. Tente reformular a mensagem.",
+    "resend_after_restart": (
+        "Lamento, o assistente reiniciou enquanto tratava da sua mensagem e não sei se ela "
+        "chegou. Envie-a de novo, por favor."
+    ),
     "cancelled": "Parei. Envie a próxima mensagem quando quiser.",
     "nothing_to_cancel": "Não há nenhuma resposta a ser preparada neste momento.",
     "text_only": "O assistente de compras só lê texto: escreva a sua pergunta, por favor.",

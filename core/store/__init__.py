@@ -1,4 +1,6 @@
-"""Session stores. :func:`open_store` picks one from the ``[store] url`` of the configuration.
+"""Session stores, each with its delivery journal (``store.journal``, see :func:`journal_of`).
+
+:func:`open_store` picks one from the ``[store] url`` of the configuration.
 
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``
   (a bare path or ``:memory:`` works too): :class:`~core.store.sqlite.SQLiteStore`
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from chatbridge.core.protocols import SessionStore
+from chatbridge.core.protocols import Journal, SessionStore
 from chatbridge.core.store._common import DEFAULT_BUTTON_TTL
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.store.sqlite import SchemaTooNew, SQLiteStore
@@ -22,6 +24,7 @@ __all__ = [
     "SQLiteStore",
     "SchemaTooNew",
     "StoreURLError",
+    "journal_of",
     "open_store",
     "sqlite_path",
 ]
@@ -65,3 +68,9 @@ async def open_store(url: str, *, button_ttl: timedelta = DEFAULT_BUTTON_TTL) ->
 
         return await RedisStore.open(url, button_ttl=button_ttl)
     raise StoreURLError(f"unknown store url scheme {scheme!r} (sqlite, memory or redis)")
+
+
+def journal_of(store: SessionStore) -> Journal | None:
+    """The delivery journal kept beside ``store``'s sessions (every store here has one)."""
+    journal = getattr(store, "journal", None)
+    return journal if isinstance(journal, Journal) else None

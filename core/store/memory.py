@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from chatbridge.core.store._common import DEFAULT_BUTTON_TTL, as_utc, short_id_candidates, utcnow
+from chatbridge.core.store.memory_journal import MemoryJournal
 from chatbridge.core.types import ConversationKey, SessionRecord
 
 
@@ -24,6 +25,12 @@ class MemoryStore:
         self._by_short: dict[str, str] = {}
         self._last_used: dict[str, datetime] = {}
         self._closed = False
+        self._journal = MemoryJournal()
+
+    @property
+    def journal(self) -> MemoryJournal:
+        """The delivery journal (in memory too)."""
+        return self._journal
 
     @classmethod
     async def open(cls, *, button_ttl: timedelta = DEFAULT_BUTTON_TTL) -> MemoryStore:
@@ -126,3 +133,4 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._closed = True
+        await self._journal.close()

@@ -29,6 +29,7 @@ from chatbridge.core.store._common import (
     to_micros,
     utcnow,
 )
+from chatbridge.core.store.redis_journal import RedisJournal
 from chatbridge.core.types import ConversationKey, SessionRecord
 
 # KEYS: session hash, then the index sorted sets. ARGV: now (micros), index member.
@@ -109,6 +110,7 @@ class RedisStore:
         self._touch = client.register_script(_TOUCH)
         self._short_id = client.register_script(_SHORT_ID)
         self._prune = client.register_script(_PRUNE)
+        self.journal = RedisJournal(client, prefix)
 
     @classmethod
     async def open(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -27,6 +28,9 @@ from chatbridge.core.store._common import (
     utcnow,
 )
 from chatbridge.core.types import ConversationKey, SessionRecord
+
+if TYPE_CHECKING:
+    from chatbridge.core.store.sqlite_journal import SQLiteJournal
 
 # Numbered migrations, applied in order, each in its own transaction; PRAGMA user_version holds
 # the number of the last one applied. Append only: never edit a released migration.
@@ -60,15 +64,59 @@ MIGRATIONS: Sequence[Sequence[str]] = (
         )""",
         "CREATE INDEX buttons_last_used ON buttons (last_used)",
     ),
+    # 2: the delivery journal (core.store.sqlite_journal). seq is the arrival order; (bot,
+    # source) makes a redelivered platform message a no-op. inbound and answer are the JSON of
+    # core.store._journal_codec. The partial index keeps the unfinished work cheap to list.
+    (
+        """CREATE TABLE journal (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            bot TEXT NOT NULL,
+            source TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            message_id TEXT,
+            inbound TEXT NOT NULL,
+            state TEXT NOT NULL,
+            answer TEXT,
+            received_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            UNIQUE (bot, source)
+        )""",
+        """CREATE INDEX journal_open ON journal (bot, seq)
+            WHERE state IN ('received', 'sent_to_backend', 'answered')""",
+        "CREATE INDEX journal_chat ON journal (bot, received_at)",
+        """CREATE INDEX journal_finished ON journal (updated_at)
+            WHERE state IN ('delivered', 'refused', 'failed_notified')""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: Seconds between WAL checkpoints (see SQLiteStore._checkpoints).
+CHECKPOINT_INTERVAL = 1.0
+
+log = logging.getLogger(__name__)
 
 _KEY_WHERE = "bot = ? AND platform = ? AND chat_id = ? AND user_id = ? AND thread_id = ?"
 _COLUMNS = (
     "bot, platform, chat_id, user_id, thread_id, backend, session_ref, language, "
     "created_at, last_active, turn_count"
 )
+
+
+async def _wal_mode(conn: aiosqlite.Connection, patience_ms: int) -> None:
+    """Switch the file to WAL. SQLite does not wait on a lock for this pragma (no busy
+    handler): another process creating the same file at the same moment makes it fail at
+    once, so it is retried for up to ``patience_ms``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_ms / 1000
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.02)
 
 
 class SchemaTooNew(RuntimeError):
@@ -108,6 +156,8 @@ class SQLiteStore:
         self._conn = conn
         self._lock = asyncio.Lock()
         self._closed = False
+        self._journal: SQLiteJournal | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self.path = path
         self.button_ttl = button_ttl
 
@@ -128,13 +178,21 @@ class SQLiteStore:
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if location != ":memory:":
-                await conn.execute("PRAGMA journal_mode = WAL")
+                await _wal_mode(conn, busy_timeout_ms)
                 # NORMAL is durable across application crashes in WAL mode (only an OS crash
                 # may lose the last transactions), and much faster than FULL.
                 await conn.execute("PRAGMA synchronous = NORMAL")
+                # Checkpoints (the only fsyncs in this mode) run on a connection of their own
+                # (see _checkpoints): inline, one commit in a few hundred would wait for one,
+                # which made the journal's p99 per turn ~10 ms instead of well under 1 ms.
+                await conn.execute("PRAGMA wal_autocheckpoint = 0")
             store = cls(conn, path=location, button_ttl=button_ttl)
             await store._migrate()
             await store.prune()
+            if location != ":memory:":
+                store._checkpointer = asyncio.create_task(
+                    store._checkpoints(busy_timeout_ms), name=f"sqlite-checkpoint:{location}"
+                )
         except BaseException:
             await conn.close()
             raise
@@ -178,9 +236,42 @@ class SQLiteStore:
                 raise
             await self._conn.execute("COMMIT")
 
+    @property
+    def journal(self) -> SQLiteJournal:
+        """The delivery journal in the same file (and on the same connection)."""
+        from chatbridge.core.store.sqlite_journal import SQLiteJournal
+
+        if self._journal is None:
+            self._journal = SQLiteJournal(self)
+        return self._journal
+
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Sequence[Any]]:
         async with self._lock:
             return list(await self._conn.execute_fetchall(sql, params))
+
+    async def _batch(
+        self, statements: Sequence[tuple[str, Sequence[Any], bool]]
+    ) -> builtins.list[Any]:
+        """Several statements in one transaction and one trip to the worker thread; for each,
+        its rows (``fetch``) or its row count. All or nothing."""
+
+        def work(conn: sqlite3.Connection) -> builtins.list[Any]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out: builtins.list[Any] = []
+                for sql, params, fetch in statements:
+                    cursor = conn.execute(sql, params)
+                    out.append(cursor.fetchall() if fetch else cursor.rowcount)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+        async with self._lock:
+            # aiosqlite runs one function in its worker thread this way (the public API sends
+            # statements one by one, a thread hop each)
+            return await self._conn._execute(work, self._conn._conn)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One autocommitted statement; returns the number of rows changed."""
@@ -324,9 +415,32 @@ class SQLiteStore:
             return False
         return bool(rows) and rows[0][0] == 1
 
+    async def _checkpoints(self, busy_timeout_ms: int) -> None:
+        """Copy the WAL into the database now and then, off the writers' connection (a
+        PASSIVE checkpoint never blocks them), so the WAL stays small."""
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL)
+                try:
+                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("sqlite store %s: checkpoint failed: %s", self.path, exc)
+        finally:
+            await conn.close()
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        task, self._checkpointer = self._checkpointer, None
+        if task is not None:
+            task.cancel()  # it closes its own connection (the last one to close checkpoints)
+        # Nothing awaited before the connection's close starts: once started, aiosqlite stops
+        # its worker thread even if this is cancelled (Ctrl-C); a thread left running would
+        # keep the process from exiting.
         async with self._lock:
             await self._conn.close()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)

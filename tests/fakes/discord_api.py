@@ -357,15 +357,8 @@ class FakeDiscord(UserActions):
             return _json(self.channels[self.dm_channel_id(user)])
         if mt := re.fullmatch(r"/applications/(\d+)/(?:guilds/(\d+)/)?commands", p):
             return self._put_commands(m, mt, body)
-        if mt := re.fullmatch(r"/channels/(\d+)/typing", p):
-            return web.Response(status=204)
-        if (mt := re.fullmatch(r"/channels/(\d+)/messages", p)) and m == "POST":
-            return self._create_message(int(mt[1]), body)
-        if mt := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
-            if m == "PATCH":
-                return self._edit_message(int(mt[1]), int(mt[2]), body)
-            if m == "GET":
-                return _json(self.messages[int(mt[2])])
+        if p.startswith("/channels/") and (found := self._channel_route(call)) is not None:
+            return found
         if (mt := re.fullmatch(r"/channels/(\d+)/(?:messages/(\d+)/)?threads", p)) and m == "POST":
             return await self._create_thread(int(mt[1]), body)
         if mt := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
@@ -373,6 +366,23 @@ class FakeDiscord(UserActions):
         if mt := re.fullmatch(r"/webhooks/(\d+)/([^/]+)(?:/messages/(@original|\d+))?", p):
             return self._webhook(m, mt[2], mt[3], body)
         return _json({"code": 0, "message": f"404: Not Found ({m} {p})"}, 404)
+
+    def _channel_route(self, call: RestCall) -> web.Response | None:
+        m, p, body = call.method, call.path, call.body or {}
+        if re.fullmatch(r"/channels/(\d+)/typing", p):
+            return web.Response(status=204)
+        if (mt := re.fullmatch(r"/channels/(\d+)/messages", p)) and m == "POST":
+            return self._create_message(int(mt[1]), body)
+        if (mt := re.fullmatch(r"/channels/(\d+)/messages", p)) and m == "GET":
+            return self._history(int(mt[1]), call.query)
+        if (mt := re.fullmatch(r"/channels/(\d+)", p)) and m == "GET":
+            return _json(self.channels[int(mt[1])])
+        if mt := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
+            if m == "PATCH":
+                return self._edit_message(int(mt[1]), int(mt[2]), body)
+            if m == "GET":
+                return _json(self.messages[int(mt[2])])
+        return None
 
     def _application(self) -> JSON:
         return {
@@ -427,6 +437,25 @@ class FakeDiscord(UserActions):
             flags=flags | int(body.get("flags") or 0),
         )
         return _json(msg)
+
+    def _history(self, channel_id: int, query: dict[str, str]) -> web.Response:
+        """GET /channels/{id}/messages: ``limit`` (1-100, default 50) messages around the
+        ``after`` or ``before`` id (one of them), newest first, as Discord sends them."""
+        if channel_id not in self.channels:
+            return _json({"code": 10003, "message": "Unknown Channel"}, 404)
+        limit = int(query.get("limit", "50"))
+        if not 1 <= limit <= 100 or ("after" in query and "before" in query):
+            return _form_error("limit", "invalid history query")
+        mine = sorted(
+            (m for m in self.messages.values() if m["channel_id"] == str(channel_id)),
+            key=lambda m: int(m["id"]),
+        )
+        if "after" in query:
+            picked = [m for m in mine if int(m["id"]) > int(query["after"])][:limit]
+        else:
+            before = int(query.get("before", str(2**63)))
+            picked = [m for m in mine if int(m["id"]) < before][-limit:]
+        return _json(list(reversed(picked)))
 
     def _rate_limit(self, channel_id: int) -> web.Response | None:
         """429 when this channel's messages are edited faster than ``edit_interval``."""

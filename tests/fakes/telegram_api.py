@@ -146,6 +146,7 @@ class FakeTelegram:
         self._closing.set()
         for bot in self.bots.values():
             bot.new_update.set()
+            await bot.stop_redelivery()
         if self._client is not None:
             await self._client.close()
         if self._runner is not None:

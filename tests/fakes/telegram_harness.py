@@ -12,7 +12,7 @@ from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 from chatbridge.core.access import AccessGate
 from chatbridge.core.engine import Engine
 from chatbridge.core.html import parse_reply_html
-from chatbridge.core.protocols import Backend
+from chatbridge.core.protocols import Backend, Journal
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.types import (
     Button,
@@ -109,9 +109,11 @@ class Harness:
         *,
         fast: bool = True,
         fake_interval: float | None = None,
+        journal: Journal | None = None,
         access: AccessGate | None = None,
         **options: Any,
     ) -> None:
+        self.journal = journal
         self.access = access
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
@@ -127,7 +129,13 @@ class Harness:
         self.fb = self.fake.add_bot(TOKEN, BOT_USERNAME)
         store = await MemoryStore.open()
         self.store = store
-        self.engine = Engine(bot="sellers", backend=self.backend, backend_name="test", store=store)
+        self.engine = Engine(
+            bot="sellers",
+            backend=self.backend,
+            backend_name="test",
+            store=store,
+            journal=self.journal,
+        )
         values: dict[str, Any] = {
             "api_base_url": f"{self.fake.url}/bot",
             "poll_timeout": 2,

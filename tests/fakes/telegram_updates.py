@@ -7,6 +7,8 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+
 from tests.fakes.telegram_html import plain_entities
 
 if TYPE_CHECKING:
@@ -32,6 +34,9 @@ class FakeBot:
         self.commands: list[dict[str, Any]] = []  # the default menu (no language_code)
         self.menus: dict[str, list[dict[str, Any]]] = {}  # language_code ("" = default) -> menu
         self.webhook_statuses: list[int] = []
+        self.webhook_backlog: list[dict[str, Any]] = []  # not yet answered 2xx, in order
+        self.redelivery_interval = 0.2
+        self._redelivery: asyncio.Task[None] | None = None
 
     @property
     def user(self) -> dict[str, Any]:
@@ -102,12 +107,47 @@ class FakeBot:
     async def push_update(self, update: dict[str, Any]) -> dict[str, Any]:
         update = {"update_id": next(self.update_ids), **update}
         if self.webhook_url is not None:
-            status = await self.post_webhook(update, self.webhook_secret)
+            if self.webhook_backlog:  # in order: behind the updates not yet accepted
+                self.webhook_backlog.append(update)
+                return update
+            status = await self._try_webhook(update)
             self.webhook_statuses.append(status)
+            if not 200 <= status < 300:
+                self._keep_for_redelivery(update)
         else:
             self.updates.append(update)
             self.new_update.set()
         return update
+
+    async def _try_webhook(self, update: dict[str, Any]) -> int:
+        try:
+            return await self.post_webhook(update, self.webhook_secret)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return 0  # nobody listening: as Telegram, keep it and try again later
+
+    def _keep_for_redelivery(self, update: dict[str, Any]) -> None:
+        """Telegram redelivers a webhook update until the bot answers 2xx."""
+        self.webhook_backlog.append(update)
+        if self._redelivery is None or self._redelivery.done():
+            self._redelivery = asyncio.create_task(self._redeliver())
+
+    async def stop_redelivery(self) -> None:
+        task, self._redelivery = self._redelivery, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _redeliver(self) -> None:
+        while self.webhook_backlog:
+            await asyncio.sleep(self.redelivery_interval)
+            if self.webhook_url is None:
+                continue
+            while self.webhook_backlog:
+                status = await self._try_webhook(self.webhook_backlog[0])
+                self.webhook_statuses.append(status)
+                if not 200 <= status < 300:
+                    break
+                self.webhook_backlog.pop(0)
 
     async def post_webhook(self, update: dict[str, Any], secret: str | None) -> int:
         """POST one update to the registered webhook with ``secret`` as the secret token."""

@@ -38,6 +38,7 @@ from chatbridge.core.backends.shopai.session import (
 from chatbridge.core.backends.shopai.settings import ShopAISettings
 from chatbridge.core.backends.shopai.sio_v02 import SocketIOConnection
 from chatbridge.core.backends.shopai.ws_v01 import WebSocketConnection
+from chatbridge.core.errors import BackendError
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.secrets import register_secret
@@ -244,6 +245,76 @@ class ShopAIBackend:
                 # cleanup must not run in the middle of the next turn
                 await inner.aclose()
                 self._schedule_idle(chat)
+
+    async def recover(self, session_ref: str, inbound: Inbound) -> Final | None:
+        """After a crash: the answer to ``inbound`` if the server's history holds it (the
+        server keeps answering with nobody connected), None when the server never got the
+        message or holds no answer to it (the engine then sends it again).
+
+        Waits for an answer still being generated. Raises BackendError when the server
+        cannot be reached. The history carries no message ids and the turn's position in it
+        is not known after a restart, so the message counts as received when it is the
+        history's last user entry (compared word for word, as servers may re-space it): a user who
+        sent the very same text twice in a row gets the answer to the latest copy, and a server
+        that stored the text altered is asked again (the user may then read two answers).
+        """
+        text = inbound.effective_text
+        chat = self._chats.get(session_ref)
+        if chat is None:
+            chat = self._chats[session_ref] = _Chat(token=session_ref)
+        async with chat.lock:
+            conn = chat.conn
+            if conn is None or not conn.alive:
+                opened = await self._reopen(chat)
+                if isinstance(opened, Failure):
+                    raise BackendError(opened)
+                conn = opened
+            events = conn.begin_turn()
+            try:
+                history = await self._history_when_idle(conn, events)
+            finally:
+                conn.end_turn(events)
+                self._schedule_idle(chat)
+        if history is None:
+            raise BackendError(
+                Failure(
+                    FailureKind.UNAVAILABLE,
+                    "no history",
+                    retryable=True,
+                    user_text=UNAVAILABLE_TEXT,
+                )
+            )
+        users = _user_indexes(history)
+        chat.user_count = len(users)
+        last = history[users[-1]].get("content") if users else None
+        if not isinstance(last, str) or last.split() != text.split():
+            return None  # the server never got it
+        verdict, answer = find_answer(history, None)
+        if verdict == "answer":
+            return Final(tuple(reply_from(content) for content in answer))
+        return None  # received, but the answer was lost: it is sent again
+
+    async def _history_when_idle(
+        self, conn: ShopAIConnection, events: asyncio.Queue[ServerEvent]
+    ) -> list[Any] | None:
+        """The server's history once it is done processing (None if the connection ends)."""
+        timeout = self.settings.answer_timeout
+        if not await conn.wait_operational(timeout):
+            return None
+        if not await _quietly(conn.request_history()):
+            return None
+        while True:
+            try:
+                event = await _next_event(events, timeout)
+            except TimeoutError:
+                return None
+            match event:
+                case Closed():
+                    return None
+                case WireHistory(entries):
+                    return entries
+                case _:
+                    continue
 
     async def close(self, session_ref: str) -> None:
         chat = self._chats.pop(session_ref, None)

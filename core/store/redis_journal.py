@@ -1,0 +1,170 @@
+"""The delivery journal on Redis, beside :class:`~core.store.redis.RedisStore`'s sessions.
+
+Layout (under the store's prefix, per bot ``<b>``):
+
+- ``j:seq:<b>``: the arrival counter; ``j:src:<b>``: a hash platform source id -> seq, so a
+  redelivered message is recorded once
+- ``j:e:<b>:<seq>``: a hash per entry (source, inbound, state, answer, times)
+- ``j:open:<b>``: a sorted set of unfinished seqs (score = seq)
+- ``j:chat:<b>``: a hash chat id -> ``"<received micros> <seq> <message id>"`` of the chat's
+  latest message, for catching up after downtime
+- ``j:done``: finished entries (``<b> <seq>``) scored by the time they finished, for pruning
+
+Every change is one Lua script, so it is atomic across replicas.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from chatbridge.core.store._common import from_micros, to_micros, utcnow
+from chatbridge.core.store._journal_codec import (
+    dump_answer,
+    dump_inbound,
+    load_answer,
+    load_inbound,
+)
+from chatbridge.core.types import Inbound, JournalEntry, ReplyMessage, TurnState
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+# KEYS: seq counter, source hash, open zset, chat hash. ARGV: prefix for entries ("j:e:<b>:"),
+# source, inbound, now, chat id, message id ('' = none). Returns the new seq, or 0.
+_RECORD = """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[2], seq)
+redis.call('HSET', ARGV[1] .. seq, 'source', ARGV[2], 'inbound', ARGV[3], 'state', 'received',
+  'received_at', ARGV[4], 'updated_at', ARGV[4])
+redis.call('ZADD', KEYS[3], seq, seq)
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[4] .. ' ' .. seq .. ' ' .. ARGV[6])
+end
+return seq
+"""
+
+# KEYS: entry hash, open zset, done zset. ARGV: state, now, seq, done member, answer ('' = keep).
+_ADVANCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'answer', ARGV[5]) end
+if ARGV[1] == 'delivered' or ARGV[1] == 'refused' or ARGV[1] == 'failed_notified' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+end
+return 1
+"""
+
+# KEYS: done zset. ARGV: cutoff, key prefix. Deletes finished entries and their source ids.
+_PRUNE = """
+local doomed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, member in ipairs(doomed) do
+  local sep = string.find(member, ' [^ ]*$')
+  local bot = string.sub(member, 1, sep - 1)
+  local seq = string.sub(member, sep + 1)
+  local entry = ARGV[2] .. 'j:e:' .. bot .. ':' .. seq
+  local source = redis.call('HGET', entry, 'source')
+  if source then redis.call('HDEL', ARGV[2] .. 'j:src:' .. bot, source) end
+  redis.call('DEL', entry)
+  redis.call('ZREM', KEYS[1], member)
+end
+return #doomed
+"""
+
+
+class RedisJournal:
+    """``core.protocols.Journal`` on Redis (shares the store's client)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._r = client
+        self._p = prefix
+        self._record = client.register_script(_RECORD)
+        self._advance = client.register_script(_ADVANCE)
+        self._prune = client.register_script(_PRUNE)
+
+    def _entry_key(self, bot: str, seq: int | str) -> str:
+        return f"{self._p}j:e:{bot}:{seq}"
+
+    async def record(self, inbound: Inbound, source: str) -> JournalEntry | None:
+        bot = inbound.key.bot
+        now = to_micros(utcnow())
+        seq = await self._record(
+            keys=[
+                f"{self._p}j:seq:{bot}",
+                f"{self._p}j:src:{bot}",
+                f"{self._p}j:open:{bot}",
+                f"{self._p}j:chat:{bot}",
+            ],
+            args=[
+                self._entry_key(bot, ""),
+                source,
+                dump_inbound(inbound),
+                now,
+                inbound.key.chat_id,
+                inbound.message_id or "",
+            ],
+        )
+        if not seq:
+            return None
+        when = from_micros(now)
+        return JournalEntry(
+            seq=int(seq),
+            source=source,
+            inbound=inbound,
+            state=TurnState.RECEIVED,
+            received_at=when,
+            updated_at=when,
+        )
+
+    async def _move(self, bot: str, seq: int, state: TurnState, answer: str = "") -> None:
+        await self._advance(
+            keys=[self._entry_key(bot, seq), f"{self._p}j:open:{bot}", f"{self._p}j:done"],
+            args=[state.value, to_micros(utcnow()), seq, f"{bot} {seq}", answer],
+        )
+
+    async def advance(self, bot: str, seq: int, state: TurnState) -> None:
+        await self._move(bot, seq, state)
+
+    async def answer(self, bot: str, seq: int, messages: Sequence[ReplyMessage]) -> None:
+        await self._move(bot, seq, TurnState.ANSWERED, dump_answer(messages))
+
+    async def unfinished(self, bot: str) -> builtins.list[JournalEntry]:
+        seqs = cast(builtins.list[str], await self._r.zrange(f"{self._p}j:open:{bot}", 0, -1))
+        if not seqs:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for seq in seqs:
+                pipe.hgetall(self._entry_key(bot, seq))
+            rows: builtins.list[dict[str, str]] = await pipe.execute()
+        return [self._entry(int(seq), row) for seq, row in zip(seqs, rows, strict=True) if row]
+
+    @staticmethod
+    def _entry(seq: int, f: dict[str, Any]) -> JournalEntry:
+        answer = f.get("answer")
+        return JournalEntry(
+            seq=seq,
+            source=f["source"],
+            inbound=load_inbound(f["inbound"]),
+            state=TurnState(f["state"]),
+            answer=load_answer(answer) if answer else None,
+            received_at=from_micros(int(f["received_at"])),
+            updated_at=from_micros(int(f["updated_at"])),
+        )
+
+    async def last_messages(self, bot: str, since: datetime) -> dict[str, str]:
+        chats = cast(dict[str, str], await self._r.hgetall(f"{self._p}j:chat:{bot}"))
+        cutoff = to_micros(since)
+        out: dict[str, str] = {}
+        for chat, value in chats.items():
+            when, _seq, message_id = value.split(" ", 2)
+            if int(when) >= cutoff:
+                out[chat] = message_id
+        return out
+
+    async def prune(self, older_than: timedelta) -> int:
+        cutoff = to_micros(utcnow() - older_than)
+        return int(await self._prune(keys=[f"{self._p}j:done"], args=[cutoff, self._p]))
