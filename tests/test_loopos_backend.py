@@ -340,9 +340,7 @@ async def test_listing_facts_the_seller_names_reach_the_descriptor(
     # The guide's example 3 sends category, product and brand apart from the description;
     # a seller names them with labels, in English or Portuguese, through the engine.
     engine = Engine(bot="b", backend=backend, backend_name="ai", store=MemoryStore())
-    text = (
-        "iPhone em excelente estado; marca: Apple, produto: iPhone 12 Pro; categoria: Electronics"
-    )
+    text = "iPhone em excelente estado; marca: Apple, produto: iPhone 12 Pro; categoria: Telemóveis"
     await engine.describe_listing([PHOTO], text, "pt-PT")
     sent = loopos.requests_to("/loopos_ai_c2c_descriptor")[-1]["agent_specific"]
     assert sent == {
