@@ -14,7 +14,6 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot, CallbackQuery, Message, Update
@@ -23,6 +22,7 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 from telegram.request import HTTPXRequest
 
+from chatbridge.adapters.telegram.albums import Albums
 from chatbridge.adapters.telegram.commands import (
     CommandContext,
     Commands,
@@ -58,25 +58,6 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = ["message", "callback_query"]
 
 
-@dataclass
-class _Album:
-    messages: list[Message]
-    quiet: asyncio.Event = field(default_factory=asyncio.Event)  # another part arrived
-    complete: asyncio.Event = field(default_factory=asyncio.Event)  # a later message came
-    taken: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-
-
 class TelegramAdapter:
     def __init__(
         self,
@@ -110,7 +91,7 @@ class TelegramAdapter:
         self._poller: Poller | None = None
         self._recovered = asyncio.Event()  # the webhook takes updates only after recovery
         self._webhook: WebhookServer | None = None
-        self._albums: dict[tuple[int, str], _Album] = {}
+        self._albums = Albums(options.album_wait)
         self._pending: set[asyncio.Future[TurnResult]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
@@ -244,8 +225,7 @@ class TelegramAdapter:
         app = self._app
         if app is None:
             return
-        for album in self._albums.values():  # an album still gathering is a turn too
-            album.complete.set()
+        self._albums.end_all()  # an album still gathering is a turn too
         if self._poller is not None:
             await self._poller.stop()
             self._poller = None
@@ -310,43 +290,13 @@ class TelegramAdapter:
         if msg.chat.type == ChatType.CHANNEL:
             return
         # a new message ends any album still gathering in this chat
-        for (chat_id, group), album in self._albums.items():
-            if chat_id == msg.chat.id and group != msg.media_group_id:
-                album.complete.set()
+        self._albums.end_in_chat(msg.chat.id, except_group=msg.media_group_id)
         if msg.media_group_id:
-            await self._album_part(msg, source)
+            await self._albums.part(
+                msg, lambda first, gathered: self._accept(first, gathered, source)
+            )
             return
         await self._accept(msg, [msg], source)
-
-    async def _album_part(self, msg: Message, source: str) -> None:
-        """Albums arrive as separate messages with no end marker: the first part takes the
-        album's place and waits for a quiet gap; every part returns once the album is taken."""
-        group = (msg.chat.id, str(msg.media_group_id))
-        album = self._albums.get(group)
-        if album is not None:
-            album.messages.append(msg)
-            album.quiet.set()
-            await asyncio.shield(album.taken)
-            return
-        album = self._albums[group] = _Album(messages=[msg])
-
-        async def gathered() -> list[Message]:
-            try:
-                while not album.complete.is_set():
-                    album.quiet.clear()
-                    try:
-                        async with asyncio.timeout(self._options.album_wait):
-                            await _first(album.quiet, album.complete)
-                    except TimeoutError:
-                        break
-            finally:
-                self._albums.pop(group, None)
-            return album.messages
-
-        try:
-            await self._accept(msg, gathered, source)
-        finally:
-            album.taken.set_result(None)
 
     async def _accept(
         self,

@@ -48,6 +48,7 @@ from tests.fakes.discord_payloads import (
     _json,
     _now_iso,
     check_message_payload,
+    history_page,
 )
 
 __all__ = ["FakeDiscord", "FakeUser", "RestCall", "check_message_payload"]
@@ -439,23 +440,9 @@ class FakeDiscord(UserActions):
         return _json(msg)
 
     def _history(self, channel_id: int, query: dict[str, str]) -> web.Response:
-        """GET /channels/{id}/messages: ``limit`` (1-100, default 50) messages around the
-        ``after`` or ``before`` id (one of them), newest first, as Discord sends them."""
         if channel_id not in self.channels:
             return _json({"code": 10003, "message": "Unknown Channel"}, 404)
-        limit = int(query.get("limit", "50"))
-        if not 1 <= limit <= 100 or ("after" in query and "before" in query):
-            return _form_error("limit", "invalid history query")
-        mine = sorted(
-            (m for m in self.messages.values() if m["channel_id"] == str(channel_id)),
-            key=lambda m: int(m["id"]),
-        )
-        if "after" in query:
-            picked = [m for m in mine if int(m["id"]) > int(query["after"])][:limit]
-        else:
-            before = int(query.get("before", str(2**63)))
-            picked = [m for m in mine if int(m["id"]) < before][-limit:]
-        return _json(list(reversed(picked)))
+        return history_page(self.messages.values(), channel_id, query)
 
     def _rate_limit(self, channel_id: int) -> web.Response | None:
         """429 when this channel's messages are edited faster than ``edit_interval``."""

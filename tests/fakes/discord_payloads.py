@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,3 +109,22 @@ def check_message_payload(body: JSON) -> str | None:
     if total > 25:
         return "components: at most 25 components"
     return None
+
+
+def history_page(
+    messages: Iterable[JSON], channel_id: int, query: Mapping[str, str]
+) -> web.Response:
+    """GET /channels/{id}/messages: ``limit`` (1-100, default 50) messages around the
+    ``after`` or ``before`` id (one of them), newest first, as Discord sends them."""
+    limit = int(query.get("limit", "50"))
+    if not 1 <= limit <= 100 or ("after" in query and "before" in query):
+        return _form_error("limit", "invalid history query")
+    mine = sorted(
+        (m for m in messages if m["channel_id"] == str(channel_id)), key=lambda m: int(m["id"])
+    )
+    if "after" in query:
+        picked = [m for m in mine if int(m["id"]) > int(query["after"])][:limit]
+    else:
+        before = int(query.get("before", str(2**63)))
+        picked = [m for m in mine if int(m["id"]) < before][-limit:]
+    return _json(list(reversed(picked)))
