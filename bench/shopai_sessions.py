@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import gc
 import json
 import os
@@ -35,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chatbridge.bots.gctune import tune_gc  # noqa: E402
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings  # noqa: E402
 from chatbridge.core.backends.shopai.ws_v01 import HEARTBEAT_SHARE  # noqa: E402
 from chatbridge.core.types import ConversationKey, Final, Inbound  # noqa: E402
@@ -61,6 +63,26 @@ def rss_bytes() -> int:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+class GcClock:
+    """Seconds spent in the cyclic garbage collector, and full (generation 2) collections."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._started
+            self.full += info["generation"] == 2
+
+    def read(self) -> tuple[float, int]:
+        return self.seconds, self.full
 
 
 def pct(values: list[float], q: float) -> float:
@@ -127,8 +149,17 @@ async def run_turns(backend: ShopAIBackend, refs: list[str], keys: list[Conversa
     return sum(1 for r in results if r is True)
 
 
-async def bench(version: str, sessions: int, heartbeat: float, idle: float, delay: float) -> None:
+async def bench(
+    version: str,
+    sessions: int,
+    heartbeat: float,
+    idle: float,
+    delay: float,
+    profile: str | None = None,
+    tune: bool = True,
+) -> None:
     proc, url = start_emulator(version, delay, heartbeat)
+    gc_clock = GcClock()
     lateness: list[float] = []
     metrics = ShopAIMetrics(on_heartbeat=lateness.append)
     settings = ShopAISettings(
@@ -148,6 +179,8 @@ async def bench(version: str, sessions: int, heartbeat: float, idle: float, dela
         warm = await backend.open(warm_key, "en")
         await run_turns(backend, [warm], [warm_key])
         await backend.close(warm)
+        if tune:
+            tune_gc(many_connections=True)  # as `chatbridge run` does with a ShopAI backend
         gc.collect()
         rss0 = rss_bytes()
 
@@ -157,22 +190,32 @@ async def bench(version: str, sessions: int, heartbeat: float, idle: float, dela
         t_open = time.perf_counter() - t0
 
         tokens0, cpu0, t0 = metrics.tokens, cpu_seconds(), time.perf_counter()
+        gc0 = gc_clock.read()
         ok1 = await asyncio.wait_for(run_turns(backend, refs, keys), timeout=300)
         t_turn1, cpu1, tok1 = (
             time.perf_counter() - t0,
             cpu_seconds() - cpu0,
             metrics.tokens - tokens0,
         )
+        gc1 = tuple(b - a for a, b in zip(gc0, gc_clock.read(), strict=True))
         late_connect = list(lateness)
         lateness.clear()
 
         tokens0, cpu0, t0 = metrics.tokens, cpu_seconds(), time.perf_counter()
+        gc0 = gc_clock.read()
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
         ok2 = await asyncio.wait_for(run_turns(backend, refs, keys), timeout=300)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(f"{profile}.{version}")
         t_turn2, cpu2, tok2 = (
             time.perf_counter() - t0,
             cpu_seconds() - cpu0,
             metrics.tokens - tokens0,
         )
+        gc2 = tuple(b - a for a, b in zip(gc0, gc_clock.read(), strict=True))
         late_stream = list(lateness)
 
         gc.collect()
@@ -193,11 +236,13 @@ async def bench(version: str, sessions: int, heartbeat: float, idle: float, dela
         print(f"open (init_session) x{sessions}: {t_open:.2f} s")
         print(
             f"turn 1 (connect + stream): {ok1}/{sessions} answered in {t_turn1:.2f} s, "
-            f"{tok1} tokens, CPU {cpu1:.2f} s = {cpu1 / max(tok1, 1) * 1000:.3f} s/1k tokens"
+            f"{tok1} tokens, CPU {cpu1:.2f} s = {cpu1 / max(tok1, 1) * 1000:.3f} s/1k tokens "
+            f"(garbage collector {gc1[0]:.2f} s, {gc1[1]:.0f} full collections)"
         )
         print(
             f"turn 2 (stream on open connections): {ok2}/{sessions} answered in {t_turn2:.2f} s, "
-            f"{tok2} tokens, CPU {cpu2:.2f} s = {cpu2 / max(tok2, 1) * 1000:.3f} s/1k tokens"
+            f"{tok2} tokens, CPU {cpu2:.2f} s = {cpu2 / max(tok2, 1) * 1000:.3f} s/1k tokens "
+            f"(garbage collector {gc2[0]:.2f} s, {gc2[1]:.0f} full collections)"
         )
         print(
             f"RSS: {rss0 / 2**20:.1f} MiB before, {rss1 / 2**20:.1f} MiB with {open_conns} "
@@ -233,6 +278,12 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=2.0)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds watched while idle")
     parser.add_argument("--token-delay", type=float, default=0.02)
+    parser.add_argument("--profile", default=None, help="cProfile turn 2 into PATH.<version>")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep CPython's collector settings (the runner tunes them: bots/gctune.py)",
+    )
     args = parser.parse_args()
     limit = raise_nofile(args.sessions * 2 + 1024)  # the emulator child inherits it
     print(
@@ -245,7 +296,17 @@ def main() -> None:
             argv = [a for a in sys.argv[1:] if a not in ("--version", "both")]
             subprocess.run([sys.executable, __file__, *argv, "--version", version], check=False)
         return
-    asyncio.run(bench(args.version, args.sessions, args.heartbeat, args.idle, args.token_delay))
+    asyncio.run(
+        bench(
+            args.version,
+            args.sessions,
+            args.heartbeat,
+            args.idle,
+            args.token_delay,
+            args.profile,
+            not args.default_gc,
+        )
+    )
 
 
 if __name__ == "__main__":

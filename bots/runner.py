@@ -24,6 +24,7 @@ from chatbridge.bots.config import (
     ShopAIBackendConfig,
     TelegramBotConfig,
 )
+from chatbridge.bots.gctune import tune_gc
 from chatbridge.bots.http import HealthServer, standard_readiness
 from chatbridge.core.access import AccessGate, AccessPolicy
 from chatbridge.core.engine import Engine
@@ -358,6 +359,12 @@ async def run_app(app: App) -> None:
         with contextlib.suppress(Exception):
             await app.stop()
         raise
+    # after start: what starting allocated is never examined again
+    tune_gc(
+        many_connections=any(
+            isinstance(b, ShopAIBackendConfig) for b in app.config.backends.values()
+        )
+    )
     try:
         await app.wait()
     finally:

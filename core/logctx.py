@@ -8,8 +8,6 @@ logging configuration: it only sets the context.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
 FIELDS = ("bot", "conversation", "turn")
@@ -17,26 +15,35 @@ FIELDS = ("bot", "conversation", "turn")
 _vars: dict[str, ContextVar[str | None]] = {
     name: ContextVar(f"chatbridge_log_{name}", default=None) for name in FIELDS
 }
+_ORDERED = tuple(_vars[name] for name in FIELDS)
 
 
-@contextmanager
-def log_context(
-    *,
-    bot: str | None = None,
-    conversation: str | None = None,
-    turn: str | int | None = None,
-) -> Iterator[None]:
+class log_context:  # lower case: used like a function, ``with log_context(...)``
     """Tag log records inside the block. Only the given fields change; nesting works (an
-    inner ``log_context(turn=...)`` keeps the outer bot and conversation)."""
-    values = {"bot": bot, "conversation": conversation, "turn": turn}
-    tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
-    for name, value in values.items():
-        if value is not None:
-            var = _vars[name]
-            tokens.append((var, var.set(str(value))))
-    try:
-        yield
-    finally:
+    inner ``log_context(turn=...)`` keeps the outer bot and conversation).
+
+    A small class rather than a generator-based context manager: it wraps every turn.
+    """
+
+    __slots__ = ("_tokens", "_values")
+
+    def __init__(
+        self,
+        *,
+        bot: str | None = None,
+        conversation: str | None = None,
+        turn: str | int | None = None,
+    ) -> None:
+        self._values = (bot, conversation, turn)
+        self._tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
+
+    def __enter__(self) -> None:
+        for var, value in zip(_ORDERED, self._values, strict=True):
+            if value is not None:
+                self._tokens.append((var, var.set(str(value))))
+
+    def __exit__(self, *exc: object) -> None:
+        tokens, self._tokens = self._tokens, []
         for var, token in reversed(tokens):
             var.reset(token)
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from chatbridge.bots.logging_setup import CHATTY_LOGGERS, MASK, Redactor, configure_logging
 from chatbridge.core.logctx import current_context, log_context
+from chatbridge.core.secrets import scrub_record
 
 TG_TOKEN = "123456789:AAHfakeTelegramTokenForTests_xyz-987"
 LICENSE = "lic-SECRET-0123456789abcdef"
@@ -176,3 +177,28 @@ def test_bad_arguments() -> None:
         configure_logging("INFO", "xml")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="level"):
         configure_logging("LOUD", "plain", stream=io.StringIO())
+
+
+def test_a_record_changed_after_it_was_scrubbed_is_scrubbed_again() -> None:
+    # records are scrubbed when made and again by the handler; the second pass is skipped
+    # only when nothing changed in between
+    redactor = Redactor([LICENSE])
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key %s", (LICENSE,), None)
+    scrub_record(record, redactor)
+    assert record.getMessage() == f"key {MASK}"
+    record.msg = f"later {LICENSE}"  # someone edited the message after the factory ran
+    scrub_record(record, redactor)
+    assert record.getMessage() == f"later {MASK}"
+    late = "registered-after-the-record-was-made"
+    record.msg = f"both {late}"
+    scrub_record(record, redactor)
+    redactor.add(late)  # a secret learnt between the two passes
+    scrub_record(record, redactor)
+    assert record.getMessage() == f"both {MASK}"
+
+
+def test_telegram_url_tokens_masked_even_when_unregistered() -> None:
+    redact = Redactor()
+    url = "https://api.telegram.org/bot987654:AAunregistered_token-x/getMe"
+    assert redact(url) == f"https://api.telegram.org/bot{MASK}/getMe"
+    assert redact("a robot said /bot without a token") == "a robot said /bot without a token"

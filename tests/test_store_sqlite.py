@@ -200,3 +200,61 @@ async def test_open_store_absolute_url_memory_and_bad_scheme(tmp_path: Path) -> 
 
     with pytest.raises(StoreURLError, match="mongodb"):
         await open_store("mongodb://localhost/x")
+
+
+def _file_turns(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT turn_count FROM sessions ORDER BY user_id")]
+
+
+async def test_touches_reach_the_file_in_one_write_off_the_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a turn's touch returns without waiting for the database; the touches of many turns
+    # are written together soon after, where another process (the admin CLI) reads them
+    path = tmp_path / "touch.db"
+    store = await SQLiteStore.open(path)
+    try:
+        await store.put(record(key(user="a"), ref="a"))
+        await store.put(record(key(user="b"), ref="b"))
+        statements: list[str] = []
+        real_execute, real_many = store._conn.execute, store._conn.executemany
+
+        def execute(sql: str, *args: object) -> object:
+            statements.append(sql.split()[0])
+            return real_execute(sql, *args)
+
+        def executemany(sql: str, *args: object) -> object:
+            statements.append("many " + sql.split()[0])
+            return real_many(sql, *args)
+
+        monkeypatch.setattr(store._conn, "execute", execute)
+        monkeypatch.setattr(store._conn, "executemany", executemany)
+        for _ in range(3):
+            await store.touch(key(user="a"))
+        await store.touch(key(user="b"))
+        assert statements == []  # nothing written on the turns' path
+        got = await store.get(key(user="a"))
+        assert got is not None and got.turn_count == 3  # this process sees them at once
+        async with asyncio.timeout(10):
+            while _file_turns(path) != [3, 1]:
+                await asyncio.sleep(0.05)
+        assert statements.count("many UPDATE") == 1
+        got = await store.get(key(user="a"))
+        assert got is not None and got.turn_count == 3  # not counted twice once written
+    finally:
+        await store.close()
+
+
+async def test_a_put_or_delete_drops_touches_not_written_yet(tmp_path: Path) -> None:
+    path = tmp_path / "touch.db"
+    store = await SQLiteStore.open(path)
+    await store.put(record(key(user="a"), ref="a", turns=5))
+    await store.touch(key(user="a"))
+    await store.put(record(key(user="a"), ref="new", turns=0))  # a new session replaces it
+    await store.put(record(key(user="b"), ref="b", turns=0))
+    await store.touch(key(user="b"))
+    await store.delete(key(user="b"))
+    await store.put(record(key(user="b"), ref="b2", turns=0))
+    await store.close()  # writes what is pending
+    assert _file_turns(path) == [0, 0]

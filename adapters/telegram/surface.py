@@ -405,6 +405,7 @@ class TelegramReply:
         self._drafts = DraftSink(ops, self._sink) if use_drafts and target.private else None
         self._stream: ThrottledStream[Handle] | None = None
         self._typing: asyncio.Task[None] | None = None
+        self._typing_timer: asyncio.TimerHandle | None = None
 
     def _mark_shown(self) -> None:
         if not self.shown.is_set():
@@ -422,19 +423,27 @@ class TelegramReply:
         return self._stream
 
     async def begin(self) -> None:
-        self._typing = asyncio.create_task(self._keep_typing(), name="telegram-typing")
+        # a reply that shows within the grace needs no typing indicator (skipping it saves a
+        # request per turn exactly when many chats start together), and no task either: a
+        # timer starts the typing loop only once the grace has passed with nothing shown
+        loop = asyncio.get_running_loop()
+        self._typing_timer = loop.call_later(TYPING_GRACE, self._start_typing)
+
+    def _start_typing(self) -> None:
+        self._typing_timer = None
+        if not self.shown.is_set():
+            self._typing = asyncio.create_task(self._keep_typing(), name="telegram-typing")
 
     async def _keep_typing(self) -> None:
-        # a reply that starts streaming at once needs no typing indicator: skipping it saves a
-        # request per turn exactly when many chats start together
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.shown.wait(), TYPING_GRACE)
         while not self.shown.is_set():
             await self.ops.typing(self.target)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.shown.wait(), 4.5)  # the action lasts ~5 s
 
     def _stop_typing(self) -> None:
+        if self._typing_timer is not None:
+            self._typing_timer.cancel()
+            self._typing_timer = None
         if self._typing is not None:
             self._typing.cancel()
             self._typing = None

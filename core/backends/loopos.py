@@ -330,7 +330,9 @@ class LoopOSBackend:
                 raise
             finally:
                 self._in_flight[shard] -= 1
-            log.info(
+            # the engine logs each turn at INFO; a request that succeeded needs no line of its own
+            log.log(
+                logging.DEBUG if response.status_code < 400 else logging.INFO,
                 "POST %s -> %d in %.0f ms",
                 path,
                 response.status_code,

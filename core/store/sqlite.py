@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -91,6 +92,10 @@ MIGRATIONS: Sequence[Sequence[str]] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# touch() is called at the end of every turn; its write waits this long so that touches of
+# many turns go to the database in one transaction, off the turns' path.
+TOUCH_FLUSH_DELAY = 1.0
+
 #: Seconds between WAL checkpoints (see SQLiteStore._checkpoints).
 CHECKPOINT_INTERVAL = 1.0
 
@@ -160,6 +165,10 @@ class SQLiteStore:
         self._checkpointer: asyncio.Task[None] | None = None
         self.path = path
         self.button_ttl = button_ttl
+        # touches not written yet: key params -> (last_active in microseconds, turns to add)
+        self._touches: dict[tuple[str, str, str, str, str], tuple[int, int]] = {}
+        self._touch_timer: asyncio.TimerHandle | None = None
+        self._touch_flush: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -282,12 +291,24 @@ class SQLiteStore:
     # --- sessions -----------------------------------------------------------------------------
 
     async def get(self, key: ConversationKey) -> SessionRecord | None:
-        rows = await self._fetch(
-            f"SELECT {_COLUMNS} FROM sessions WHERE {_KEY_WHERE}", _key_params(key)
-        )
-        return _record(rows[0]) if rows else None
+        params = _key_params(key)
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM sessions WHERE {_KEY_WHERE}", params)
+        if not rows:
+            return None
+        # no await since the read: a touch flushed meanwhile is in the row, not in _touches
+        pending = self._touches.get(params)
+        record = _record(rows[0])
+        if pending is not None:
+            record = dataclasses.replace(
+                record,
+                last_active=from_micros(pending[0]),
+                turn_count=record.turn_count + pending[1],
+            )
+        return record
 
     async def put(self, record: SessionRecord) -> None:
+        # the record replaces the stored one, touches included (the engine puts what it got)
+        self._touches.pop(_key_params(record.key), None)
         await self._write(
             f"""INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (bot, platform, chat_id, user_id, thread_id) DO UPDATE SET
@@ -306,16 +327,52 @@ class SQLiteStore:
         )
 
     async def touch(self, key: ConversationKey) -> None:
-        await self._write(
-            f"UPDATE sessions SET last_active = ?, turn_count = turn_count + 1 WHERE {_KEY_WHERE}",
-            (to_micros(utcnow()), *_key_params(key)),
-        )
+        """Counts a turn. Written within TOUCH_FLUSH_DELAY, with every other touch of that
+        second, in one transaction; this process's reads see it at once, other processes
+        (the admin CLI) within the delay."""
+        params = _key_params(key)
+        _, turns = self._touches.get(params, (0, 0))
+        self._touches[params] = (to_micros(utcnow()), turns + 1)
+        if self._touch_timer is None and self._touch_flush is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._touch_timer = loop.call_later(TOUCH_FLUSH_DELAY, self._start_touch_flush)
+
+    def _start_touch_flush(self) -> None:
+        self._touch_timer = None
+        self._touch_flush = asyncio.get_running_loop().create_task(self._flush_touches_later())
+
+    async def _flush_touches_later(self) -> None:
+        try:
+            await self._flush_touches()
+        except Exception as exc:  # recency and a turn counter: not worth failing anything
+            log.warning("could not record session activity: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._touch_flush = None
+        if self._touches and not self._closed:  # touched while we wrote
+            loop = asyncio.get_running_loop()
+            self._touch_timer = loop.call_later(TOUCH_FLUSH_DELAY, self._start_touch_flush)
+
+    async def _flush_touches(self) -> None:
+        if not self._touches:
+            return
+        async with self._transaction():
+            # taken under the lock: a read holding it has merged these already, one waiting
+            # for it will find them in the rows
+            touches, self._touches = self._touches, {}
+            await self._conn.executemany(
+                "UPDATE sessions SET last_active = ?, turn_count = turn_count + ? "
+                f"WHERE {_KEY_WHERE}",
+                [(at, turns, *params) for params, (at, turns) in touches.items()],
+            )
 
     async def delete(self, key: ConversationKey) -> bool:
+        self._touches.pop(_key_params(key), None)
         changed = await self._write(f"DELETE FROM sessions WHERE {_KEY_WHERE}", _key_params(key))
         return changed > 0
 
     async def delete_all(self, bot: str | None = None) -> int:
+        for params in [p for p in self._touches if bot is None or p[0] == bot]:
+            del self._touches[params]
         if bot is None:
             return await self._write("DELETE FROM sessions")
         return await self._write("DELETE FROM sessions WHERE bot = ?", (bot,))
@@ -323,6 +380,7 @@ class SQLiteStore:
     async def list(
         self, bot: str | None = None, user_id: str | None = None, limit: int = 50
     ) -> builtins.list[SessionRecord]:
+        await self._flush_touches()  # the order is by last activity
         where, params = self._filters(bot, user_id)
         rows = await self._fetch(
             f"SELECT {_COLUMNS} FROM sessions{where} "
@@ -437,10 +495,22 @@ class SQLiteStore:
         task, self._checkpointer = self._checkpointer, None
         if task is not None:
             task.cancel()  # it closes its own connection (the last one to close checkpoints)
-        # Nothing awaited before the connection's close starts: once started, aiosqlite stops
-        # its worker thread even if this is cancelled (Ctrl-C); a thread left running would
-        # keep the process from exiting.
-        async with self._lock:
-            await self._conn.close()
+        if self._touch_timer is not None:
+            self._touch_timer.cancel()
+            self._touch_timer = None
+        try:
+            # the turns counted since the last write (at most TOUCH_FLUSH_DELAY ago); with
+            # nothing pending this awaits nothing
+            if self._touch_flush is not None:
+                await asyncio.shield(self._touch_flush)
+            await self._flush_touches()
+        except Exception as exc:
+            log.warning("could not record session activity: %s: %s", type(exc).__name__, exc)
+        finally:
+            # Whatever happened above (Ctrl-C cancels it), the connection's close starts here
+            # with nothing else awaited first: once started, aiosqlite stops its worker thread
+            # even if this is cancelled; a thread left running would keep the process alive.
+            async with self._lock:
+                await self._conn.close()
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,445 @@
+"""Benchmark: the cost of one turn, chatbridge against a bare python-telegram-bot bot.
+
+One run, side by side, against the same servers: the fake Bot API (tests/fakes/telegram_api.py)
+and the LoopOS emulator run in this (driver) process; each bot runs in its own subprocess, so
+its CPU time and peak RSS are its own:
+
+- ``bare``: the floor. A minimal PTB bot (run_polling, default HTTPX transport) that posts each
+  text to the LoopOS server's ``/chat`` with one shared ``httpx.AsyncClient`` and sends each
+  reply message's text back.
+- ``bridge``: chatbridge as an operator runs it (a TOML file, ``chatbridge run``'s code path:
+  config, logging at INFO, the runner, the Telegram adapter, the engine, the LoopOS backend, a
+  SQLite store file), with per-chat pacing off so only code is compared.
+- ``paced``: the same with chatbridge's default per-chat pacing on (the fake then enforces
+  Telegram's per-chat limit too), fewer turns since each costs about a second.
+
+One private chat per bot; the user sends the next message as soon as the last reply message of the
+previous turn arrived (the submission workflow in a loop: product, storage, condition, a yes/no
+answer, restart; 7 reply messages per 5 turns, most with buttons). Latency = the update made
+available to getUpdates -> the turn's last sendMessage received by the fake. CPU = the bot
+process's user+sys time over the measured turns (after a warm-up cycle), per turn. RSS = the
+process's peak (VmHWM). Prints figures; asserts nothing.
+
+    python bench/turn_cost.py [--turns 300] [--paced-turns 20] [--only bare,bridge,paced]
+                              [--profile PATH.prof]   # cProfile of the measured turns (bare: .bare)
+                              [--baseline DIR]  # another checkout, run alongside
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# the code under test: this checkout, or (for the "baseline" bot) another one
+CODE = os.environ.get("TURN_COST_CODE", str(ROOT))
+sys.path.insert(0, CODE)
+
+SCRIPT = ["Quero vender um iPhone 12", "128 GB", "Bom", "Não", "recomeçar"]
+CORE_URL = "https://core.example/"
+SUBMISSION_URL = "https://submission.example/"
+# --baseline: another checkout (e.g. `git archive <commit> | tar -x -C DIR`), run as the
+# "baseline" bot next to "bridge", so before and after meet the same machine load
+BASELINE: str | None = None
+
+# one chat per bot: calls stay apart
+USERS = {"bare": 4201, "bridge": 4202, "paced": 4203, "baseline": 4204}
+TOKENS = {
+    "bare": "700001:bare-bench-token-0123456789abcdef",
+    "bridge": "700002:bridge-bench-token-0123456789abcdef",
+    "paced": "700003:paced-bench-token-0123456789abcdef",
+    "baseline": "700004:baseline-bench-token-0123456789abcdef",
+}
+
+
+# --- the bare bot (subprocess) -------------------------------------------------------------------
+
+
+def run_bare(api: str, loopos: str, token: str) -> None:
+    """The floor: what a developer writes first with PTB and httpx."""
+    import logging
+    import uuid
+
+    import httpx
+    from telegram import Update
+    from telegram.ext import Application, ContextTypes, MessageHandler, filters
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log = logging.getLogger("bare")
+    sessions: dict[int, str] = {}
+    client = httpx.AsyncClient(base_url=loopos, timeout=120)
+
+    async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        msg = update.effective_message
+        if msg is None or msg.text is None or update.effective_user is None:
+            return
+        lang = update.effective_user.language_code or ""
+        session = sessions.setdefault(msg.chat_id, str(uuid.uuid4()))
+        payload: dict[str, Any] = {
+            "language": "en-US" if lang.startswith("en") else "PT-PT",
+            "messages": [{"role": "user", "text": msg.text}],
+            "conversation": True,
+            "session_id": session,
+            "loopos_core_base_url": CORE_URL,
+            "loopos_submission_base_url": SUBMISSION_URL,
+            "session_extra_data": {},
+        }
+        response = await client.post("/chat", json=payload)
+        response.raise_for_status()
+        for reply in response.json():
+            if reply.get("role", "assistant") == "assistant" and reply.get("text"):
+                await msg.reply_text(reply["text"], do_quote=False)
+        log.info("answered chat %s", msg.chat_id)
+
+    app = (
+        Application.builder()
+        .token(token)
+        .base_url(f"{api}/bot")
+        .base_file_url(f"{api}/file/bot")
+        .build()
+    )
+    app.add_handler(MessageHandler(filters.TEXT, on_text))
+    _profile_signals()
+    app.run_polling(timeout=10, allowed_updates=["message"], close_loop=False)
+
+
+# --- chatbridge (subprocess) ---------------------------------------------------------------------
+
+
+def _pacing_off(options: Any) -> Any:
+    """The bot's Telegram options with per-chat pacing switched off.
+
+    TODO(pacer): once TelegramOptions has ``chat_rate`` (0 = per-chat pacing off), the driver
+    writes ``chat_rate = 0`` in the TOML file and this hook is no longer used (see
+    ``write_config``). Until then the per-chat interval is set to 0 behind pydantic's back
+    (``stream_interval`` is both the pacer's gap and the streaming edit interval; LoopOS does
+    not stream, so only the pacer's gap matters here).
+    """
+    return options.model_copy(update={"stream_interval": 0.0})
+
+
+def run_bridge(config_path: str, pacing: str) -> None:
+    """What ``chatbridge run --config FILE`` does (bots/cli.py), with the pacing switch."""
+    from chatbridge.adapters.telegram.options import TelegramOptions
+    from chatbridge.bots import runner
+    from chatbridge.bots.cli import _setup_logging
+    from chatbridge.bots.config import load_config
+
+    config = load_config(config_path)
+    _setup_logging(config.logging.level, config.logging.format, config.secrets())
+    if pacing == "off" and "chat_rate" not in TelegramOptions.model_fields:
+        original = runner._options
+
+        def options(model: type[Any], bot: Any) -> Any:
+            built = original(model, bot)
+            return _pacing_off(built) if model is TelegramOptions else built
+
+        runner._options = options
+    _profile_signals()
+    asyncio.run(runner.run_app(runner.App(config)))
+
+
+def _profile_signals() -> None:
+    """SIGUSR1 starts cProfile, SIGUSR2 stops it and writes $TURN_COST_PROFILE."""
+    path = os.environ.get("TURN_COST_PROFILE")
+    if not path:
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+
+    def dump(*_: object) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
+def write_config(path: Path, api: str, loopos: str, token: str, pacing: str) -> None:
+    from chatbridge.adapters.telegram.options import TelegramOptions
+
+    pacing_line = ""
+    if pacing == "off" and "chat_rate" in TelegramOptions.model_fields:
+        pacing_line = "chat_rate = 0\n"
+    path.write_text(
+        f"""
+[store]
+url = "sqlite:///{path.parent / "bench.db"}"
+
+[limits]
+turns_per_minute = 0
+
+[logging]
+level = "INFO"
+
+[backends.loopos]
+type = "loopos"
+base_url = "{loopos}"
+core_base_url = "{CORE_URL}"
+submission_base_url = "{SUBMISSION_URL}"
+
+[[bots]]
+name = "bench"
+platform = "telegram"
+backend = "loopos"
+token = "{token}"
+api_base_url = "{api}/bot"
+poll_timeout = 10
+{pacing_line}""",
+        encoding="utf-8",
+    )
+
+
+# --- the driver ----------------------------------------------------------------------------------
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_mem(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmHWM", "VmRSS"):
+            out[name] = int(value.split()[0]) / 1024  # MiB
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def expected_messages(turns: int) -> list[int]:
+    """Reply messages per turn, from the emulator's own (deterministic) workflow."""
+    from chatbridge.emulators.loopos_workflow import Workflow
+
+    workflow = Workflow("count", SUBMISSION_URL)
+    return [len(workflow.step(SCRIPT[i % len(SCRIPT)], [], "en-US")) for i in range(turns)]
+
+
+@dataclass
+class Bot:
+    """One bot under test: its process, its chat on the fake, its figures."""
+
+    kind: str
+    proc: asyncio.subprocess.Process
+    fake_bot: Any
+    user: dict[str, Any]
+    chat: dict[str, Any]
+    log_path: Path
+    profile: bool
+    sent: int = 0
+    latencies: list[float] = field(default_factory=list)
+    cpu0: float = 0.0
+    lines0: int = 0
+
+
+async def start_bot(kind: str, fake: Any, loopos_url: str, tmp: Path, profile: str | None) -> Bot:
+    token = TOKENS[kind]
+    fake_bot = fake.add_bot(token, f"{kind}_bench_bot")
+    code = BASELINE if kind == "baseline" and BASELINE else str(ROOT)
+    env = {**os.environ, "PYTHONPATH": code, "TURN_COST_CODE": code}
+    if profile and kind in ("bridge", "bare"):
+        env["TURN_COST_PROFILE"] = profile if kind == "bridge" else f"{profile}.bare"
+    if kind == "bare":
+        args = ["--bare", "--api", fake.url, "--loopos", loopos_url, "--token", token]
+    else:
+        config = tmp / kind / "bench.toml"
+        config.parent.mkdir()
+        write_config(config, fake.url, loopos_url, token, "on" if kind == "paced" else "off")
+        args = ["--bridge", str(config), "--pacing", "on" if kind == "paced" else "off"]
+    log_path = tmp / f"{kind}.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, *args, env=env, stdout=log_file, stderr=log_file
+        )
+    await fake.wait_for(lambda c: c.token == token and c.method == "getUpdates", timeout=60)
+    user = fake_bot.make_user(USERS[kind], "Ana")
+    chat = fake_bot.private_chat(user)
+    profiled = bool(profile and kind in ("bridge", "bare"))
+    return Bot(kind, proc, fake_bot, user, chat, log_path, profiled)
+
+
+async def one_turn(bot: Bot, fake: Any, i: int, count: int, measured: bool) -> None:
+    start = asyncio.get_running_loop().time()
+    await bot.fake_bot.push_text(bot.chat, bot.user, SCRIPT[i % len(SCRIPT)])
+    bot.sent += count
+    calls = await fake.wait_calls("sendMessage", bot.sent, chat_id=USERS[bot.kind], timeout=30)
+    if measured:
+        bot.latencies.append((calls[-1].time - start) * 1000)
+
+
+async def run_turns(bots: list[Bot], fake: Any, turns: int) -> list[dict[str, Any]]:
+    """A warm-up cycle, then ``turns`` turns; several bots take turns alternately, so a
+    machine busy with other work slows them alike."""
+    counts = expected_messages(len(SCRIPT) + turns)
+    for i, count in enumerate(counts):
+        if i == len(SCRIPT):  # after one warm-up cycle
+            for bot in bots:
+                bot.cpu0 = proc_cpu(bot.proc.pid)
+                bot.lines0 = _lines(bot.log_path)
+                if bot.profile:
+                    bot.proc.send_signal(signal.SIGUSR1)
+        order = bots if i % 2 == 0 else bots[::-1]
+        for bot in order:
+            await one_turn(bot, fake, i, count, i >= len(SCRIPT))
+    results = []
+    for bot in bots:
+        cpu = proc_cpu(bot.proc.pid) - bot.cpu0
+        lines = _lines(bot.log_path) - bot.lines0
+        if bot.profile:
+            bot.proc.send_signal(signal.SIGUSR2)
+            await asyncio.sleep(1.0)
+        mem = proc_mem(bot.proc.pid)
+        token = TOKENS[bot.kind]
+        refused = [c for c in fake.calls if c.token == token and not c.ok]
+        results.append(
+            {
+                "kind": bot.kind,
+                "turns": turns,
+                "p50": pct(bot.latencies, 0.5),
+                "p99": pct(bot.latencies, 0.99),
+                "max": max(bot.latencies),
+                "cpu_ms": cpu / turns * 1000,
+                "rss": mem.get("VmHWM", float("nan")),
+                "log_lines": lines / turns,
+                "errors": len(refused),
+            }
+        )
+    return results
+
+
+async def stop_bot(bot: Bot) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        bot.proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(bot.proc.wait(), 20)
+    except TimeoutError:
+        bot.proc.kill()
+        await bot.proc.wait()
+
+
+async def measure(
+    kinds: list[str], fake: Any, loopos_url: str, turns: int, tmp: Path, profile: str | None
+) -> list[dict[str, Any]]:
+    bots: list[Bot] = []
+    try:
+        for kind in kinds:
+            bots.append(await start_bot(kind, fake, loopos_url, tmp, profile))
+        return await run_turns(bots, fake, turns)
+    finally:
+        for bot in bots:
+            await stop_bot(bot)
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
+
+
+async def drive(kinds: list[str], turns: int, paced_turns: int, profile: str | None) -> None:
+    from chatbridge.emulators.loopos import start_loopos_emulator
+    from tests.fakes.telegram_api import FakeTelegram
+
+    fake = await FakeTelegram(interval=0.0).start()
+    loopos = await start_loopos_emulator()
+    results: dict[str, dict[str, Any]] = {}
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="turn-cost-") as tmp:
+            side_by_side = [k for k in kinds if k != "paced"]
+            if side_by_side:
+                fake.interval = 0.0
+                for r in await measure(side_by_side, fake, loopos.url, turns, Path(tmp), profile):
+                    results[r["kind"]] = r
+            if "paced" in kinds:
+                fake.interval = 1.0  # Telegram's per-chat limit, enforced
+                for r in await measure(["paced"], fake, loopos.url, paced_turns, Path(tmp), None):
+                    results[r["kind"]] = r
+    finally:
+        await loopos.stop()
+        await fake.stop()
+    print(f"--- one private chat per bot, turns in a row; wall {time.monotonic() - started:.0f} s")
+    print(
+        f"{'':8} {'turns':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/turn':>11} "
+        f"{'peak RSS MiB':>12} {'log lines/turn':>14} {'refused calls':>13}"
+    )
+    for r in results.values():
+        print(
+            f"{r['kind']:8} {r['turns']:>5} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} "
+            f"{r['cpu_ms']:>11.2f} {r['rss']:>12.1f} {r['log_lines']:>14.1f} {r['errors']:>13}"
+        )
+    bare, bridge = results.get("bare"), results.get("bridge")
+    if bare and bridge:
+        print(
+            f"bridge - bare: p50 +{bridge['p50'] - bare['p50']:.1f} ms, "
+            f"p99 +{bridge['p99'] - bare['p99']:.1f} ms; "
+            f"CPU x{bridge['cpu_ms'] / bare['cpu_ms']:.2f}; RSS x{bridge['rss'] / bare['rss']:.2f} "
+            f"(targets: p99 <= +2 ms, CPU <= x1.2, bridge RSS <= 55 MiB)"
+        )
+    base = results.get("baseline")
+    if base and bridge:
+        print(
+            f"bridge against the baseline checkout: p50 {bridge['p50'] - base['p50']:+.1f} ms, "
+            f"p99 {bridge['p99'] - base['p99']:+.1f} ms, "
+            f"CPU x{bridge['cpu_ms'] / base['cpu_ms']:.2f}, "
+            f"RSS {bridge['rss'] - base['rss']:+.1f} MiB"
+        )
+        if bare:
+            print(
+                f"baseline - bare: p50 +{base['p50'] - bare['p50']:.1f} ms, "
+                f"p99 +{base['p99'] - bare['p99']:.1f} ms; "
+                f"CPU x{base['cpu_ms'] / bare['cpu_ms']:.2f}"
+            )
+    if profile and "bridge" in results:
+        import pstats
+
+        print(f"--- cProfile of the bridge's measured turns ({profile}), by own time:")
+        stats = pstats.Stats(profile)
+        stats.sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=300)
+    parser.add_argument("--paced-turns", type=int, default=20)
+    parser.add_argument("--only", default="bare,bridge,paced")
+    parser.add_argument("--baseline", default=None, help="another checkout, run as 'baseline'")
+    parser.add_argument("--profile", default=None, help="write a cProfile of the bridge here")
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bridge", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--pacing", default="off", help=argparse.SUPPRESS)
+    parser.add_argument("--api", help=argparse.SUPPRESS)
+    parser.add_argument("--loopos", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        run_bare(args.api, args.loopos, args.token)
+        return
+    if args.bridge:
+        run_bridge(args.bridge, args.pacing)
+        return
+    global BASELINE
+    BASELINE = args.baseline
+    kinds = [k for k in args.only.split(",") if k in TOKENS]
+    if BASELINE and "baseline" not in kinds:
+        kinds.append("baseline")
+    asyncio.run(drive(kinds, args.turns, args.paced_turns, args.profile))
+
+
+if __name__ == "__main__":
+    main()
