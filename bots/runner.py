@@ -28,7 +28,7 @@ from chatbridge.bots.gctune import tune_gc
 from chatbridge.bots.http import HealthServer, standard_readiness
 from chatbridge.core.access import AccessGate, AccessPolicy
 from chatbridge.core.engine import Engine
-from chatbridge.core.errors import StartupFailed
+from chatbridge.core.errors import StartupFailed, best_effort
 from chatbridge.core.flood import FloodControl
 from chatbridge.core.metrics import Metrics
 from chatbridge.core.protocols import Backend, CountsConnections, Journal, SessionStore
@@ -301,17 +301,17 @@ class App:
         for adapter in self.adapters:
             pause = getattr(adapter, "stop_receiving", None)
             if pause is not None:
-                with contextlib.suppress(Exception):
+                with best_effort(log, f"pausing bot {adapter.name}'s intake"):
                     await pause()
         grace = self.config.limits.shutdown_grace
         await asyncio.gather(*(e.aclose(grace) for e in self.engines.values()))
         for adapter in self.adapters:
-            with contextlib.suppress(Exception):
+            with best_effort(log, f"stopping bot {adapter.name}"):
                 await adapter.stop()
         if self.http is not None:
             await self.http.stop()
         for backend in self.backends.values():
-            with contextlib.suppress(Exception):
+            with best_effort(log, "closing a backend"):
                 await backend.aclose()
         if self._pruner is not None:
             self._pruner.cancel()
@@ -356,7 +356,7 @@ async def run_app(app: App) -> None:
     try:
         await app.start()
     except BaseException:
-        with contextlib.suppress(Exception):
+        with best_effort(log, "stopping what had started"):
             await app.stop()
         raise
     # after start: what starting allocated is never examined again

@@ -13,7 +13,6 @@ what a restart resumes is :mod:`core.recovery`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from chatbridge.core import recovery
-from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.errors import BackendError, NotSupported, best_effort
 from chatbridge.core.item_services import read_listing_request
 from chatbridge.core.protocols import (
     Backend,
@@ -263,7 +262,7 @@ class Engine:
 
     async def _tell_interrupted(self, turn: Turn) -> None:
         texts = self.texts.in_language(turn.inbound.language)
-        with contextlib.suppress(Exception):
+        with best_effort(log, "telling a user their turn was interrupted"):
             async with asyncio.timeout(5):
                 await self.turns.tell(turn, texts.interrupted)
 
@@ -303,7 +302,7 @@ class Engine:
         record = await self.store.get(key)
         if record is None:
             return False
-        with contextlib.suppress(Exception):
+        with best_effort(log, "closing a forgotten backend session"):
             await self.backend.close(record.session_ref)
         deleted = await self.store.delete(key)
         if self._observer:
@@ -318,7 +317,7 @@ class Engine:
     async def reset_all(self) -> int:
         records = await self.store.list(self.bot, limit=100_000)
         for record in records:
-            with contextlib.suppress(Exception):
+            with best_effort(log, "closing a backend session on reset_all"):
                 await self.backend.close(record.session_ref)
         count = await self.store.delete_all(self.bot)
         if self._observer:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from types import TracebackType
+
 from chatbridge.core.types import Failure
 
 
@@ -32,3 +36,28 @@ class StartupFailed(RuntimeError):
         super().__init__(message)
         self.retryable = retryable
         self.hint = hint
+
+
+class best_effort(contextlib.AbstractContextManager["best_effort"]):
+    """``with best_effort(log, "closing the session"):`` — cleanup whose failure must not stop
+    the caller (shutdown, closing a session being replaced), but is never silent either: a
+    failure is logged once at WARNING, its traceback at DEBUG.
+
+    ``BaseException`` (cancellation, KeyboardInterrupt) passes through untouched.
+    """
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self._log = log
+        self._what = what
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        self._log.warning("%s failed: %r", self._what, exc)
+        self._log.debug("%s failed", self._what, exc_info=exc)
+        return True

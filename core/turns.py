@@ -11,7 +11,6 @@ refused / failed_notified); the answer is written down before it is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 
 from chatbridge.core.buttons import with_button_ids
 from chatbridge.core.deadline import turn_deadline
-from chatbridge.core.errors import BackendError, DeliveryRefused
+from chatbridge.core.errors import BackendError, DeliveryRefused, best_effort
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
     Backend,
@@ -303,7 +302,7 @@ class TurnRunner:
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
-                with contextlib.suppress(Exception):
+                with best_effort(log, "closing the backend's event stream"):
                     await aclose()
         ended = Failure(FailureKind.MALFORMED, "backend ended the turn without an answer")
         return TurnResult("failed", failure=ended)
@@ -327,7 +326,7 @@ class TurnRunner:
             log.exception("backend %s could not open a session", self.backend_name)
             return None, Failure(FailureKind.UNAVAILABLE, repr(exc), retryable=True)
         if replace_ref is not None:
-            with contextlib.suppress(Exception):
+            with best_effort(log, "closing the expired backend session"):
                 await self.backend.close(replace_ref)
         now = datetime.now(UTC)
         record = SessionRecord(

@@ -35,6 +35,7 @@ from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import platform_trace
 from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
+from chatbridge.core.errors import best_effort
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.locales import en
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared
@@ -207,7 +208,7 @@ class DiscordAdapter:
                 await task
         client = self.client
         if client is not None and client.ws is not None:
-            with contextlib.suppress(Exception):
+            with best_effort(log, "closing the Discord gateway"):
                 await client.ws.close(code=1000)
 
     async def stop(self, grace: float = 10.0) -> None:

@@ -11,7 +11,6 @@ only during a turn, so an idle connection buffers nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatbridge.core.backends.shopai.settings import ShopAISettings
+from chatbridge.core.errors import best_effort
 
 __all__ = [
     "Closed",
@@ -234,6 +234,6 @@ class ShopAIConnection(ABC):
             self._sink.put_nowait(Closed(reason))
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
+        with best_effort(log, "closing the ShopAI transport"):
             await asyncio.wait_for(self._close_transport(), timeout=2.0)
         self._on_closed("closed by client")
