@@ -4,10 +4,15 @@ The fake Bot API runs in a subprocess (so its CPU is not billed to the bot); the
 the real stack: python-telegram-bot polling, the adapter, the engine, a scripted backend that
 streams ``--tokens`` tokens ``--token-delay`` apart to every chat at once.
 
-Reports: CPU and peak RSS of the bot process (and the fake's CPU), paced message operations per
-chat per second (sends + edits; Telegram tolerates about 1), the most in any 1 s window, 429s
-received (target 0), and the delay from a chat's first backend token to its first visible text
-(first sendMessage or sendMessageDraft accepted; target p95 <= 250 ms).
+The fake enforces Telegram's flood limits (30 messages/s for the bot, 20/min per group, about
+one a second per chat with short bursts; drafts not counted) and answers 429 past them.
+
+Reports: answers lost (chats whose final answer, with its keyboard, never arrived; target 0),
+429s received (target 0), the delay from a chat's first backend token to its first visible
+text (first sendMessage or sendMessageDraft accepted; target p95 <= 250 ms), the time from the
+first backend token to the last final answer against the floor (stream length + N / 30 s;
+target <= 1.2 x), CPU and peak RSS of the bot process (and the fake's CPU), paced message
+operations per chat per second and the most in any 1 s window.
 
     python bench/telegram_stream.py [--chats 1000] [--kind group|private|both]
 """
@@ -69,6 +74,7 @@ async def serve(chats: int, kind: str) -> None:
 
 def report(fake: FakeTelegram) -> dict[str, Any]:
     first: dict[str, float] = {}
+    final: dict[str, float] = {}
     paced: dict[str, list[float]] = {}
     visible: dict[str, list[float]] = {}
     methods: dict[str, int] = {}
@@ -81,11 +87,15 @@ def report(fake: FakeTelegram) -> dict[str, Any]:
             first[chat] = call.time
         if call.method in PACED:
             paced.setdefault(chat, []).append(call.time)
+            if call.params.get("reply_markup") and chat not in final:
+                final[chat] = call.time  # the final answer is the one with the keyboard
         if call.method in VISIBLE:
             visible.setdefault(chat, []).append(call.time)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "first_visible": first,
+        "final": final,
+        "limited": fake.limited,
         "visible": visible,
         "paced": paced,
         "methods": methods,
@@ -104,7 +114,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int) -> None:
+async def run(
+    chats: int,
+    kind: str,
+    tokens: int,
+    token_delay: float,
+    pool: int,
+    bot_rate: int,
+    draft_rate: int,
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -125,7 +143,13 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
     )
     store = await MemoryStore.open()
     engine = Engine(bot="bench", backend=backend, backend_name="bench", store=store)
-    options = TelegramOptions(api_base_url=f"{url}/bot", poll_timeout=5, connection_pool_size=pool)
+    options = TelegramOptions(
+        api_base_url=f"{url}/bot",
+        poll_timeout=5,
+        connection_pool_size=pool,
+        bot_rate=bot_rate,
+        draft_rate=draft_rate,
+    )
     adapter = TelegramAdapter(
         name="bench", token=TOKEN, engine=engine, options=options, admins=frozenset()
     )
@@ -134,7 +158,8 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
     started = time.monotonic()
     proc.stdin.write(b"go\n")
     await proc.stdin.drain()
-    deadline = started + 60 + tokens * token_delay * 2
+    # bounded: the floor (stream + N/30 s) three times over, plus a minute
+    deadline = started + 60 + 3 * (tokens * token_delay + chats / 30)
     while time.monotonic() < deadline:
         busy = engine.active_turns or engine.queued_turns or adapter._pending
         if adapter.turns_started >= chats and not busy:
@@ -172,7 +197,7 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     print(
         f"--- {chats} chats, {kind}, {tokens} tokens every {token_delay * 1000:.0f} ms, "
-        f"{pool} requests in flight ---"
+        f"{pool} requests in flight, bot_rate {bot_rate}, draft_rate {draft_rate} ---"
     )
     print(
         f"turns started {adapter.turns_started}, answered {len(data['visible'])} chats, "
@@ -191,7 +216,19 @@ async def run(chats: int, kind: str, tokens: int, token_delay: float, pool: int)
         f"mean {statistics.fmean(shown or [0]):.2f}, max {max(shown or [0]):.2f}; "
         f"most in any 1 s window: {shown_max}"
     )
-    print(f"429s received: {data['count_429']}; calls: {data['methods']}")
+    lost = chats - len(data["final"])
+    start = min(backend.first_token_at.values(), default=started)
+    last_final = max(data["final"].values(), default=float("nan")) - start
+    floor = tokens * token_delay + chats / 30
+    print(
+        f"answers lost: {lost}; 429s received: {data['count_429']} {data['limited']}; "
+        f"calls: {data['methods']}"
+    )
+    print(
+        f"last final answer {last_final:.1f} s after the first token; floor "
+        f"{floor:.1f} s (stream {tokens * token_delay:.1f} s + {chats}/30 s): "
+        f"{last_final / floor:.2f} x"
+    )
     print(
         f"first token -> first visible text: p50 {pct(delays, 0.5):.0f} ms, "
         f"p95 {pct(delays, 0.95):.0f} ms, max {max(delays or [0]):.0f} ms "
@@ -206,6 +243,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--token-delay", type=float, default=0.05)
     parser.add_argument("--pool", type=int, default=TelegramOptions().connection_pool_size)
+    parser.add_argument("--bot-rate", type=int, default=TelegramOptions().bot_rate)
+    parser.add_argument("--draft-rate", type=int, default=TelegramOptions().draft_rate)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -213,7 +252,17 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.WARNING)
     for kind in ["group", "private"] if args.kind == "both" else [args.kind]:
-        asyncio.run(run(args.chats, kind, args.tokens, args.token_delay, args.pool))
+        asyncio.run(
+            run(
+                args.chats,
+                kind,
+                args.tokens,
+                args.token_delay,
+                args.pool,
+                args.bot_rate,
+                args.draft_rate,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -171,7 +171,8 @@ def write_config(path: Path, api: str, loopos: str, token: str, pacing: str) -> 
 
     pacing_line = ""
     if pacing == "off" and "chat_rate" in TelegramOptions.model_fields:
-        pacing_line = "chat_rate = 0\n"
+        # one chat's turns in a row outrun the bot-wide 30 messages/s too: all pacing off
+        pacing_line = "chat_rate = 0\nbot_rate = 0\n"
     path.write_text(
         f"""
 [store]
@@ -355,7 +356,7 @@ async def drive(kinds: list[str], turns: int, paced_turns: int, profile: str | N
     from chatbridge.emulators.loopos import start_loopos_emulator
     from tests.fakes.telegram_api import FakeTelegram
 
-    fake = await FakeTelegram(interval=0.0).start()
+    fake = await FakeTelegram(interval=0.0, bot_limit=0).start()  # limits on for "paced"
     loopos = await start_loopos_emulator()
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
@@ -367,7 +368,8 @@ async def drive(kinds: list[str], turns: int, paced_turns: int, profile: str | N
                 for r in await measure(side_by_side, fake, loopos.url, turns, Path(tmp), profile):
                     results[r["kind"]] = r
             if "paced" in kinds:
-                fake.interval = 1.0  # Telegram's per-chat limit, enforced
+                fake.interval = 1.0  # Telegram's per-chat and bot-wide limits, enforced
+                fake.limits.bot_limit = 30
                 for r in await measure(["paced"], fake, loopos.url, paced_turns, Path(tmp), None):
                     results[r["kind"]] = r
     finally:

@@ -25,6 +25,18 @@ class DeliveryRefused(Exception):
     """The platform refused a message for good (bot blocked, chat gone): retrying cannot help."""
 
 
+class RateLimited(Exception):
+    """The platform answered 429 (or asked us to wait): try again after ``retry_after`` s."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited, retry after {retry_after:.2f} s")
+        self.retry_after = max(0.0, float(retry_after))
+
+
+class PlatformUnavailable(Exception):
+    """A network error or a 5xx from the platform: worth trying again after a pause."""
+
+
 class StartupFailed(RuntimeError):
     """A bot could not connect to its platform at start-up.
 

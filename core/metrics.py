@@ -89,6 +89,13 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.refusals = Counter(
+            "platform_delivery_refused",
+            "Messages a platform refused for good (bot blocked, chat gone)",
+            ["bot", "platform"],
+            namespace=ns,
+            registry=reg,
+        )
         self.open_sessions = Gauge(
             "open_sessions",
             "Sessions in the store",
@@ -175,6 +182,9 @@ class Metrics:
 
     def rate_limited(self, bot: str, platform: str) -> None:
         self.rate_limits.labels(bot, platform).inc()
+
+    def delivery_refused(self, bot: str, platform: str) -> None:
+        self.refusals.labels(bot, platform).inc()
 
     def access_refused(self, bot: str, platform: str) -> None:
         self.access_refusals.labels(bot, platform).inc()

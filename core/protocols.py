@@ -196,15 +196,21 @@ class Surface(Protocol):
         ...
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        """The authoritative answer: render it (buttons included) and stop streaming."""
+        """The authoritative answer: render it (buttons included) and stop streaming.
+
+        Returns once the platform confirmed every message (rate limits and outages are
+        waited out, up to the bot's delivery deadline); raises ``DeliveryRefused`` when the
+        platform refuses for good (bot blocked, chat gone), after logging and counting it.
+        """
         ...
 
     async def fail(self, text: str) -> None:
         """The turn failed: show ``text`` (plain language) instead of an answer.
 
-        Never raises: it is the last thing that can reach the user and the turn is over, so a
-        platform that refuses it (the chat is gone, the network is down) is logged, not
-        raised. The Surface contract suite holds every adapter to this.
+        Raises nothing but :class:`core.errors.DeliveryRefused` (the platform refused for
+        good: bot blocked, chat gone), which the journal records: it is the last thing that
+        can reach the user and the turn is over, so any other failure is logged, not raised.
+        The Surface contract suite holds every adapter to this.
         """
         ...
 
@@ -231,6 +237,10 @@ class PlatformMetrics(Protocol):
     def message_edited(self, bot: str, platform: str, count: int = 1) -> None: ...
 
     def rate_limited(self, bot: str, platform: str) -> None: ...
+
+    def delivery_refused(self, bot: str, platform: str) -> None:
+        """A message the platform refused for good (bot blocked, chat gone)."""
+        ...
 
 
 class FloodGate(Protocol):

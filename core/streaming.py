@@ -4,6 +4,11 @@ Platforms punish fast edits (Telegram: about one per second per chat, long bans 
 Discord: about five per five seconds per channel), so a stream of tokens must become a few
 coalesced edits. Adapters supply the platform operations (:class:`MessageSink`) and their
 limits; this module owns the timer, coalescing, splitting and 429 handling.
+
+With a :class:`core.pacer.Pacer`, each platform call first waits for a permit of the bot's
+shared budget, and only then decides what to write: a call that waited writes the latest text,
+so under pressure a stream becomes fewer, larger edits and loses nothing. The first message
+and the final answer ask for urgent permits, edits in between for streaming ones.
 """
 
 from __future__ import annotations
@@ -12,20 +17,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, Protocol, TypeVar
+
+from chatbridge.core.errors import PlatformUnavailable, RateLimited
+from chatbridge.core.pacer import STREAM, URGENT, Lane, Pacer
+from chatbridge.core.retry import DEFAULT_DELIVERY_DEADLINE, deliver
+from chatbridge.core.textsplit import split_text, utf16_len
+
+__all__ = [
+    "MessageSink",
+    "PlatformUnavailable",
+    "RateLimited",
+    "ThrottledStream",
+    "split_text",
+    "utf16_len",
+]
 
 log = logging.getLogger(__name__)
 
 H = TypeVar("H")
-
-
-class RateLimited(Exception):
-    """Raised by a sink when the platform answered 429; the stream waits and retries."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited, retry after {retry_after:.2f} s")
-        self.retry_after = max(0.0, float(retry_after))
 
 
 class MessageSink(Protocol[H]):
@@ -38,67 +49,13 @@ class MessageSink(Protocol[H]):
         ...
 
 
-def _is_high_surrogate_split(text: str, cut: int) -> bool:
-    # Python strings hold code points, so a cut never splits a character by itself; but text that
-    # came through UTF-16-minded code may carry lone surrogates. Never cut between a pair.
-    return 0 < cut < len(text) and "\ud800" <= text[cut - 1] <= "\udbff"
-
-
-def split_text(text: str, max_len: int, length: Callable[[str], int] = len) -> list[str]:
-    """Cut ``text`` into pieces of at most ``max_len`` (as measured by ``length``).
-
-    Prefers paragraph, then line, then word boundaries in the last part of each piece, so
-    words are not cut unless a single word is longer than a whole message.
-    """
-    if max_len <= 0:
-        raise ValueError("max_len must be positive")
-    pieces: list[str] = []
-    rest = text
-    while length(rest) > max_len:
-        cut = _longest_prefix(rest, max_len, length)
-        window_start = cut // 2  # only accept boundaries in the second half: pieces stay large
-        best = -1
-        for sep in ("\n\n", "\n", " "):
-            pos = rest.rfind(sep, window_start, cut)
-            if pos > 0:
-                best = pos + len(sep)
-                break
-        if best <= 0:
-            best = cut
-        while _is_high_surrogate_split(rest, best):
-            best -= 1
-        pieces.append(rest[:best].rstrip() or rest[:best])
-        rest = rest[best:].lstrip("\n ") if best != cut else rest[best:]
-    if rest or not pieces:
-        pieces.append(rest)
-    return pieces
-
-
-def _longest_prefix(text: str, max_len: int, length: Callable[[str], int]) -> int:
-    """Largest ``n`` with ``length(text[:n]) <= max_len`` (binary search; ``length`` monotone)."""
-    if length is len:
-        return min(len(text), max_len)
-    lo, hi = 0, min(len(text), max_len)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if length(text[:mid]) <= max_len:
-            lo = mid
-        else:
-            hi = mid - 1
-    return max(lo, 1)
-
-
-def utf16_len(text: str) -> int:
-    """Length as Telegram counts it (UTF-16 code units)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
 class ThrottledStream(Generic[H]):
     """Shows a growing text through a sink, at most one platform call per ``interval``.
 
     The first text is sent at once (so the user sees something quickly); later changes are
     coalesced and written when the interval has passed. Text past ``max_len`` continues in a
-    new message. ``finish`` always delivers the final text, waiting out rate limits.
+    new message. ``finish`` delivers the final text, waiting out rate limits and outages for
+    up to ``deadline`` seconds; a permanent refusal raised by the sink goes straight up.
     """
 
     def __init__(
@@ -109,7 +66,9 @@ class ThrottledStream(Generic[H]):
         max_len: int = 4096,
         length: Callable[[str], int] = len,
         split: Callable[[str, int], list[str]] | None = None,
-        max_retries: int = 8,
+        pacer: Pacer | None = None,
+        lane: Lane | None = None,
+        deadline: float = DEFAULT_DELIVERY_DEADLINE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sink = sink
@@ -117,7 +76,9 @@ class ThrottledStream(Generic[H]):
         self._max_len = max_len
         self._length = length
         self._split = split or (lambda text, n: split_text(text, n, length))
-        self._max_retries = max_retries
+        self._pacer = pacer
+        self._lane = lane
+        self._deadline = deadline
         self._clock = clock
         self._text = ""
         self._handles: list[H] = []
@@ -127,6 +88,8 @@ class ThrottledStream(Generic[H]):
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._waiting: int | None = None  # priority of the permit the preview waits for
+        self._in_call = False
         self.rate_limited = 0  # 429s seen, for metrics and benchmarks
         self.calls = 0  # platform calls made
 
@@ -156,14 +119,18 @@ class ThrottledStream(Generic[H]):
             self._task = asyncio.create_task(self._run(), name="throttled-stream")
 
     async def _run(self) -> None:
-        while not self._closed:
+        while True:
             await self._dirty.wait()
+            if self._closed:
+                return
             self._dirty.clear()
             delay = self._next_allowed - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)  # coalesce everything that arrives meanwhile
+            if self._closed:
+                return
             try:
-                more = await self._step()
+                more = await self._step(final=False)
             except RateLimited as exc:
                 self.rate_limited += 1
                 self._next_allowed = self._clock() + exc.retry_after
@@ -180,43 +147,71 @@ class ThrottledStream(Generic[H]):
             return []
         return [p for p in self._split(self._text, self._max_len) if p.strip()]
 
-    async def _step(self) -> bool:
+    def _next_write(self, pieces: list[str]) -> int | None:
+        """The index of the first piece that is not shown as it should be."""
+        for i, piece in enumerate(pieces):
+            if i >= len(self._handles) or self._shown[i] != piece:
+                return i
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _permit(self, priority: int) -> AsyncIterator[None]:
+        if self._pacer is None:
+            yield
+            return
+        self._waiting = priority
+        try:
+            async with self._pacer.permit(self._lane, priority, lend=True):
+                self._waiting = None
+                yield
+        finally:
+            self._waiting = None
+
+    async def _step(self, final: bool) -> bool:
         """Make at most one platform call towards showing the current text.
 
         Returns True when more calls are needed to catch up.
         """
-        async with self._lock:
-            pieces = self._pieces()
-            for i, piece in enumerate(pieces):
-                if i < len(self._handles):
-                    if self._shown[i] == piece:
-                        continue
-                    self._next_allowed = self._clock() + self._interval
-                    self.calls += 1
-                    await self._sink.edit(self._handles[i], piece)
-                    self._shown[i] = piece
-                else:
-                    self._next_allowed = self._clock() + self._interval
-                    self.calls += 1
-                    handle = await self._sink.send(piece)
-                    self._handles.append(handle)
-                    self._shown.append(piece)
-                return i < len(pieces) - 1 or any(
-                    shown != want for shown, want in zip(self._shown, pieces, strict=False)
-                )
+        if self._next_write(self._pieces()) is None:
             return False
+        priority = URGENT if final or not self._handles else STREAM
+        async with self._permit(priority), self._lock:
+            self._in_call = True
+            try:
+                # the latest text: it may have grown while the permit was on its way
+                pieces = self._pieces()
+                i = self._next_write(pieces)
+                if i is None:
+                    return False
+                self._next_allowed = self._clock() + self._interval
+                self.calls += 1
+                if i < len(self._handles):
+                    await self._sink.edit(self._handles[i], pieces[i])
+                    self._shown[i] = pieces[i]
+                else:
+                    handle = await self._sink.send(pieces[i])
+                    self._handles.append(handle)
+                    self._shown.append(pieces[i])
+            finally:
+                self._in_call = False
+        return self._next_write(self._pieces()) is not None
 
-    async def _stop_preview(self) -> None:
+    async def _stop_preview(self, *, keep_urgent: bool = False) -> None:
         self._closed = True
-        if self._task is not None:
-            # Never cancel a platform call halfway: discord.py leaves the channel's rate-limit
-            # bucket locked, and a cancelled send may still have posted a message we would not
-            # know about (the answer would appear twice). Wait for the call, then cancel.
-            async with self._lock:
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Never cancel a platform call halfway: discord.py leaves the channel's rate-limit
+        # bucket locked, and a cancelled send may still have posted a message we would not
+        # know about (the answer would appear twice). A call still waiting for its permit is
+        # free to drop, except a first message already queued as urgent (``keep_urgent``):
+        # it keeps its place in the queue and will carry the final text.
+        keep = self._in_call or (keep_urgent and self._waiting == URGENT)
+        if not keep:
+            task.cancel()
+        self._dirty.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def abort(self) -> None:
         """Stop updating; what is shown stays as it is."""
@@ -224,26 +219,24 @@ class ThrottledStream(Generic[H]):
 
     async def finish(self, final_text: str | None = None) -> list[H]:
         """Show ``final_text`` (or the text so far) in full and stop. Returns every handle."""
-        await self._stop_preview()
         if final_text is not None:
             self._text = final_text
-        failures = 0
-        while True:
-            delay = self._next_allowed - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                if not await self._step() and self._caught_up():
+        await self._stop_preview(keep_urgent=True)
+        return await deliver(self._catch_up, what="a final answer", deadline=self._deadline)
+
+    async def _catch_up(self) -> list[H]:
+        try:
+            while True:
+                delay = self._next_allowed - self._clock()
+                if delay > 0 and self._pacer is None:  # a pacer keeps the chat's own pace
+                    await asyncio.sleep(delay)
+                if not await self._step(final=True) and self._caught_up():
                     return list(self._handles)
-            except RateLimited as exc:
-                self.rate_limited += 1
-                failures += 1
-                if failures > self._max_retries:
-                    raise
-                self._next_allowed = self._clock() + exc.retry_after
+        except RateLimited:
+            self.rate_limited += 1
+            raise
 
     def _caught_up(self) -> bool:
-        pieces = self._pieces()
-        return len(pieces) <= len(self._handles) and all(
-            shown == want for shown, want in zip(self._shown, pieces, strict=False)
+        return self._next_write(self._pieces()) is None and len(self._pieces()) <= len(
+            self._handles
         )

@@ -10,6 +10,7 @@ from typing import Any
 import discord.http
 import pytest
 from discord_harness import (
+    FAST_BUCKET,
     LONG_PAYLOAD,
     ScriptBackend,
     final_message,
@@ -33,7 +34,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as f:
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as f:
         yield f
 
 
@@ -80,10 +81,25 @@ async def test_streamed_answer_in_a_guild_channel(fake: FakeDiscord, store: SQLi
     contents = [posts[0].body["content"]] + [e.body["content"] for e in text_edits]
     assert len(set(contents)) == len(contents), "never an edit with unchanged text"
     assert all(len(c) < len(final["content"]) for c in contents[:-1])
-    assert fake.find_calls("POST", rf"/channels/{fake.channel_id}/typing")
     # the buttons rode on the edit that wrote the final text: no extra edit for them
     assert edits[-1].body["components"] and edits[-1].body["content"] == final["content"]
     assert len(edits) == len(text_edits)
+
+
+async def test_typing_shows_while_the_answer_is_slow_to_start(
+    fake: FakeDiscord, store: SQLiteStore
+) -> None:
+    backend = ScriptBackend(token_delay=0.8)  # the first token comes after the typing grace
+    adapter, engine = await start_bot(fake, backend, store)
+    try:
+        alice = fake.add_user("alice")
+        await fake.user_message(alice, "anything blue?", mention=True)
+        await final_message(fake, fake.channel_id, timeout=10)
+    finally:
+        await stop_bot(adapter, engine)
+    typing = fake.find_calls("POST", rf"/channels/{fake.channel_id}/typing")
+    first = fake.find_calls("POST", rf"/channels/{fake.channel_id}/messages")[0]
+    assert typing and typing[0].at < first.at
 
 
 async def test_streamed_answer_in_a_dm(fake: FakeDiscord, store: SQLiteStore) -> None:
@@ -241,7 +257,7 @@ async def test_user_reset_command(fake: FakeDiscord, store: SQLiteStore) -> None
 
 
 async def test_rate_limit_429_is_recovered_without_loss(store: SQLiteStore) -> None:
-    async with FakeDiscord(edit_interval=0.3) as fake:
+    async with FakeDiscord(message_bucket=FAST_BUCKET, edit_interval=0.3) as fake:
         backend = ScriptBackend(token_delay=0.01)
         words = " ".join(f"word{i}" for i in range(60))
         backend.reply = lambda inbound: ReplyMessage(text=words)
@@ -341,7 +357,7 @@ async def test_messages_of_one_user_keep_their_order(
     store: SQLiteStore,
 ) -> None:
     # The first message's photo downloads slowly; the text messages after it must wait.
-    async with FakeDiscord(attachment_delay=0.3) as fake:
+    async with FakeDiscord(message_bucket=FAST_BUCKET, attachment_delay=0.3) as fake:
         backend = ScriptBackend()
         backend.reply = lambda inbound: ReplyMessage(text=f"ok {inbound.text}")
         adapter, engine = await start_bot(fake, backend, store)
@@ -470,7 +486,7 @@ def test_conflict_message_hides_proxy_credentials() -> None:
 async def test_answer_ending_while_a_message_is_in_flight(store: SQLiteStore) -> None:
     # The Final arrives while the first streamed message is still being posted: the streaming
     # helper stops its preview then. The post must neither be duplicated nor stall discord.py.
-    async with FakeDiscord(message_delay=0.5) as fake:
+    async with FakeDiscord(message_bucket=FAST_BUCKET, message_delay=0.5) as fake:
         backend = ScriptBackend(token_delay=0.05)
         backend.reply = lambda inbound: ReplyMessage(text="alpha beta gamma delta")
         adapter, engine = await start_bot(fake, backend, store)
@@ -493,7 +509,7 @@ async def test_answer_ending_while_a_message_is_in_flight(store: SQLiteStore) ->
 
 
 async def test_missing_privileged_intent_is_reported_clearly(store: SQLiteStore) -> None:
-    async with FakeDiscord(message_content_allowed=False) as fake:
+    async with FakeDiscord(message_bucket=FAST_BUCKET, message_content_allowed=False) as fake:
         engine = Engine(bot="shop", backend=ScriptBackend(), backend_name="script", store=store)
         adapter = DiscordAdapter(
             name="shop",

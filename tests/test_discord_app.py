@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from discord_harness import final_message, markdown_of
+from discord_harness import FAST_BUCKET, final_message, markdown_of
 
 from chatbridge.adapters.discord_adapter import DiscordAdapter
 from chatbridge.bots.config import parse_config
@@ -55,7 +55,7 @@ guild_ready_timeout = 0.05
 async def test_configured_discord_bot_answers_and_shuts_down_cleanly(
     shopai: ShopAIEmulator, tmp_path: Path
 ) -> None:
-    async with FakeDiscord() as fake:
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as fake:
         env = {"SHOPAI_LICENSE_KEY": "test-license", "DISCORD_BOT_TOKEN": fake.token}
         data = tomllib.loads(config_text(fake, shopai, tmp_path / "s.db"))
         app = App(config=parse_config(data, "bots.toml", env))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from backend_contract import TINY_PNG
-from discord_harness import final_message, markdown_of, start_bot, stop_bot
+from discord_harness import FAST_BUCKET, final_message, markdown_of, start_bot, stop_bot
 
 from chatbridge.adapters.console import ConsoleAdapter
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
@@ -29,7 +29,7 @@ def components(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as f:
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as f:
         yield f
 
 

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from chatbridge.core.errors import DeliveryRefused, PlatformUnavailable
+from chatbridge.core.retry import deliver
 from chatbridge.core.streaming import RateLimited, ThrottledStream, split_text, utf16_len
 
 
@@ -104,14 +106,73 @@ async def test_empty_answer_sends_nothing() -> None:
     assert sink.calls == []
 
 
-async def test_persistent_rate_limit_eventually_raises() -> None:
+async def test_persistent_rate_limit_raises_only_past_the_delivery_deadline() -> None:
     class AlwaysLimited(PacedSink):
         async def send(self, text: str) -> int:
             raise RateLimited(0.001)
 
-    stream = ThrottledStream(AlwaysLimited(), interval=0.0, max_retries=3)
+    stream = ThrottledStream(AlwaysLimited(), interval=0.0, deadline=0.05)
     with pytest.raises(RateLimited):
         await stream.finish("x")
+
+
+async def test_a_final_answer_outlasts_many_rate_limits() -> None:
+    class LimitedFor(PacedSink):
+        refusals = 40  # far more than any fixed number of tries the old loop allowed
+
+        async def send(self, text: str) -> int:
+            if self.refusals:
+                self.refusals -= 1
+                raise RateLimited(0.0)
+            return await super().send(text)
+
+    sink = LimitedFor()
+    stream = ThrottledStream(sink, interval=0.0)
+    await stream.finish("the answer")
+    assert sink.messages == ["the answer"]
+    assert stream.rate_limited == 40
+
+
+async def test_a_permanent_refusal_stops_delivery_at_once() -> None:
+    class Blocked(PacedSink):
+        async def send(self, text: str) -> int:
+            self.refused += 1
+            raise DeliveryRefused("bot was blocked by the user")
+
+    sink = Blocked()
+    with pytest.raises(DeliveryRefused):
+        await ThrottledStream(sink, interval=0.0).finish("x")
+    assert sink.refused == 1
+
+
+async def test_deliver_backs_off_on_outages_and_honours_retry_after() -> None:
+    outcomes: list[BaseException | None] = [
+        PlatformUnavailable("502"),
+        RateLimited(0.0),
+        PlatformUnavailable("timed out"),
+        None,
+    ]
+    tries = 0
+
+    async def call() -> str:
+        nonlocal tries
+        tries += 1
+        failure = outcomes.pop(0)
+        if failure is not None:
+            raise failure
+        return "delivered"
+
+    assert await deliver(call, what="test", base_delay=0.001) == "delivered"
+    assert tries == 4
+
+
+async def test_deliver_logs_when_it_gives_up(caplog: pytest.LogCaptureFixture) -> None:
+    async def call() -> None:
+        raise PlatformUnavailable("down")
+
+    with pytest.raises(PlatformUnavailable):
+        await deliver(call, what="a notice", deadline=0.02, base_delay=0.001)
+    assert any("gave up delivering a notice" in r.getMessage() for r in caplog.records)
 
 
 def test_split_prefers_boundaries_and_keeps_every_character() -> None:

@@ -5,8 +5,9 @@ with the neutral rich text core makes of a LoopOS-style HTML answer, and what th
 is read back in the platform's own terms (Telegram's text and entities, Discord's Markdown
 and components, the terminal's lines). The same assertions then hold for all three: the
 words, the formatting where the platform shows formatting, links, and buttons as buttons
-(never as text). A surface's ``fail`` never raises, on any platform, even when the chat is
-gone: it is the last thing that can reach the user, and the turn is already over.
+(never as text). A surface's ``fail`` raises nothing but :class:`DeliveryRefused`, on any
+platform: a chat that is gone is refused for good (the journal records that), anything else
+is logged, since it is the last thing that can reach the user.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from discord_harness import final_message, start_bot, stop_bot
+from discord_harness import FAST_BUCKET, final_message, start_bot, stop_bot
 
 from chatbridge.adapters.console import ConsoleAdapter, ConsoleSurface
 from chatbridge.adapters.discord_adapter.render import render_markdown
 from chatbridge.adapters.telegram.html import render_body
 from chatbridge.adapters.telegram.surface import Target, TelegramReply
 from chatbridge.core.engine import Engine
+from chatbridge.core.errors import DeliveryRefused
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.richtext import (
     PLAIN,
@@ -212,7 +214,7 @@ def read_markdown(content: str) -> tuple[str, set[str], set[str], set[str], set[
 async def discord_turn(
     answer: ReplyMessage, stream: bool = False, notice: str | None = None
 ) -> Shown:
-    async with FakeDiscord() as fake:
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as fake:
         store = await MemoryStore.open()
         adapter, engine = await start_bot(fake, AnswerBackend(answer, stream, notice), store)
         try:
@@ -314,7 +316,7 @@ class _ClosedStream(io.StringIO):
 
 
 @pytest.mark.parametrize("platform", ["console", "telegram", "discord"])
-async def test_fail_never_raises_even_when_the_chat_is_gone(platform: str) -> None:
+async def test_fail_on_a_gone_chat_is_refused_for_good_and_nothing_else(platform: str) -> None:
     if platform == "console":
         await ConsoleSurface(_ClosedStream()).fail("The assistant is unavailable.")
         return
@@ -323,18 +325,20 @@ async def test_fail_never_raises_even_when_the_chat_is_gone(platform: str) -> No
             assert h.adapter._ops is not None
             reply = TelegramReply(h.adapter._ops, Target(chat_id=424242), interval=0.25,
                                   use_drafts=False)  # fmt: skip
-            await asyncio.wait_for(reply.fail("The assistant is unavailable."), 10)
+            with pytest.raises(DeliveryRefused):  # the journal records it as refused
+                await asyncio.wait_for(reply.fail("The assistant is unavailable."), 10)
             sent = h.fake.calls_of("sendMessage", 424242)
             assert sent and not any(c.ok for c in sent)  # it was tried, and refused
         return
-    async with FakeDiscord() as fake:
+    async with FakeDiscord(message_bucket=FAST_BUCKET) as fake:
         store = await MemoryStore.open()
         adapter, engine = await start_bot(fake, AnswerBackend(ANSWER), store)
         try:
             assert adapter.client is not None
             gone = adapter.client.get_partial_messageable(4242424242)
             surface = adapter._surface(gone, user_id=1)
-            await asyncio.wait_for(surface.fail("The assistant is unavailable."), 10)
+            with pytest.raises(DeliveryRefused):  # the journal records it as refused
+                await asyncio.wait_for(surface.fail("The assistant is unavailable."), 10)
             assert fake.find_calls("POST", "/channels/4242424242/messages")  # tried, refused
         finally:
             await stop_bot(adapter, engine)

@@ -20,7 +20,7 @@ register_secret(TOKEN)
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram(interval=0.3)
+    server = FakeTelegram(interval=0.3, chat_burst=1)
     await server.start()
     server.add_bot(TOKEN, "fake_bot")
     yield server
@@ -121,3 +121,92 @@ def test_html_parser() -> None:
     assert text == "a b&c l 😀"
     kinds = {e["type"] for e in entities}
     assert kinds == {"bold", "italic", "text_link"}
+
+
+# --- Telegram's flood limits, each with its own 429 -------------------------------------------
+# Periods are stretched (a minute, not a second) so that a limit is reached by counting calls,
+# whatever the machine's speed.
+
+
+def _seconds(exc: RetryAfter) -> float:
+    return float(exc._retry_after.total_seconds())  # the public int form is deprecated
+
+
+async def _limited_fake(**limits: float) -> tuple[FakeTelegram, Bot]:
+    server = await FakeTelegram(**limits).start()  # type: ignore[arg-type]
+    server.add_bot(TOKEN, "fake_bot")
+    bot = Bot(TOKEN, base_url=f"{server.url}/bot", base_file_url=f"{server.url}/file/bot")
+    await bot.initialize()
+    return server, bot
+
+
+async def test_bot_wide_limit_spans_all_chats_and_skips_drafts() -> None:
+    fake, bot = await _limited_fake(interval=0, bot_limit=4, bot_period=60)
+    try:
+        fb = fake.bots[TOKEN]
+        users = [fb.private_chat(fb.make_user(100 + i)) for i in range(4)]
+        for user in users[:3]:
+            assert await bot.send_message_draft(user["id"], 1, "drafts are not counted")
+            msg = await bot.send_message(user["id"], "one each")
+        await bot.edit_message_text("an edit counts too", users[2]["id"], msg.message_id)
+        with pytest.raises(RetryAfter) as err:  # a fifth message: the bot as a whole is over
+            await bot.send_message(users[3]["id"], "too many")
+        assert fake.limited["bot"] == 1 and fake.count_429 == 1
+        assert 1 <= _seconds(err.value) <= 60
+        assert await bot.send_message_draft(users[3]["id"], 1, "still allowed")
+        assert fake.calls_of("sendMessage", users[3]["id"], ok=True) == []
+    finally:
+        await bot.shutdown()
+        await fake.stop()
+
+
+async def test_group_limit_is_twenty_a_minute() -> None:
+    fake, bot = await _limited_fake(interval=0, bot_limit=0)
+    try:
+        fb = fake.bots[TOKEN]
+        group, other = fb.group_chat(-100), fb.group_chat(-200)
+        for i in range(20):
+            await bot.send_message(group["id"], f"message {i}")
+        with pytest.raises(RetryAfter) as err:
+            await bot.send_message(group["id"], "the 21st within a minute")
+        assert fake.limited == {"bot": 0, "group": 1, "chat": 0, "draft": 0}
+        assert 1 <= _seconds(err.value) <= 60
+        await bot.send_message(other["id"], "another group has its own minute")
+        user = fb.private_chat(fb.make_user(300))
+        for i in range(25):  # private chats have no per-minute limit
+            await bot.send_message(user["id"], f"private {i}")
+    finally:
+        await bot.shutdown()
+        await fake.stop()
+
+
+async def test_chat_burst_then_one_per_interval() -> None:
+    fake, bot = await _limited_fake(interval=30, chat_burst=3, bot_limit=0)
+    try:
+        fb = fake.bots[TOKEN]
+        user = fb.private_chat(fb.make_user(400))
+        for i in range(3):  # a short burst is tolerated
+            await bot.send_message(user["id"], f"burst {i}")
+        with pytest.raises(RetryAfter):
+            await bot.send_message(user["id"], "past the burst")
+        assert fake.limited["chat"] == 1
+    finally:
+        await bot.shutdown()
+        await fake.stop()
+
+
+async def test_media_group_counts_each_item_against_the_bot() -> None:
+    from telegram import InputMediaPhoto
+
+    fake, bot = await _limited_fake(interval=0, bot_limit=4, bot_period=60)
+    try:
+        fb = fake.bots[TOKEN]
+        user = fb.private_chat(fb.make_user(500))
+        photos = [InputMediaPhoto(b"\xff\xd8\xffJPEG") for _ in range(3)]
+        assert len(await bot.send_media_group(user["id"], photos)) == 3
+        with pytest.raises(RetryAfter):  # 3 + 2 > 4
+            await bot.send_media_group(user["id"], photos[:2])
+        await bot.send_message(user["id"], "the fourth message fits")
+    finally:
+        await bot.shutdown()
+        await fake.stop()

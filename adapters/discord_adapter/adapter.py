@@ -33,7 +33,7 @@ from chatbridge.adapters.discord_adapter.operations import (
 )
 from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
-from chatbridge.adapters.discord_adapter.tracing import platform_trace
+from chatbridge.adapters.discord_adapter.tracing import discord_pacer, platform_trace
 from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
 from chatbridge.core.errors import best_effort
 from chatbridge.core.images import ImageRejected, check_size, load_image
@@ -105,6 +105,8 @@ class DiscordAdapter:
         self.options = options
         self.admins = admins
         self.metrics = metrics
+        self._pacer = discord_pacer(options)  # one budget for every channel of this token
+        self.refused = 0  # answers Discord refused for good (channel gone, no access)
         self.client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._catch_up: asyncio.Task[int] | None = None
@@ -129,14 +131,10 @@ class DiscordAdapter:
         sharding: dict[str, int] = {}
         if self.options.shard_id is not None and self.options.shard_count is not None:
             sharding = {"shard_id": self.options.shard_id, "shard_count": self.options.shard_count}
-        if self.metrics is not None:
-            trace_option: dict[str, Any] = {"http_trace": platform_trace(self.name, self.metrics)}
-        else:
-            trace_option = {}
         client = _Client(
             self,
             intents=self._intents(),
-            **trace_option,
+            http_trace=platform_trace(self.name, self.metrics, self._pacer),
             guild_ready_timeout=self.options.guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
             **sharding,
@@ -416,6 +414,11 @@ class DiscordAdapter:
             else:
                 await channel.send(text)
 
+    def _delivery_refused(self) -> None:
+        self.refused += 1
+        if self.metrics is not None:
+            self.metrics.delivery_refused(self.name, "discord")
+
     @property
     def _texts(self) -> Catalogue:
         return self.engine.texts.catalogue
@@ -427,6 +430,9 @@ class DiscordAdapter:
             channel,
             user_id=user_id,
             interval=self.options.stream_interval,
+            pacer=self._pacer,
+            deadline=self.options.delivery_deadline,
+            on_refused=self._delivery_refused,
             reply_to=reply_to if reply_to is not None and reply_to.guild is not None else None,
         )
 

@@ -36,6 +36,15 @@ class DiscordOptions(BaseModel):
     """Seconds between edits of a streamed answer; Discord allows about 5 edits / 5 s per
     channel, so 1.5 s leaves room for other users in the same channel."""
 
+    global_rate: int = Field(default=50, ge=0, le=10_000)
+    """REST requests a second for the whole bot (Discord's global limit is 50 per token; a
+    bot with a raised limit may say so). Finals and first messages go before streaming
+    edits within it. 0 turns the bot's own pacing off (discord.py then meets 429s)."""
+
+    delivery_deadline: float = Field(default=3600.0, gt=0)
+    """Seconds a final answer keeps being retried through outages before it is given up
+    (logged); a permanent refusal (bot blocked, channel gone) stops at once."""
+
     max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, gt=0)
     max_images: int = Field(default=4, ge=0, le=10)
 

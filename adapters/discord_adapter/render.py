@@ -8,10 +8,10 @@ Pure functions (no discord.py), unit-tested on their own. Core hands over
 from __future__ import annotations
 
 import re
-import unicodedata
 from urllib.parse import urlsplit
 
 from chatbridge.core.richtext import Dialect, RichText, render
+from chatbridge.core.textsplit import grapheme_boundary
 from chatbridge.core.types import ReplyMessage
 
 __all__ = [
@@ -79,7 +79,7 @@ def cut_label(label: str, limit: int = MAX_LABEL) -> str:
     label = " ".join(label.split()) or "…"
     if len(label) <= limit:
         return label
-    return label[: _char_boundary(label, limit - 1)].rstrip() + "…"
+    return label[: grapheme_boundary(label, limit - 1)].rstrip() + "…"
 
 
 # --- splitting -----------------------------------------------------------------------------
@@ -99,27 +99,7 @@ def _cut_point(text: str, limit: int) -> int:
         pos = text.rfind(sep, window, limit)
         if pos > 0:
             return pos
-    return _char_boundary(text, limit)
-
-
-def _char_boundary(text: str, cut: int) -> int:
-    """Move ``cut`` left so it does not split a surrogate pair, a combining mark or a ZWJ
-    sequence (emoji families, flags keep together)."""
-    start = cut
-    while 0 < cut < len(text):
-        nxt, prev = text[cut], text[cut - 1]
-        if (
-            "\udc00" <= nxt <= "\udfff"
-            or unicodedata.combining(nxt)
-            or nxt in "\u200d\ufe0f\ufe0e"
-            or prev == "\u200d"
-            or "\U0001f3fb" <= nxt <= "\U0001f3ff"  # skin tone modifiers
-            or ("\U0001f1e6" <= prev <= "\U0001f1ff" and "\U0001f1e6" <= nxt <= "\U0001f1ff")
-        ):
-            cut -= 1
-            continue
-        break
-    return cut if cut > 0 else start
+    return grapheme_boundary(text, limit)
 
 
 def _open_state(piece: str, fence_lang: str | None) -> tuple[str | None, bool, bool]:

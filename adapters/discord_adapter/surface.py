@@ -1,4 +1,12 @@
-"""One reply drawn in a Discord channel: typing, a streamed message, components at the end."""
+"""One reply drawn in a Discord channel: typing, a streamed message, components at the end.
+
+Every REST call waits for the bot's shared budget (:class:`core.pacer.Pacer`, applied inside
+discord.py's HTTP session by :mod:`.tracing`): the stream asks for urgent permits for its first
+message and the final answer and streaming ones for edits in between, typing indicators for
+streaming ones too. Discord errors become the engine's terms: a channel the bot cannot write
+to (gone, no access, DMs closed) -> :class:`DeliveryRefused`; 5xx and network errors ->
+:class:`PlatformUnavailable`, retried until the delivery deadline.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +16,15 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import aiohttp
 import discord
 
 from chatbridge.adapters.discord_adapter.components import build_view
 from chatbridge.adapters.discord_adapter.render import MAX_CONTENT, message_markdown, split_markdown
-from chatbridge.core.streaming import RateLimited, ThrottledStream
+from chatbridge.core.errors import DeliveryRefused, PlatformUnavailable, RateLimited
+from chatbridge.core.pacer import STREAM, Pacer
+from chatbridge.core.retry import DEFAULT_DELIVERY_DEADLINE, deliver
+from chatbridge.core.streaming import ThrottledStream
 from chatbridge.core.types import ReplyMessage
 
 __all__ = ["ChannelSink", "DiscordSurface"]
@@ -21,6 +33,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TYPING_EVERY = 8.0
+TYPING_GRACE = 0.4  # seconds without visible text before "typing..." is shown
+# Discord error codes that mean the bot cannot write there, now or later: unknown channel,
+# missing access, cannot send messages to this user, missing permissions
+_REFUSALS = {10003, 50001, 50007, 50013}
+UNKNOWN_MESSAGE = 10008
 
 # Backend text must never ping @everyone, roles or users.
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -52,6 +69,7 @@ class ChannelSink:
         self._reply_to = reply_to
         self._lock = asyncio.Lock()
         self._orphans: list[discord.Message] = []  # sent, but the caller never got them
+        self._moved: dict[int, discord.Message] = {}  # deleted message id -> its replacement
         # components to send along with the first call that writes this text (the answer's
         # last piece), which saves an edit per answer
         self._view_for: tuple[str, discord.ui.View] | None = None
@@ -92,6 +110,16 @@ class ChannelSink:
             raise
         except discord.RateLimited as exc:  # only past discord.py's max_ratelimit_timeout
             raise RateLimited(exc.retry_after) from exc
+        except discord.HTTPException as exc:
+            if exc.status == 429:  # discord.py gave up retrying it: the stream waits and retries
+                raise RateLimited(1.0) from exc
+            if exc.code in _REFUSALS or isinstance(exc, discord.Forbidden):
+                raise DeliveryRefused(f"{exc.status} {exc.code}: {exc.text}") from exc
+            if exc.status >= 500:
+                raise PlatformUnavailable(f"{exc.status}") from exc
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise PlatformUnavailable(type(exc).__name__) from exc
 
     async def send(
         self, text: str, view: discord.ui.View | None = None, *, adopt: bool = True
@@ -120,16 +148,26 @@ class ChannelSink:
 
         return await self._serial(op, self._orphans.append)
 
+    def current(self, handle: discord.Message) -> discord.Message:
+        """The message that now stands for ``handle`` (a new one if it was deleted)."""
+        return self._moved.get(handle.id, handle)
+
     async def edit(self, handle: discord.Message, text: str) -> None:
         async def op() -> None:
             view = self.take_view(text)
-            if view is None:
-                await handle.edit(content=text, allowed_mentions=NO_MENTIONS)
-                return
+            kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+            if view is not None:
+                kwargs["view"] = view
             try:
-                await handle.edit(content=text, view=view, allowed_mentions=NO_MENTIONS)
+                await self.current(handle).edit(content=text, **kwargs)
+            except discord.NotFound as exc:
+                if exc.code != UNKNOWN_MESSAGE:
+                    raise
+                # deleted while the answer streamed: the text goes on in a new message
+                self._moved[handle.id] = await self._channel.send(text, **kwargs)
             except BaseException:
-                self.attach_view(text, view)  # not shown: the next call may carry it
+                if view is not None:
+                    self.attach_view(text, view)  # not shown: the next call may carry it
                 raise
 
         await self._serial(op)
@@ -173,12 +211,23 @@ class DiscordSurface:
         user_id: int,
         interval: float,
         reply_to: discord.Message | None = None,
+        pacer: Pacer | None = None,
+        deadline: float = DEFAULT_DELIVERY_DEADLINE,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._channel = channel
         self._user_id = user_id
+        self._pacer = pacer
+        self._deadline = deadline
+        self._on_refused = on_refused
         self._sink = ChannelSink(channel, reply_to)
         self._stream: ThrottledStream[discord.Message] = ThrottledStream(
-            self._sink, interval=interval, max_len=MAX_CONTENT, split=split_markdown
+            self._sink,
+            interval=interval,
+            max_len=MAX_CONTENT,
+            split=split_markdown,
+            pacer=pacer,
+            deadline=deadline,
         )
         self._typing: asyncio.Task[None] | None = None
         self.sent: list[discord.Message] = []  # every message of this reply, for tests/logs
@@ -190,9 +239,13 @@ class DiscordSurface:
             self._typing = asyncio.create_task(self._keep_typing(), name="discord-typing")
 
     async def _keep_typing(self) -> None:
-        # Each trigger shows "typing…" for about 10 s. The request runs shielded: cancelling
-        # a discord.py request in flight can lock its rate-limit bucket (see ChannelSink).
-        while True:
+        # Each trigger shows "typing…" for about 10 s, until the first message shows (under
+        # pressure it may wait its turn in the bot's budget); an answer that starts at once
+        # needs none, which saves a request per turn exactly when many start together. The
+        # request runs shielded: cancelling a discord.py request in flight can lock its
+        # rate-limit bucket (see ChannelSink).
+        await asyncio.sleep(TYPING_GRACE)
+        while not self._stream.handles:
             trigger = asyncio.ensure_future(self._trigger_typing())
             trigger.add_done_callback(_consume_exception)
             await asyncio.shield(trigger)
@@ -200,7 +253,11 @@ class DiscordSurface:
 
     async def _trigger_typing(self) -> None:
         try:
-            await self._channel.typing()
+            if self._pacer is None:
+                await self._channel.typing()
+            else:  # cosmetic: answers go first
+                async with self._pacer.permit(None, STREAM):
+                    await self._channel.typing()
         except Exception:  # a typing indicator is cosmetic: never fail a turn over it
             log.debug("typing indicator failed", exc_info=True)
 
@@ -214,19 +271,35 @@ class DiscordSurface:
     # --- streaming ---------------------------------------------------------------------------
 
     async def append(self, text: str) -> None:
-        await self._stop_typing()
-        await self._stream.append(text)
+        await self._stream.append(text)  # "typing…" ends once the first message shows
 
     async def replace(self, text: str) -> None:
-        await self._stop_typing()
         await self._stream.replace(text)
 
-    async def notice(self, text: str) -> None:
+    async def _say(self, text: str) -> None:
+        """Post ``text`` as new messages, retried until delivered (or refused for good)."""
         for piece in split_markdown(text):
-            self.sent.append(await self._sink.send(piece, adopt=False))
+
+            async def send(piece: str = piece) -> discord.Message:
+                return await self._sink.send(piece, adopt=False)
+
+            self.sent.append(await deliver(send, what="a message", deadline=self._deadline))
+
+    async def notice(self, text: str) -> None:
+        await self._say(text)
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        await self._stop_typing()
+        try:
+            await self._finish(messages)
+        except DeliveryRefused as exc:
+            log.warning("discord refused delivery for good: %s", exc)
+            if self._on_refused is not None:
+                self._on_refused()
+            raise
+        finally:
+            await self._stop_typing()
+
+    async def _finish(self, messages: Sequence[ReplyMessage]) -> None:
         for index, message in enumerate(messages):
             text = message_markdown(message)
             view, overflow = build_view(message.buttons, message.links, self._user_id)
@@ -243,7 +316,7 @@ class DiscordSurface:
         pieces = [p for p in split_markdown(text) if p.strip()] if text.strip() else []
         if view is not None and pieces:
             self._sink.attach_view(pieces[-1], view)  # rides on the last piece's final write
-        handles = await self._stream.finish(text)
+        handles = [self._sink.current(h) for h in await self._stream.finish(text)]
         needed = len(pieces)
         # the final answer may be shorter than what was streamed: drop the surplus messages
         for extra in handles[max(needed, 1) :]:
@@ -264,14 +337,19 @@ class DiscordSurface:
             pieces = [""]
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
-            self.sent.append(await self._sink.send(piece, view if last else None))
+
+            async def send(piece: str = piece, last: bool = last) -> discord.Message:
+                return await self._sink.send(piece, view if last else None)
+
+            self.sent.append(await deliver(send, what="a message", deadline=self._deadline))
         await self._sink.drop_orphans()
 
     async def fail(self, text: str) -> None:
         await self._stop_typing()
         try:
             await self._stream.abort()  # what was streamed stays; the failure follows it
-            for piece in split_markdown(text):
-                self.sent.append(await self._sink.send(piece, adopt=False))
+            await self._say(text)
+        except DeliveryRefused:
+            raise  # refused for good (bot blocked, channel gone): the journal records it
         except Exception as exc:  # nothing else can reach the user: log it, never raise
             log.error("could not tell a channel that a turn failed: %s", type(exc).__name__)

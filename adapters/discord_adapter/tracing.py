@@ -1,18 +1,24 @@
-"""Counting Discord platform calls for the metrics, from discord.py's own HTTP session.
+"""Pacing and counting Discord platform calls, inside discord.py's own HTTP session.
 
-discord.py retries 429s itself and exposes no hook for them, but it accepts an aiohttp
-``TraceConfig`` (``Client(http_trace=...)``): every REST response passes through it, so
-messages sent, edits and rate limits are counted where they happen, with no wrapper around
-each call site.
+discord.py makes its REST requests itself (and retries 429s and 5xx itself) and exposes no
+hook for them, but it accepts an aiohttp ``TraceConfig`` (``Client(http_trace=...)``), whose
+``on_request_start`` aiohttp awaits before each request goes out. There every request waits
+for a permit of the bot's :class:`core.pacer.Pacer` (Discord's global 50 requests a second per
+token; interaction endpoints are exempt, as on Discord), and every answer is counted for the
+metrics, with no wrapper around each call site. discord.py's own per-route buckets stay its
+business: it reads them from the answers' ``X-RateLimit-*`` headers.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import AbstractAsyncContextManager
 from types import SimpleNamespace
 
 import aiohttp
 
+from chatbridge.adapters.discord_adapter.options import DiscordOptions
+from chatbridge.core.pacer import URGENT, Pacer, Window
 from chatbridge.core.protocols import PlatformMetrics
 
 # POST .../channels/{id}/messages and interaction follow-ups POST .../webhooks/{app}/{token}
@@ -21,9 +27,55 @@ _SEND = re.compile(r"/channels/\d+/messages$|/webhooks/\d+/[^/]+$")
 _EDIT = re.compile(r"/channels/\d+/messages/\d+$|/webhooks/\d+/[^/]+/messages/[^/]+$")
 
 
-def platform_trace(bot: str, metrics: PlatformMetrics) -> aiohttp.TraceConfig:
-    trace = aiohttp.TraceConfig()
+# interaction callbacks and follow-ups are not bound by the global limit
+_EXEMPT = re.compile(r"/api/v\d+/(interactions|webhooks)/")
 
+
+def discord_pacer(options: DiscordOptions) -> Pacer:
+    """The REST budget of one bot token (channels' own limits are discord.py's buckets)."""
+    rate = options.global_rate
+    # streaming edits may use four fifths: finals and first messages always find room
+    return Pacer(Window(rate, 1.0, stream_limit=max(1, rate * 4 // 5)) if rate > 0 else None)
+
+
+def platform_trace(
+    bot: str, metrics: PlatformMetrics | None, pacer: Pacer | None = None
+) -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    if pacer is not None:
+        _pace(trace, pacer)
+    if metrics is not None:
+        _count(trace, bot, metrics)
+    return trace
+
+
+def _pace(trace: aiohttp.TraceConfig, pacer: Pacer) -> None:
+    async def on_request_start(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        if _EXEMPT.search(params.url.path):
+            return
+        # a streaming call arrives holding the stream's permit; anything else waits as urgent
+        permit: AbstractAsyncContextManager[None] = pacer.spend(None, URGENT)
+        await permit.__aenter__()
+        context.permit = permit
+
+    async def on_request_done(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+    ) -> None:
+        permit = getattr(context, "permit", None)
+        if permit is not None:
+            context.permit = None
+            await permit.__aexit__(None, None, None)
+
+    trace.on_request_start.append(on_request_start)
+    trace.on_request_end.append(on_request_done)
+    trace.on_request_exception.append(on_request_done)
+
+
+def _count(trace: aiohttp.TraceConfig, bot: str, metrics: PlatformMetrics) -> None:
     async def on_request_end(
         session: aiohttp.ClientSession,
         context: SimpleNamespace,
@@ -42,4 +94,3 @@ def platform_trace(bot: str, metrics: PlatformMetrics) -> aiohttp.TraceConfig:
             metrics.message_edited(bot, "discord")
 
     trace.on_request_end.append(on_request_end)
-    return trace

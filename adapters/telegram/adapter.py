@@ -22,6 +22,13 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
 from chatbridge.adapters.telegram.albums import Albums
+from chatbridge.adapters.telegram.api import (
+    MAX_TEXT,
+    Target,
+    TelegramOps,
+    draft_pacer,
+    telegram_pacer,
+)
 from chatbridge.adapters.telegram.commands import (
     CommandContext,
     Commands,
@@ -34,27 +41,22 @@ from chatbridge.adapters.telegram.keyboards import pressed_label, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.photos import listing_images, message_images
 from chatbridge.adapters.telegram.polling import Poller
-from chatbridge.adapters.telegram.surface import (
-    MAX_TEXT,
-    ChatPacer,
-    Stats,
-    Target,
-    TelegramOps,
-    TelegramReply,
-)
+from chatbridge.adapters.telegram.stats import Stats
+from chatbridge.adapters.telegram.surface import TelegramReply
 from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.access import AccessGate, AccessPolicy, Facts, Verdict
 from chatbridge.core.errors import StartupFailed
 from chatbridge.core.images import ImageRejected
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared, Surface
+from chatbridge.core.retry import deliver
 from chatbridge.core.secrets import register_secret, safe_error
-from chatbridge.core.streaming import RateLimited
 from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "callback_query"]
+CHOICE_MARK_DEADLINE = 60.0  # seconds: marking a pressed button is cosmetic, not an answer
 
 
 class TelegramAdapter:
@@ -82,7 +84,7 @@ class TelegramAdapter:
         self._engine = engine
         self._options = options
         self._admins = admins
-        self._pacer = ChatPacer(options.stream_interval)
+        self._pacer = telegram_pacer(options)  # one budget for every chat of this token
         self.stats = Stats(bot=name, metrics=metrics)
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._ops: TelegramOps | None = None
@@ -138,7 +140,13 @@ class TelegramAdapter:
             await app.initialize()
             self._username = app.bot.username or ""
             self._bot_id = app.bot.id
-            self._ops = TelegramOps(app.bot, self._pacer, self.stats)
+            self._ops = TelegramOps(
+                app.bot,
+                self._pacer,
+                self.stats,
+                deadline=opts.delivery_deadline,
+                drafts=draft_pacer(opts),
+            )
             self._commands = Commands(
                 bot_name=self.name,
                 engine=self._engine,
@@ -523,18 +531,18 @@ class TelegramAdapter:
         assert self._ops is not None
         base = msg.text_html if msg.text else None
         text = f"{base}\n\n✅ <b>{escape(label)}</b>" if base else None
-        for _ in range(4):
-            try:
-                if text is not None and visible_length(text) <= MAX_TEXT:
-                    await self._ops.edit(target, msg.message_id, text, None)
-                else:
-                    await self._ops.edit_markup(target, msg.message_id, None)
-                return
-            except RateLimited as exc:
-                await asyncio.sleep(exc.retry_after)
-            except Exception as exc:  # the choice still goes through; the mark is cosmetic
-                log.info("could not mark a pressed button: %s", safe_error(exc))
-                return
+        ops = self._ops
+
+        async def mark() -> None:
+            if text is not None and visible_length(text) <= MAX_TEXT:
+                await ops.edit(target, msg.message_id, text, None)
+            else:
+                await ops.edit_markup(target, msg.message_id, None)
+
+        try:
+            await deliver(mark, what="a pressed button's mark", deadline=CHOICE_MARK_DEADLINE)
+        except Exception as exc:  # the choice still goes through; the mark is cosmetic
+            log.info("could not mark a pressed button: %s", safe_error(exc))
 
 
 def _startup_failure(name: str, exc: TelegramError) -> StartupFailed:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from telegram import BotCommand
 
+from chatbridge.adapters.telegram.api import Target, TelegramOps
 from chatbridge.adapters.telegram.html import escape
-from chatbridge.adapters.telegram.surface import Stats, Target, TelegramOps
+from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
 from chatbridge.core.protocols import Conversations
@@ -255,7 +256,7 @@ class Commands:
                         f"{self._engine.queued_turns}",
                         f"Updates received: {c['updates']}, turns started: {c['turns']}",
                         f"Messages sent: {s.messages_sent}, edits: {s.edits}, drafts: {s.drafts}",
-                        f"Rate limits hit: {s.rate_limited}",
+                        f"Rate limits hit: {s.rate_limited}, refused for good: {s.refused}",
                         f"Uptime: {uptime // 3600} h {uptime % 3600 // 60} min",
                     ]
                 ),

@@ -11,11 +11,12 @@ import html
 import re
 
 from chatbridge.core.richtext import Dialect, RichText, render
-from chatbridge.core.streaming import utf16_len
+from chatbridge.core.textsplit import atoms, utf16_len
 
 _URL_SCHEMES = ("http", "https", "tg", "mailto")
 _TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>]*)>")
-_ATOM_RE = re.compile(r"<[^>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);|.", re.DOTALL)
+# a tag, an entity or one grapheme cluster: cuts fall between atoms (core.textsplit)
+_ATOM_RE = atoms(r"<[^>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);")
 
 
 def escape(text: str) -> str:

@@ -33,6 +33,22 @@ class TelegramOptions(BaseModel):
     stream_interval: float = Field(default=1.0, ge=1.0)
     use_drafts: bool = True  # sendMessageDraft previews in private chats
 
+    # Pacing: one budget per bot token shared by all its chats (core/pacer.py), so Telegram's
+    # flood limits are met before Telegram has to enforce them (429s lead to long bans).
+    bot_rate: int = Field(default=30, ge=0, le=1000)  # messages/s for the whole bot; 0 = off
+    group_rate: int = Field(default=20, ge=0, le=1000)  # messages/min per group; 0 = off
+    # Per chat: ``chat_rate`` messages/s sustained with bursts of ``chat_burst`` (a quick reply
+    # or a button press is not held back); 0 turns per-chat pacing off (benchmarks, tests).
+    chat_rate: float = Field(default=1.0, ge=0, le=100)
+    chat_burst: int = Field(default=3, ge=1, le=20)
+    # Draft previews are not limited by Telegram, but each costs the process a request: past
+    # this many updates a second (whole bot) streams show fewer, larger draft updates; a
+    # chat's first draft never waits. 0 = unbounded.
+    draft_rate: int = Field(default=200, ge=0, le=100_000)
+    # A final answer is retried through 429s and outages this long (seconds) before it is
+    # given up (logged); a permanent refusal (bot blocked, chat gone) stops at once.
+    delivery_deadline: float = Field(default=3600.0, gt=0)
+
     max_photo_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     album_wait: float = Field(default=0.8, gt=0, le=10)  # seconds to gather an album's parts
 

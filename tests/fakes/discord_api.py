@@ -13,9 +13,14 @@ What it does, as Discord does it:
   commands (global + guild PUT), interaction callbacks (``?with_response=1`` -> 200 JSON),
   followups and ``@original`` edits; attachments served under ``/attachments``.
 - limits: content <= 2000, components (5 rows x 5 buttons, 25 total, label <= 80,
-  custom_id 1..100, url <= 512) -> 400 ``Invalid Form Body``; a channel whose messages are
-  edited faster than ``edit_interval`` gets 429 with the headers discord.py needs to retry
-  (``Via``, ``Retry-After``, ``X-RateLimit-*``, JSON body).
+  custom_id 1..100, url <= 512) -> 400 ``Invalid Form Body``.
+- rate limits, with Discord's 429s (``Via``, ``Retry-After``, ``X-RateLimit-*``, JSON body):
+  the global limit of ``global_limit`` (50) requests a second per bot token across every REST
+  route except interaction endpoints (``/interactions/...``, ``/webhooks/{app}/{token}``),
+  answered with ``"global": true`` and ``X-RateLimit-Global: true``; the per-route bucket of
+  message creates/edits (``message_bucket``: 5 per 5 s per channel, a fixed window as
+  Discord's, announced in ``X-RateLimit-*`` headers on every answer so discord.py waits for it
+  itself); and, for tests, ``edit_interval`` between edits in one channel.
 - every REST call is recorded (:attr:`calls`); :meth:`wait_call` awaits one.
 
 Every JSON answer carries exactly ``Content-Type: application/json`` (discord.py compares the
@@ -50,6 +55,7 @@ from tests.fakes.discord_payloads import (
     check_message_payload,
     history_page,
 )
+from tests.fakes.flood_limits import DiscordLimits
 
 __all__ = ["FakeDiscord", "FakeUser", "RestCall", "check_message_payload"]
 
@@ -65,7 +71,12 @@ class FakeDiscord(UserActions):
         message_delay: float = 0.0,
         message_content_allowed: bool = True,
         token: str = "discord-secret-token-for-tests",  # a canary of tests/conftest.py
+        global_limit: int = 50,
+        global_period: float = 1.0,
+        message_bucket: tuple[int, float] | None = (5, 5.0),
     ) -> None:
+        # global_limit 0 = off; tests stretch global_period to reach it by counting
+        self.limits = DiscordLimits(global_limit, global_period, message_bucket)
         self.edit_interval = edit_interval  # min seconds between edits in one channel, 0 = off
         self.attachment_delay = attachment_delay  # seconds before an attachment download answers
         self.message_delay = message_delay  # seconds before a channel message create/edit answers
@@ -100,6 +111,11 @@ class FakeDiscord(UserActions):
         self.guild_id = self.add_guild("shop")
         self.channel_id = self.add_channel(self.guild_id, "general")
         self.other_channel_id = self.add_channel(self.guild_id, "support")
+
+    @property
+    def global_limited(self) -> int:
+        """Global 429s answered."""
+        return self.limits.global_limited
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -334,12 +350,23 @@ class FakeDiscord(UserActions):
             raw = form.get("payload_json")
             body = json.loads(str(raw)) if raw is not None else None
         call = RestCall(request.method, path, dict(request.query), body)
-        if self.message_delay and re.fullmatch(r"/channels/\d+/messages(/\d+)?", path):
+        message_route = re.fullmatch(r"/channels/(\d+)/messages(/\d+)?", path)
+        if self.message_delay and message_route:
             await asyncio.sleep(self.message_delay)
+        bucket = (
+            int(message_route[1]) if message_route and call.method in ("POST", "PATCH") else None
+        )
+        refusal = self.limits.global_429(path, call.at) or self.limits.bucket_429(bucket, call.at)
         try:
-            response = await self._route(request, call)
+            if refusal is not None:
+                self.rate_limited += 1
+                response = _json(refusal[0], 429, refusal[1])
+            else:
+                response = await self._route(request, call)
         except KeyError as exc:
             response = _json({"code": 10003, "message": f"Unknown {exc}"}, 404)
+        if bucket is not None and refusal is None:
+            response.headers.update(self.limits.bucket_headers(bucket, call.at))
         call.status = response.status
         await self._record(call)
         return response
@@ -469,7 +496,9 @@ class FakeDiscord(UserActions):
         return _json(body, 429, headers)
 
     def _edit_message(self, channel_id: int, message_id: int, body: JSON) -> web.Response:
-        msg = self.messages[message_id]
+        msg = self.messages.get(message_id)
+        if msg is None:  # deleted (by a moderator, the user, ...)
+            return _json({"code": 10008, "message": "Unknown Message"}, 404)
         if msg["channel_id"] != str(channel_id) or msg["author"]["id"] != str(self.bot_user.id):
             return _json({"code": 50005, "message": "Cannot edit a message by another user"}, 403)
         if (limited := self._rate_limit(channel_id)) is not None:

@@ -9,8 +9,15 @@ python-telegram-bot talks to it unmodified::
 
 It records every call (:class:`Call`), keeps each bot's messages, and enforces the real limits
 that bite a streaming bot: 4096 characters after entity parsing, 1-64 byte callback_data, 8
-buttons a row, "message is not modified", "can't parse entities", and a 429 with
-``parameters.retry_after`` when one chat gets messages/edits faster than ``interval``.
+buttons a row, "message is not modified", "can't parse entities", and Telegram's flood limits,
+each answered with a 429 carrying ``parameters.retry_after`` as Telegram does:
+
+- bot-wide: at most ``bot_limit`` (30) messages in any second across all chats of one token
+  (sendMessage, editMessageText, sendPhoto, a media group's every item, ...; drafts and chat
+  actions are not counted);
+- per group: at most ``group_limit`` (20) messages in any minute;
+- per chat: a token bucket of one message per ``interval`` with bursts of ``chat_burst``
+  (about one a second with short bursts; ``chat_burst=1`` is a strict one per ``interval``).
 Tests push updates (text, photo, document, album, callback query) with the helpers of
 :class:`FakeBot`; in webhook mode the pushes are POSTed to the registered URL with the
 registered secret token.
@@ -22,7 +29,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.flood_limits import TelegramLimits
 from tests.fakes.telegram_html import EntityParseError, parse_html, strip_message, utf16_len
 from tests.fakes.telegram_updates import FakeBot
 
@@ -63,6 +70,17 @@ PACED_METHODS = {
 }
 MAX_TEXT = 4096
 MAX_FILE_DOWNLOAD = 20 * 1024 * 1024
+
+
+def _check_migrated(bot: FakeBot, chat_id: Any) -> None:
+    """A group upgraded to a supergroup answers every call with the supergroup's new id."""
+    new_id = bot.migrated.get(chat_id) if isinstance(chat_id, int) else None
+    if new_id is not None:
+        raise ApiError(
+            400,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            {"migrate_to_chat_id": new_id},
+        )
 
 
 class ApiError(Exception):
@@ -106,27 +124,47 @@ class Injected:
 
 
 class FakeTelegram:
-    """The server. ``interval``: minimum seconds between paced calls in one chat (0 = off);
-    ``draft_interval`` likewise for sendMessageDraft (its own bucket)."""
+    """The server. ``interval``: seconds per message in one chat (0 = no per-chat limit);
+    ``draft_interval`` likewise for sendMessageDraft (its own bucket, no bursts).
+    ``bot_limit`` per ``bot_period`` / ``group_limit`` per ``group_period``: Telegram's are 30
+    a second and 20 a minute; tests stretch the periods to provoke a limit without timing; 0
+    turns a limit off."""
 
     def __init__(
-        self, *, interval: float = 1.0, draft_interval: float = 0.0, tolerance: float = 0.02
+        self,
+        *,
+        interval: float = 1.0,
+        chat_burst: int = 3,
+        bot_limit: int = 30,
+        bot_period: float = 1.0,
+        group_limit: int = 20,
+        group_period: float = 60.0,
+        draft_interval: float = 0.0,
     ) -> None:
-        self.interval = interval
-        self.draft_interval = draft_interval
-        self.tolerance = tolerance
+        self.limits = TelegramLimits(
+            interval, chat_burst, bot_limit, bot_period, group_limit, group_period, draft_interval
+        )
+        self.limited = self.limits.limited  # 429s answered, by limit
         self.bots: dict[str, FakeBot] = {}
         self.calls: list[Call] = []
         self.files: dict[str, tuple[bytes, int, str]] = {}  # file_id -> (data, size, path)
         self.ids = itertools.count(1)
         self.injected: list[Injected] = []
         self.count_429 = 0
-        self._last_paced: dict[tuple[str, Any, str], float] = {}
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
         self.url = ""
+
+    @property
+    def interval(self) -> float:
+        """Seconds per message in one chat (0 = no per-chat limit); may be changed live."""
+        return self.limits.interval
+
+    @interval.setter
+    def interval(self, value: float) -> None:
+        self.limits.interval = value
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -308,15 +346,13 @@ class FakeTelegram:
                 params = {"retry_after": inj.retry_after} if inj.retry_after else None
                 raise ApiError(inj.status, inj.description, params)
 
-    def _pace(self, bot: FakeBot, chat_id: Any, now: float, bucket: str, interval: float) -> None:
-        if interval <= 0:
-            return
-        key = (bot.token, chat_id, bucket)
-        last = self._last_paced.get(key)
-        if last is not None and now - last < interval - self.tolerance:
-            retry = max(1, math.ceil(interval - (now - last)))
+    def _pace(
+        self, bot: FakeBot, chat: dict[str, Any], now: float, bucket: str, count: int = 1
+    ) -> None:
+        """Count a call into ``chat`` against Telegram's limits, or answer 429 as it does."""
+        retry = self.limits.check(bot.token, chat, now, bucket, count)
+        if retry is not None:
             raise ApiError(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
-        self._last_paced[key] = now
 
     # --- validation ---------------------------------------------------------------------------
 
@@ -373,6 +409,7 @@ class FakeTelegram:
     @staticmethod
     def _chat(bot: FakeBot, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = params.get("chat_id")
+        _check_migrated(bot, chat_id)
         chat = bot.chats.get(chat_id) if isinstance(chat_id, int) else None
         if chat is None:
             raise ApiError(400, "Bad Request: chat not found")
@@ -463,7 +500,7 @@ class FakeTelegram:
         chat = self._chat(bot, params)
         text, entities = self._render(params)
         markup = self._check_markup(params.get("reply_markup"))
-        self._pace(bot, chat["id"], call.time, "msg", self.interval)
+        self._pace(bot, chat, call.time, "msg")
         return self._store(bot, chat, params, {"text": text}, entities, markup)
 
     async def _m_sendPhoto(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:
@@ -475,8 +512,21 @@ class FakeTelegram:
         if params.get("caption"):
             extra["caption"], entities = self._render(params, "caption")
         markup = self._check_markup(params.get("reply_markup"))
-        self._pace(bot, chat["id"], call.time, "msg", self.interval)
+        self._pace(bot, chat, call.time, "msg")
         return self._store(bot, chat, params, extra, entities, markup)
+
+    async def _m_sendMediaGroup(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:
+        chat = self._chat(bot, params)
+        media = params.get("media") or []
+        if not 2 <= len(media) <= 10:
+            raise ApiError(400, "Bad Request: wrong number of media in the album")
+        self._pace(bot, chat, call.time, "msg", count=len(media))  # each item is a message
+        group = str(next(self.ids))
+        photo = [{"file_id": "sent", "file_unique_id": "sent", "width": 1, "height": 1}]
+        return [
+            self._store(bot, chat, params, {"photo": photo, "media_group_id": group}, [], None)
+            for _ in media
+        ]
 
     def _store(
         self,
@@ -505,6 +555,7 @@ class FakeTelegram:
         return msg
 
     def _own_message(self, bot: FakeBot, params: dict[str, Any]) -> dict[str, Any]:
+        _check_migrated(bot, params.get("chat_id"))
         key = (params.get("chat_id"), params.get("message_id"))
         msg = bot.messages.get(key)  # type: ignore[arg-type]
         if msg is None:
@@ -526,7 +577,7 @@ class FakeTelegram:
                 "content and reply markup are exactly the same as a current "
                 "content and reply markup of the message",
             )
-        self._pace(bot, msg["chat"]["id"], call.time, "msg", self.interval)
+        self._pace(bot, msg["chat"], call.time, "msg")
         msg.update(text=text, edit_date=int(time.time()))
         msg.pop("entities", None)
         msg.pop("reply_markup", None)
@@ -548,7 +599,7 @@ class FakeTelegram:
                 "content and reply markup are exactly the same as a current "
                 "content and reply markup of the message",
             )
-        self._pace(bot, msg["chat"]["id"], call.time, "msg", self.interval)
+        self._pace(bot, msg["chat"], call.time, "msg")
         msg.pop("reply_markup", None)
         if markup:
             msg["reply_markup"] = markup
@@ -562,7 +613,7 @@ class FakeTelegram:
             raise ApiError(400, "Bad Request: draft_id must be non-zero")
         if params.get("text"):
             self._render(params)
-        self._pace(bot, chat["id"], call.time, "draft", self.draft_interval)
+        self._pace(bot, chat, call.time, "draft")
         return True
 
     async def _m_answerCallbackQuery(self, bot: FakeBot, params: dict[str, Any], call: Call) -> Any:

@@ -109,6 +109,7 @@ class Harness:
         *,
         fast: bool = True,
         fake_interval: float | None = None,
+        fake_limits: dict[str, Any] | None = None,
         journal: Journal | None = None,
         access: AccessGate | None = None,
         **options: Any,
@@ -117,7 +118,9 @@ class Harness:
         self.access = access
         self.backend = backend or ScriptBackend()
         interval = 0.25 if fast else 1.0
-        self.fake = FakeTelegram(interval=interval if fake_interval is None else fake_interval)
+        self.fake = FakeTelegram(
+            interval=interval if fake_interval is None else fake_interval, **(fake_limits or {})
+        )
         self.interval = interval
         self.options_kw = options
         self.fb: FakeBot
@@ -144,7 +147,11 @@ class Harness:
         }
         options = TelegramOptions.model_validate(values)
         if self.interval < 1.0:  # tests only: the model insists on >= 1 s for real chats
-            options = options.model_copy(update={"stream_interval": self.interval})
+            # the bot paces each chat as the fake limits it: one message per ``interval``
+            update: dict[str, Any] = {"stream_interval": self.interval}
+            if "chat_rate" not in self.options_kw:
+                update["chat_rate"] = 1 / self.interval
+            options = options.model_copy(update=update)
         self.adapter = TelegramAdapter(
             name="sellers",
             token=TOKEN,

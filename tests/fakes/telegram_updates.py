@@ -28,6 +28,7 @@ class FakeBot:
         self.message_ids = itertools.count(1000)
         self.new_update = asyncio.Event()
         self.chats: dict[int, dict[str, Any]] = {}
+        self.migrated: dict[int, int] = {}  # group id -> its supergroup's id
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.webhook_url: str | None = None
         self.webhook_secret: str | None = None
@@ -76,6 +77,13 @@ class FakeBot:
         if forum:
             chat["is_forum"] = True
         self.chats[chat_id] = chat
+        return chat
+
+    def migrate(self, chat_id: int, new_id: int) -> dict[str, Any]:
+        """The group becomes a supergroup with a new id (Telegram answers the old one with
+        ``migrate_to_chat_id``)."""
+        chat = self.group_chat(new_id, self.chats[chat_id].get("title", "Group"))
+        self.migrated[chat_id] = new_id
         return chat
 
     # --- pushing updates -------------------------------------------------------------------
