@@ -70,6 +70,15 @@ class LimitsConfig(_Strict):
     startup_retry: float = Field(default=60.0, ge=0)
 
 
+class ReplicasConfig(_Strict):
+    """Several replicas of this file on one Redis (``[store] url = "redis://..."``)."""
+
+    name: str | None = None  # default: env CHATBRIDGE_REPLICA, else <hostname>-<pid>
+    partitions: int = Field(default=16, ge=1, le=1024)  # conversations are hashed into these
+    lease: float = Field(default=3.0, gt=0, le=60)  # seconds a dead replica's work stays put
+    shared_budgets: bool = True  # platform and per-user limits counted across replicas
+
+
 # The backends' own settings models carry a ``type`` literal, so they are the tables as written.
 LoopOSBackendConfig = LoopOSSettings
 ShopAIBackendConfig = ShopAISettings
@@ -149,6 +158,25 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig)
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> Config:
+        # several replicas behind one webhook URL: each must accept the others' secret
+        shared = self.store.url.split("://", 1)[0].lower() in ("redis", "rediss", "unix")
+        for i, bot in enumerate(self.bots):
+            if (
+                shared
+                and isinstance(bot, TelegramBotConfig)
+                and bot.mode == "webhook"
+                and bot.webhook_secret_token is None
+            ):
+                raise ValueError(
+                    f"bots[{i}].webhook_secret_token: required with a redis store (replicas "
+                    "behind one webhook URL must share it; a random one per replica would "
+                    "refuse the others' updates)"
+                )
+        return self
 
     def secrets(self) -> list[str]:
         """Every secret value in the file, for log redaction."""

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
+from typing import Protocol
 
 from aiohttp import web
 
@@ -35,11 +36,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class ReplicaState(Protocol):
+    @property
+    def healthy(self) -> bool: ...
+
+
 def standard_readiness(
-    store: SessionStore | None, bots: Mapping[str, Callable[[], bool]]
+    store: SessionStore | None,
+    bots: Mapping[str, Callable[[], bool]],
+    replica: ReplicaState | None = None,
 ) -> ReadinessCheck:
     """The usual checks: ``store`` (``await store.ping()``) and ``bot:<name>`` per bot (its
-    callable says whether it is connected to its platform)."""
+    callable says whether it is connected to its platform); with several replicas also
+    ``replica`` (Redis answered its last heartbeat and lease renewal)."""
 
     async def check() -> Mapping[str, bool]:
         checks: dict[str, bool] = {}
@@ -48,6 +57,8 @@ def standard_readiness(
                 checks["store"] = await store.ping()
             except Exception:
                 checks["store"] = False
+        if replica is not None:
+            checks["replica"] = replica.healthy
         for name, connected in bots.items():
             try:
                 checks[f"bot:{name}"] = bool(connected())

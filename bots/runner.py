@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
 from chatbridge.bots.config import (
     Config,
@@ -31,10 +32,20 @@ from chatbridge.core.engine import Engine
 from chatbridge.core.errors import StartupFailed, best_effort
 from chatbridge.core.flood import FloodControl
 from chatbridge.core.metrics import Metrics
-from chatbridge.core.protocols import Backend, CountsConnections, Journal, SessionStore
+from chatbridge.core.protocols import (
+    Backend,
+    CountsConnections,
+    Journal,
+    SessionStore,
+    StoredReplies,
+)
 from chatbridge.core.secrets import safe_error
 from chatbridge.core.store import journal_of, open_store
 from chatbridge.core.texts import Catalogue, UserTexts
+
+if TYPE_CHECKING:
+    from chatbridge.core.budget import SharedFlood
+    from chatbridge.core.replicas import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +98,7 @@ class App:
     adapters: list[Adapter] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     http: HealthServer | None = None
+    replicas: Replicas | None = None
     stopped_by: signal.Signals | None = None  # SIGINT: the command exits 130, as shells expect
     _pruner: asyncio.Task[None] | None = None
 
@@ -104,6 +116,26 @@ class App:
                 f"the store could not be opened: {safe_error(exc)}; check [store] url "
                 "(and that its directory exists and is writable, or the server is up)"
             ) from None
+        if _is_redis(url):
+            # several replicas may share this Redis: it orders and distributes the turns
+            # (imported here: redis is an optional extra)
+            from chatbridge.core.replicas import Replicas, default_replica_name
+            from chatbridge.core.store.redis_coordination import RedisCoordination
+
+            self.replicas = Replicas(
+                RedisCoordination.from_url(url),
+                replica=cfg.replicas.name or default_replica_name(),
+                partitions=cfg.replicas.partitions,
+                lease=cfg.replicas.lease,
+            )
+            replicas = self.replicas
+            try:
+                await replicas.check()  # before any bot takes a message
+            except RuntimeError as exc:
+                raise StartupError(str(exc)) from None
+            self.metrics.watch_replica(
+                replicas.replica, lambda: float(len(replicas.owned)), lambda: len(replicas.live)
+            )
         journal = journal_of(self.store)
         if journal is not None:
             self._pruner = asyncio.create_task(_prune_forever(journal), name="journal-prune")
@@ -121,9 +153,10 @@ class App:
                 store=self.store,
                 journal=journal,
                 texts=UserTexts(Catalogue(bot.locale, bot.texts)),
-                flood=FloodControl(cfg.limits.turns_per_minute),
+                flood=self._flood(),
                 observer=self.metrics,
                 turn_timeout=cfg.limits.turn_timeout,
+                work=self.replicas,
             )
             self.metrics.watch_queued_turns(bot.name, _queued_of(engine))
             self.metrics.sessions_changed(bot.name, await engine.count_sessions())
@@ -131,9 +164,8 @@ class App:
             self.adapters.append(self._adapter_or_explain(bot, engine))
         if cfg.http.listen:
             # up before the bots connect, so /readyz can report them as not ready yet
-            readiness = standard_readiness(
-                self.store, {a.name: _connected_of(a) for a in self.adapters}
-            )
+            checks = {a.name: _connected_of(a) for a in self.adapters}
+            readiness = standard_readiness(self.store, checks, self.replicas)
             self.http = HealthServer(
                 cfg.http.listen, self.metrics, readiness, on_scrape=self._refresh_gauges
             )
@@ -141,6 +173,39 @@ class App:
         for adapter in self.adapters:
             await self._start_adapter(adapter)
             log.info("bot %s started", adapter.name)
+        if self.replicas is not None:
+            for adapter in self.adapters:
+                if hasattr(adapter, "surface_for"):  # core.protocols.StoredReplies
+                    self.replicas.serve(self.engines[adapter.name], cast(StoredReplies, adapter))
+            await self.replicas.start()
+
+    def _flood(self) -> FloodControl | SharedFlood:
+        limit = self.config.limits.turns_per_minute
+        if self.replicas is not None and self.config.replicas.shared_budgets:
+            from chatbridge.core.budget import SharedFlood
+
+            return SharedFlood(self.replicas.redis, limit)
+        return FloodControl(limit)
+
+    def _shared_discord(self, token_digest: str) -> dict[str, Any]:
+        """Several replicas: the Discord adapter's global budget counted across them."""
+        if self.replicas is None or not self.config.replicas.shared_budgets:
+            return {}
+        from chatbridge.core.budget import SharedWindows
+
+        return {"budget": SharedWindows(self.replicas.redis, f"dc:{token_digest}")}
+
+    def _shared(self, token_digest: str) -> dict[str, Any]:
+        """Several replicas: the Telegram adapter's shared budget and leader election."""
+        replicas = self.replicas
+        if replicas is None:
+            return {}
+        budget = None
+        if self.config.replicas.shared_budgets:
+            from chatbridge.core.budget import SharedWindows
+
+            budget = SharedWindows(replicas.redis, f"tg:{token_digest}")
+        return {"budget": budget, "elect": replicas.leader}
 
     async def _start_adapter(self, adapter: Adapter) -> None:
         """Start one bot, riding out a platform outage for ``limits.startup_retry`` seconds."""
@@ -214,6 +279,7 @@ class App:
                 admins=admins,
                 metrics=self.metrics,
                 access=access,
+                **self._shared(_token_digest(bot.token.get_secret_value())),
             )
         from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 
@@ -225,6 +291,7 @@ class App:
             admins=admins,
             metrics=self.metrics,
             access=access,
+            **self._shared_discord(_token_digest(bot.token.get_secret_value())),
         )
 
     def _access_gate(self, bot: TelegramBotConfig | DiscordBotConfig, engine: Engine) -> AccessGate:
@@ -303,8 +370,15 @@ class App:
             if pause is not None:
                 with best_effort(log, f"pausing bot {adapter.name}'s intake"):
                     await pause()
+        if self.replicas is not None:
+            self.replicas.stop_starting()  # what is queued here stays for the others
+            await self.replicas.stop_leading()  # another replica polls from now on
         grace = self.config.limits.shutdown_grace
         await asyncio.gather(*(e.aclose(grace) for e in self.engines.values()))
+        if self.replicas is not None:
+            # hand partitions and leadership back at once, not after the lease expires
+            with best_effort(log, "handing this replica's partitions back"):
+                await self.replicas.stop()
         for adapter in self.adapters:
             with best_effort(log, f"stopping bot {adapter.name}"):
                 await adapter.stop()
@@ -316,8 +390,20 @@ class App:
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
+        if self.replicas is not None:
+            with best_effort(log, "closing the replicas' Redis connection"):
+                await self.replicas.redis.close()
         if self.store is not None:
             await self.store.close()
+
+
+def _is_redis(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in ("redis", "rediss", "unix") if "://" in url else False
+
+
+def _token_digest(token: str) -> str:
+    """Names a bot token's shared budget in Redis without writing the token there."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 async def _prune_forever(journal: Journal) -> None:

@@ -30,9 +30,11 @@ from chatbridge.core.protocols import (
     ListingDescriber,
     Prepared,
     SessionStore,
+    SharedFloodGate,
     StoredReplies,
     Surface,
     TurnObserver,
+    WorkQueue,
 )
 from chatbridge.core.texts import UserTexts
 from chatbridge.core.turns import Turn, TurnRunner
@@ -80,9 +82,10 @@ class Engine:
         store: SessionStore,
         journal: Journal | None = None,
         texts: UserTexts | None = None,
-        flood: FloodGate | None = None,
+        flood: FloodGate | SharedFloodGate | None = None,
         observer: TurnObserver | None = None,
         turn_timeout: float = 300.0,
+        work: WorkQueue | None = None,
     ) -> None:
         self.bot = bot
         self.backend = backend
@@ -103,6 +106,10 @@ class Engine:
             turn_timeout=turn_timeout,
         )
         self._lanes: dict[ConversationKey, _Lane] = {}
+        # several replicas: journaled messages go to the work queue, in arrival order per
+        # conversation (each waits for the previous one's write), and run where claimed
+        self._work = work
+        self._intake: dict[ConversationKey, asyncio.Future[None]] = {}
         self._closing = False
         self._recovered = False
         self._active = 0
@@ -123,6 +130,8 @@ class Engine:
         was read — with the future of the turn's result; None when there is no turn (declined
         by ``prepare``, or ``source`` already journaled: a redelivery).
         """
+        if self._work is not None and source is not None:
+            return await self._hand_off(key, prepare, source)
         slot = self._reserve(key)  # before the first await: arrival order is call order
         try:
             prepared = await prepare()
@@ -147,6 +156,43 @@ class Engine:
             if not slot.job.done():
                 slot.job.set_result(None)
 
+    async def _hand_off(
+        self, key: ConversationKey, prepare: Callable[[], Awaitable[Prepared]], source: str
+    ) -> asyncio.Future[TurnResult] | None:
+        """Several replicas: journal the message and queue it for the replica that runs its
+        conversation; written down after every earlier message of the conversation."""
+        assert self._work is not None
+        previous = self._intake.get(key)  # before the first await, as in accept
+        mine = asyncio.get_running_loop().create_future()
+        self._intake[key] = mine
+        try:
+            prepared = await prepare()
+            if previous is not None:
+                await asyncio.shield(previous)
+            if prepared is None:
+                return None
+            inbound, surface = prepared
+            try:
+                entry = await self._work.submit(inbound, source)
+            except Exception:  # answering beats refusing: run it here, unjournaled
+                log.exception("replicas: could not queue a message; answering it here")
+                return self.submit(inbound, surface)
+            if entry is None:
+                log.info("journal: %s was already recorded; not run twice", source)
+            return None
+        finally:
+            mine.set_result(None)
+            if self._intake.get(key) is mine:
+                del self._intake[key]
+
+    def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]:
+        """Several replicas: run a journaled turn this replica claimed from the work queue;
+        ``fresh`` (never started anywhere) passes the flood gate like a new message."""
+        slot = self._reserve(turn.inbound.key)
+        slot.turn = turn
+        slot.job.set_result(self._job_for(turn) if fresh else lambda: self.turns.run(turn))
+        return slot.result
+
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
         """Queue a turn that is not journaled (the console, tests); returns at once."""
         slot = self._reserve(inbound.key)
@@ -160,7 +206,11 @@ class Engine:
 
     async def recover(self, replies: StoredReplies) -> int:
         """Queue the work a previous run left unfinished (see :mod:`core.recovery`); call it
-        before taking new messages, so recovered turns keep their place. Returns how many."""
+        before taking new messages, so recovered turns keep their place. Returns how many.
+
+        With several replicas the partitions' owners resume the journal instead."""
+        if self._work is not None:
+            return 0
         if self._recovered:  # e.g. an adapter's start retried after a platform outage
             return 0
         self._recovered = True
@@ -175,13 +225,28 @@ class Engine:
     def _job_for(self, turn: Turn) -> Job:
         if self._closing:
             return lambda: self._interrupted(turn)
+        if isinstance(self._flood, SharedFloodGate) and turn.resume is None:
+            return lambda: self._unless_flooded(turn)
         if self._flood is not None and turn.resume is None:
+            assert not isinstance(self._flood, SharedFloodGate)
             wait = self._flood.check(turn.inbound.key)
             if wait is not None:
                 texts = self.texts.in_language(turn.inbound.language)
                 text = texts.flood.format(seconds=max(1, round(wait)))
                 return lambda: self._refuse(turn, text, "flood")
         return lambda: self.turns.run(turn)
+
+    async def _unless_flooded(self, turn: Turn) -> TurnResult:
+        assert isinstance(self._flood, SharedFloodGate)
+        try:
+            wait = await self._flood.check_shared(turn.inbound.key)
+        except Exception as exc:  # a flood gate out of reach lets the turn through
+            log.warning("flood gate unavailable: %s", exc)
+            wait = None
+        if wait is not None:
+            text = self.texts.flood.format(seconds=max(1, round(wait)))
+            return await self._refuse(turn, text, "flood")
+        return await self.turns.run(turn)
 
     def queue_recovered(self, turn: Turn) -> asyncio.Future[TurnResult]:
         slot = self._reserve(turn.inbound.key)

@@ -117,6 +117,20 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        # several replicas: every sample carries replica="<name>" (see render)
+        self.replica: str | None = None
+        self.partitions_owned = Gauge(
+            "replica_partitions",
+            "Work partitions whose lease this replica holds (several replicas on Redis)",
+            namespace=ns,
+            registry=reg,
+        )
+        self.replicas_live = Gauge(
+            "replicas_live",
+            "Replicas with a current heartbeat in Redis, as this replica sees them",
+            namespace=ns,
+            registry=reg,
+        )
         self.access_refusals = Counter(
             "access_refused",
             "Messages refused by a bot's access control (allowed_* lists)",
@@ -172,6 +186,14 @@ class Metrics:
         """Read the gauge from ``read()`` at every scrape (e.g. ``lambda: engine.queued_turns``)."""
         self.queued.labels(bot).set_function(read)
 
+    def watch_replica(
+        self, name: str, owned: Callable[[], float], live: Callable[[], float]
+    ) -> None:
+        """Label every sample with ``replica`` and read the partition gauges at each scrape."""
+        self.replica = name
+        self.partitions_owned.set_function(owned)
+        self.replicas_live.set_function(live)
+
     # --- adapters -----------------------------------------------------------------------------
 
     def message_sent(self, bot: str, platform: str, count: int = 1) -> None:
@@ -196,9 +218,31 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        if self.replica is None:
+            return text
+        return _with_label(text, "replica", self.replica)
 
     def value(self, name: str, **labels: str) -> float | None:
         """One sample's current value (tests and the admin CLI), e.g.
         ``value("chatbridge_turns_total", bot="sellers", outcome="ok")``."""
         return self.registry.get_sample_value(name, labels)
+
+
+def _with_label(text: bytes, name: str, value: str) -> bytes:
+    """Add ``name="value"`` to every sample line of a Prometheus text exposition."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    label = f'{name}="{escaped}"'
+    out = []
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            metric, sep, rest = line.rpartition(" ")
+            if metric.endswith("}"):
+                brace = metric.index("{")
+                inner = metric[brace + 1 : -1]
+                metric = f"{metric[:brace]}{{{label}{',' if inner else ''}{inner}}}"
+            else:
+                metric = f"{metric}{{{label}}}"
+            line = metric + sep + rest
+        out.append(line)
+    return ("\n".join(out) + "\n").encode()

@@ -30,8 +30,9 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 __all__ = ["STREAM", "URGENT", "Lane", "Limit", "Pacer", "Permit", "TokenBucket", "Window"]
 
@@ -182,6 +183,13 @@ class Permit:
 _held: contextvars.ContextVar[Permit | None] = contextvars.ContextVar("pacer_permit", default=None)
 
 
+class SharedWindows(Protocol):
+    """Limits kept outside the process (several replicas of one bot token share them):
+    ``take`` returns once a place is taken in every ``(name, limit, period)`` window."""
+
+    async def take(self, windows: Sequence[tuple[str, int, float]]) -> None: ...
+
+
 class _Waiter:
     __slots__ = ("future", "priority")
 
@@ -210,6 +218,8 @@ class Pacer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self.waited = 0  # calls that had to wait for the bot-wide budget (for benchmarks)
+        # several replicas: the same windows, counted across all of them (core.budget)
+        self.shared: SharedWindows | None = None
 
     # --- lanes ---------------------------------------------------------------------------------
 
@@ -248,6 +258,7 @@ class Pacer:
         key = None if lane is None else lane.key
         permit = Permit(self, key, priority, asyncio.current_task(), lend)
         if lane is None:
+            await self._take_shared(None, None, priority)
             await self._take_bot(priority)
             async with self._holding(permit):
                 yield permit
@@ -271,6 +282,7 @@ class Pacer:
         try:
             async with contextlib.nullcontext() if nested else lane.lock:
                 await self._wait_lane(lane, priority)
+                await self._take_shared(permit.lane, lane, priority)
                 await self._take_bot(priority)
                 now = self._clock()
                 for window in lane.windows:
@@ -323,6 +335,26 @@ class Pacer:
             if at <= now or math.isinf(at):
                 return
             await asyncio.sleep(at - now)
+
+    async def _take_shared(
+        self, key: Hashable | None, lane: _LaneState | None, priority: int
+    ) -> None:
+        if self.shared is None:
+            return
+
+        def counted(limit: Limit) -> tuple[int, float]:
+            """As a sliding window: ``(calls, per seconds)``; a token bucket becomes its
+            burst per burst's worth of intervals (the same sustained rate)."""
+            if isinstance(limit, TokenBucket):
+                burst = limit.burst if priority == URGENT else limit.stream_burst
+                return burst, burst * limit.interval
+            return (limit.limit if priority == URGENT else limit.stream_limit), limit.period
+
+        limits: list[tuple[str, Limit]] = [] if self.bot is None else [("bot", self.bot)]
+        limits += [(f"{key}:{i}", w) for i, w in enumerate(lane.windows if lane else ())]
+        windows = [(name, *counted(limit)) for name, limit in limits]
+        if windows:
+            await self.shared.take(windows)
 
     async def _take_bot(self, priority: int) -> None:
         if self.bot is None:

@@ -249,6 +249,24 @@ class FloodGate(Protocol):
         ...
 
 
+@runtime_checkable
+class SharedFloodGate(Protocol):
+    """A flood gate kept outside the process (Redis), shared by every replica."""
+
+    async def check_shared(self, key: ConversationKey) -> float | None:
+        """None when the turn may run (and it is counted), else seconds to wait."""
+        ...
+
+
+class WorkQueue(Protocol):
+    """Several replicas: journal a message and queue it for whichever replica runs its
+    conversation (:class:`core.replicas.Replicas`), in one step."""
+
+    async def submit(self, inbound: Inbound, source: str) -> JournalEntry | None:
+        """Written down and queued; None when ``source`` was recorded before."""
+        ...
+
+
 # --- what adapters see of the engine ----------------------------------------------------------
 # Adapters depend on these small protocols, never on ``core.engine.Engine`` itself: a test can
 # hand an adapter anything that submits turns, and the engine can change behind them.

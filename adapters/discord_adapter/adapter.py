@@ -38,6 +38,7 @@ from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
 from chatbridge.core.errors import best_effort
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.locales import en
+from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared
 from chatbridge.core.secrets import register_secret
 from chatbridge.core.texts import Catalogue
@@ -95,6 +96,7 @@ class DiscordAdapter:
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
         access: AccessGate | None = None,
+        budget: SharedWindows | None = None,
     ) -> None:
         self.name = name
         # who may talk to the bot (core/access.py); the default is open, mentions in guilds
@@ -106,6 +108,7 @@ class DiscordAdapter:
         self.admins = admins
         self.metrics = metrics
         self._pacer = discord_pacer(options)  # one budget for every channel of this token
+        self._pacer.shared = budget  # several replicas: the token's budget counted in Redis
         self.refused = 0  # answers Discord refused for good (channel gone, no access)
         self.client: _Client | None = None
         self._task: asyncio.Task[None] | None = None

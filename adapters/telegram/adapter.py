@@ -47,6 +47,7 @@ from chatbridge.adapters.telegram.webhook import WebhookServer
 from chatbridge.core.access import AccessGate, AccessPolicy, Facts, Verdict
 from chatbridge.core.errors import StartupFailed
 from chatbridge.core.images import ImageRejected
+from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared, Surface
 from chatbridge.core.retry import deliver
 from chatbridge.core.secrets import register_secret, safe_error
@@ -54,6 +55,10 @@ from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Inbound, TurnResult
 
 log = logging.getLogger(__name__)
+
+# Several replicas: elect(name, on_gain, on_lose) runs on_gain while this replica holds the
+# lease ``name`` (core.replicas.Replicas.leader)
+Elect = Callable[[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]], object]
 
 ALLOWED_UPDATES = ["message", "callback_query"]
 CHOICE_MARK_DEADLINE = 60.0  # seconds: marking a pressed button is cosmetic, not an answer
@@ -70,6 +75,8 @@ class TelegramAdapter:
         admins: frozenset[int],
         metrics: PlatformMetrics | None = None,
         access: AccessGate | None = None,
+        budget: SharedWindows | None = None,
+        elect: Elect | None = None,
     ) -> None:
         register_secret(token)
         # who may talk to the bot (core/access.py); the default is open, mentions in groups
@@ -85,6 +92,9 @@ class TelegramAdapter:
         self._options = options
         self._admins = admins
         self._pacer = telegram_pacer(options)  # one budget for every chat of this token
+        self._pacer.shared = budget  # several replicas: the token's budget counted in Redis
+        self._elect = elect
+        self._receiving = True
         self.stats = Stats(bot=name, metrics=metrics)
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._ops: TelegramOps | None = None
@@ -173,14 +183,14 @@ class TelegramAdapter:
                 await app.bot.delete_webhook()
                 # what a previous run left unfinished goes first, before any new update
                 await self._engine.recover(self)
-                self._poller = Poller(
-                    app.bot,
-                    self._take,
-                    name=self.name,
-                    timeout=opts.poll_timeout,
-                    allowed_updates=ALLOWED_UPDATES,
-                )
-                self._poller.start()
+                if self._elect is None:
+                    await self._start_polling()
+                else:
+                    # several replicas: only the lease holder polls (two pollers of one
+                    # token get 409 Conflict); the others run the turns it queues
+                    self._elect(
+                        f"telegram-poll:{self.name}", self._start_polling, self._stop_polling
+                    )
         except TelegramError as exc:
             # PTB names the token in InvalidToken: never let it out in the message or the chain
             with contextlib.suppress(Exception):
@@ -197,6 +207,23 @@ class TelegramAdapter:
             raise _startup_failure(self.name, exc) from None
         self._running = True
         log.info("telegram bot %s (@%s) started, %s mode", self.name, self._username, opts.mode)
+
+    async def _start_polling(self) -> None:
+        if self._app is None or not self._receiving or self._poller is not None:
+            return
+        self._poller = Poller(
+            self._app.bot,
+            self._take,
+            name=self.name,
+            timeout=self._options.poll_timeout,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+        self._poller.start()
+
+    async def _stop_polling(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            await poller.stop()
 
     async def _start_webhook(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         opts = self._options
@@ -230,13 +257,12 @@ class TelegramAdapter:
         (or tell their users to resend); then :meth:`stop`. Updates not fetched yet stay on
         Telegram's server for the next process: nothing is lost across a restart."""
         self._running = False
+        self._receiving = False
         app = self._app
         if app is None:
             return
         self._albums.end_all()  # an album still gathering is a turn too
-        if self._poller is not None:
-            await self._poller.stop()
-            self._poller = None
+        await self._stop_polling()
         if self._webhook is not None:
             await self._webhook.stop()
 

@@ -93,6 +93,7 @@ class FakeDiscord(UserActions):
         self._seq = itertools.count(1)
         self._cond = asyncio.Condition()
         self._sockets: set[web.WebSocketResponse] = set()
+        self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}  # IDENTIFY shard
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.bot_user = FakeUser(self.snowflake(), "chatbridge-bot", bot=True)
@@ -325,12 +326,20 @@ class FakeDiscord(UserActions):
     # ----------------------------------------------------------------- injecting events
 
     async def dispatch(self, event: str, data: JSON) -> None:
-        """Send a DISPATCH event to every identified gateway connection."""
+        """Send a DISPATCH event to every identified gateway connection of the shard that
+        carries it (a guild's: ``(guild_id >> 22) % shard_count``; DMs: shard 0)."""
         self.gateway_events.append({"t": event, "d": data, "at": time.monotonic()})
         frame = json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data})
+        guild = data.get("guild_id") if isinstance(data, dict) else None
         for ws in list(self._sockets):
-            if not ws.closed:
+            if not ws.closed and self._carries(ws, int(guild) if guild else None):
                 await ws.send_str(frame)
+
+    def _carries(self, ws: web.WebSocketResponse, guild_id: int | None) -> bool:
+        shard_id, shard_count = self._shards.get(ws, (0, 1))
+        if guild_id is None:
+            return shard_id == 0
+        return (guild_id >> 22) % shard_count == shard_id
 
     # ----------------------------------------------------------------- HTTP handlers
 
@@ -627,11 +636,14 @@ class FakeDiscord(UserActions):
                         await ws.close(code=4014, message=b"Disallowed intent(s).")
                         break
                     self.identify_count += 1
+                    shard = msg["d"].get("shard") or [0, 1]
+                    self._shards[ws] = (int(shard[0]), int(shard[1]))
                     await self._ready(ws)
                 elif op == 6:  # no resumable sessions here: start over
                     await ws.send_str(json.dumps({"op": 9, "d": False}))
         finally:
             self._sockets.discard(ws)
+            self._shards.pop(ws, None)
             async with self._cond:
                 self._cond.notify_all()
         return ws
@@ -640,7 +652,9 @@ class FakeDiscord(UserActions):
         ready = {
             "v": 10,
             "user": self.bot_user.payload() | {"verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [
+                {"id": str(g), "unavailable": True} for g in self.guilds if self._carries(ws, g)
+            ],
             "session_id": f"session-{self.identify_count}",
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
@@ -648,7 +662,7 @@ class FakeDiscord(UserActions):
             "relationships": [],
         }
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
-        for gid in self.guilds:
+        for gid in [g for g in self.guilds if self._carries(ws, g)]:
             frame = {"op": 0, "t": "GUILD_CREATE", "s": next(self._seq)}
             frame["d"] = self._guild_payload(gid)
             await ws.send_str(json.dumps(frame))

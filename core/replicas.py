@@ -1,0 +1,434 @@
+"""Several replicas of one configuration on one Redis: who runs which conversation's turns.
+
+Conversations are hashed into ``partitions``; each partition has a Redis Stream of journaled
+messages (see :mod:`core.store.redis_coordination`) and a lease. Any replica *accepts* a
+message (a webhook hit, a poll, a gateway event): :meth:`Replicas.submit` writes it to the
+journal and to its partition's stream in one step, and the adapter may then tell the platform
+it was read. The replica holding the partition's lease *runs* it: it reads the stream in
+order and hands each conversation's turns to its engine one at a time, so one conversation's
+turns run in arrival order whichever replica received them.
+
+- Every replica takes free partitions up to its fair share (partitions / live replicas) and,
+  when replicas join, hands back idle ones above it; leases are renewed every third of
+  ``lease`` seconds.
+- A replica that dies stops renewing: its leases and heartbeat expire after ``lease`` seconds,
+  the survivors' share grows, they take its partitions and claim its pending stream entries
+  (``XAUTOCLAIM``). Each claimed turn resumes by its journal state, with the recovery rules of
+  :mod:`core.recovery` (never sent: run; sent: recovered or the user told to resend;
+  answered: delivered).
+- Graceful shutdown stops starting turns, lets running ones finish (the engine's grace),
+  then releases every lease at once: the turns it had read but not started are claimed by the
+  others immediately, not after the lease expires.
+
+Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at a time
+(Telegram long polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import zlib
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chatbridge.core.protocols import StoredReplies
+from chatbridge.core.store.redis_coordination import (
+    RedisCoordination,
+    WorkItem,
+    conversation_member,
+)
+from chatbridge.core.turns import Turn
+from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnResult, TurnState
+
+log = logging.getLogger(__name__)
+
+RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
+
+
+def default_replica_name() -> str:
+    """``CHATBRIDGE_REPLICA`` from the environment, else ``<hostname>-<pid>``."""
+    return os.environ.get("CHATBRIDGE_REPLICA") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ClaimedTurns(Protocol):
+    """What :class:`Replicas` needs of an engine: run one turn it claimed from a stream."""
+
+    @property
+    def bot(self) -> str: ...
+
+    def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
+
+
+@dataclass
+class _Conversation:
+    items: deque[WorkItem] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+
+
+class Replicas:
+    def __init__(
+        self,
+        coordination: RedisCoordination,
+        *,
+        replica: str,
+        partitions: int = 16,
+        lease: float = 3.0,
+    ) -> None:
+        if partitions < 1 or lease <= 0:
+            raise ValueError("replicas need partitions >= 1 and lease > 0")
+        self.redis = coordination
+        self.replica = replica
+        self.partitions = partitions
+        self.lease = lease
+        self._lease_ms = max(1, int(lease * 1000))
+        self._engines: dict[str, ClaimedTurns] = {}
+        self._replies: dict[str, StoredReplies] = {}
+        self._owned: dict[int, str] = {}  # partition -> lease value
+        self._draining: set[int] = set()  # owned, no longer read: handed back once idle
+        self._claiming: set[int] = set()  # owned, its pending entries being claimed
+        self._live: list[str] = []
+        self._convs: dict[str, _Conversation] = {}
+        self._seen: set[tuple[int, str]] = set()
+        self._busy: Counter[int] = Counter()  # partition -> entries queued or running here
+        self._tasks: list[asyncio.Task[None]] = []
+        self._leaders: list[_Leader] = []
+        self._stopping = False
+        self._beat_ok = False
+        self._ticks = 0
+        self.reclaim_idle = max(lease, 10.0)  # seconds an entry of ours waits before a retry
+        self.reclaim_every = RECLAIM_EVERY
+        self.turns_run = 0
+        self.claimed = 0
+
+    # --- wiring ---------------------------------------------------------------------------------
+
+    def partition_of(self, key: ConversationKey) -> int:
+        return zlib.crc32(conversation_member(key).encode()) % self.partitions
+
+    async def submit(self, inbound: Inbound, source: str) -> JournalEntry | None:
+        """Journal ``inbound`` and queue it in its partition (None: already recorded)."""
+        return await self.redis.record_and_queue(inbound, source, self.partition_of(inbound.key))
+
+    def serve(self, engine: ClaimedTurns, replies: StoredReplies) -> None:
+        """Run ``engine.bot``'s claimed turns on ``engine``, answering through ``replies``."""
+        self._engines[engine.bot] = engine
+        self._replies[engine.bot] = replies
+
+    async def check(self) -> None:
+        """Refuse a partition count other than the one the replicas on this Redis use."""
+        agreed = await self.redis.agree_partitions(self.partitions)
+        if agreed != self.partitions:
+            # another count would hash a conversation elsewhere and break its order
+            raise RuntimeError(
+                f"[replicas] partitions = {self.partitions}, but the replicas on this Redis "
+                f"use {agreed}: give every replica the same value (or empty the Redis first)"
+            )
+
+    async def start(self) -> None:
+        await self.check()
+        await self._tick()
+        self._tasks = [
+            asyncio.create_task(self._keep_leases(), name="replicas:leases"),
+            asyncio.create_task(self._read(), name="replicas:read"),
+        ]
+        log.info(
+            "replica %s joined (%d live, owns %d of %d partitions)",
+            self.replica,
+            len(self._live),
+            len(self._owned),
+            self.partitions,
+        )
+
+    def stop_starting(self) -> None:
+        """Start no more turns (running ones go on); what is queued stays pending."""
+        self._stopping = True
+        for leader in self._leaders:
+            leader.stop()
+
+    async def stop_leading(self) -> None:
+        """Hand every leadership back now (the adapters stopped receiving), so another
+        replica polls while this one's running turns finish."""
+        leaders, self._leaders = self._leaders, []
+        await asyncio.gather(*(leader.close() for leader in leaders), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """After running turns ended: hand every partition and leadership back at once."""
+        self.stop_starting()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        convs = [c.task for c in self._convs.values() if c.task is not None]
+        for task in convs:
+            task.cancel()
+        await asyncio.gather(*convs, return_exceptions=True)
+        await asyncio.gather(*(leader.close() for leader in self._leaders), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            for partition, value in list(self._owned.items()):
+                await self.redis.release(f"p:{partition}", value)
+            self._owned.clear()
+            await self.redis.heartbeat(self.replica, self._lease_ms, leave=True)
+        log.info("replica %s left; its partitions are free for the others", self.replica)
+
+    # --- state for /readyz and /metrics -----------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """Redis answered the last heartbeat (so this replica's leases are current)."""
+        return self._beat_ok and not self._stopping
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self._owned)
+
+    @property
+    def live(self) -> list[str]:
+        return list(self._live)
+
+    # --- leases -----------------------------------------------------------------------------------
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._beat_ok = False
+                log.warning("replica %s: Redis unreachable: %s", self.replica, exc)
+
+    async def _tick(self) -> None:
+        self._live = await self.redis.heartbeat(self.replica, self._lease_ms)
+        self._beat_ok = True
+        self._ticks += 1
+        if self._ticks % self.reclaim_every == 0:
+            await self._reclaim()
+        for partition, value in list(self._owned.items()):
+            if not await self.redis.renew(f"p:{partition}", value, self._lease_ms):
+                log.warning("replica %s lost partition %d", self.replica, partition)
+                del self._owned[partition]
+                self._draining.discard(partition)
+        if self._stopping:
+            return
+        share = math.ceil(self.partitions / max(1, len(self._live)))
+        if len(self._owned) < share:
+            self._draining.clear()
+            await self._take_free(share)
+        elif len(self._owned) > share:
+            await self._give_back(len(self._owned) - share)
+        else:
+            self._draining.clear()
+
+    async def _take_free(self, share: int) -> None:
+        # start at a place of our own, so replicas starting together try different partitions
+        start = zlib.crc32(self.replica.encode()) % self.partitions
+        for i in range(self.partitions):
+            if len(self._owned) >= share:
+                return
+            partition = (start + i) % self.partitions
+            if partition in self._owned:
+                continue
+            value = await self.redis.acquire(f"p:{partition}", self.replica, self._lease_ms)
+            if value is None:
+                continue
+            self._owned[partition] = value
+            # not read until its pending entries are queued: they go before any newer one
+            self._claiming.add(partition)
+            try:
+                await self.redis.ensure_group(partition)
+                claimed = await self.redis.claim(partition, self.replica)
+                for item in claimed:
+                    self._dispatch(item)
+            finally:
+                self._claiming.discard(partition)
+            if claimed:
+                self.claimed += len(claimed)
+                log.info(
+                    "replica %s took partition %d with %d pending turns",
+                    self.replica,
+                    partition,
+                    len(claimed),
+                )
+
+    async def _reclaim(self) -> None:
+        """Entries of our partitions left pending here by a step that failed (Redis out of
+        reach mid-turn, say) run again; those still queued or running here are skipped."""
+        idle_ms = int(self.reclaim_idle * 1000)
+        for partition in list(self._owned):
+            for item in await self.redis.claim(partition, self.replica, idle_ms):
+                self._dispatch(item)
+
+    async def _give_back(self, excess: int) -> None:
+        """Hand back ``excess`` partitions (replicas joined): stop reading the least busy
+        ones, and release each once the turns already read from it have finished."""
+        while len(self._draining) > excess:
+            self._draining.pop()
+        if len(self._draining) < excess:
+            candidates = sorted(set(self._owned) - self._draining, key=lambda p: self._busy[p])
+            self._draining.update(candidates[: excess - len(self._draining)])
+        for partition in sorted(self._draining):
+            if self._busy[partition]:
+                continue
+            self._draining.discard(partition)
+            value = self._owned.pop(partition, None)
+            if value is not None:
+                await self.redis.release(f"p:{partition}", value)
+
+    # --- reading and running ----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        while True:
+            owned = [p for p in self.owned if p not in self._draining | self._claiming]
+            if not owned or self._stopping:
+                await asyncio.sleep(min(0.2, self.lease / 3))
+                continue
+            try:
+                items = await self.redis.read(owned, self.replica, block_ms=200)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("replica %s: reading the streams failed: %s", self.replica, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for item in items:
+                self._dispatch(item)
+
+    def _dispatch(self, item: WorkItem) -> None:
+        if (item.partition, item.id) in self._seen:
+            return
+        self._seen.add((item.partition, item.id))
+        self._busy[item.partition] += 1
+        conv = self._convs.setdefault(item.conversation, _Conversation())
+        conv.items.append(item)
+        if conv.task is None:
+            conv.task = asyncio.create_task(self._drain(item.conversation, conv))
+
+    async def _drain(self, name: str, conv: _Conversation) -> None:
+        try:
+            while conv.items and not self._stopping:
+                item = conv.items[0]
+                if item.partition in self._owned:
+                    try:
+                        await self._run(item, self._owned[item.partition])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        # left pending: the next owner of the partition claims it again
+                        log.exception("replica %s: claimed turn %s failed", self.replica, item.id)
+                self._forget(conv.items.popleft())
+        finally:
+            conv.task = None
+            if self._convs.get(name) is conv and not conv.items:
+                del self._convs[name]
+            elif conv.items and not self._stopping:
+                conv.task = asyncio.create_task(self._drain(name, conv))
+
+    def _forget(self, item: WorkItem) -> None:
+        self._seen.discard((item.partition, item.id))
+        self._busy[item.partition] -= 1
+        if self._busy[item.partition] <= 0:
+            del self._busy[item.partition]
+
+    async def _run(self, item: WorkItem, lease: str) -> None:
+        engine = self._engines.get(item.bot)
+        entry = await self.redis.entry(item.bot, item.seq)
+        if engine is None or entry is None or entry.state.finished:
+            if engine is None and entry is not None and not entry.state.finished:
+                log.warning("replica %s runs no bot %s: turn left pending", self.replica, item.bot)
+                return
+            await self.redis.ack(item, lease)
+            return
+        replies = self._replies[item.bot]
+        surface = replies.surface_for(entry.inbound)
+        fresh = entry.state is TurnState.RECEIVED
+        resume = None if fresh else entry.state
+        self.turns_run += 1
+        await engine.run_claimed(Turn(entry.inbound, surface, entry, resume=resume), fresh=fresh)
+        if not await self.redis.ack(item, lease):
+            log.warning("replica %s: partition %d moved on mid-turn", self.replica, item.partition)
+
+    # --- leaders ----------------------------------------------------------------------------------
+
+    def leader(
+        self,
+        name: str,
+        on_gain: Callable[[], Awaitable[None]],
+        on_lose: Callable[[], Awaitable[None]],
+    ) -> LeaderFlag:
+        """Call ``on_gain`` whenever this replica becomes the one holding lease ``name`` (taken
+        over within ``lease`` seconds of its holder's death), ``on_lose`` when it stops."""
+        leader = _Leader(self, name, on_gain, on_lose)
+        self._leaders.append(leader)
+        leader.start()
+        return leader
+
+
+class LeaderFlag:
+    """Whether this replica leads (for readiness)."""
+
+    @property
+    def leading(self) -> bool:
+        raise NotImplementedError
+
+
+class _Leader(LeaderFlag):
+    def __init__(
+        self,
+        replicas: Replicas,
+        name: str,
+        on_gain: Callable[[], Awaitable[None]],
+        on_lose: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._replicas = replicas
+        self._name = f"leader:{name}"
+        self._on_gain = on_gain
+        self._on_lose = on_lose
+        self._value: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self._value is not None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"replicas:{self._name}")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def close(self) -> None:
+        self.stop()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._value is not None:
+            value, self._value = self._value, None
+            with contextlib.suppress(Exception):
+                await self._on_lose()
+            await self._replicas.redis.release(self._name, value)
+
+    async def _run(self) -> None:
+        r = self._replicas
+        while True:
+            try:
+                if self._value is None:
+                    self._value = await r.redis.acquire(self._name, r.replica, r._lease_ms)
+                    if self._value is not None:
+                        log.info("replica %s leads %s", r.replica, self._name)
+                        await self._on_gain()
+                elif not await r.redis.renew(self._name, self._value, r._lease_ms):
+                    log.warning("replica %s no longer leads %s", r.replica, self._name)
+                    self._value = None
+                    await self._on_lose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("replica %s: leader lease %s: %s", r.replica, self._name, exc)
+            await asyncio.sleep(r.lease / 3)

@@ -1,0 +1,169 @@
+"""Several replicas of the real ``chatbridge run`` on one real redis-server.
+
+- :func:`redis_server`: a redis-server on a unix socket in a temporary folder (no TCP port),
+  persistence off, stopped at the end.
+- :class:`RoundRobin`: the load balancer in front of webhook replicas: each POST goes to the
+  next replica; one that refuses the connection (killed) is skipped, as nginx does with
+  ``proxy_next_upstream error``.
+- :func:`replica_config`: one replica's TOML (they differ only in their ports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A fresh redis-server; yields its ``unix://`` URL."""
+    import redis
+
+    assert REDIS_SERVER is not None
+    # a short folder of its own for the socket: a unix socket path holds at most 107 bytes
+    short = Path(tempfile.mkdtemp(prefix="rds"))
+    sock = short / "redis.sock"
+    log = (workdir / "redis.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(workdir),
+        ],
+        stdout=log,
+        stderr=log,
+    )  # fmt: skip
+    log.close()
+    url = f"unix://{sock}?db=0"
+    try:
+        deadline = time.monotonic() + 30  # a loaded machine starts slowly
+        while True:
+            try:
+                if sock.exists() and redis.Redis.from_url(url).ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                output = (workdir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server did not start:\n{output}")
+            time.sleep(0.02)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RoundRobin:
+    """A reverse proxy for webhooks: POST / -> the next upstream, skipping dead ones."""
+
+    def __init__(self, upstreams: list[str]) -> None:
+        self.upstreams = upstreams
+        self._next = itertools.cycle(range(len(upstreams)))
+        self.forwarded = [0] * len(upstreams)
+        self.skipped = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> RoundRobin:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        for _ in range(len(self.upstreams)):
+            i = next(self._next)
+            try:
+                async with self._session.post(
+                    self.upstreams[i] + request.path, data=body, headers=headers
+                ) as resp:
+                    data = await resp.read()
+                    self.forwarded[i] += 1
+                    return web.Response(status=resp.status, body=data)
+            except (TimeoutError, aiohttp.ClientConnectionError):
+                self.skipped += 1
+        return web.Response(status=502)
+
+
+@contextlib.asynccontextmanager
+async def round_robin(upstreams: list[str]) -> AsyncIterator[RoundRobin]:
+    proxy = await RoundRobin(upstreams).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def replica_config(
+    path: Path,
+    *,
+    redis_url: str,
+    backend: str,
+    telegram: str = "",
+    discord: str = "",
+    http_port: int,
+    lease: float = 1.5,
+    extra: str = "",
+) -> Path:
+    path.write_text(
+        f"""
+[store]
+url = "{redis_url}"
+
+{backend}
+
+{telegram}
+
+{discord}
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[limits]
+shutdown_grace = 2
+
+[replicas]
+partitions = 8
+lease = {lease}
+{extra}
+"""
+    )
+    return path

@@ -1,0 +1,332 @@
+"""Replicas on a real redis-server, in one process: two engines, each with its own Redis
+clients and :class:`core.replicas.Replicas`, as two processes would have.
+
+Turns accepted by either replica run one at a time per conversation in arrival order, on
+whichever replica holds the conversation's partition; leases are fenced; graceful shutdown
+frees the partitions at once; shared windows and the per-user turn limit count across
+replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from replica_harness import REDIS_SERVER, redis_server
+from test_engine import RecordingSurface, ScriptedBackend
+
+from chatbridge.core.budget import SharedFlood, SharedWindows
+from chatbridge.core.engine import Engine
+from chatbridge.core.protocols import Surface
+from chatbridge.core.replicas import Replicas
+from chatbridge.core.store.redis import RedisStore
+from chatbridge.core.store.redis_coordination import RedisCoordination
+from chatbridge.core.types import ConversationKey, Inbound
+
+pytest.importorskip("redis")
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed"),
+]
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+class Replies:
+    """StoredReplies: every answer goes to one shared log, tagged by conversation."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def surface_for(self, inbound: Inbound) -> Surface:
+        return RecordingSurface(self.log, inbound.key.user_id)
+
+
+class Node:
+    """One replica: its store, coordination client, engine and Replicas."""
+
+    def __init__(
+        self, name: str, store: RedisStore, replicas: Replicas, engine: Engine, log: list[str]
+    ) -> None:
+        self.name = name
+        self.log = log  # every replica's answers, in the order they were finished
+        self.store = store
+        self.replicas = replicas
+        self.engine = engine
+
+    async def accept(self, inbound: Inbound, source: str) -> None:
+        async def prepare() -> tuple[Inbound, Surface]:
+            return inbound, RecordingSurface()
+
+        await self.engine.accept(inbound.key, prepare, source=source)
+
+
+@pytest.fixture
+async def nodes(redis_url: str) -> AsyncIterator[list[Node]]:
+    log: list[str] = []
+    backend = ScriptedBackend(delay=0.02)
+    async with AsyncExitStack() as stack:
+        out = []
+        for name in ("a", "b"):
+            store = await RedisStore.open(redis_url)
+            stack.push_async_callback(store.close)
+            coordination = RedisCoordination.from_url(redis_url)
+            stack.push_async_callback(coordination.close)
+            replicas = Replicas(coordination, replica=name, partitions=4, lease=1.0)
+            engine = Engine(
+                bot="shop",
+                backend=backend,
+                backend_name="scripted",
+                store=store,
+                journal=store.journal,
+                work=replicas,
+            )
+            replicas.serve(engine, Replies(log))
+            out.append(Node(name, store, replicas, engine, log))
+        yield out
+        for node in out:
+            await node.replicas.stop()
+
+
+def key(user: str) -> ConversationKey:
+    return ConversationKey("shop", "telegram", user, user)
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def test_turns_accepted_anywhere_run_in_arrival_order_per_conversation(
+    nodes: list[Node],
+) -> None:
+    a, b = nodes
+    log = a.log
+    await a.replicas.start()
+    await b.replicas.start()
+    await wait_for(lambda: len(a.replicas.owned) == 2 and len(b.replicas.owned) == 2)
+    users, per_user = [f"u{i}" for i in range(8)], 4
+    for j in range(per_user):
+        for i, user in enumerate(users):
+            node = nodes[(i + j) % 2]  # the same conversation lands on both replicas
+            await node.accept(Inbound(key(user), f"{user}-{j}"), source=f"{user}:{j}")
+    await wait_for(lambda: len(log) == len(users) * per_user)
+    for user in users:
+        mine = [line.split(":")[-1] for line in log if line.startswith(f"{user}:finish")]
+        assert [text.split(" ")[1] for text in mine] == [f"{user}-{j}" for j in range(per_user)]
+    assert a.replicas.turns_run > 0 and b.replicas.turns_run > 0
+
+
+async def test_slow_preparation_keeps_arrival_order_in_the_queue(nodes: list[Node]) -> None:
+    a, _ = nodes
+
+    async def slow() -> tuple[Inbound, Surface]:
+        await asyncio.sleep(0.2)  # a photo downloading
+        return Inbound(key("u1"), "first"), RecordingSurface()
+
+    async def fast() -> tuple[Inbound, Surface]:
+        return Inbound(key("u1"), "second"), RecordingSurface()
+
+    await asyncio.gather(
+        a.engine.accept(key("u1"), slow, source="s1"),
+        a.engine.accept(key("u1"), fast, source="s2"),
+    )
+    partition = a.replicas.partition_of(key("u1"))
+    entries = cast(list[Any], await a.store._r.xrange(a.replicas.redis.stream(partition)))
+    assert [int(fields["seq"]) for _, fields in entries] == [1, 2]
+    first = await a.replicas.redis.entry("shop", 1)
+    assert first is not None and first.inbound.text == "first"
+
+
+async def test_a_redelivered_message_is_queued_once(nodes: list[Node]) -> None:
+    a, b = nodes
+    await a.accept(Inbound(key("u1"), "hi"), source="u42")
+    await b.accept(Inbound(key("u1"), "hi"), source="u42")  # the webhook retried elsewhere
+    stream = a.replicas.redis.stream(a.replicas.partition_of(key("u1")))
+    assert await a.store._r.xlen(stream) == 1
+    assert len(await a.store.journal.unfinished("shop")) == 1
+
+
+async def test_graceful_stop_frees_every_partition_at_once(nodes: list[Node]) -> None:
+    a, b = nodes
+    await a.replicas.start()
+    assert len(a.replicas.owned) == 4
+    await a.replicas.stop()
+    # released, not left to expire: the lease keys are gone the moment stop returns
+    for partition in range(4):
+        assert await a.replicas.redis.holder(f"p:{partition}") is None
+    await b.replicas.start()
+    assert len(b.replicas.owned) == 4
+
+
+async def test_work_of_a_dead_replica_is_claimed_and_finished(nodes: list[Node]) -> None:
+    a, b = nodes
+    log = a.log
+    await a.replicas.start()
+    # a dies: its tasks stop, its leases are neither renewed nor released
+    for task in a.replicas._tasks:
+        task.cancel()
+    a.replicas._stopping = True
+    for i in range(6):
+        await a.accept(Inbound(key(f"d{i}"), f"d{i}"), source=f"d{i}")
+    await b.replicas.start()  # finds every partition still leased to a
+    assert b.replicas.owned == []
+    await wait_for(lambda: len(log) == 6)  # a's leases expired; b claimed and ran the turns
+    assert b.replicas.turns_run == 6
+
+
+async def test_an_ack_without_the_lease_is_refused(redis_url: str) -> None:
+    coordination = RedisCoordination.from_url(redis_url)
+    try:
+        old = await coordination.acquire("p:0", "a", 60_000)
+        assert old is not None
+        assert await coordination.acquire("p:0", "b", 60_000) is None  # held
+        assert await coordination.release("p:0", old)
+        new = await coordination.acquire("p:0", "b", 60_000)
+        assert new is not None and new != old  # a new fencing token
+        await coordination.ensure_group(0)
+        inbound = Inbound(key("u1"), "hi")
+        await coordination.record_and_queue(inbound, "src", 0)
+        [item] = await coordination.read([0], "b", block_ms=10)
+        assert not await coordination.ack(item, old)  # the old holder cannot
+        assert await coordination.ack(item, new)
+    finally:
+        await coordination.close()
+
+
+async def test_shared_windows_count_across_replicas(redis_url: str) -> None:
+    one, two = RedisCoordination.from_url(redis_url), RedisCoordination.from_url(redis_url)
+    try:
+        windows = [("bot", 3, 30.0), ("chat", 2, 30.0)]
+        assert await one.take(windows) == 0
+        assert await two.take(windows) == 0
+        assert await one.take(windows) > 0  # the chat's 2 are used, by both together
+        assert await two.take([("bot", 3, 30.0)]) == 0  # a refusal took nothing
+        assert await one.take([("bot", 3, 30.0)]) > 0
+        pacing = SharedWindows(two, "tg:x")
+        await asyncio.wait_for(pacing.take([("other", 1, 30.0)]), 5)  # a free window: at once
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_turns_per_minute_hold_across_replicas(redis_url: str) -> None:
+    one, two = RedisCoordination.from_url(redis_url), RedisCoordination.from_url(redis_url)
+    try:
+        flood_one, flood_two = SharedFlood(one, 2), SharedFlood(two, 2)
+        assert await flood_one.check_shared(key("u1")) is None
+        assert await flood_two.check_shared(key("u1")) is None
+        wait = await flood_one.check_shared(key("u1"))
+        assert wait is not None and 0 < wait <= 60
+        assert await flood_two.check_shared(key("u2")) is None  # another user
+    finally:
+        await one.close()
+        await two.close()
+
+
+class FlakyReplies(Replies):
+    """The first answer cannot even be set up (as if Redis dropped mid-step)."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.failures = 1
+
+    def surface_for(self, inbound: Inbound) -> Surface:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("lost")
+        return super().surface_for(inbound)
+
+
+async def test_a_turn_whose_step_failed_runs_again_later(nodes: list[Node]) -> None:
+    a, _ = nodes
+    a.replicas.serve(a.engine, FlakyReplies(a.log))
+    a.replicas.reclaim_idle = 0.2
+    a.replicas.reclaim_every = 1
+    await a.replicas.start()
+    await a.accept(Inbound(key("u1"), "hello"), source="f1")
+    await wait_for(lambda: len(a.log) == 1)
+    assert a.log[0].startswith("u1:finish:echo hello")
+
+
+async def test_reading_survives_a_redis_that_lost_its_groups(redis_url: str) -> None:
+    coordination = RedisCoordination.from_url(redis_url)
+    try:
+        await coordination.ensure_group(0)
+        await coordination._r.flushdb()  # a restart without persistence
+        await coordination.record_and_queue(Inbound(key("u1"), "hi"), "src", 0)
+        items = await coordination.read([0], "a", block_ms=10)
+        assert [item.seq for item in items] == [1]
+    finally:
+        await coordination.close()
+
+
+async def test_one_leader_at_a_time_and_leadership_handed_back_at_once(
+    nodes: list[Node],
+) -> None:
+    a, b = nodes
+    events: list[str] = []
+
+    def elect(node: Node) -> None:
+        async def gain() -> None:
+            events.append(f"{node.name}+")
+
+        async def lose() -> None:
+            events.append(f"{node.name}-")
+
+        node.replicas.leader("poll", gain, lose)
+
+    elect(a)
+    await wait_for(lambda: events == ["a+"])
+    elect(b)
+    await asyncio.sleep(0.7)  # two of b's attempts: the lease is a's
+    assert events == ["a+"]
+    await a.replicas.stop_leading()
+    assert await a.replicas.redis.holder("leader:poll") is None  # released, not expired
+    await wait_for(lambda: events == ["a+", "a-", "b+"])
+
+
+async def test_a_replica_with_another_partition_count_refuses_to_start(redis_url: str) -> None:
+    one, two = RedisCoordination.from_url(redis_url), RedisCoordination.from_url(redis_url)
+    first = Replicas(one, replica="a", partitions=4, lease=1.0)
+    try:
+        await first.start()
+        with pytest.raises(RuntimeError, match="partitions = 8, but the replicas on this Redis"):
+            await Replicas(two, replica="b", partitions=8, lease=1.0).start()
+    finally:
+        await first.stop()
+        await one.close()
+        await two.close()
+
+
+async def test_a_dead_replicas_pending_turns_run_before_newer_ones(nodes: list[Node]) -> None:
+    a, b = nodes
+    coordination = a.replicas.redis
+    partition = a.replicas.partition_of(key("u1"))
+    # "x" held the partition, read m0 and died: m0 is pending under x, m1 and m2 are new
+    assert await coordination.acquire(f"p:{partition}", "x", 1000) is not None
+    await coordination.ensure_group(partition)
+    await a.accept(Inbound(key("u1"), "m0"), source="m0")
+    await coordination.read([partition], "x", block_ms=10)
+    await a.accept(Inbound(key("u1"), "m1"), source="m1")
+    await a.accept(Inbound(key("u1"), "m2"), source="m2")
+    claim = b.replicas.redis.claim
+
+    async def slow_claim(p: int, consumer: str, min_idle_ms: int = 0) -> list[Any]:
+        await asyncio.sleep(0.5)  # the reader has time to run meanwhile
+        return await claim(p, consumer, min_idle_ms)
+
+    b.replicas.redis.claim = slow_claim  # type: ignore[method-assign,assignment]
+    await b.replicas.start()  # reading at once; the partition is taken when x's lease expires
+    assert partition not in b.replicas.owned
+    await wait_for(lambda: len(b.log) == 3)
+    assert [line.split(" ")[1] for line in b.log] == ["m0", "m1", "m2"]
