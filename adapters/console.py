@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import threading
 from collections.abc import Sequence
@@ -29,7 +30,10 @@ from chatbridge.core.item_services import (
     listing_text,
 )
 from chatbridge.core.protocols import Conversations
+from chatbridge.core.richtext import plain_text
 from chatbridge.core.types import Button, ConversationKey, Image, Inbound, ReplyMessage
+
+log = logging.getLogger(__name__)
 
 HELP = """Commands:
   <number>            press the button with that number
@@ -80,15 +84,17 @@ class ConsoleSurface:
         self._write(f"(i) {text}\n")
 
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        full = "\n\n".join(m.text for m in messages if m.text.strip())
+        # a terminal shows no formatting: the body's plain reading (links are listed below)
+        texts = [plain_text(m.body) for m in messages]
+        full = "\n\n".join(t for t in texts if t.strip())
         if self._streamed and full.strip() == self._streamed.strip():
             self._write("\n")  # the stream already showed exactly this answer
         else:
             if self._streamed:
                 self._write("\n")
-            for message in messages:
-                if message.text.strip():
-                    self._write(f"{self._prefix}{message.text.strip()}\n")
+            for text in texts:
+                if text.strip():
+                    self._write(f"{self._prefix}{text.strip()}\n")
         self.buttons = [b for m in messages for b in m.buttons]
         choices = [b for b in self.buttons if b.payload is not None]
         for n, button in enumerate(choices, 1):
@@ -102,10 +108,13 @@ class ConsoleSurface:
         self._streamed = ""
 
     async def fail(self, text: str) -> None:
-        if self._streamed:
-            self._write("\n")
-            self._streamed = ""
-        self._write(f"(!) {text}\n")
+        try:
+            if self._streamed:
+                self._write("\n")
+                self._streamed = ""
+            self._write(f"(!) {text}\n")
+        except (OSError, ValueError) as exc:  # the terminal is gone: log it, never raise
+            log.error("could not show that a turn failed: %s", type(exc).__name__)
 
 
 class ConsoleAdapter:

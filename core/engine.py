@@ -395,9 +395,6 @@ class Engine:
     async def count_sessions(self) -> int:
         return await self.store.count(self.bot)
 
-    async def button_id(self, payload: str) -> str:
-        return await self.store.short_id(payload)
-
     async def resolve_button(self, short_id: str) -> str | None:
         return await self.store.resolve(short_id)
 

@@ -4,6 +4,7 @@ Surface) have contract test suites in tests/."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -125,6 +126,10 @@ class SessionStore(Protocol):
         """A short (<= 16 ASCII chars) id that :meth:`resolve` maps back to ``payload``."""
         ...
 
+    async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
+        """:meth:`short_id` of each payload (same order), written in one batch."""
+        ...
+
     async def resolve(self, short_id: str) -> str | None: ...
 
     async def ping(self) -> bool:
@@ -200,7 +205,13 @@ class Surface(Protocol):
         ...
 
     async def fail(self, text: str) -> None:
-        """The turn failed: show ``text`` (plain language) instead of an answer."""
+        """The turn failed: show ``text`` (plain language) instead of an answer.
+
+        Raises nothing but :class:`core.errors.DeliveryRefused` (the platform refused for
+        good: bot blocked, chat gone), which the journal records: it is the last thing that
+        can reach the user and the turn is over, so any other failure is logged, not raised.
+        The Surface contract suite holds every adapter to this.
+        """
         ...
 
 
@@ -338,9 +349,7 @@ class SessionAdmin(Protocol):
 
 
 class ButtonRegistry(Protocol):
-    """Short ids for button payloads (Telegram's callback_data holds 64 bytes)."""
-
-    async def button_id(self, payload: str) -> str: ...
+    """The payload of a pressed button, from the id the engine gave it (``Button.id``)."""
 
     async def resolve_button(self, short_id: str) -> str | None: ...
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from chatbridge.core.buttons import with_button_ids
 from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.errors import BackendError, DeliveryRefused, best_effort
 from chatbridge.core.logctx import log_context
@@ -198,7 +199,10 @@ class TurnRunner:
         await self.mark_quietly(turn, TurnState.FAILED_NOTIFIED)
 
     async def deliver(self, turn: Turn, messages: Sequence[ReplyMessage]) -> TurnResult:
-        """Write the answer down, send it, and journal it delivered."""
+        """Name the answer's buttons, write the answer down, send it, journal it delivered."""
+        # one store batch for every button of the answer, before anything draws it; an answer
+        # recovered from the journal keeps its ids (naming again only renews them)
+        messages = await with_button_ids(self.store, messages)
         if turn.entry is not None and self.journal is not None:
             await self.journal.answer(self.bot, turn.entry.seq, messages)
         await turn.surface.finish(messages)

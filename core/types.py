@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from chatbridge.core.richtext import RichText, from_plain, plain_text
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationKey:
@@ -61,11 +63,16 @@ class Inbound:
 
 @dataclass(frozen=True, slots=True)
 class Button:
-    """A choice offered by the backend: either sends ``payload`` back, or opens ``url``."""
+    """A choice offered by the backend: either sends ``payload`` back, or opens ``url``.
+
+    ``id`` is the short id the engine gives a payload button when the answer arrives (the
+    store maps it back to the payload); adapters put it in their platform's callback data.
+    """
 
     label: str
     payload: str | None = None
     url: str | None = None
+    id: str | None = None
 
     def __post_init__(self) -> None:
         if (self.payload is None) == (self.url is None):
@@ -82,14 +89,22 @@ class Link:
 class ReplyMessage:
     """One message of a backend's final answer.
 
-    ``text`` is plain text; ``html`` keeps the backend's markup (when it sent any) so adapters
-    can render formatting with their own sanitiser.
+    ``body`` is the neutral rich text (:mod:`chatbridge.core.richtext`) adapters render, with
+    the buttons already taken out; ``text`` is the same body read as plain text (logs,
+    fallbacks). Give either: a message built from ``text`` alone gets paragraphs of it as its
+    body, one built from ``body`` alone gets its plain reading as ``text``.
     """
 
-    text: str
+    text: str = ""
     buttons: tuple[Button, ...] = ()
     links: tuple[Link, ...] = ()
-    html: str | None = None
+    body: RichText = ()
+
+    def __post_init__(self) -> None:
+        if not self.body and self.text.strip():
+            object.__setattr__(self, "body", from_plain(self.text))
+        elif self.body and not self.text:
+            object.__setattr__(self, "text", plain_text(self.body))
 
 
 # --- events a backend yields while answering -------------------------------------------------

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
+from chatbridge.adapters.discord_adapter.render import render_markdown
 from chatbridge.core.engine import Engine
+from chatbridge.core.html import parse_reply_html
 from chatbridge.core.protocols import Journal, SessionStore
 from chatbridge.core.types import (
     Button,
@@ -40,6 +42,11 @@ def default_reply(inbound: Inbound) -> ReplyMessage:
         ),
         links=(Link("Shop", "https://shop.example/item/1"),),
     )
+
+
+def markdown_of(html: str) -> str:
+    """What the bridge shows on Discord for a backend's HTML answer."""
+    return render_markdown(parse_reply_html(html, "").body)
 
 
 @dataclass

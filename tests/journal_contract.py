@@ -10,13 +10,13 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chatbridge.core.html import parse_reply_html
 from chatbridge.core.protocols import Journal
 from chatbridge.core.types import (
     Button,
     ConversationKey,
     Image,
     Inbound,
-    Link,
     ReplyMessage,
     TurnState,
 )
@@ -114,11 +114,17 @@ class JournalContract:
         entry = await journal.record(inbound(), "s")
         assert entry is not None
         answer = (
+            parse_reply_html(
+                '<p>Olá <b>✓</b> <a href="https://shop.example/p?id=1">Loja</a></p>'
+                "<ul><li><code>x</code></li></ul><pre>  y</pre>",
+                "Olá <b>",
+            ),
             ReplyMessage(
-                "Olá <b>✓</b>",
-                buttons=(Button("Sim", payload="yes"), Button("Site", url="https://x.example/")),
-                links=(Link("Loja", "https://shop.example/p?id=1"),),
-                html="<p>Olá</p>",
+                "Escolhe",
+                buttons=(
+                    Button("Sim", payload="yes", id="abc123"),
+                    Button("Site", url="https://x.example/"),
+                ),
             ),
             ReplyMessage("second"),
         )

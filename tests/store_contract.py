@@ -240,6 +240,26 @@ class SessionStoreContract:
         for i, short in enumerate(ids):
             assert await store.resolve(short) == f"p{i % 5}"
 
+    async def test_short_ids_in_one_batch_match_single_ids(self, store: SessionStore) -> None:
+        assert await store.short_ids([]) == []
+        before = await store.short_id("Já tinha id")
+        payloads = ["Sim", "Não", "Sim", "Já tinha id", "x" * 3000, "🙂"]
+        ids = await store.short_ids(payloads)
+        assert len(ids) == len(payloads)
+        assert ids[0] == ids[2] and ids[3] == before  # same payload, same id
+        assert len(set(ids)) == 5
+        for payload, short in zip(payloads, ids, strict=True):
+            assert await store.resolve(short) == payload
+            assert await store.short_id(payload) == short
+
+    async def test_short_ids_batch_keeps_ids_alive(self, store: Any) -> None:
+        kept, dropped = await store.short_ids(["kept", "dropped"])
+        await asyncio.sleep(0.2)
+        assert await store.short_ids(["kept"]) == [kept]  # re-issued in a batch
+        assert await store.prune(timedelta(milliseconds=100)) == 1
+        assert await store.resolve(kept) == "kept"
+        assert await store.resolve(dropped) is None
+
     async def test_resolve_unknown_is_none(self, store: SessionStore) -> None:
         assert await store.resolve("nope") is None
         assert await store.resolve("") is None

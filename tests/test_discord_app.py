@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from discord_harness import FAST_BUCKET, final_message
+from discord_harness import FAST_BUCKET, final_message, markdown_of
 
-from chatbridge.adapters.discord_adapter import DiscordAdapter, html_to_markdown
+from chatbridge.adapters.discord_adapter import DiscordAdapter
 from chatbridge.bots.config import parse_config
 from chatbridge.bots.runner import App
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
@@ -70,9 +70,7 @@ async def test_configured_discord_bot_answers_and_shuts_down_cleanly(
             # a listed channel: no mention needed
             await fake.user_message(sam, "I need headphones for music")
             first = await final_message(fake, fake.channel_id)
-            assert first["content"] == html_to_markdown(
-                compose_answer("I need headphones for music")
-            )
+            assert first["content"] == markdown_of(compose_answer("I need headphones for music"))
             # the platform calls reached the process metrics (counted from discord.py's HTTP)
             sent = app.metrics.value(
                 "chatbridge_messages_sent_total", bot="shoppers", platform="discord"
@@ -94,4 +92,4 @@ async def test_configured_discord_bot_answers_and_shuts_down_cleanly(
         second = fake.bot_messages(fake.channel_id)[1]
         # the answer was completed (components arrive with the final edit), not cut off
         assert second["components"], second["content"]
-        assert second["content"] == html_to_markdown(compose_answer("and a laptop for work"))
+        assert second["content"] == markdown_of(compose_answer("and a laptop for work"))

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 from backend_contract import TINY_PNG
-from discord_harness import FAST_BUCKET, final_message, start_bot, stop_bot
+from discord_harness import FAST_BUCKET, final_message, markdown_of, start_bot, stop_bot
 
 from chatbridge.adapters.console import ConsoleAdapter
-from chatbridge.adapters.discord_adapter.render import html_to_markdown
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
 from chatbridge.core.engine import Engine
@@ -71,7 +70,7 @@ async def test_shopai_answer_streams_in_a_guild_channel_and_a_dm(
     backend = shop_backend(shopai)
     adapter, engine = await start_bot(fake, backend, store, stream_interval=0.02)
     question = "I need a phone and a laptop"
-    expected = html_to_markdown(compose_answer(question))
+    expected = markdown_of(compose_answer(question))
     try:
         olga = fake.add_user("olga")
         await fake.user_message(olga, question, mention=True)
@@ -100,7 +99,7 @@ async def test_a_shopai_answer_in_several_entries_is_several_messages(
     backend = shop_backend(shopai)
     adapter, engine = await start_bot(fake, backend, store, stream_interval=0.02)
     question = "compare a phone and a laptop"
-    entries = [html_to_markdown(entry) for entry in compose_entries(question)]
+    entries = [markdown_of(entry) for entry in compose_entries(question)]
     try:
         olga = fake.add_user("olga")
         await fake.dm_message(olga, question)

@@ -1,4 +1,4 @@
-"""Pure text rendering for Discord: HTML -> Markdown, Markdown-safe splitting, labels, limits."""
+"""Pure text rendering for Discord: rich text -> Markdown, Markdown-safe splitting, labels."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 from chatbridge.adapters.discord_adapter.render import (
     cut_label,
-    html_to_markdown,
     message_markdown,
     split_markdown,
 )
+from chatbridge.core.html import parse_reply_html
 from chatbridge.core.types import ReplyMessage
 from tests.fakes.discord_api import check_message_payload
 
@@ -97,6 +97,10 @@ def test_random_markdown_keeps_limits_and_content(seed: int) -> None:
     assert letters("".join(pieces)) == letters(text)
 
 
+def html_to_markdown(html: str) -> str:
+    return message_markdown(parse_reply_html(html, ""))
+
+
 def test_html_to_discord_markdown() -> None:
     html = (
         "<p>Hello <b>World</b>, <i>really</i> <strong>cheap</strong></p>"
@@ -121,11 +125,21 @@ def test_html_to_discord_markdown() -> None:
     assert "tail" in md and "<" not in md
 
 
-def test_message_markdown_falls_back_to_text() -> None:
-    assert message_markdown(ReplyMessage(text="plain")) == "plain"
-    only_buttons = ReplyMessage(text="Pick one", html="<button>A</button><button>B</button>")
+def test_link_labels_and_urls_cannot_break_out_of_the_link() -> None:
+    md = html_to_markdown('<a href="https://s.example/a b)c">[x] <b>y</b></a> tail')
+    assert md == "[\\[x\\] **y**](https://s.example/a%20b%29c) tail"
+
+
+def test_touching_runs_of_different_styles_stay_apart() -> None:
+    md = html_to_markdown("<p><b>Preço:</b><i>275</i>€ e <b>a</b> <i>b</i></p>")
+    assert md == "**Preço:**\u200b*275*€ e **a** *b*"
+
+
+def test_message_markdown_of_text_and_of_markup() -> None:
+    assert message_markdown(ReplyMessage(text="plain *not bold*")) == "plain \\*not bold\\*"
+    only_buttons = parse_reply_html("<button>A</button><button>B</button>", "Pick one")
     assert message_markdown(only_buttons) == "Pick one"
-    rich = ReplyMessage(text="Hi there", html="<p>Hi <b>there</b></p>")
+    rich = parse_reply_html("<p>Hi <b>there</b></p>", "Hi there")
     assert message_markdown(rich) == "Hi **there**"
 
 

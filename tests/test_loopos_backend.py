@@ -176,7 +176,7 @@ async def test_whole_workflow_with_buttons_and_photo(
     assert "Submissão concluída" in text and "Apple iPhone 12 128 GB" in text and "€" in text
     assert isinstance(done, Final)
     summary: ReplyMessage = done.messages[0]
-    assert summary.html and summary.links and summary.links[0].url.startswith(SUBMISSION)
+    assert len(summary.body) > 1 and summary.links[0].url.startswith(SUBMISSION)
     assert len(loopos.requests_to("/chat")) == 6
 
 

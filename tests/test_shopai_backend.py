@@ -14,6 +14,7 @@ from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAI
 from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.core.errors import BackendError
 from chatbridge.core.protocols import Backend
+from chatbridge.core.richtext import Dialect, render
 from chatbridge.core.types import Event, Failure, FailureKind, Final, Snapshot, Token
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from chatbridge.emulators.shopai_catalog import compose_answer
@@ -143,7 +144,8 @@ async def test_html_answer_streams_without_tags_and_keeps_links(backend: ShopAIB
     assert any(isinstance(e, Snapshot) for e in events), "markup switches to snapshots"
     message = final.messages[0]
     assert message.text == expected(PHONE)
-    assert "<b>Nova Phone 12</b>" in (message.html or "")
+    bold = Dialect(bold=("<b>", "</b>"))
+    assert "<b>Nova Phone 12</b>" in render(message.body, bold)
     assert {link.url for link in message.links} >= {"https://shop.example/p/ph-100"}
 
 

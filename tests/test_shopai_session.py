@@ -72,6 +72,6 @@ def test_find_answer_by_position() -> None:
 
 def test_visible_text_and_reply() -> None:
     assert visible_text("a <b>bold</b> &amp; <a href='x'>li") == "a bold & li"
-    assert reply_from("plain").text == "plain" and reply_from("plain").html is None
+    assert reply_from("plain").text == "plain" and reply_from("plain").links == ()
     rich = reply_from('<b>Phone</b> <a href="https://shop.example/p/1">details</a>')
     assert rich.text.startswith("Phone") and rich.links[0].url == "https://shop.example/p/1"

@@ -135,6 +135,29 @@ async def test_open_prunes_expired_buttons(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_batch_ids_survive_a_hash_collision(tmp_path: Path) -> None:
+    """A payload whose first candidate id is taken by another payload gets the next one."""
+    from chatbridge.core.store._common import short_id_candidates
+
+    path = tmp_path / "s.db"
+    store = await SQLiteStore.open(path)
+    await store.close()
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "INSERT INTO buttons VALUES (?, 'squatter', 0, 9999999999999999)",
+            (short_id_candidates("Sim")[0],),
+        )
+    store = await SQLiteStore.open(path)
+    try:
+        ids = await store.short_ids(["Sim", "Não"])
+        assert ids[0] == short_id_candidates("Sim")[1]
+        assert ids[1] == short_id_candidates("Não")[0]
+        assert [await store.resolve(i) for i in ids] == ["Sim", "Não"]
+        assert await store.short_id("Sim") == ids[0]
+    finally:
+        await store.close()
+
+
 # --- open_store(url) ----------------------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 from backend_contract import TINY_PNG
 
-from chatbridge.core.types import Final, Inbound, ReplyMessage, Token
+from chatbridge.core.html import parse_reply_html
+from chatbridge.core.types import Final, Inbound, Token
 from tests.fakes.telegram_api import Call, FakeTelegram
 from tests.fakes.telegram_harness import (
     ADMIN,
@@ -210,10 +211,9 @@ async def test_admin_commands_allowed_and_refused(caplog: pytest.LogCaptureFixtu
 async def test_long_answer_continues_in_new_messages() -> None:
     paragraph = "<p>" + "<b>Bold</b> and plain words here. " * 40 + "</p>"
     html = paragraph * 8  # about 10,000 visible characters
-    text = "x"
 
     def reply(inbound: Inbound) -> list[object]:
-        return [Token("Working on it..."), Final((ReplyMessage(text, html=html),))]
+        return [Token("Working on it..."), Final((parse_reply_html(html, ""),))]
 
     async with Harness(ScriptBackend(reply)) as h:  # type: ignore[arg-type]
         user = h.user(105)

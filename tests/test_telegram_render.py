@@ -1,4 +1,4 @@
-"""Rendering for Telegram: sanitised HTML the Bot API accepts, splits, keyboards."""
+"""Rendering for Telegram: neutral rich text as HTML the Bot API accepts, splits, keyboards."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import random
 import pytest
 from telegram import InlineKeyboardButton
 
-from chatbridge.adapters.telegram.html import sanitize, split_html, to_text, visible_length
-from chatbridge.adapters.telegram.keyboards import build_keyboard, layout
+from chatbridge.adapters.telegram.html import render_body, split_html, to_text, visible_length
+from chatbridge.adapters.telegram.keyboards import build_keyboard, layout, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.surface import render
+from chatbridge.core.html import parse_reply_html
 from chatbridge.core.secrets import redact, register_secret
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.types import Button, Link, ReplyMessage
@@ -29,8 +30,8 @@ NASTY = [
 
 
 @pytest.mark.parametrize("source", NASTY)
-def test_sanitized_html_is_accepted_by_telegrams_parser(source: str) -> None:
-    out = sanitize(source)
+def test_backend_html_reaches_telegram_as_html_it_accepts(source: str) -> None:
+    out = render_body(parse_reply_html(source, "").body)
     text, _ = parse_html(out)  # raises like the Bot API would ("can't parse entities")
     assert "alert" not in out and "javascript" not in out
     assert "Choose me" not in text
@@ -38,7 +39,10 @@ def test_sanitized_html_is_accepted_by_telegrams_parser(source: str) -> None:
 
 
 def test_block_structure_becomes_newlines() -> None:
-    out = sanitize("<h1>Deals</h1><p>First   line<br>second</p><ul><li>a</li><li>b</li></ul>")
+    message = parse_reply_html(
+        "<h1>Deals</h1><p>First   line<br>second</p><ul><li>a</li><li>b</li></ul>", ""
+    )
+    out = render_body(message.body)
     assert out == "<b>Deals</b>\n\nFirst line\nsecond\n\n• a\n• b"
 
 
@@ -78,24 +82,32 @@ def test_layout_short_labels_share_rows_long_ones_alone() -> None:
 async def test_keyboard_callback_data_fits_64_bytes() -> None:
     store = await MemoryStore.open()
     try:
-        buttons = [Button("Yes " * 30, payload="p" * 5000), Button("Docs", url="https://d.example")]
+        short = await store.short_id("p" * 5000)
+        buttons = [
+            Button("Yes " * 30, payload="p" * 5000, id=short),
+            Button("No id yet", payload="x"),  # never drawn: the engine names every button
+            Button("Docs", url="https://d.example"),
+        ]
         links = [Link("Inline", "https://i.example"), Link("Bad", "javascript:x")]
-        markup = await build_keyboard(buttons, links, store.short_id, 'href="https://i.example"')
+        markup = build_keyboard(buttons, links, 'href="https://i.example"')
         assert markup is not None
         flat = [b for row in markup.inline_keyboard for b in row]
         data = flat[0].callback_data
         assert isinstance(data, str) and len(data.encode()) <= 64
-        assert await store.resolve(data[2:]) == "p" * 5000
+        assert await store.resolve(short_id_of(data) or "") == "p" * 5000
         assert [b.url for b in flat[1:]] == ["https://d.example"]  # inline + unsafe links skipped
         assert len(flat[0].text) <= 60
     finally:
         await store.close()
 
 
-def test_render_prefers_html_and_escapes_plain_text() -> None:
+def test_render_escapes_plain_text_and_draws_the_markup() -> None:
     assert render(ReplyMessage("a < b")) == "a &lt; b"
-    assert render(ReplyMessage("x", html="<p><b>x</b></p>")) == "<b>x</b>"
-    assert render(ReplyMessage("fallback", html="<script>1</script>")) == "fallback"
+    assert render(parse_reply_html("<p><b>x</b></p>", "x")) == "<b>x</b>"
+    assert render(parse_reply_html("<script>1</script>", "fallback")) == "fallback"
+    links = parse_reply_html('<a href="https://x.example/?a=1&amp;b=2">x &amp; y</a>', "")
+    assert render(links) == '<a href="https://x.example/?a=1&amp;b=2">x &amp; y</a>'
+    assert short_id_of("b:abc") == "abc" and short_id_of("other") is None
 
 
 def test_file_url_derived_from_api_url() -> None:

@@ -15,20 +15,20 @@ from chatbridge.adapters.discord_adapter.options import DiscordOptions
 if TYPE_CHECKING:
     from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
     from chatbridge.adapters.discord_adapter.endpoints import EndpointConflict
-    from chatbridge.adapters.discord_adapter.render import html_to_markdown, split_markdown
+    from chatbridge.adapters.discord_adapter.render import render_markdown, split_markdown
 
 __all__ = [
     "DiscordAdapter",
     "DiscordOptions",
     "EndpointConflict",
-    "html_to_markdown",
+    "render_markdown",
     "split_markdown",
 ]
 
 _LAZY = {
     "DiscordAdapter": "chatbridge.adapters.discord_adapter.adapter",
     "EndpointConflict": "chatbridge.adapters.discord_adapter.endpoints",
-    "html_to_markdown": "chatbridge.adapters.discord_adapter.render",
+    "render_markdown": "chatbridge.adapters.discord_adapter.render",
     "split_markdown": "chatbridge.adapters.discord_adapter.render",
 }
 

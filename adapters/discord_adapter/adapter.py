@@ -432,7 +432,6 @@ class DiscordAdapter:
         return DiscordSurface(
             channel,
             user_id=user_id,
-            short_id=self.engine.button_id,
             interval=self.options.stream_interval,
             pacer=self._pacer,
             deadline=self.options.delivery_deadline,

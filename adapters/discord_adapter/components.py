@@ -1,18 +1,18 @@
 """Backend buttons as Discord components that keep working after a restart.
 
 A payload button's ``custom_id`` is ``cb:<user id>:<short id>``: the user it was meant for and
-the store's short id of the full payload (Discord allows 100 chars of custom_id; payloads can
-be longer, and the label is cut to 80). :class:`PayloadButton` is a
-:class:`discord.ui.DynamicItem` registered with ``Client.add_dynamic_items`` at setup, so a
-press is understood from the ``custom_id`` alone, by whichever process runs the bot, after
-any number of restarts. Views are never stored in discord.py's view store (they are stopped
-before sending) so no press is handled twice.
+the short id the engine gave the button, which the store maps back to the full payload
+(Discord allows 100 chars of custom_id; payloads can be longer, and the label is cut to 80).
+:class:`PayloadButton` is a :class:`discord.ui.DynamicItem` registered with
+``Client.add_dynamic_items`` at setup, so a press is understood from the ``custom_id`` alone,
+by whichever process runs the bot, after any number of restarts. Views are never stored in
+discord.py's view store (they are stopped before sending) so no press is handled twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -79,11 +79,10 @@ def _link_ok(url: str) -> bool:
     return len(url) <= MAX_URL and urlsplit(url).scheme in ("http", "https")
 
 
-async def build_view(
+def build_view(
     buttons: Sequence[Button],
     links: Sequence[Link],
     user_id: int,
-    short_id: Callable[[str], Awaitable[str]],
 ) -> tuple[discord.ui.View | None, list[str]]:
     """Components for one message, and the labels that did not fit (to list as text).
 
@@ -98,8 +97,10 @@ async def build_view(
         if button.url is not None:
             links = [*links, Link(label=button.label, url=button.url)]
             continue
-        assert button.payload is not None
-        sid = await short_id(button.payload)
+        sid = button.id
+        if sid is None:
+            log.error("button without an id; button dropped")
+            continue
         if sid in seen:
             continue
         seen.add(sid)

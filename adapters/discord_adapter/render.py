@@ -1,106 +1,77 @@
-"""Text for Discord: backend HTML -> Discord Markdown, and Markdown-safe 2000-char splitting.
+"""Text for Discord: neutral rich text -> Discord Markdown, and Markdown-safe 2000-char
+splitting.
 
-Pure functions (no discord.py), unit-tested on their own.
+Pure functions (no discord.py), unit-tested on their own. Core hands over
+:mod:`chatbridge.core.richtext` with the buttons taken out (they become components).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import urlsplit
 
-from bs4 import BeautifulSoup, Tag
-from markdownify import MarkdownConverter
-
-from chatbridge.core.html import BUTTON_CLASSES
+from chatbridge.core.richtext import Dialect, RichText, render
 from chatbridge.core.textsplit import grapheme_boundary
 from chatbridge.core.types import ReplyMessage
 
 __all__ = [
+    "DISCORD",
     "MAX_CONTENT",
     "cut_label",
-    "html_to_markdown",
     "message_markdown",
+    "render_markdown",
     "split_markdown",
 ]
 
 MAX_CONTENT = 2000  # Discord's limit on a message's content
 MAX_LABEL = 80  # ... on a button label
 
-# The tags Discord Markdown can show; everything else is reduced to its text.
-_CONVERT = ["b", "strong", "i", "em", "a", "ul", "ol", "li", "code", "pre", "p", "br"]
-_DROP = ("script", "style", "head", "template", "noscript", "iframe", "svg")
-_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
-_BLOCKS = (
-    "div", "section", "article", "header", "footer", "main", "nav", "aside", "table", "tr",
-    "blockquote", "dl", "dt", "dd", "figure", "figcaption", "form", "fieldset", "hr",
-)  # fmt: skip
 _SAFE_LINK_SCHEMES = ("http", "https", "mailto")
-_MANY_NEWLINES = re.compile(r"\n{3,}")
+# Markdown that would change what plain text shows; underscores stay as they are (product
+# names with underscores are common in shops, and Discord ignores them inside words).
+_MARKDOWN = re.compile(r"([\\*`]|~~|\|\|)")
 
 
-class _DiscordConverter(MarkdownConverter):
-    """markdownify with Discord's dialect: ``**bold**``, ``*italics*``, ``-`` bullets."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            convert=_CONVERT,
-            strong_em_symbol="*",
-            bullets="-",
-            escape_underscores=False,  # product names with underscores are common in shops
-            escape_misc=False,
-            code_language="",
-        )
+def _escape(text: str) -> str:
+    return _MARKDOWN.sub(lambda m: "".join("\\" + c for c in m.group(1)), text)
 
 
-def _is_button(tag: Tag) -> bool:
-    classes: Any = tag.get("class") or []
-    names = set(classes.split() if isinstance(classes, str) else classes)
-    return tag.name == "button" or bool(names & BUTTON_CLASSES)
+def _escape_code(text: str) -> str:
+    return text.replace("`", "\u02cb")  # a backtick cannot be escaped inside inline code
 
 
-def html_to_markdown(html: str) -> str:
-    """Backend HTML as Discord Markdown; buttons (rendered as components) are left out."""
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup.find_all(_DROP):
-        tag.decompose()
-    for tag in soup.find_all(lambda t: isinstance(t, Tag) and _is_button(t)):
-        if isinstance(tag, Tag) and not tag.decomposed:
-            tag.decompose()
-    # Blocks Discord cannot show become paragraphs (their text on its own lines); headings
-    # keep some weight as bold; table cells stay apart.
-    for tag in soup.find_all(_HEADINGS):
-        if isinstance(tag, Tag):
-            tag.name = "p"
-            tag.wrap(soup.new_tag("b"))
-    for tag in soup.find_all(_BLOCKS):
-        if isinstance(tag, Tag):
-            tag.name = "p"
-    for tag in soup.find_all(("td", "th")):
-        if isinstance(tag, Tag):
-            tag.append(" ")
-    for tag in soup.find_all("a"):
-        if not isinstance(tag, Tag):
-            continue
-        href = tag.get("href")
-        scheme = urlsplit(href).scheme.lower() if isinstance(href, str) else ""
-        if scheme not in _SAFE_LINK_SCHEMES:
-            tag.unwrap()  # javascript: and friends become plain text
-    text = _DiscordConverter().convert_soup(soup)
-    lines = [line.rstrip() for line in text.split("\n")]
-    return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+def _link(label: str, url: str) -> str:
+    if urlsplit(url).scheme.lower() not in _SAFE_LINK_SCHEMES:
+        return label
+    label = label.replace("[", "\\[").replace("]", "\\]")  # a "]" would end the label
+    return f"[{label}]({url.replace(')', '%29').replace(' ', '%20')})"
+
+
+def _fence(code: str) -> str:
+    return "```\n" + code.replace("```", "\u02cb\u02cb\u02cb") + "\n```"
+
+
+DISCORD = Dialect(
+    escape=_escape,
+    escape_code=_escape_code,
+    bold=("**", "**"),
+    italic=("*", "*"),
+    code=("`", "`"),
+    link=_link,
+    code_block=_fence,
+    bullet="- ",
+    joiner="\u200b",  # a zero-width space keeps "**a**" and "*b*" apart in "**a**\u200b*b*"
+)
+
+
+def render_markdown(body: RichText) -> str:
+    """A message body as Discord Markdown."""
+    return render(body, DISCORD)
 
 
 def message_markdown(message: ReplyMessage) -> str:
-    """What to show for one backend message: its HTML rendered, else its plain text."""
-    if message.html:
-        try:
-            rendered = html_to_markdown(message.html)
-        except Exception:  # untrusted markup never breaks a turn; the plain text is there
-            rendered = ""
-        if rendered:
-            return rendered
-    return message.text.strip()
+    """What to show for one backend message."""
+    return render_markdown(message.body)
 
 
 def cut_label(label: str, limit: int = MAX_LABEL) -> str:

@@ -209,7 +209,6 @@ class DiscordSurface:
         channel: discord.abc.Messageable,
         *,
         user_id: int,
-        short_id: Callable[[str], Awaitable[str]],
         interval: float,
         reply_to: discord.Message | None = None,
         pacer: Pacer | None = None,
@@ -218,7 +217,6 @@ class DiscordSurface:
     ) -> None:
         self._channel = channel
         self._user_id = user_id
-        self._short_id = short_id
         self._pacer = pacer
         self._deadline = deadline
         self._on_refused = on_refused
@@ -304,9 +302,7 @@ class DiscordSurface:
     async def _finish(self, messages: Sequence[ReplyMessage]) -> None:
         for index, message in enumerate(messages):
             text = message_markdown(message)
-            view, overflow = await build_view(
-                message.buttons, message.links, self._user_id, self._short_id
-            )
+            view, overflow = build_view(message.buttons, message.links, self._user_id)
             if overflow:
                 text = "\n".join([text, *(f"- {label}" for label in overflow)]).strip()
             # Text was streamed (its first post may still be in flight): the stream finishes
@@ -350,5 +346,10 @@ class DiscordSurface:
 
     async def fail(self, text: str) -> None:
         await self._stop_typing()
-        await self._stream.abort()  # what was streamed stays; the failure follows it
-        await self._say(text)
+        try:
+            await self._stream.abort()  # what was streamed stays; the failure follows it
+            await self._say(text)
+        except DeliveryRefused:
+            raise  # refused for good (bot blocked, channel gone): the journal records it
+        except Exception as exc:  # nothing else can reach the user: log it, never raise
+            log.error("could not tell a channel that a turn failed: %s", type(exc).__name__)

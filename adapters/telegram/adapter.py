@@ -37,6 +37,7 @@ from chatbridge.adapters.telegram.commands import (
 )
 from chatbridge.adapters.telegram.gate import AiohttpRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
+from chatbridge.adapters.telegram.keyboards import pressed_label, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
 from chatbridge.adapters.telegram.photos import listing_images, message_images
 from chatbridge.adapters.telegram.polling import Poller
@@ -463,7 +464,6 @@ class TelegramAdapter:
             target,
             interval=self._options.stream_interval,
             use_drafts=self._options.use_drafts,
-            button_id=self._engine.button_id,
         )
 
     def _bot(self) -> Bot:
@@ -529,17 +529,14 @@ class TelegramAdapter:
                 with contextlib.suppress(TelegramError):
                     await query.answer(refusal)
                 return None
-            payload = await self._engine.resolve_button(data[2:]) if data.startswith("b:") else None
+            short_id = short_id_of(data)
+            payload = await self._engine.resolve_button(short_id) if short_id else None
             with contextlib.suppress(TelegramError):
                 expired = self._texts.text("button_expired", query.from_user.language_code)
                 await query.answer(expired if payload is None else None)
             if payload is None:
                 return None
-            label = payload
-            for row in msg.reply_markup.inline_keyboard if msg.reply_markup else ():
-                for button in row:
-                    if button.callback_data == data:
-                        label = button.text
+            label = pressed_label(msg.reply_markup, data) or payload
             target = self._target(msg, quote=False)
             await self._show_choice(msg, target, label)
             inbound = Inbound(

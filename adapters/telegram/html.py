@@ -1,9 +1,8 @@
-"""Backend HTML -> Telegram's HTML subset; length and splitting as Telegram counts them.
+"""Neutral rich text -> Telegram's HTML subset; length and splitting as Telegram counts them.
 
-Telegram's parse mode accepts a handful of inline tags and rejects the whole message on
-anything else ("can't parse entities"), so backend HTML goes through nh3 (a real sanitiser)
-and then a small pass that turns block structure (paragraphs, line breaks, lists, headings)
-into the newlines Telegram shows. Lengths are Telegram's: visible text in UTF-16 code units.
+Core hands over :mod:`chatbridge.core.richtext` (no backend HTML ever reaches the adapter);
+this module writes it in the few tags Telegram's parse mode accepts. Lengths are Telegram's:
+visible text in UTF-16 code units.
 """
 
 from __future__ import annotations
@@ -11,61 +10,10 @@ from __future__ import annotations
 import html
 import re
 
-import nh3
-
+from chatbridge.core.richtext import Dialect, RichText, render
 from chatbridge.core.textsplit import atoms, utf16_len
 
-# What Telegram renders (span/tg-emoji/tg-time need attributes we do not produce: left out).
-INLINE_TAGS = frozenset(
-    {
-        "b",
-        "strong",
-        "i",
-        "em",
-        "u",
-        "ins",
-        "s",
-        "strike",
-        "del",
-        "tg-spoiler",
-        "a",
-        "code",
-        "pre",
-        "blockquote",
-    }
-)
-_BLOCK_TAGS = frozenset(
-    {
-        "p",
-        "div",
-        "br",
-        "li",
-        "ul",
-        "ol",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "tr",
-        "td",
-        "th",
-        "table",
-        "thead",
-        "tbody",
-        "hr",
-        "section",
-        "article",
-        "header",
-        "footer",
-        "dl",
-        "dt",
-        "dd",
-    }
-)
-_URL_SCHEMES = {"http", "https", "tg", "mailto"}
-_TOKEN_RE = re.compile(r"(<[^>]*>)")
+_URL_SCHEMES = ("http", "https", "tg", "mailto")
 _TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>]*)>")
 # a tag, an entity or one grapheme cluster: cuts fall between atoms (core.textsplit)
 _ATOM_RE = atoms(r"<[^>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);")
@@ -76,67 +24,30 @@ def escape(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def sanitize(source: str) -> str:
-    """Backend HTML as Telegram HTML: allowed tags kept, others stripped, text escaped."""
-    cleaned = nh3.clean(
-        source,
-        tags=set(INLINE_TAGS | _BLOCK_TAGS),
-        # controls cannot work in a Telegram message; their choices come as ReplyMessage
-        # buttons and become the inline keyboard, so their text must not repeat in the body
-        clean_content_tags={"script", "style", "button", "select", "textarea", "template"},
-        attributes={"a": {"href"}, "blockquote": {"expandable"}},
-        url_schemes=_URL_SCHEMES,
-        link_rel=None,
-        strip_comments=True,
-    )
-    out: list[str] = []
-    pre = 0
-    open_links: list[bool] = []  # per open <a>: was it kept (has an href)?
-    for token in _TOKEN_RE.split(cleaned):
-        if not token:
-            continue
-        m = _TAG_RE.fullmatch(token)
-        if m is None:  # text, already escaped by nh3 (which writes &nbsp; Telegram refuses)
-            text = token.replace("&nbsp;", "\u00a0")
-            out.append(text if pre else re.sub(r"[ \t\r\n\f]+", " ", text))
-            continue
-        closing, name, attrs = m.group(1) == "/", m.group(2).lower(), m.group(3)
-        if name in _BLOCK_TAGS:
-            out.append(_block(name, closing))
-        elif name == "a":
-            if closing:
-                if open_links and open_links.pop():
-                    out.append("</a>")
-            else:
-                keep = "href=" in attrs
-                open_links.append(keep)
-                if keep:
-                    out.append(f"<a{attrs}>")
-        elif name in INLINE_TAGS:
-            if name == "pre":
-                pre += -1 if closing else 1
-            out.append(f"</{name}>" if closing else f"<{name}{attrs}>")
-    return _tidy("".join(out))
+def _link(label: str, url: str) -> str:
+    if url.split(":", 1)[0].lower() not in _URL_SCHEMES:
+        return label
+    return f'<a href="{html.escape(url, quote=True)}">{label}</a>'
 
 
-def _block(name: str, closing: bool) -> str:
-    if name in {"h1", "h2", "h3", "h4", "h5", "h6"}:
-        return "</b>\n" if closing else "\n<b>"
-    if name == "li":
-        return "" if closing else "\n• "
-    if name in {"td", "th", "dd"}:
-        return " " if closing else ""
-    if name == "hr":
-        return "\n"
-    if name == "br":
-        return "\n"
-    return "\n" if name in {"tr", "dt"} or closing else "\n\n"
+def _pre(code: str) -> str:
+    return f"<pre>{escape(code)}</pre>"
 
 
-def _tidy(text: str) -> str:
-    text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)  # no spaces around line breaks
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return text.strip()
+TELEGRAM = Dialect(
+    escape=escape,
+    escape_code=escape,
+    bold=("<b>", "</b>"),
+    italic=("<i>", "</i>"),
+    code=("<code>", "</code>"),
+    link=_link,
+    code_block=_pre,
+)
+
+
+def render_body(body: RichText) -> str:
+    """A message body as Telegram HTML."""
+    return render(body, TELEGRAM)
 
 
 def to_text(tg_html: str) -> str:

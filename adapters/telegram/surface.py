@@ -16,14 +16,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from telegram import InlineKeyboardMarkup
 
 from chatbridge.adapters.telegram.api import MAX_TEXT, Target, TelegramOps
-from chatbridge.adapters.telegram.html import escape, sanitize, split_html, to_text, visible_length
+from chatbridge.adapters.telegram.html import (
+    escape,
+    render_body,
+    split_html,
+    to_text,
+    visible_length,
+)
 from chatbridge.adapters.telegram.keyboards import build_keyboard
 from chatbridge.adapters.telegram.sinks import DraftSink, Handle, MessageSink
+from chatbridge.core.errors import DeliveryRefused
 from chatbridge.core.pacer import STREAM
 from chatbridge.core.retry import deliver
 from chatbridge.core.streaming import ThrottledStream
@@ -40,12 +47,8 @@ DRAFT_FIRST = 1.0  # seconds a final waits for the bot's budget before its draft
 
 
 def render(message: ReplyMessage) -> str:
-    """A reply message as Telegram HTML (the backend's HTML when it sent any)."""
-    if message.html:
-        rendered = sanitize(message.html)
-        if to_text(rendered).strip():
-            return rendered
-    return escape(message.text.strip())
+    """A reply message as Telegram HTML."""
+    return render_body(message.body)
 
 
 class TelegramReply:
@@ -58,12 +61,10 @@ class TelegramReply:
         *,
         interval: float,
         use_drafts: bool,
-        button_id: Callable[[str], Awaitable[str]],
     ) -> None:
         self.ops = ops
         self.target = target
         self.interval = interval
-        self.button_id = button_id
         self.shown = asyncio.Event()
         self.first_shown_at: float | None = None
         self._sink = MessageSink(ops, target, self._mark_shown, self.shown.is_set)
@@ -195,7 +196,7 @@ class TelegramReply:
         delivered = 0
         for message in messages:
             html = render(message)
-            markup = await build_keyboard(message.buttons, message.links, self.button_id, html)
+            markup = build_keyboard(message.buttons, message.links, html)
             if not to_text(html).strip():
                 if markup is None:
                     continue
@@ -214,6 +215,8 @@ class TelegramReply:
             if self._stream is not None and stream is not self._stream:
                 await self._stream.abort()
             await stream.finish(escape(text))
+        except DeliveryRefused:
+            raise  # refused for good (bot blocked, chat gone): the journal records it
         except Exception as exc:  # nothing else can reach the user: log it, never raise
             log.error(
                 "could not tell chat %s that a turn failed: %s",

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from chatbridge.core import richtext
 from chatbridge.core.types import Button, ConversationKey, Image, Inbound, Link, ReplyMessage
 
 FORMAT = 1
@@ -63,33 +64,37 @@ def load_inbound(text: str) -> Inbound:
 
 
 def _dump_button(button: Button) -> list[str | None]:
-    return [button.label, button.payload, button.url]
+    return [button.label, button.payload, button.url, button.id]
+
+
+def _load_button(data: Sequence[str | None]) -> Button:
+    label, payload, url, *rest = data
+    assert label is not None
+    return Button(label, payload, url, id=rest[0] if rest else None)
 
 
 def dump_answer(messages: Sequence[ReplyMessage]) -> str:
     out = []
     for m in messages:
-        item: dict[str, Any] = {"text": m.text}
+        item: dict[str, Any] = {"text": m.text, "body": richtext.to_json(m.body)}
         if m.buttons:
             item["buttons"] = [_dump_button(b) for b in m.buttons]
         if m.links:
             item["links"] = [[link.label, link.url] for link in m.links]
-        if m.html is not None:
-            item["html"] = m.html
         out.append(item)
     return json.dumps({"v": FORMAT, "messages": out}, ensure_ascii=False, separators=(",", ":"))
 
 
 def load_answer(text: str) -> tuple[ReplyMessage, ...]:
+    """Answers as written; one written before the neutral rich text (an ``html``, no
+    ``body``) comes back as its plain text."""
     data = json.loads(text)
     return tuple(
         ReplyMessage(
             text=item["text"],
-            buttons=tuple(
-                Button(label, payload, url) for label, payload, url in item.get("buttons", ())
-            ),
+            buttons=tuple(_load_button(b) for b in item.get("buttons", ())),
             links=tuple(Link(label, url) for label, url in item.get("links", ())),
-            html=item.get("html"),
+            body=richtext.from_json(item.get("body", ())),
         )
         for item in data["messages"]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -108,6 +109,9 @@ class MemoryStore:
                 self._last_used[candidate] = now
                 return candidate
         raise RuntimeError("no free short id for a button payload")  # pragma: no cover
+
+    async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
+        return [await self.short_id(payload) for payload in payloads]
 
     async def resolve(self, short_id: str) -> str | None:
         self._check()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -252,19 +253,33 @@ class RedisStore:
     # --- button short ids ---------------------------------------------------------------------
 
     async def short_id(self, payload: str) -> str:
+        return (await self.short_ids([payload]))[0]
+
+    async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
+        """Ids for every payload: one script call each, sent in one round trip."""
         self._check()
-        candidates = short_id_candidates(payload)
-        keys = [
-            f"{self._p}btn:p:{payload}",
-            f"{self._p}btn:used",
-            *(f"{self._p}btn:id:{c}" for c in candidates),
-        ]
+        unique = list(dict.fromkeys(payloads))
+        if not unique:
+            return []
         ttl_ms = max(1, int(self.button_ttl.total_seconds() * 1000))
-        args: builtins.list[Any] = [payload, ttl_ms, to_micros(utcnow()), *candidates]
-        result = await self._short_id(keys=keys, args=args)
-        if not result:
-            raise RuntimeError("no free short id for a button payload")  # pragma: no cover
-        return str(result)
+        now = to_micros(utcnow())
+        async with self._r.pipeline(transaction=False) as pipe:
+            for payload in unique:
+                candidates = short_id_candidates(payload)
+                keys = [
+                    f"{self._p}btn:p:{payload}",
+                    f"{self._p}btn:used",
+                    *(f"{self._p}btn:id:{c}" for c in candidates),
+                ]
+                args: builtins.list[Any] = [payload, ttl_ms, now, *candidates]
+                await self._short_id(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        ids: dict[str, str] = {}
+        for payload, result in zip(unique, results, strict=True):
+            if not result:
+                raise RuntimeError("no free short id for a button payload")  # pragma: no cover
+            ids[payload] = str(result)
+        return [ids[p] for p in payloads]
 
     async def resolve(self, short_id: str) -> str | None:
         self._check()

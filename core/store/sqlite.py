@@ -409,29 +409,47 @@ class SQLiteStore:
     # --- button short ids ---------------------------------------------------------------------
 
     async def short_id(self, payload: str) -> str:
+        return (await self.short_ids([payload]))[0]
+
+    async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
+        """Ids for every payload, written in one transaction (a handful of statements however
+        many buttons an answer has)."""
+        unique = list(dict.fromkeys(payloads))
+        if not unique:
+            return []
         now = to_micros(utcnow())
+        marks = ", ".join("?" * len(unique))
         async with self._transaction():
-            rows = await self._conn.execute_fetchall(
-                "SELECT short_id FROM buttons WHERE payload = ?", (payload,)
+            # the first candidate of each payload; a payload already stored keeps its id
+            # (and is only marked as issued again), a rare hash collision is done below
+            await self._conn.executemany(
+                "INSERT OR IGNORE INTO buttons (short_id, payload, created_at, last_used) "
+                "VALUES (?, ?, ?, ?)",
+                [(short_id_candidates(p)[0], p, now, now) for p in unique],
             )
-            existing = list(rows)
-            if existing:
-                short = str(existing[0][0])
-                # Re-issuing keeps the id alive for another TTL.
+            await self._conn.execute(
+                f"UPDATE buttons SET last_used = ? WHERE payload IN ({marks})", (now, *unique)
+            )
+            rows = await self._conn.execute_fetchall(
+                f"SELECT payload, short_id FROM buttons WHERE payload IN ({marks})", unique
+            )
+            ids = {str(row[0]): str(row[1]) for row in rows}
+            for payload in unique:
+                if payload not in ids:
+                    ids[payload] = await self._insert_colliding(payload, now)
+        return [ids[p] for p in payloads]
+
+    async def _insert_colliding(self, payload: str, now: int) -> str:
+        for candidate in short_id_candidates(payload)[1:]:
+            try:
                 await self._conn.execute(
-                    "UPDATE buttons SET last_used = ? WHERE short_id = ?", (now, short)
+                    "INSERT INTO buttons (short_id, payload, created_at, last_used) "
+                    "VALUES (?, ?, ?, ?)",
+                    (candidate, payload, now, now),
                 )
-                return short
-            for candidate in short_id_candidates(payload):
-                try:
-                    await self._conn.execute(
-                        "INSERT INTO buttons (short_id, payload, created_at, last_used) "
-                        "VALUES (?, ?, ?, ?)",
-                        (candidate, payload, now, now),
-                    )
-                except sqlite3.IntegrityError:
-                    continue  # taken by another payload (a hash collision): try the next
-                return candidate
+            except sqlite3.IntegrityError:
+                continue  # taken by another payload too: try the next
+            return candidate
         raise RuntimeError("no free short id for a button payload")  # pragma: no cover
 
     async def resolve(self, short_id: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 from chatbridge.core.access import AccessGate
 from chatbridge.core.engine import Engine
+from chatbridge.core.html import parse_reply_html
 from chatbridge.core.protocols import Backend, Journal
 from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.types import (
@@ -89,7 +91,10 @@ def answer(
     def reply(inbound: Inbound) -> list[Event]:
         step = max(1, len(text) // tokens)
         pieces = [text[i : i + step] for i in range(0, len(text), step)]
-        final = ReplyMessage(text, tuple(Button(b, payload=b.lower()) for b in buttons), html=html)
+        final = parse_reply_html(html, text) if html else ReplyMessage(text)
+        final = dataclasses.replace(
+            final, buttons=tuple(Button(b, payload=b.lower()) for b in buttons)
+        )
         return [*(Token(p) for p in pieces), Final((final,))]
 
     return reply
