@@ -1,4 +1,5 @@
-"""RedisStore runs the SessionStore contract against a real redis-server (skipped if absent).
+"""RedisStore runs the SessionStore and Journal contracts against a real redis-server (skipped
+if absent), started by the same helper as the replica tests.
 
 The server listens on a unix socket in a temporary directory (no TCP port at all), with
 persistence off; each test starts from an empty database.
@@ -6,14 +7,12 @@ persistence off; each test starts from an empty database.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from journal_contract import JournalContract, inbound
+from replica_harness import REDIS_SERVER, redis_server
 from store_contract import SessionStoreContract, key, record
 
 pytest.importorskip("redis")
@@ -22,7 +21,6 @@ from chatbridge.core.protocols import Journal
 from chatbridge.core.store import open_store
 from chatbridge.core.store.redis import RedisStore
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server not installed (apt-get install redis-server)"
 )
@@ -30,40 +28,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import redis
-
-    assert REDIS_SERVER is not None
-    workdir = tmp_path_factory.mktemp("redis")
-    sock = workdir / "redis.sock"
-    proc = subprocess.Popen(
-        [
-            REDIS_SERVER,
-            "--port", "0",
-            "--unixsocket", str(sock),
-            "--unixsocketperm", "700",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"unix://{sock}?db=0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if sock.exists() and redis.Redis.from_url(url).ping():
-                    break
-            except redis.exceptions.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def _fresh(url: str) -> RedisStore:
