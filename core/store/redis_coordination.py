@@ -31,10 +31,10 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from chatbridge.core.store._common import from_micros, to_micros, utcnow
-from chatbridge.core.store._journal_codec import dump_inbound, load_answer, load_inbound
-from chatbridge.core.store.redis_journal import _RECORD
-from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnState
+from chatbridge.core.store._common import to_micros, utcnow
+from chatbridge.core.store._journal_codec import dump_inbound
+from chatbridge.core.store.redis_journal import _RECORD, entry_from_fields, received_entry
+from chatbridge.core.types import ConversationKey, Inbound, JournalEntry
 
 GROUP = "turns"
 
@@ -196,15 +196,7 @@ class RedisCoordination:
         )
         if not seq:
             return None
-        when = from_micros(now)
-        return JournalEntry(
-            seq=int(seq),
-            source=source,
-            inbound=inbound,
-            state=TurnState.RECEIVED,
-            received_at=when,
-            updated_at=when,
-        )
+        return received_entry(int(seq), source, inbound, now)
 
     async def ensure_group(self, partition: int) -> None:
         if partition in self._groups:
@@ -279,16 +271,7 @@ class RedisCoordination:
         f = cast(dict[str, str], await self._r.hgetall(f"{self._p}j:e:{bot}:{seq}"))
         if not f:
             return None
-        answer = f.get("answer")
-        return JournalEntry(
-            seq=seq,
-            source=f["source"],
-            inbound=load_inbound(f["inbound"]),
-            state=TurnState(f["state"]),
-            answer=load_answer(answer) if answer else None,
-            received_at=from_micros(int(f["received_at"])),
-            updated_at=from_micros(int(f["updated_at"])),
-        )
+        return entry_from_fields(seq, f)
 
     async def agree_partitions(self, partitions: int) -> int:
         """The partition count every replica uses: the first replica's, kept in Redis."""

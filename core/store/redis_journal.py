@@ -110,15 +110,7 @@ class RedisJournal:
         )
         if not seq:
             return None
-        when = from_micros(now)
-        return JournalEntry(
-            seq=int(seq),
-            source=source,
-            inbound=inbound,
-            state=TurnState.RECEIVED,
-            received_at=when,
-            updated_at=when,
-        )
+        return received_entry(int(seq), source, inbound, now)
 
     async def _move(self, bot: str, seq: int, state: TurnState, answer: str = "") -> None:
         await self._advance(
@@ -144,16 +136,7 @@ class RedisJournal:
 
     @staticmethod
     def _entry(seq: int, f: dict[str, Any]) -> JournalEntry:
-        answer = f.get("answer")
-        return JournalEntry(
-            seq=seq,
-            source=f["source"],
-            inbound=load_inbound(f["inbound"]),
-            state=TurnState(f["state"]),
-            answer=load_answer(answer) if answer else None,
-            received_at=from_micros(int(f["received_at"])),
-            updated_at=from_micros(int(f["updated_at"])),
-        )
+        return entry_from_fields(seq, f)
 
     async def last_messages(self, bot: str, since: datetime) -> dict[str, str]:
         chats = cast(dict[str, str], await self._r.hgetall(f"{self._p}j:chat:{bot}"))
@@ -168,3 +151,33 @@ class RedisJournal:
     async def prune(self, older_than: timedelta) -> int:
         cutoff = to_micros(utcnow() - older_than)
         return int(await self._prune(keys=[f"{self._p}j:done"], args=[cutoff, self._p]))
+
+
+# The entry layout shared with core.store.redis_coordination, which records into the same hash.
+
+
+def received_entry(seq: int, source: str, inbound: Inbound, now_micros: int) -> JournalEntry:
+    """The entry :meth:`RedisJournal.record` (or the replicas' intake) just wrote."""
+    when = from_micros(now_micros)
+    return JournalEntry(
+        seq=seq,
+        source=source,
+        inbound=inbound,
+        state=TurnState.RECEIVED,
+        received_at=when,
+        updated_at=when,
+    )
+
+
+def entry_from_fields(seq: int, f: dict[str, Any]) -> JournalEntry:
+    """An entry read back from its hash."""
+    answer = f.get("answer")
+    return JournalEntry(
+        seq=seq,
+        source=f["source"],
+        inbound=load_inbound(f["inbound"]),
+        state=TurnState(f["state"]),
+        answer=load_answer(answer) if answer else None,
+        received_at=from_micros(int(f["received_at"])),
+        updated_at=from_micros(int(f["updated_at"])),
+    )
