@@ -324,7 +324,7 @@ async def test_fail_on_a_gone_chat_is_refused_for_good_and_nothing_else(platform
         async with Harness(AnswerBackend(ANSWER)) as h:
             assert h.adapter._ops is not None
             reply = TelegramReply(h.adapter._ops, Target(chat_id=424242), interval=0.25,
-                                  use_drafts=False)  # fmt: skip
+                                  use_drafts=False, choose_hint="Choose:")  # fmt: skip
             with pytest.raises(DeliveryRefused):  # the journal records it as refused
                 await asyncio.wait_for(reply.fail("The assistant is unavailable."), 10)
             sent = h.fake.calls_of("sendMessage", 424242)

@@ -406,3 +406,19 @@ async def test_two_bots_in_one_process() -> None:
 
 def _message_sent_by(token: str) -> Callable[[Call], bool]:
     return lambda call: call.token == token and call.method == "sendMessage"
+
+
+async def test_an_answer_of_buttons_only_is_introduced_in_the_users_language() -> None:
+    # Telegram refuses a message without text, so a buttons-only answer gets a short line of
+    # the bot's own: in the user's language, like everything else the bot says.
+    backend = ScriptBackend(answer("", ["Sim", "Não"], tokens=1))
+    async with Harness(backend) as h:
+        for user_id, language, hint in (
+            (111, "pt-PT", "Escolha uma opção abaixo."),
+            (112, "en", "Please choose an option below."),
+        ):
+            user = h.fb.make_user(user_id, "Rita", language_code=language)
+            chat = h.fb.private_chat(user)
+            await h.fb.push_text(chat, user, "continuar")
+            final = await h.reply_in(chat["id"], keyboard=True)
+            assert final.params["text"] == hint

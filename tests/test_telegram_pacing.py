@@ -33,7 +33,7 @@ async def served() -> AsyncIterator[tuple[FakeTelegram, FakeBot, Bot]]:
 async def _reply(fake: FakeTelegram, bot: Bot, target: Target) -> tuple[TelegramReply, Stats]:
     stats = Stats()
     ops = TelegramOps(bot, telegram_pacer(TelegramOptions()), stats, deadline=60)
-    return TelegramReply(ops, target, interval=1.0, use_drafts=True), stats
+    return TelegramReply(ops, target, interval=1.0, use_drafts=True, choose_hint="Choose:"), stats
 
 
 async def test_a_blocked_bot_refuses_delivery_at_once() -> None:

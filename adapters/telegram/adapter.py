@@ -455,15 +455,16 @@ class TelegramAdapter:
             language=language,
             message_id=str(first.message_id),
         )
-        return inbound, self._reply(target)
+        return inbound, self._reply(target, language)
 
-    def _reply(self, target: Target) -> TelegramReply:
+    def _reply(self, target: Target, language: str | None) -> TelegramReply:
         assert self._ops is not None
         return TelegramReply(
             self._ops,
             target,
             interval=self._options.stream_interval,
             use_drafts=self._options.use_drafts,
+            choose_hint=self._texts.text("choose_option", language),
         )
 
     def _bot(self) -> Bot:
@@ -482,7 +483,7 @@ class TelegramAdapter:
             reply_to=int(inbound.message_id) if quote and inbound.message_id else None,
             private=private,
         )
-        return self._reply(target)
+        return self._reply(target, inbound.language)
 
     def _track(self, future: asyncio.Future[TurnResult]) -> None:
         self.turns_started += 1
@@ -546,7 +547,7 @@ class TelegramAdapter:
                 language=query.from_user.language_code,
                 message_id=str(msg.message_id),
             )
-            return inbound, self._reply(target)
+            return inbound, self._reply(target, inbound.language)
 
         future = await self._engine.accept(key, prepare, source=source)
         if future is not None:

@@ -36,11 +36,10 @@ from chatbridge.core.retry import deliver
 from chatbridge.core.streaming import ThrottledStream
 from chatbridge.core.types import ReplyMessage
 
-__all__ = ["EMPTY_WITH_KEYBOARD", "MAX_TEXT", "TelegramReply", "render"]
+__all__ = ["MAX_TEXT", "TelegramReply", "render"]
 
 log = logging.getLogger(__name__)
 
-EMPTY_WITH_KEYBOARD = "Please choose an option below."
 TYPING_GRACE = 0.4  # seconds without visible text before "typing..." is shown
 DRAFT_REFRESH = 20.0  # seconds; Telegram drops a draft 30 s after its last update
 DRAFT_FIRST = 1.0  # seconds a final waits for the bot's budget before its draft shows it
@@ -61,8 +60,11 @@ class TelegramReply:
         *,
         interval: float,
         use_drafts: bool,
+        choose_hint: str,
     ) -> None:
         self.ops = ops
+        # shown, in the user's language, when an answer is only buttons (Telegram needs text)
+        self.choose_hint = choose_hint
         self.target = target
         self.interval = interval
         self.shown = asyncio.Event()
@@ -200,7 +202,7 @@ class TelegramReply:
             if not to_text(html).strip():
                 if markup is None:
                     continue
-                html = escape(EMPTY_WITH_KEYBOARD)
+                html = escape(self.choose_hint)
             if delivered:  # the first message replaces the preview; the others are new
                 self._sink = MessageSink(self.ops, self.target, self._mark_shown, self.shown.is_set)
                 self._sink.quoted = True

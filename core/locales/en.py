@@ -23,6 +23,7 @@ TEXTS: dict[str, str] = {
         "Please send it again in a minute."
     ),
     "empty": "The assistant had nothing to say to that. Try rephrasing your message.",
+    "choose_option": "Please choose an option below.",
     "resend_after_restart": (
         "Sorry, the assistant restarted while working on your message, and I can't tell "
         "whether it was received. Please send it again."

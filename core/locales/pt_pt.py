@@ -23,6 +23,7 @@ TEXTS: dict[str, str] = {
         "Envie-a de novo dentro de um minuto."
     ),
     "empty": "O assistente não tinha nada a dizer sobre isso. Tente reformular a mensagem.",
+    "choose_option": "Escolha uma opção abaixo.",
     "resend_after_restart": (
         "Lamento, o assistente reiniciou enquanto tratava da sua mensagem e não sei se ela "
         "chegou. Envie-a de novo, por favor."
