@@ -234,7 +234,7 @@ async def test_admin_reset_by_slash_command(fake: FakeDiscord, store: SQLiteStor
         since = len(fake.calls)
         await fake.slash_command(manager, "admin", subcommand="sessions")
         listing = await fake.wait_call("POST", r"/webhooks/\d+/[^/]+", since=since)
-        assert listing.body["content"].startswith("0 conversation(s)")
+        assert listing.body["content"].startswith("0 session(s)")  # the catalogue's words
     finally:
         await stop_bot(adapter, engine)
 

@@ -187,7 +187,12 @@ async def test_admin_commands_allowed_and_refused(caplog: pytest.LogCaptureFixtu
         listing = await h.reply_in(admin_chat["id"], contains="session(s)")
         assert "user 555" in listing.params["text"]
         await h.fb.push_text(admin_chat, admin, "/stats")
-        await h.reply_in(admin_chat["id"], contains="Stats")
+        stats = await h.reply_in(admin_chat["id"], contains="Stats")
+        assert "Turns running: 0, queued: 0" in stats.params["text"]
+        admin_pt = h.fb.make_user(ADMIN, "Admin", language_code="pt-PT")
+        await h.fb.push_text(admin_chat, admin_pt, "/stats")  # admin replies are localised too
+        stats = await h.reply_in(admin_chat["id"], contains="<b>Estatísticas</b>")
+        assert "Turnos em curso: 0, em espera: 0" in stats.params["text"]
         await h.fb.push_text(admin_chat, admin, "/reset 555")
         await h.reply_in(admin_chat["id"], contains="Reset 1 conversation")
         assert await h.store.count("sellers") == 0

@@ -135,7 +135,7 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
         log.info("bot %s: admin %s reset %d conversations of %s", adapter.name,
                  interaction.user.id, count, user.id)  # fmt: skip
         await interaction.followup.send(
-            f"Reset {count} conversation(s) of {user.mention}.",
+            _t(adapter, interaction, "admin_reset_user", count=count, user=user.mention),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
@@ -148,7 +148,9 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
         count = await engine.reset_all()
         log.info("bot %s: admin %s reset all %d conversations", adapter.name,
                  interaction.user.id, count)  # fmt: skip
-        await interaction.followup.send(f"Reset {count} conversation(s).", ephemeral=True)
+        await interaction.followup.send(
+            _t(adapter, interaction, "admin_reset_all", count=count), ephemeral=True
+        )
 
     @admin.command(name="sessions", description="List the most recent conversations")
     async def admin_sessions(interaction: discord.Interaction[Any]) -> None:
@@ -157,7 +159,7 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
         await interaction.response.defer(ephemeral=True, thinking=True)
         total = await engine.count_sessions()
         records = await engine.list_sessions(MAX_LIST)
-        lines = [f"{total} conversation(s); most recent first:"]
+        lines = [_t(adapter, interaction, "admin_sessions", count=total)]
         for r in records:
             where = f"<#{r.key.thread_id or r.key.chat_id}>"
             when = discord.utils.format_dt(r.last_active, "R")

@@ -246,21 +246,23 @@ class Commands:
             uptime = int(time.monotonic() - self._started)
             c = self._counters()
             s = self._stats
-            await self._say(
+            stats = self.text(
                 ctx,
-                "\n".join(
-                    [
-                        "<b>Stats</b>",
-                        f"Sessions: {count}",
-                        f"Turns running: {self._engine.active_turns}, queued: "
-                        f"{self._engine.queued_turns}",
-                        f"Updates received: {c['updates']}, turns started: {c['turns']}",
-                        f"Messages sent: {s.messages_sent}, edits: {s.edits}, drafts: {s.drafts}",
-                        f"Rate limits hit: {s.rate_limited}, refused for good: {s.refused}",
-                        f"Uptime: {uptime // 3600} h {uptime % 3600 // 60} min",
-                    ]
-                ),
+                "admin_stats",
+                sessions=count,
+                running=self._engine.active_turns,
+                queued=self._engine.queued_turns,
+                updates=c["updates"],
+                turns=c["turns"],
+                sent=s.messages_sent,
+                edits=s.edits,
+                drafts=s.drafts,
+                rate_limited=s.rate_limited,
+                refused=s.refused,
+                hours=uptime // 3600,
+                minutes=uptime % 3600 // 60,
             )
+            await self._say(ctx, f"<b>{self.text(ctx, 'admin_stats_title')}</b>\n{stats}")
 
 
 def _session_lines(records: Sequence[SessionRecord]) -> list[str]:

@@ -104,6 +104,15 @@ TEXTS: dict[str, str] = {
         "These buttons belong to another conversation. Mention me to start your own."
     ),
     # --- admin replies -------------------------------------------------------------------
+    "admin_stats_title": "Stats",
+    "admin_stats": (
+        "Sessions: {sessions}\n"
+        "Turns running: {running}, queued: {queued}\n"
+        "Updates received: {updates}, turns started: {turns}\n"
+        "Messages sent: {sent}, edits: {edits}, drafts: {drafts}\n"
+        "Rate limits hit: {rate_limited}, refused for good: {refused}\n"
+        "Uptime: {hours} h {minutes} min"
+    ),
     "admin_reset_user": "Reset {count} conversation(s) of user {user}.",
     "admin_reset_all": "Reset all {count} conversation(s) of this bot.",
     "admin_sessions": "{count} session(s). Most recent:",

@@ -103,6 +103,15 @@ TEXTS: dict[str, str] = {
     "button_not_yours": (
         "Estes botões pertencem a outra conversa. Mencione-me para começar a sua."
     ),
+    "admin_stats_title": "Estatísticas",
+    "admin_stats": (
+        "Sessões: {sessions}\n"
+        "Turnos em curso: {running}, em espera: {queued}\n"
+        "Atualizações recebidas: {updates}, turnos iniciados: {turns}\n"
+        "Mensagens enviadas: {sent}, edições: {edits}, rascunhos: {drafts}\n"
+        "Limites de ritmo atingidos: {rate_limited}, recusadas de vez: {refused}\n"
+        "Em funcionamento há {hours} h {minutes} min"
+    ),
     "admin_reset_user": "Reiniciadas {count} conversa(s) do utilizador {user}.",
     "admin_reset_all": "Reiniciadas todas as {count} conversa(s) deste bot.",
     "admin_sessions": "{count} sessão(ões). Mais recentes:",
