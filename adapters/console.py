@@ -20,17 +20,14 @@ from typing import TextIO
 from chatbridge.core.errors import NotSupported
 from chatbridge.core.images import ImageRejected, load_image
 from chatbridge.core.item_services import (
-    CONDITION_FAILED,
     CONDITION_OPTIONS,
     CONDITION_PROMPT,
-    CONDITION_UNSUPPORTED,
-    LISTING_FAILED,
-    LISTING_UNSUPPORTED,
     condition_text,
     listing_text,
 )
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.richtext import plain_text
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import Button, ConversationKey, Image, Inbound, ReplyMessage
 
 log = logging.getLogger(__name__)
@@ -176,6 +173,14 @@ class ConsoleAdapter:
         threading.Thread(target=pump, name=f"console-input:{self.name}", daemon=True).start()
         return lines
 
+    @property
+    def _catalogue(self) -> Catalogue:
+        return self.engine.texts.catalogue
+
+    def _text(self, key: str) -> str:
+        """``key`` from the bot's catalogue in the console user's language."""
+        return self._catalogue.text(key, self.language)
+
     def _say(self, text: str) -> None:
         self._out.write(text + "\n")
         self._out.flush()
@@ -254,11 +259,11 @@ class ConsoleAdapter:
             decision = await self.engine.decide(
                 CONDITION_PROMPT, CONDITION_OPTIONS, item, self.language
             )
-            self._say(condition_text(decision))
+            self._say(condition_text(decision, self._catalogue, self.language))
         except NotSupported:
-            self._say(f"(!) {CONDITION_UNSUPPORTED}")
+            self._say(f"(!) {self._text('condition_unsupported')}")
         except Exception:
-            self._say(f"(!) {CONDITION_FAILED}")
+            self._say(f"(!) {self._text('condition_failed')}")
 
     async def _listing(self, args: str) -> None:
         path_text, _, description = args.partition(" ")
@@ -270,11 +275,11 @@ class ConsoleAdapter:
             return
         try:
             draft = await self.engine.describe_listing((image,), description.strip(), self.language)
-            self._say(listing_text(draft))
+            self._say(listing_text(draft, self._catalogue, self.language))
         except NotSupported:
-            self._say(f"(!) {LISTING_UNSUPPORTED}")
+            self._say(f"(!) {self._text('listing_unsupported')}")
         except Exception:
-            self._say(f"(!) {LISTING_FAILED}")
+            self._say(f"(!) {self._text('listing_failed')}")
 
     async def _send_image(self, args: str) -> None:
         path_text, _, caption = args.partition(" ")

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import re
 
+from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import Decision, ListingDraft, ListingRequest
 
 __all__ = [
-    "CONDITION_FAILED",
     "CONDITION_OPTIONS",
     "CONDITION_PROMPT",
-    "CONDITION_UNSUPPORTED",
-    "LISTING_FAILED",
-    "LISTING_UNSUPPORTED",
     "condition_text",
     "listing_text",
     "read_listing_request",
@@ -24,24 +21,23 @@ __all__ = [
 
 CONDITION_PROMPT = "What condition is this item in?"
 CONDITION_OPTIONS = ("Excellent", "Good", "Fair", "Poor")
-CONDITION_UNSUPPORTED = "Sorry, this assistant can't grade an item's condition."
-LISTING_UNSUPPORTED = "Sorry, this assistant can't prepare listings."
-CONDITION_FAILED = "Sorry, I couldn't grade that right now. Please try again."
-LISTING_FAILED = "Sorry, I couldn't prepare a listing right now. Please try again."
 
 
-def condition_text(decision: Decision) -> str:
-    lines = [f"Condition: {decision.decision}"]
+def condition_text(decision: Decision, texts: Catalogue, language: str | None) -> str:
+    """The graded condition and its reasoning, as plain text in the user's language."""
+    lines = [texts.text("condition_result", language, decision=decision.decision)]
     if decision.reasoning:
         lines.append(decision.reasoning)
     return "\n".join(lines)
 
 
-def listing_text(draft: ListingDraft) -> str:
-    price = (
-        f"{draft.price:.2f} {draft.currency}" if draft.price is not None else "no price suggested"
-    )
-    lines = [draft.title, f"Price: {price}"]
+def listing_text(draft: ListingDraft, texts: Catalogue, language: str | None) -> str:
+    """The listing draft (title, price, details), as plain text in the user's language."""
+    if draft.price is not None:
+        price = f"{draft.price:.2f} {draft.currency}"
+    else:
+        price = texts.text("listing_no_price", language)
+    lines = [draft.title, texts.text("listing_price", language, price=price)]
     lines += [f"{key}: {value}" for key, value in draft.details.items()]
     return "\n".join(lines)
 

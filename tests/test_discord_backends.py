@@ -218,3 +218,34 @@ async def test_condition_and_listing_on_the_console(loopos: LoopOSEmulator, tmp_
     assert any(line.startswith("Price: ") for line in lines)
     assert lines[-1].startswith("(!) Usage: /listing PATH TEXT")
     assert len(loopos.requests_to("/loopos_ai_c2c_descriptor")) == 1
+
+
+async def test_the_console_gives_service_replies_in_its_users_language(
+    loopos: LoopOSEmulator, tmp_path: Any
+) -> None:
+    settings = LoopOSSettings.model_validate(
+        {
+            "base_url": loopos.url,
+            "core_base_url": "https://core.example/",
+            "submission_base_url": "https://submission.example/",
+            "timeout": 5.0,
+        }
+    )
+    backend = LoopOSBackend(settings)
+    store = await MemoryStore.open()
+    engine = Engine(bot="console", backend=backend, backend_name="loopos", store=store)
+    out = io.StringIO()
+    console = ConsoleAdapter(
+        name="console", engine=engine, stdin=io.StringIO(), stdout=out, language="pt-PT"
+    )
+    photo = tmp_path / "item.png"
+    photo.write_bytes(TINY_PNG)
+    try:
+        await console.handle_line("/condition iPhone 12, como novo")
+        await console.handle_line(f"/listing {photo} iPhone 12 Pro; marca: Apple")
+    finally:
+        await engine.aclose()
+        await backend.aclose()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("Estado: ")
+    assert any(line.startswith("Preço: ") for line in lines)

@@ -18,9 +18,8 @@ from chatbridge.adapters.discord_adapter.operations import interaction_facts
 from chatbridge.core.access import Verdict
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.images import ImageRejected, check_size, load_image
-from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
+from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT, listing_text
 from chatbridge.core.locales.en import TEXTS as EN
-from chatbridge.core.types import ListingDraft
 
 MENU = {name: EN[f"menu_{name}"] for name in ("reset", "cancel", "lang", "condition", "listing")}
 
@@ -212,7 +211,7 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
             check_size(photo.size, limit)
             image = load_image(await photo.read(), limit)
             draft = await engine.describe_listing((image,), description, language)
-            text = _listing_text(adapter, interaction, draft)
+            text = listing_text(draft, adapter.engine.texts.catalogue, str(interaction.locale))
         except ImageRejected as exc:
             text = engine.texts.catalogue.rejection(exc, language)
         except NotSupported:
@@ -221,15 +220,3 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
             log.warning("bot %s: listing failed: %s", adapter.name, type(exc).__name__)
             text = _t(adapter, interaction, "listing_failed")
         await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
-
-
-def _listing_text(
-    adapter: DiscordAdapter, interaction: discord.Interaction[Any], draft: ListingDraft
-) -> str:
-    if draft.price is not None:
-        price = f"{draft.price:.2f} {draft.currency}"
-    else:
-        price = _t(adapter, interaction, "listing_no_price")
-    lines = [draft.title, _t(adapter, interaction, "listing_price", price=price)]
-    lines += [f"{key}: {value}" for key, value in draft.details.items()]
-    return "\n".join(lines)
