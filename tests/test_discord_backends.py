@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import AsyncIterator
 from typing import Any
@@ -190,7 +191,9 @@ async def test_condition_and_listing_slash_commands_with_loopos(
     assert descriptor["agent_specific"]["user_description"] == "iPhone 12 Pro, Apple"
 
 
-async def test_condition_and_listing_on_the_console(loopos: LoopOSEmulator, tmp_path: Any) -> None:
+@contextlib.asynccontextmanager
+async def _console_engine(loopos: LoopOSEmulator) -> AsyncIterator[Engine]:
+    """An engine on the real LoopOS client against the emulator, for a console bot."""
     settings = LoopOSSettings.model_validate(
         {
             "base_url": loopos.url,
@@ -200,19 +203,25 @@ async def test_condition_and_listing_on_the_console(loopos: LoopOSEmulator, tmp_
         }
     )
     backend = LoopOSBackend(settings)
-    store = await MemoryStore.open()
-    engine = Engine(bot="console", backend=backend, backend_name="loopos", store=store)
-    out = io.StringIO()
-    console = ConsoleAdapter(name="console", engine=engine, stdin=io.StringIO(), stdout=out)
-    photo = tmp_path / "item.png"
-    photo.write_bytes(TINY_PNG)
+    engine = Engine(
+        bot="console", backend=backend, backend_name="loopos", store=await MemoryStore.open()
+    )
     try:
-        await console.handle_line("/condition iPhone 12, like new")
-        await console.handle_line(f"/listing {photo} iPhone 12 Pro, Apple")
-        await console.handle_line("/listing")
+        yield engine
     finally:
         await engine.aclose()
         await backend.aclose()
+
+
+async def test_condition_and_listing_on_the_console(loopos: LoopOSEmulator, tmp_path: Any) -> None:
+    out = io.StringIO()
+    photo = tmp_path / "item.png"
+    photo.write_bytes(TINY_PNG)
+    async with _console_engine(loopos) as engine:
+        console = ConsoleAdapter(name="console", engine=engine, stdin=io.StringIO(), stdout=out)
+        await console.handle_line("/condition iPhone 12, like new")
+        await console.handle_line(f"/listing {photo} iPhone 12 Pro, Apple")
+        await console.handle_line("/listing")
     lines = out.getvalue().splitlines()
     assert lines[0] == "Condition: Excellent"
     assert any(line.startswith("Price: ") for line in lines)
@@ -223,29 +232,15 @@ async def test_condition_and_listing_on_the_console(loopos: LoopOSEmulator, tmp_
 async def test_the_console_gives_service_replies_in_its_users_language(
     loopos: LoopOSEmulator, tmp_path: Any
 ) -> None:
-    settings = LoopOSSettings.model_validate(
-        {
-            "base_url": loopos.url,
-            "core_base_url": "https://core.example/",
-            "submission_base_url": "https://submission.example/",
-            "timeout": 5.0,
-        }
-    )
-    backend = LoopOSBackend(settings)
-    store = await MemoryStore.open()
-    engine = Engine(bot="console", backend=backend, backend_name="loopos", store=store)
     out = io.StringIO()
-    console = ConsoleAdapter(
-        name="console", engine=engine, stdin=io.StringIO(), stdout=out, language="pt-PT"
-    )
     photo = tmp_path / "item.png"
     photo.write_bytes(TINY_PNG)
-    try:
+    async with _console_engine(loopos) as engine:
+        console = ConsoleAdapter(
+            name="console", engine=engine, stdin=io.StringIO(), stdout=out, language="pt-PT"
+        )
         await console.handle_line("/condition iPhone 12, como novo")
         await console.handle_line(f"/listing {photo} iPhone 12 Pro; marca: Apple")
-    finally:
-        await engine.aclose()
-        await backend.aclose()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("Estado: ")
     assert any(line.startswith("Preço: ") for line in lines)
