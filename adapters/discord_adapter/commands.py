@@ -18,7 +18,12 @@ from chatbridge.adapters.discord_adapter.operations import interaction_facts
 from chatbridge.core.access import Verdict
 from chatbridge.core.errors import BackendError, NotSupported
 from chatbridge.core.images import ImageRejected, check_size, load_image
-from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT, listing_text
+from chatbridge.core.item_services import (
+    CONDITION_OPTIONS,
+    CONDITION_PROMPT,
+    condition_text,
+    listing_text,
+)
 from chatbridge.core.locales.en import TEXTS as EN
 
 MENU = {name: EN[f"menu_{name}"] for name in ("reset", "cancel", "lang", "condition", "listing")}
@@ -188,8 +193,7 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
         language = str(interaction.locale)
         try:
             decision = await engine.decide(CONDITION_PROMPT, CONDITION_OPTIONS, item, language)
-            lines = [_t(adapter, interaction, "condition_result", decision=decision.decision)]
-            text = "\n".join([*lines, decision.reasoning] if decision.reasoning else lines)
+            text = condition_text(decision, adapter.engine.texts.catalogue, language)
         except NotSupported:
             text = _t(adapter, interaction, "condition_unsupported")
         except Exception as exc:

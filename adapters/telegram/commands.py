@@ -20,7 +20,12 @@ from chatbridge.adapters.telegram.api import Target, TelegramOps
 from chatbridge.adapters.telegram.html import escape
 from chatbridge.adapters.telegram.stats import Stats
 from chatbridge.core.errors import BackendError, NotSupported
-from chatbridge.core.item_services import CONDITION_OPTIONS, CONDITION_PROMPT
+from chatbridge.core.item_services import (
+    CONDITION_OPTIONS,
+    CONDITION_PROMPT,
+    condition_text,
+    listing_text,
+)
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.texts import Catalogue
 from chatbridge.core.types import ConversationKey, Image, SessionRecord
@@ -191,14 +196,9 @@ class Commands:
                 log.warning("bot %s: listing failed: %s", self._bot, type(exc).__name__)
                 await self._say(ctx, self.text(ctx, "listing_failed"))
                 return
-            price = (
-                f"{draft.price:.2f} {draft.currency}"
-                if draft.price is not None
-                else self._engine.texts.catalogue.text("listing_no_price", ctx.language)
-            )
-            lines = [f"<b>{escape(draft.title)}</b>", self.text(ctx, "listing_price", price=price)]
-            lines += [f"{escape(k)}: {escape(v)}" for k, v in draft.details.items()]
-            await self._say(ctx, "\n".join(lines))
+            catalogue = self._engine.texts.catalogue
+            title, _, rest = listing_text(draft, catalogue, ctx.language).partition("\n")
+            await self._say(ctx, f"<b>{escape(title)}</b>\n{escape(rest)}")
 
         self._spawn(describe())
 
@@ -220,10 +220,8 @@ class Commands:
                 log.warning("bot %s: condition failed: %s", self._bot, type(exc).__name__)
                 await self._say(ctx, self.text(ctx, "condition_failed"))
                 return
-            lines = [self.text(ctx, "condition_result", decision=decision.decision)]
-            if decision.reasoning:
-                lines.append(escape(decision.reasoning))
-            await self._say(ctx, "\n".join(lines))
+            graded = condition_text(decision, self._engine.texts.catalogue, ctx.language)
+            await self._say(ctx, escape(graded))
 
         self._spawn(grade())
 
