@@ -22,6 +22,11 @@ What it does, as Discord does it:
   Discord's, announced in ``X-RateLimit-*`` headers on every answer so discord.py waits for it
   itself); and, for tests, ``edit_interval`` between edits in one channel.
 - every REST call is recorded (:attr:`calls`); :meth:`wait_call` awaits one.
+- catching up: history pages (``after``/``before``, ``limit``), active threads of a guild
+  (``GET /guilds/{id}/threads/active``), threads users open (:meth:`new_thread`).
+
+What each REST route does is :mod:`tests.fakes.discord_routes`; what fake users do,
+:mod:`tests.fakes.discord_actions`.
 
 Every JSON answer carries exactly ``Content-Type: application/json`` (discord.py compares the
 header verbatim; aiohttp's ``json_response`` would add ``; charset=utf-8``).
