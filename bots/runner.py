@@ -101,6 +101,8 @@ class App:
     replicas: Replicas | None = None
     stopped_by: signal.Signals | None = None  # SIGINT: the command exits 130, as shells expect
     _pruner: asyncio.Task[None] | None = None
+    _redis_url: str | None = None
+    _routes_client: Any = None  # several replicas: the Redis client of Discord's route buckets
 
     async def start(self) -> None:
         cfg = self.config
@@ -122,6 +124,7 @@ class App:
             from chatbridge.core.replicas import Replicas, default_replica_name
             from chatbridge.core.store.redis_coordination import RedisCoordination
 
+            self._redis_url = url
             self.replicas = Replicas(
                 RedisCoordination.from_url(url),
                 replica=cfg.replicas.name or default_replica_name(),
@@ -191,9 +194,17 @@ class App:
         """Several replicas: the Discord adapter's global budget counted across them."""
         if self.replicas is None or not self.config.replicas.shared_budgets:
             return {}
-        from chatbridge.core.budget import SharedWindows
+        import redis.asyncio as aioredis
 
-        return {"budget": SharedWindows(self.replicas.redis, f"dc:{token_digest}")}
+        from chatbridge.core.budget import SharedRouteBuckets, SharedWindows
+
+        if self._routes_client is None and self._redis_url is not None:
+            self._routes_client = aioredis.Redis.from_url(self._redis_url, decode_responses=True)
+        name = f"dc:{token_digest}"
+        return {
+            "budget": SharedWindows(self.replicas.redis, name),
+            "routes": SharedRouteBuckets(self._routes_client, name),
+        }
 
     def _shared(self, token_digest: str) -> dict[str, Any]:
         """Several replicas: the Telegram adapter's shared budget and leader election."""
@@ -393,6 +404,9 @@ class App:
         if self.replicas is not None:
             with best_effort(log, "closing the replicas' Redis connection"):
                 await self.replicas.redis.close()
+        if self._routes_client is not None:
+            with best_effort(log, "closing the route buckets' Redis connection"):
+                await self._routes_client.aclose()
         if self.store is not None:
             await self.store.close()
 

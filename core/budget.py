@@ -6,18 +6,25 @@ Each process still paces itself locally (:class:`core.pacer.Pacer`, :class:`core
 FloodControl`); these add the count across replicas. A place is taken when a call is granted,
 a little before the platform stamps it, so shared windows are counted a little longer than
 the platform's (``margin``): the aim is zero 429s, not the last message per second.
+
+:class:`SharedRouteBuckets` shares the buckets a platform announces in its answers (Discord's
+per-route ``X-RateLimit-*``): each process's HTTP library honours them for its own calls only,
+so two replicas posting into one channel would each spend the whole bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from chatbridge.core.types import ConversationKey
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from chatbridge.core.store.redis_coordination import RedisCoordination
 
 log = logging.getLogger(__name__)
@@ -71,3 +78,129 @@ class SharedFlood:
             return None
         wait = await self._redis.take([(f"flood:{key.bot}:{key.user_id}", self.limit, self.window)])
         return None if wait <= 0 else wait
+
+
+# Discord-style buckets, announced by the platform in every answer: ``limit`` calls until the
+# bucket resets ``reset_after`` seconds later; one bucket (a hash the platform names) may
+# serve several routes, and holds one state per scope (the route's major parameters: the
+# channel, the guild). Keys: ``rb:r:<route>`` -> the bucket's name, ``rb:b:<bucket>:<scope>``
+# -> {limit, remaining, reset (ms, Redis clock), period (ms: the longest reset seen)}.
+
+# KEYS: the route's bucket name. ARGV: bucket key prefix, scope, margin (ms).
+# 0: go (one place taken), else the milliseconds until the bucket resets (nothing taken).
+_ROUTE_TAKE = """
+local bucket = redis.call('GET', KEYS[1])
+if not bucket then return 0 end
+local key = ARGV[1] .. bucket .. ':' .. ARGV[2]
+local s = redis.call('HMGET', key, 'limit', 'remaining', 'reset', 'period')
+local limit = tonumber(s[1])
+if not limit then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local remaining, reset, period = tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
+if now >= reset then
+  -- the platform opens a new window at the first call after a reset: counted from here, a
+  -- margin longer, as that call reaches the platform a little after this grant
+  remaining = limit
+  reset = now + period + tonumber(ARGV[3])
+end
+if remaining <= 0 then return math.max(1, reset - now) end
+redis.call('HSET', key, 'remaining', remaining - 1, 'reset', reset)
+redis.call('PEXPIRE', key, reset - now + period + 60000)
+return 0
+"""
+
+# KEYS: the route's bucket name. ARGV: bucket key prefix, scope, bucket, limit, remaining,
+# reset_after (ms). What an answer announced; within the window we count, the lower
+# remaining and the later reset win (our count includes calls still in flight).
+_ROUTE_LEARN = """
+redis.call('SET', KEYS[1], ARGV[3], 'EX', 86400)
+local key = ARGV[1] .. ARGV[3] .. ':' .. ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, remaining, after = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local reset = now + after
+local s = redis.call('HMGET', key, 'remaining', 'reset', 'period')
+local period = math.max(tonumber(s[3] or '0'), after)
+local counted, until_ = tonumber(s[1]), tonumber(s[2])
+if until_ and now < until_ then
+  remaining = math.min(remaining, counted)
+  reset = math.max(reset, until_)
+end
+redis.call('HSET', key, 'limit', limit, 'remaining', remaining, 'reset', reset, 'period', period)
+redis.call('PEXPIRE', key, reset - now + period + 60000)
+return remaining
+"""
+
+
+class RouteBuckets(Protocol):
+    """Per-route buckets kept outside the process (see :class:`SharedRouteBuckets`)."""
+
+    async def take(self, route: str, scope: str) -> None: ...
+
+    async def learn(
+        self, route: str, scope: str, bucket: str, limit: int, remaining: int, reset_after: float
+    ) -> None: ...
+
+
+class SharedRouteBuckets:
+    """A platform's per-route buckets, counted across every replica of one bot token
+    (``name``) in Redis. :meth:`take` before a call waits while another replica has spent
+    the bucket; :meth:`learn` records what an answer announced. Redis out of reach: calls
+    go, limited by each process's own HTTP library as without replicas."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        name: str,
+        *,
+        prefix: str = "chatbridge:",
+        margin: float = 0.05,
+    ) -> None:
+        self._route_prefix = f"{prefix}rb:r:{name}:"
+        self._bucket_prefix = f"{prefix}rb:b:{name}:"
+        self._margin_ms = int(margin * 1000)
+        self._take = client.register_script(_ROUTE_TAKE)
+        self._learn = client.register_script(_ROUTE_LEARN)
+        self.waits = 0  # calls that waited for the other replicas' share (for benchmarks)
+
+    async def take(self, route: str, scope: str) -> None:
+        while True:
+            try:
+                wait_ms = int(
+                    await self._take(
+                        keys=[self._route_prefix + route],
+                        args=[self._bucket_prefix, scope, self._margin_ms],
+                    )
+                )
+            except Exception as exc:
+                log.warning("shared route buckets unavailable: %s", exc)
+                return
+            if wait_ms <= 0:
+                return
+            self.waits += 1
+            await asyncio.sleep(wait_ms / 1000)
+
+    async def learn(
+        self,
+        route: str,
+        scope: str,
+        bucket: str,
+        limit: int,
+        remaining: int,
+        reset_after: float,
+    ) -> None:
+        try:
+            await self._learn(
+                keys=[self._route_prefix + route],
+                args=[
+                    self._bucket_prefix,
+                    scope,
+                    bucket,
+                    limit,
+                    remaining,
+                    max(0, math.ceil(reset_after * 1000)),
+                ],
+            )
+        except Exception as exc:
+            log.warning("shared route buckets unavailable: %s", exc)

@@ -38,6 +38,7 @@ from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
 from chatbridge.core.errors import best_effort
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.locales import en
+from chatbridge.core.budget import RouteBuckets
 from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared
 from chatbridge.core.secrets import register_secret
@@ -97,6 +98,7 @@ class DiscordAdapter:
         metrics: PlatformMetrics | None = None,
         access: AccessGate | None = None,
         budget: SharedWindows | None = None,
+        routes: RouteBuckets | None = None,
     ) -> None:
         self.name = name
         # who may talk to the bot (core/access.py); the default is open, mentions in guilds
@@ -109,6 +111,7 @@ class DiscordAdapter:
         self.metrics = metrics
         self._pacer = discord_pacer(options)  # one budget for every channel of this token
         self._pacer.shared = budget  # several replicas: the token's budget counted in Redis
+        self._routes = routes  # several replicas: each route's bucket counted in Redis
         self.refused = 0  # answers Discord refused for good (channel gone, no access)
         self.client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -137,7 +140,7 @@ class DiscordAdapter:
         client = _Client(
             self,
             intents=self._intents(),
-            http_trace=platform_trace(self.name, self.metrics, self._pacer),
+            http_trace=platform_trace(self.name, self.metrics, self._pacer, self._routes),
             guild_ready_timeout=self.options.guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
             **sharding,
