@@ -19,13 +19,13 @@ from replica_harness import REDIS_SERVER, redis_server
 pytest.importorskip("redis")
 pytest.importorskip("discord")
 
-import discord.http  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
+import discord.http
+import redis.asyncio as aioredis
 
-from chatbridge.adapters.discord_adapter import endpoints  # noqa: E402
-from chatbridge.adapters.discord_adapter.tracing import platform_trace, route_of  # noqa: E402
-from chatbridge.core.budget import SharedRouteBuckets  # noqa: E402
-from tests.fakes.discord_api import FakeDiscord  # noqa: E402
+from chatbridge.adapters.discord_adapter import endpoints
+from chatbridge.adapters.discord_adapter.tracing import platform_trace, route_of
+from chatbridge.core.budget import SharedRouteBuckets
+from tests.fakes.discord_api import FakeDiscord
 
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server not installed (apt-get install redis-server)"

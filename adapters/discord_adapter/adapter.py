@@ -35,10 +35,10 @@ from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import discord_pacer, platform_trace
 from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
+from chatbridge.core.budget import RouteBuckets
 from chatbridge.core.errors import best_effort
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.locales import en
-from chatbridge.core.budget import RouteBuckets
 from chatbridge.core.pacer import SharedWindows
 from chatbridge.core.protocols import Conversations, PlatformMetrics, Prepared
 from chatbridge.core.secrets import register_secret
