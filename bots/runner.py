@@ -122,11 +122,14 @@ class App:
             # several replicas may share this Redis: it orders and distributes the turns
             # (imported here: redis is an optional extra)
             from chatbridge.core.replicas import Replicas, default_replica_name
+            from chatbridge.core.store.redis import redis_client
             from chatbridge.core.store.redis_coordination import RedisCoordination
 
             self._redis_url = url
             self.replicas = Replicas(
-                RedisCoordination.from_url(url),
+                # a pool whose commands wait for a free connection under a burst of turns
+                # (twice the store's: lease renewals must not queue behind the turns)
+                RedisCoordination(redis_client(url, max_connections=128)),
                 replica=cfg.replicas.name or default_replica_name(),
                 partitions=cfg.replicas.partitions,
                 lease=cfg.replicas.lease,
@@ -194,12 +197,11 @@ class App:
         """Several replicas: the Discord adapter's global budget counted across them."""
         if self.replicas is None or not self.config.replicas.shared_budgets:
             return {}
-        import redis.asyncio as aioredis
-
         from chatbridge.core.budget import SharedRouteBuckets, SharedWindows
+        from chatbridge.core.store.redis import redis_client
 
         if self._routes_client is None and self._redis_url is not None:
-            self._routes_client = aioredis.Redis.from_url(self._redis_url, decode_responses=True)
+            self._routes_client = redis_client(self._redis_url)
         name = f"dc:{token_digest}"
         return {
             "budget": SharedWindows(self.replicas.redis, name),

@@ -46,6 +46,21 @@ TOUCH_FLUSH_DELAY = 1.0
 
 log = logging.getLogger(__name__)
 
+# redis-py's default pool refuses a command when 100 are in flight (MaxConnectionsError) rather
+# than wait: a burst of a few hundred turns, each with a command in flight, failed turns. This
+# pool makes a command wait for a free connection instead; fewer sockets cost Redis less too.
+MAX_CONNECTIONS = 64
+CONNECTION_WAIT = 30.0  # seconds a command waits for a connection before failing
+
+
+def redis_client(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
+    """A client for ``url`` whose commands queue for one of ``max_connections`` connections
+    (the store's, and the replicas' coordination's: :mod:`core.store.redis_coordination`)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=CONNECTION_WAIT, decode_responses=True
+    )
+    return aioredis.Redis.from_pool(pool)
+
 # KEYS: per session, its hash then its three index sorted sets. ARGV: per session, the time
 # of its latest turn (micros), the turns to add, its index member. A session deleted meanwhile
 # is not brought back; a later time another replica wrote already is kept.
@@ -162,7 +177,7 @@ class RedisStore:
         button_ttl: timedelta = DEFAULT_BUTTON_TTL,
     ) -> RedisStore:
         """Connect and check the server answers (raises ``redis.exceptions.RedisError``)."""
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = redis_client(url)
         store = cls(client, prefix=prefix, button_ttl=button_ttl)
         try:
             await client.ping()
