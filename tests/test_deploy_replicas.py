@@ -99,11 +99,11 @@ def test_check_config_accepts_every_replica(tmp_path: Path) -> None:
     pytest.importorskip("redis")
     pytest.importorskip("discord")
     pytest.importorskip("telegram")
+    config = str(DEPLOY / "config.replicas.toml")
     for name, service in bridges().items():
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **replica_env(service)}
         result = subprocess.run(
-            [sys.executable, "-m", "chatbridge.bots.cli", "check-config", "--quiet"]
-            + [str(DEPLOY / "config.replicas.toml")],
+            [sys.executable, "-m", "chatbridge.bots.cli", "check-config", "--quiet", config],
             capture_output=True,
             text=True,
             env=env,
