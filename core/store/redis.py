@@ -61,6 +61,7 @@ def redis_client(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.R
     )
     return aioredis.Redis.from_pool(pool)
 
+
 # KEYS: per session, its hash then its three index sorted sets. ARGV: per session, the time
 # of its latest turn (micros), the turns to add, its index member. A session deleted meanwhile
 # is not brought back; a later time another replica wrote already is kept.
