@@ -51,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import redis.asyncio as aioredis  # noqa: E402
 from journal_cost import Instant, Quiet, inbound  # noqa: E402
 from redis.asyncio.connection import AbstractConnection  # noqa: E402
 from redis.commands.core import AsyncScript  # noqa: E402
@@ -63,7 +62,7 @@ from chatbridge.core.flood import FloodControl  # noqa: E402
 from chatbridge.core.protocols import Surface  # noqa: E402
 from chatbridge.core.replicas import Replicas  # noqa: E402
 from chatbridge.core.store import SQLiteStore  # noqa: E402
-from chatbridge.core.store.redis import RedisStore  # noqa: E402
+from chatbridge.core.store.redis import RedisStore, redis_client  # noqa: E402
 from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem  # noqa: E402
 from chatbridge.core.types import Inbound, ReplyMessage  # noqa: E402
 
@@ -320,7 +319,7 @@ class Bench:
             yield local_path(self._engine(self.redis))
         else:
             # a replica of its own per block: its lease ticks never run beside the others
-            coordination = AckSignalling(aioredis.Redis.from_url(self.url, decode_responses=True))
+            coordination = AckSignalling(redis_client(self.url))  # as the runner makes it
             self.trips.name_scripts(coordination)
             replicas = Replicas(coordination, replica="bench", partitions=16, lease=3.0)
             engine = self._engine(self.redis, replicas)

@@ -127,9 +127,8 @@ class App:
 
             self._redis_url = url
             self.replicas = Replicas(
-                # a pool whose commands wait for a free connection under a burst of turns
-                # (twice the store's: lease renewals must not queue behind the turns)
-                RedisCoordination(redis_client(url, max_connections=128)),
+                # room for a burst of turns' commands (redis-py's default: 100, then errors)
+                RedisCoordination(redis_client(url)),
                 replica=cfg.replicas.name or default_replica_name(),
                 partitions=cfg.replicas.partitions,
                 lease=cfg.replicas.lease,

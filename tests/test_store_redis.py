@@ -245,23 +245,17 @@ async def test_button_ids_of_an_answer_are_one_round_trip(redis_url: str) -> Non
         await store.close()
 
 
-async def test_a_burst_of_commands_waits_for_a_connection_instead_of_failing(
-    redis_url: str,
-) -> None:
-    """redis-py's default pool raises MaxConnectionsError past its size; a burst of turns
-    (each with a command in flight) must queue instead."""
+async def test_a_burst_of_commands_does_not_run_out_of_connections(redis_url: str) -> None:
+    """redis-py's default pool raises MaxConnectionsError past 100 commands in flight; a
+    burst of turns (each with a command in flight) must not fail."""
     import asyncio
 
     from chatbridge.core.store.redis import redis_client
 
-    watcher = await _fresh(redis_url)
-    client = redis_client(redis_url, max_connections=2)
+    client = redis_client(redis_url)
     try:
-        before = len(await watcher._r.client_list())
         script = client.register_script("redis.call('INCR', KEYS[1]) return 1")
-        await asyncio.gather(*(script(keys=["burst"]) for _ in range(50)))
-        assert await client.get("burst") == "50"
-        assert len(await watcher._r.client_list()) <= before + 2
+        await asyncio.gather(*(script(keys=["burst"]) for _ in range(300)))
+        assert await client.get("burst") == "300"
     finally:
         await client.aclose()
-        await watcher.close()
