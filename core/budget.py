@@ -81,53 +81,76 @@ class SharedFlood:
 
 
 # Discord-style buckets, announced by the platform in every answer: ``limit`` calls until the
-# bucket resets ``reset_after`` seconds later; one bucket (a hash the platform names) may
-# serve several routes, and holds one state per scope (the route's major parameters: the
-# channel, the guild). Keys: ``rb:r:<route>`` -> the bucket's name, ``rb:b:<bucket>:<scope>``
-# -> {limit, remaining, reset (ms, Redis clock), period (ms: the longest reset seen)}.
+# bucket resets ``reset_after`` seconds later; one bucket (a name the platform gives) may serve
+# several routes, and holds one window per scope (the route's major parameter: the channel,
+# the guild). Keys under ``rb:<token>:``: ``r:<route>`` -> the route's bucket; ``l:<bucket>``
+# -> {limit, period (ms: the longest reset announced)}; ``s:<scope>`` -> the buckets seen in
+# this scope; ``b:<bucket>:<scope>`` -> the window: {remaining, reset (ms, Redis's clock)}.
 
-# KEYS: the route's bucket name. ARGV: bucket key prefix, scope, margin (ms).
-# 0: go (one place taken), else the milliseconds until the bucket resets (nothing taken).
+# KEYS: the route's key. ARGV: key prefix, scope, margin (ms). A route not learned yet takes
+# a place in every bucket seen in its scope (it may be any of them: its first call must not
+# be the one too many). 0: go (places taken), else milliseconds to wait (nothing taken).
 _ROUTE_TAKE = """
-local bucket = redis.call('GET', KEYS[1])
-if not bucket then return 0 end
-local key = ARGV[1] .. bucket .. ':' .. ARGV[2]
-local s = redis.call('HMGET', key, 'limit', 'remaining', 'reset', 'period')
-local limit = tonumber(s[1])
-if not limit then return 0 end
+local P, scope, margin = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local remaining, reset, period = tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
-if now >= reset then
-  -- the platform opens a new window at the first call after a reset: counted from here, a
-  -- margin longer, as that call reaches the platform a little after this grant
-  remaining = limit
-  reset = now + period + tonumber(ARGV[3])
+local function window(bucket)
+  local l = redis.call('HMGET', P .. 'l:' .. bucket, 'limit', 'period')
+  local limit, period = tonumber(l[1]), tonumber(l[2])
+  if not limit then return nil end
+  local key = P .. 'b:' .. bucket .. ':' .. scope
+  local s = redis.call('HMGET', key, 'remaining', 'reset')
+  local remaining, reset = tonumber(s[1]), tonumber(s[2])
+  if not reset or now >= reset then
+    -- the platform opens a window at the first call after a reset: counted from here, a
+    -- margin longer, as that call reaches the platform a little after this grant
+    remaining, reset = limit, now + period + margin
+  end
+  return key, remaining, reset, period
 end
-if remaining <= 0 then return math.max(1, reset - now) end
-redis.call('HSET', key, 'remaining', remaining - 1, 'reset', reset)
-redis.call('PEXPIRE', key, reset - now + period + 60000)
+local bucket = redis.call('GET', KEYS[1])
+local buckets = bucket and {bucket} or redis.call('SMEMBERS', P .. 's:' .. scope)
+local wait = 0
+for _, b in ipairs(buckets) do
+  local key, remaining, reset = window(b)
+  if key and remaining <= 0 then wait = math.max(wait, reset - now, 1) end
+end
+if wait > 0 then return wait end
+for _, b in ipairs(buckets) do
+  local key, remaining, reset, period = window(b)
+  if key then
+    redis.call('HSET', key, 'remaining', remaining - 1, 'reset', reset)
+    redis.call('PEXPIRE', key, reset - now + period + 60000)
+  end
+end
 return 0
 """
 
-# KEYS: the route's bucket name. ARGV: bucket key prefix, scope, bucket, limit, remaining,
-# reset_after (ms). What an answer announced; within the window we count, the lower
-# remaining and the later reset win (our count includes calls still in flight).
+# KEYS: the route's key. ARGV: key prefix, scope, bucket, limit, remaining, reset_after (ms).
+# What an answer announced. Within the window already counted, the lower remaining and the
+# later reset win: our count includes calls still in flight, and a late answer of an older
+# window must not give places back.
 _ROUTE_LEARN = """
-redis.call('SET', KEYS[1], ARGV[3], 'EX', 86400)
-local key = ARGV[1] .. ARGV[3] .. ':' .. ARGV[2]
+local P, scope, bucket = ARGV[1], ARGV[2], ARGV[3]
+local limit, remaining, after = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, remaining, after = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local reset = now + after
-local s = redis.call('HMGET', key, 'remaining', 'reset', 'period')
-local period = math.max(tonumber(s[3] or '0'), after)
+redis.call('SET', KEYS[1], bucket, 'EX', 86400)
+local lkey = P .. 'l:' .. bucket
+local period = math.max(tonumber(redis.call('HGET', lkey, 'period') or '0'), after)
+redis.call('HSET', lkey, 'limit', limit, 'period', period)
+redis.call('EXPIRE', lkey, 86400)
+redis.call('SADD', P .. 's:' .. scope, bucket)
+redis.call('EXPIRE', P .. 's:' .. scope, 86400)
+local key = P .. 'b:' .. bucket .. ':' .. scope
+local s = redis.call('HMGET', key, 'remaining', 'reset')
 local counted, until_ = tonumber(s[1]), tonumber(s[2])
+local reset = now + after
 if until_ and now < until_ then
   remaining = math.min(remaining, counted)
   reset = math.max(reset, until_)
 end
-redis.call('HSET', key, 'limit', limit, 'remaining', remaining, 'reset', reset, 'period', period)
+redis.call('HSET', key, 'remaining', remaining, 'reset', reset)
 redis.call('PEXPIRE', key, reset - now + period + 60000)
 return remaining
 """
@@ -157,8 +180,7 @@ class SharedRouteBuckets:
         prefix: str = "chatbridge:",
         margin: float = 0.05,
     ) -> None:
-        self._route_prefix = f"{prefix}rb:r:{name}:"
-        self._bucket_prefix = f"{prefix}rb:b:{name}:"
+        self._prefix = f"{prefix}rb:{name}:"
         self._margin_ms = int(margin * 1000)
         self._take = client.register_script(_ROUTE_TAKE)
         self._learn = client.register_script(_ROUTE_LEARN)
@@ -169,8 +191,8 @@ class SharedRouteBuckets:
             try:
                 wait_ms = int(
                     await self._take(
-                        keys=[self._route_prefix + route],
-                        args=[self._bucket_prefix, scope, self._margin_ms],
+                        keys=[f"{self._prefix}r:{route}"],
+                        args=[self._prefix, scope, self._margin_ms],
                     )
                 )
             except Exception as exc:
@@ -192,9 +214,9 @@ class SharedRouteBuckets:
     ) -> None:
         try:
             await self._learn(
-                keys=[self._route_prefix + route],
+                keys=[f"{self._prefix}r:{route}"],
                 args=[
-                    self._bucket_prefix,
+                    self._prefix,
                     scope,
                     bucket,
                     limit,

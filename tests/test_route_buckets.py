@@ -10,11 +10,15 @@ for itself only, as discord.py does) it answers several."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import re
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
-from replica_harness import REDIS_SERVER, redis_server
+from crash_harness import Bridge
+from replica_harness import REDIS_SERVER, free_port, redis_server, replica_config
 
 pytest.importorskip("redis")
 pytest.importorskip("discord")
@@ -25,13 +29,17 @@ import redis.asyncio as aioredis
 from chatbridge.adapters.discord_adapter import endpoints
 from chatbridge.adapters.discord_adapter.tracing import platform_trace, route_of
 from chatbridge.core.budget import SharedRouteBuckets
-from tests.fakes.discord_api import FakeDiscord
+from chatbridge.core.store.redis_coordination import conversation_member
+from chatbridge.core.types import ConversationKey
+from chatbridge.emulators.shopai import start_shopai_emulator
+from tests.fakes.discord_api import FakeDiscord, FakeUser
 
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server not installed (apt-get install redis-server)"
 )
 
 BUCKET = (5, 0.5)  # Discord's 5 per 5 s per channel, ten times faster
+END = "The most affordable choice"  # the last sentence of every full ShopAI answer
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +155,112 @@ def test_routes_are_keyed_as_discord_keys_buckets() -> None:
         "42424242424242",
     )
     assert route_of("GET", "/api/v10/users/@me") == ("GET /users/@me", "")
+
+
+# --- two real replicas ------------------------------------------------------------------------
+
+
+async def _ready(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as resp,
+        ):
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, bridges: list[Bridge]) -> None:
+    try:
+        async with asyncio.timeout(60):
+            while not await check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        logs = "\n".join(b.logs()[-3000:] for b in bridges)
+        raise AssertionError(f"timed out waiting for {what}\n{logs}") from None
+
+
+@pytest.mark.timeout(150)
+async def test_two_real_replicas_answering_in_one_channel_get_no_429(tmp_path: Path) -> None:
+    """Two replicas of ``chatbridge run``, one Discord shard each; every user writes in one
+    channel (its guild on shard 0: replica r0 receives every message), and each replica runs
+    the turns of the conversations whose partitions it holds: both stream answers into the
+    one channel, whose bucket the fake enforces. Shared through Redis, no call is refused."""
+    shopai = await start_shopai_emulator(version="v0.1", token_delay=0.01)
+    with redis_server(tmp_path) as url:
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        async with FakeDiscord(global_limit=0, message_bucket=(5, 1.0)) as fake:
+            gid = fake.add_guild("g")
+            while (gid >> 22) % 2 != 0:  # a guild on shard 0
+                await asyncio.sleep(0.002)
+                gid = fake.add_guild("g")
+            channel = fake.add_channel(gid, "shop")
+            bridges: list[Bridge] = []
+            ports: list[int] = []
+            try:
+                for i in range(2):
+                    workdir = tmp_path / f"r{i}"
+                    workdir.mkdir()
+                    ports.append(free_port())
+                    config = replica_config(
+                        workdir / "bridge.toml",
+                        redis_url=url,
+                        backend=f"""[backends.ai]
+type = "shopai"
+base_url = "{shopai.url}"
+license_key = "test-license"
+""",
+                        discord=f"""[[bots]]
+name = "shoppers"
+platform = "discord"
+backend = "ai"
+token = "{fake.token}"
+api_base_url = "{fake.api_base_url}"
+gateway_url = "{fake.gateway_url}"
+channels = [{channel}]
+guild_ready_timeout = 0.05
+shard_id = {i}
+shard_count = 2
+""",
+                        http_port=ports[-1],
+                        lease=3.0,
+                    )
+                    bridge = Bridge(config, {"CHATBRIDGE_REPLICA": f"r{i}"}, workdir)
+                    await bridge.start()
+                    bridges.append(bridge)
+                await fake.wait_identified(2, timeout=40)
+
+                async def balanced() -> bool:
+                    if not all(await asyncio.gather(*(_ready(p) for p in ports))):
+                        return False
+                    holders = [await client.get(f"chatbridge:lease:p:{p}") for p in range(8)]
+                    names = [str(h).split(" ")[0] for h in holders if h]
+                    return len(names) == 8 and names.count("r0") == names.count("r1") == 4
+
+                await _until(balanced, "two replicas holding four partitions each", bridges)
+                # three users whose conversations run on each replica
+                mine: dict[str, list[FakeUser]] = {"r0": [], "r1": []}
+                while min(len(users) for users in mine.values()) < 3:
+                    user = fake.add_user(f"u{sum(len(u) for u in mine.values())}")
+                    key = ConversationKey("shoppers", "discord", str(channel), str(user.id))
+                    part = zlib.crc32(conversation_member(key).encode()) % 8
+                    holder = str(await client.get(f"chatbridge:lease:p:{part}")).split(" ")[0]
+                    mine[holder].append(user)
+                users = mine["r0"][:3] + mine["r1"][:3]
+                for n, user in enumerate(users):
+                    await fake.user_message(user, f"m{n} headphones for music", channel_id=channel)
+
+                async def answered() -> bool:
+                    done = [m for m in fake.bot_messages(channel) if END in m.get("content", "")]
+                    return len(done) >= len(users)
+
+                await _until(answered, "every user's answer", bridges)
+            finally:
+                for bridge in bridges:
+                    await bridge.stop()
+                await client.aclose()
+                await shopai.stop()
+            ran = [len(re.findall(r"turn \d+ ok", bridge.logs())) for bridge in bridges]
+            assert all(n >= 3 for n in ran), ran  # both replicas answered in the channel
+            assert fake.rate_limited == 0
