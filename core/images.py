@@ -48,7 +48,7 @@ def human_size(n: int) -> str:
         return f"{n / (1024 * 1024):.1f} MB"
     if n >= 1024:
         return f"{n / 1024:.0f} KB"
-    return f"{n} bytes"
+    return f"{n} B"  # a unit symbol, the same in every language
 
 
 def check_size(size: int | None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:

@@ -9,12 +9,12 @@ TEXTS: dict[str, str] = {
     ),
     "timeout": "Sorry, the assistant took too long to answer. Please try again.",
     "malformed": "Sorry, the assistant sent an answer I couldn't read. Please try again.",
-    "validation": "The assistant couldn't accept that message: {detail}",
+    "validation": "The assistant couldn't accept that message. Please change it and try again.",
     "auth": (
         "This assistant is not available at the moment because of a service configuration "
         "problem. The operator has been told."
     ),
-    "bad_input": "I couldn't use that: {detail}",
+    "bad_input": "I couldn't use that message. Please check it and try again.",
     "internal": "Sorry, something went wrong on our side. Please try again.",
     "restarted": "Your previous conversation had expired, so a new one was started.",
     "flood": "You're sending messages too quickly. Please wait {seconds} s and try again.",
@@ -30,13 +30,26 @@ TEXTS: dict[str, str] = {
     ),
     "cancelled": "Stopped. Send your next message whenever you like.",
     "nothing_to_cancel": "There is no answer being prepared right now.",
-    # --- backend failure reasons (Failure.reason) ----------------------------------------
+    # --- why a backend refused a turn (core.types.FailureReason) ---------------------------
     "text_only": "The shopping assistant reads text only: please type your question.",
-    "photos_dropped": "The shopping assistant reads text only; your photos were not sent.",
     "too_long": (
         "Your message is too long for the assistant ({length} characters; the limit is "
         "{limit}). Please shorten it."
     ),
+    "rejected": (
+        "The assistant couldn't accept that message (it objected to: {fields}). "
+        "Please change it and try again."
+    ),
+    "too_large": "That message is too large for the assistant. Please send fewer photos.",
+    "photos_too_large": (
+        "Those photos come to {total} together; at most {limit} fit in one message. "
+        "Please send fewer photos."
+    ),
+    "needs_photo": "A listing needs at least one photo of the item.",
+    "busy": "The assistant is busy right now. Please try again in {seconds} s.",
+    "not_answered": "The assistant could not answer that message. Please try again.",
+    # --- what a backend tells besides the answer (core.types.NoticeReason) -----------------
+    "photos_dropped": "The shopping assistant reads text only; your photos were not sent.",
     # --- access control -------------------------------------------------------------------
     "refused": "Sorry, this assistant is private. Please ask its operator for access.",
     "admin_only": "Sorry, that command is for administrators only.",

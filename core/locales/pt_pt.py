@@ -9,12 +9,12 @@ TEXTS: dict[str, str] = {
     ),
     "timeout": "Lamento, o assistente demorou demasiado a responder. Tente novamente.",
     "malformed": "Lamento, o assistente enviou uma resposta que não consegui ler. Tente novamente.",
-    "validation": "O assistente não pôde aceitar essa mensagem: {detail}",
+    "validation": "O assistente não pôde aceitar essa mensagem. Altere-a e tente novamente.",
     "auth": (
         "Este assistente não está disponível de momento devido a um problema de configuração "
         "do serviço. O responsável já foi avisado."
     ),
-    "bad_input": "Não consegui usar isso: {detail}",
+    "bad_input": "Não consegui usar essa mensagem. Verifique-a e tente novamente.",
     "internal": "Lamento, algo correu mal do nosso lado. Tente novamente.",
     "restarted": "A sua conversa anterior tinha expirado, por isso foi iniciada uma nova.",
     "flood": ("Está a enviar mensagens demasiado depressa. Aguarde {seconds} s e tente novamente."),
@@ -38,6 +38,18 @@ TEXTS: dict[str, str] = {
         "A sua mensagem é demasiado longa para o assistente ({length} caracteres; o limite é "
         "{limit}). Encurte-a, por favor."
     ),
+    "rejected": (
+        "O assistente não pôde aceitar essa mensagem (não aceitou: {fields}). "
+        "Altere-a e tente novamente."
+    ),
+    "too_large": "Essa mensagem é demasiado grande para o assistente. Envie menos fotografias.",
+    "photos_too_large": (
+        "Essas fotografias somam {total}; cabem no máximo {limit} numa mensagem. "
+        "Envie menos fotografias, por favor."
+    ),
+    "needs_photo": "Um anúncio precisa de pelo menos uma fotografia do artigo.",
+    "busy": "O assistente está ocupado neste momento. Tente novamente dentro de {seconds} s.",
+    "not_answered": "O assistente não conseguiu responder a essa mensagem. Tente novamente.",
     "refused": "Lamento, este assistente é privado. Peça acesso ao seu responsável.",
     "admin_only": "Lamento, esse comando é só para administradores.",
     "start": (
