@@ -23,6 +23,7 @@ from chatbridge.core.item_services import (
     CONDITION_PROMPT,
     condition_text,
     listing_text,
+    service_failure_text,
 )
 from chatbridge.core.locales.en import TEXTS as EN
 
@@ -198,7 +199,7 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
             text = _t(adapter, interaction, "condition_unsupported")
         except Exception as exc:
             log.warning("bot %s: condition failed: %s", adapter.name, type(exc).__name__)
-            text = _t(adapter, interaction, "condition_failed")
+            text = service_failure_text(exc, engine.texts, language, "condition_failed")
         await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
 
     @tree.command(name="listing", description=locale_str(MENU["listing"], key="menu_listing"))
@@ -222,5 +223,5 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
             text = _t(adapter, interaction, "listing_unsupported")
         except Exception as exc:
             log.warning("bot %s: listing failed: %s", adapter.name, type(exc).__name__)
-            text = _t(adapter, interaction, "listing_failed")
+            text = service_failure_text(exc, engine.texts, language, "listing_failed")
         await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())

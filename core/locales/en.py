@@ -92,6 +92,11 @@ TEXTS: dict[str, str] = {
     "condition_unsupported": "Sorry, this assistant can't grade an item's condition.",
     "condition_failed": "Sorry, I couldn't grade that right now. Please try again.",
     "condition_result": "Condition: {decision}",
+    "condition_excellent": "Excellent",
+    "condition_good": "Good",
+    "condition_fair": "Fair",
+    "condition_poor": "Poor",
+    "listing_range": "Price range: {low} to {high} {currency}",
     # --- command menus (Telegram setMyCommands, Discord slash commands) -------------------
     "menu_start": "Start talking to the assistant",
     "menu_help": "What I can do",
@@ -115,6 +120,29 @@ TEXTS: dict[str, str] = {
     "button_expired": "This button has expired. Please type your answer instead.",
     "button_not_yours": (
         "These buttons belong to another conversation. Mention me to start your own."
+    ),
+    # --- the console (chatbridge demo, console bots) ------------------------------------
+    "console_banner": "chatbridge console: talking to bot '{bot}'. /help for commands.",
+    "console_help": (
+        "Commands:\n"
+        "  <number>            press the button with that number\n"
+        "  /image PATH [text]  send a photo (with an optional caption)\n"
+        "  /condition TEXT     the item's condition, graded by the assistant\n"
+        "  /listing PATH TEXT  a marketplace listing draft from a photo and a description\n"
+        "  /reset              forget this conversation and start over\n"
+        "  /help               this help\n"
+        "  /quit               leave (end of input does the same)"
+    ),
+    "console_you": "you",
+    "console_assistant": "assistant",
+    "console_link": "link",
+    "console_chose": "(you chose: {label})",
+    "console_no_choice": "There is no choice {n}; pick 1 to {count}.",
+    "console_no_file": "Cannot read {path}: there is no such file.",
+    "console_unreadable": "Cannot read {path}.",
+    "console_image_usage": "Usage: /image PATH [caption], e.g. /image jacket.jpg my denim jacket",
+    "console_listing_usage": (
+        "Usage: /listing PATH TEXT, e.g. /listing jacket.jpg blue denim jacket"
     ),
     # --- admin replies -------------------------------------------------------------------
     "admin_stats_title": "Stats",

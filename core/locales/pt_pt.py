@@ -90,6 +90,11 @@ TEXTS: dict[str, str] = {
     "condition_unsupported": "Lamento, este assistente não avalia o estado de artigos.",
     "condition_failed": "Lamento, não consegui avaliar isso agora. Tente novamente.",
     "condition_result": "Estado: {decision}",
+    "condition_excellent": "Excelente",
+    "condition_good": "Bom",
+    "condition_fair": "Razoável",
+    "condition_poor": "Mau",
+    "listing_range": "Intervalo de preço: {low} a {high} {currency}",
     "menu_start": "Começar a falar com o assistente",
     "menu_help": "O que sei fazer",
     "menu_reset": "Esquecer esta conversa e recomeçar",
@@ -114,6 +119,31 @@ TEXTS: dict[str, str] = {
     "button_expired": "Este botão expirou. Escreva a sua resposta, por favor.",
     "button_not_yours": (
         "Estes botões pertencem a outra conversa. Mencione-me para começar a sua."
+    ),
+    "console_banner": "consola chatbridge: a falar com o bot '{bot}'. /help mostra os comandos.",
+    "console_help": (
+        "Comandos:\n"
+        "  <número>                carregar no botão com esse número\n"
+        "  /image CAMINHO [texto]  enviar uma fotografia (com uma legenda opcional)\n"
+        "  /condition TEXTO        o estado do artigo, avaliado pelo assistente\n"
+        "  /listing CAMINHO TEXTO  um rascunho de anúncio a partir de uma fotografia e de uma "
+        "descrição\n"
+        "  /reset                  esquecer esta conversa e recomeçar\n"
+        "  /help                   esta ajuda\n"
+        "  /quit                   sair (o fim da entrada faz o mesmo)"
+    ),
+    "console_you": "você",
+    "console_assistant": "assistente",
+    "console_link": "ligação",
+    "console_chose": "(escolheu: {label})",
+    "console_no_choice": "Não há a escolha {n}; escolha de 1 a {count}.",
+    "console_no_file": "Não consigo ler {path}: esse ficheiro não existe.",
+    "console_unreadable": "Não consigo ler {path}.",
+    "console_image_usage": (
+        "Utilização: /image CAMINHO [legenda], p. ex. /image casaco.jpg o meu casaco de ganga"
+    ),
+    "console_listing_usage": (
+        "Utilização: /listing CAMINHO TEXTO, p. ex. /listing casaco.jpg casaco de ganga azul"
     ),
     "admin_stats_title": "Estatísticas",
     "admin_stats": (
