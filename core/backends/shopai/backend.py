@@ -34,7 +34,7 @@ from chatbridge.core.backends.shopai.session import SessionInitializer, ShopAIHt
 from chatbridge.core.backends.shopai.settings import ShopAISettings
 from chatbridge.core.backends.shopai.sio_v02 import SocketIOConnection
 from chatbridge.core.backends.shopai.ws_v01 import WebSocketConnection
-from chatbridge.core.errors import BackendError
+from chatbridge.core.errors import BackendError, best_effort
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.secrets import register_secret
@@ -132,6 +132,8 @@ class _TurnState:
     synced: bool = False  # the history was asked for to learn the baseline
     syncing: bool = False  # ... and has not arrived yet
     sent: bool = False
+    sending: bool = False  # the message may be on its way (sent or not, the server may have it)
+    ended: bool = False  # the turn's Final or Failure was handed over
     recovering: bool = False  # reconnected mid-answer: stream no more, wait for the history
     resent: bool = False
     reconnects: int = 0
@@ -425,18 +427,21 @@ class ShopAIBackend:
                 if not state.sent and not state.syncing:
                     failure = await self._send(chat, conn, events, state)
                     if failure is not None:
+                        state.ended = True
                         yield failure
                         return
                 try:
                     event = await _next_event(events, self.settings.answer_timeout)
                 except TimeoutError:
                     await self._abandon(chat, conn)
+                    state.ended = True
                     yield Failure(FailureKind.TIMEOUT, "no answer in time")
                     return
                 if isinstance(event, Closed):
                     conn.end_turn(events)
                     opened = await self._recover(chat, state, event.reason)
                     if isinstance(opened, Failure):
+                        state.ended = True
                         yield opened
                         return
                     conn, events = opened, opened.begin_turn()
@@ -445,11 +450,25 @@ class ShopAIBackend:
                     continue
                 out = await self._on_event(chat, conn, state, event)
                 if out is not None:
+                    state.ended = isinstance(out, Final | Failure)
                     yield out
-                    if isinstance(out, Final | Failure):
+                    if state.ended:
                         return
         finally:
             conn.end_turn(events)
+            if not state.ended and state.sending:
+                await self._stop_answer(chat, conn)
+
+    async def _stop_answer(self, chat: _Chat, conn: ShopAIConnection) -> None:
+        """The turn was given up mid-answer (the user's /cancel, shutdown). The documents have
+        no "stop" message: closing the connection is what stops the server generating, and
+        it keeps late tokens and the late history of the dropped answer off the connection
+        the next turn uses. Where the next turn starts in the history is then unknown (the
+        dropped message may or may not be in it): the next turn asks first."""
+        chat.user_count = None
+        log.debug("ShopAI answer given up; closing its connection")
+        with best_effort(log, "closing a ShopAI connection after a dropped answer"):
+            await self._abandon(chat, conn)
 
     async def _on_event(
         self, chat: _Chat, conn: ShopAIConnection, state: _TurnState, event: ServerEvent
@@ -491,6 +510,7 @@ class ShopAIBackend:
             while not events.empty():  # frames from before this message
                 events.get_nowait()
             try:
+                state.sending = True
                 await conn.send_message(state.text)
                 state.sent = True
             except Exception as exc:  # the closed event follows; reconnect then
