@@ -115,13 +115,13 @@ class Catalogue:
         return template.format(**fields) if fields else template
 
     def rejection(self, exc: ImageRejected, language: str | None = None) -> str:
-        """Why a photo was refused, in the user's language."""
-        if exc.key is not None and exc.key in self._texts[DEFAULT_LOCALE]:
-            try:
-                return self.text(exc.key, language, **exc.fields)
-            except (KeyError, IndexError):
-                pass
-        return exc.reason
+        """Why a photo was refused, in the user's language (``not_a_photo`` if the key is
+        unknown or a placeholder has no value: a refusal always says something useful)."""
+        key = exc.key if exc.key in self._texts[DEFAULT_LOCALE] else "not_a_photo"
+        template = self.template(key, language)
+        if not placeholders(template) <= exc.fields.keys():
+            return self.template("not_a_photo", language)
+        return template.format(**exc.fields) if exc.fields else template
 
     def user_texts(self, language: str | None = None) -> UserTexts:
         return UserTexts(self, language)

@@ -362,7 +362,7 @@ async def test_operator_overrides_reword_failure_reasons(shop: ShopAIEmulator) -
 
 # What a sentence for a user reads like: addressed to them, polite, or apologising.
 _TO_THE_USER = (" you", "you ", "your ", "please", "sorry", "try again")
-_REASONED = {"Failure", "Notice", "BackendError", "LoopOSError"}
+_REASONED = {"Failure", "Notice", "BackendError", "LoopOSError", "ImageRejected"}
 _LOGGING = {"debug", "info", "warning", "error", "exception", "critical", "log"}
 
 
@@ -412,6 +412,12 @@ def prose_in(source: str) -> list[str]:
                     and keyword.value.value.id == "FailureReason"
                 ):
                     problems.append(f"line {node.lineno}: reason is not a FailureReason")
+            if name == "ImageRejected" and not (
+                node.args
+                and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).isidentifier()
+            ):
+                problems.append(f"line {node.lineno}: ImageRejected without a catalogue key")
             if name == "Notice" and not (
                 node.args
                 and isinstance(node.args[0], ast.Attribute)
@@ -422,12 +428,21 @@ def prose_in(source: str) -> list[str]:
     return problems
 
 
-def test_backends_hold_no_sentence_for_a_user() -> None:
-    modules = sorted(BACKENDS.rglob("*.py"))
-    assert len(modules) >= 5, "the backends' modules were not found"
+# Where the user's words used to be written inline: the backends, and the engine's half of a
+# turn. Every sentence for a user lives in core/locales.
+CORE = BACKENDS.parent
+SCANNED = (
+    *sorted(BACKENDS.rglob("*.py")),
+    *(CORE / name for name in ("engine.py", "turns.py", "recovery.py", "item_services.py")),
+    CORE / "images.py",
+)
+
+
+def test_backends_and_the_engine_hold_no_sentence_for_a_user() -> None:
+    assert len(SCANNED) >= 10 and all(path.exists() for path in SCANNED)
     problems = [
-        f"{path.relative_to(BACKENDS)}: {problem}"
-        for path in modules
+        f"{path.relative_to(CORE)}: {problem}"
+        for path in SCANNED
         for problem in prose_in(path.read_text("utf-8"))
     ]
     assert problems == []
@@ -440,6 +455,7 @@ def test_the_prose_scan_catches_what_backends_used_to_say() -> None:
         'yield Notice("The shopping assistant reads text only; your photos were not sent.")',
         'raise BackendError(Failure(FailureKind.AUTH, "x", reason="auth"))',
         'ERROR_TEXT = "The shopping assistant could not answer that message. Please try again."',
+        'raise ImageRejected("That file is empty.", "photo_empty")',
     ]
     for line in old:
         assert prose_in(line), line
