@@ -118,11 +118,11 @@ async def main(runs: int, token_delay: float) -> None:
                 result = await one_run(version, behaviour, token_delay)
                 results.setdefault((version, behaviour), []).append(result)
     print(f"next message after /cancel; {runs} runs; {token_delay} s per token")
-    for (version, behaviour), rows in sorted(results.items()):
+    for (name, behaviour), rows in sorted(results.items()):
         seconds = [s for s, _ in rows]
         wasted = [w for _, w in rows]
         print(
-            f"{version} {behaviour:5}: answered in median {statistics.median(seconds):.3f} s "
+            f"{name} {behaviour:5}: answered in median {statistics.median(seconds):.3f} s "
             f"(max {max(seconds):.3f} s); tokens generated after the cancel "
             f"median {statistics.median(wasted):.0f}"
         )
