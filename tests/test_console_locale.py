@@ -87,6 +87,7 @@ async def engine(loopos: LoopOSEmulator) -> AsyncIterator[Engine]:
             "core_base_url": "https://core.example/",
             "submission_base_url": "https://submission.example/",
             "timeout": 5.0,
+            "retry": {"attempts": 1},
         }
     )
     backend = LoopOSBackend(settings)
@@ -117,11 +118,15 @@ async def test_console_services_and_their_failures_in_portuguese(
     await console.handle_line(f"/listing {photo} iPhone 12 Pro; marca: Apple")
     loopos.faults.status_422 = 1
     await console.handle_line(f"/listing {photo} iPhone 12 Pro; marca: Apple")
+    refused = out.getvalue().splitlines()[-1]
+    loopos.faults.status_5xx = 1  # no reason given: the command's own words
+    await console.handle_line("/condition iPhone 12, como novo")
     lines = out.getvalue().splitlines()
+    assert lines[-1] == f"(!) {pt_pt.TEXTS['condition_failed']}"
     grades = {pt_pt.TEXTS[f"condition_{g}"] for g in ("excellent", "good", "fair", "poor")}
     assert re.sub(r"^Estado: ", "", lines[0]) in grades, lines[0]
     assert any(line.startswith("Preço: ") for line in lines)
     assert any(line.startswith("Intervalo de preço: ") for line in lines), lines
     assert not any("value_out" in line for line in lines), "no backend field names"
     # a refusal with a reason reads as that reason, in Portuguese
-    assert lines[-1] == "(!) " + pt_pt.TEXTS["rejected"].format(fields="text")
+    assert refused == "(!) " + pt_pt.TEXTS["rejected"].format(fields="text")
