@@ -39,7 +39,7 @@ TEXTS: dict[str, str] = {
         "{limit}). Encurte-a, por favor."
     ),
     "rejected": (
-        "O assistente não pôde aceitar essa mensagem (não aceitou: {fields}). "
+        "O assistente não pôde aceitar essa mensagem (recusou: {fields}). "
         "Altere-a e tente novamente."
     ),
     "too_large": "Essa mensagem é demasiado grande para o assistente. Envie menos fotografias.",
