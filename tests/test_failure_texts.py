@@ -343,7 +343,10 @@ async def test_operator_overrides_reword_failure_reasons(shop: ShopAIEmulator) -
         "en",
         {
             "en": {"too_long": "At most {limit} characters, please."},
-            "pt-PT": {"text_only": "Escreva, não fotografe."},
+            "pt-PT": {
+                "text_only": "Escreva, não fotografe.",
+                "photos_dropped": "Fotografias ignoradas.",
+            },
         },
     )
     engine, backend, store = await shop_engine(shop.url, catalogue)
@@ -354,6 +357,10 @@ async def test_operator_overrides_reword_failure_reasons(shop: ShopAIEmulator) -
         assert shown == said("pt-PT", "too_long", length=600, limit=512)
         shown = failed_with(await one_turn(engine, "c", "pt-PT", text="", images=(PHOTO,)))
         assert shown == "Escreva, não fotografe."
+        surface = await one_turn(engine, "d", "pt-PT", text="a phone", images=(PHOTO,))
+        assert surface.of("notice") == ["Fotografias ignoradas."]
+        surface = await one_turn(engine, "e", "en", text="a phone", images=(PHOTO,))
+        assert surface.of("notice") == [en.TEXTS["photos_dropped"]]
     finally:
         await close_all(engine, backend, store)
 
