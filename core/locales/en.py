@@ -105,6 +105,15 @@ TEXTS: dict[str, str] = {
     "menu_lang": "Change the conversation language, e.g. /lang pt-PT",
     "menu_listing": "Photo + short description: a listing draft",
     "menu_condition": "Describe an item: the AI grades its condition",
+    "menu_lang_language": "A language code such as en, pt-PT or fr",
+    "menu_admin": "Bot administration",
+    "menu_admin_reset": "Reset every conversation of one user",
+    "menu_admin_reset_user": "Whose conversations to reset",
+    "menu_admin_reset_all": "Reset every conversation of this bot",
+    "menu_admin_sessions": "List the most recent conversations",
+    "menu_condition_item": "The item and its state, e.g. iPhone 12, light scratches",
+    "menu_listing_photo": "A photo of the item",
+    "menu_listing_description": "What it is, in a few words",
     # --- messages and buttons ------------------------------------------------------------
     "unsupported_media": (
         "I can read text and photos. Please send your item as a photo or describe it."

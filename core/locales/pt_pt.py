@@ -102,6 +102,15 @@ TEXTS: dict[str, str] = {
     "menu_lang": "Mudar a língua da conversa, p. ex. /lang pt-PT",
     "menu_listing": "Fotografia + breve descrição: um rascunho de anúncio",
     "menu_condition": "Descreva um artigo: a IA avalia o seu estado",
+    "menu_lang_language": "Um código de língua, como en, pt-PT ou fr",
+    "menu_admin": "Administração do bot",
+    "menu_admin_reset": "Recomeçar todas as conversas de um utilizador",
+    "menu_admin_reset_user": "O utilizador cujas conversas recomeçam",
+    "menu_admin_reset_all": "Recomeçar todas as conversas deste bot",
+    "menu_admin_sessions": "Listar as conversas mais recentes",
+    "menu_condition_item": "O artigo e o seu estado, p. ex. iPhone 12, riscos ligeiros",
+    "menu_listing_photo": "Uma fotografia do artigo",
+    "menu_listing_description": "O que é, em poucas palavras",
     "unsupported_media": (
         "Leio texto e fotografias. Envie o seu artigo como fotografia ou descreva-o."
     ),
