@@ -55,7 +55,9 @@ async def catch_up(
     me = client.user.id if client.user is not None else None
     taken = 0
     for channel, after in recent:
-        missed = await _missed(bot, channel, after, limit, me)
+        # a forum has no messages of its own, only posts (threads)
+        readable = isinstance(channel, discord.abc.Messageable)
+        missed = await _missed(bot, channel, after, limit, me) if readable else []
         for thread in threads.get(channel.id, []):
             if thread.last_message_id is None or thread.last_message_id > after:
                 missed += await _missed(bot, thread, after, limit, me)
@@ -69,7 +71,7 @@ async def catch_up(
 
 
 async def _channel(client: discord.Client, bot: str, channel_id: int) -> Any:
-    """The channel or DM with this id, if the bot can still read it."""
+    """The channel, forum or DM with this id, if the bot can still reach it."""
     channel: Any = client.get_channel(channel_id)
     try:
         if channel is None:
@@ -77,7 +79,7 @@ async def _channel(client: discord.Client, bot: str, channel_id: int) -> Any:
     except discord.HTTPException as exc:
         log.warning("Discord bot %s: channel %s is out of reach: %s", bot, channel_id, exc)
         return None
-    return channel if isinstance(channel, discord.abc.Messageable) else None
+    return channel
 
 
 async def _active_threads(bot: str, channels: list[Any]) -> dict[int, list[Any]]:
