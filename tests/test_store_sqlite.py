@@ -207,9 +207,7 @@ def _file_turns(path: Path) -> list[int]:
         return [row[0] for row in conn.execute("SELECT turn_count FROM sessions ORDER BY user_id")]
 
 
-async def test_touches_reach_the_file_in_one_write_off_the_turn(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_touches_reach_the_file_in_one_write_off_the_turn(tmp_path: Path) -> None:
     # a turn's touch returns without waiting for the database; the touches of many turns
     # are written together soon after, where another process (the admin CLI) reads them
     path = tmp_path / "touch.db"
@@ -218,18 +216,7 @@ async def test_touches_reach_the_file_in_one_write_off_the_turn(
         await store.put(record(key(user="a"), ref="a"))
         await store.put(record(key(user="b"), ref="b"))
         statements: list[str] = []
-        real_execute, real_many = store._conn.execute, store._conn.executemany
-
-        def execute(sql: str, *args: object) -> object:
-            statements.append(sql.split()[0])
-            return real_execute(sql, *args)
-
-        def executemany(sql: str, *args: object) -> object:
-            statements.append("many " + sql.split()[0])
-            return real_many(sql, *args)
-
-        monkeypatch.setattr(store._conn, "execute", execute)
-        monkeypatch.setattr(store._conn, "executemany", executemany)
+        store._db.conn.set_trace_callback(lambda sql: statements.append(sql.split()[0]))
         for _ in range(3):
             await store.touch(key(user="a"))
         await store.touch(key(user="b"))
@@ -239,7 +226,9 @@ async def test_touches_reach_the_file_in_one_write_off_the_turn(
         async with asyncio.timeout(10):
             while _file_turns(path) != [3, 1]:
                 await asyncio.sleep(0.05)
-        assert statements.count("many UPDATE") == 1
+        # one transaction, one UPDATE per conversation
+        writes = [s for s in statements if s != "SELECT"]  # the reads of get() and this loop
+        assert writes == ["BEGIN", "UPDATE", "UPDATE", "COMMIT"]
         got = await store.get(key(user="a"))
         assert got is not None and got.turn_count == 3  # not counted twice once written
     finally:
