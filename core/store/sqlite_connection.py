@@ -17,8 +17,12 @@ thread instead:
 - **WAL checkpoints**: ``wal_autocheckpoint = 0`` on the loop's connection (otherwise one
   commit in a few hundred would copy the WAL into the database and fsync, inline), and a
   thread of its own with its own connection checkpoints (PASSIVE: it never blocks a writer)
-  once a second, or sooner when the WAL passes :data:`WAL_CHECKPOINT_BYTES`, so the WAL
-  stays small; ``journal_size_limit`` truncates the file when SQLite starts it over.
+  once a second, or sooner when the WAL passes :data:`WAL_CHECKPOINT_BYTES`;
+  ``journal_size_limit`` truncates the file when SQLite starts it over. SQLite starts the WAL
+  over only when a writer finds every frame copied, which never happens while turns write
+  without a pause (each PASSIVE checkpoint ends behind the frames written meanwhile); past
+  :data:`WAL_RESTART_BYTES` the checkpoint is a RESTART one, which holds writers back (they
+  wait off the loop, as for any lock) until the WAL can start over.
 
 Durability: WAL with ``synchronous = NORMAL``. A commit is written to the WAL file (the
 operating system's page cache) before the ``await`` that asked for it returns, without an
@@ -51,10 +55,14 @@ CHECKPOINT_INTERVAL = 1.0
 #: A WAL this large is checkpointed without waiting for the interval (a burst of turns writes
 #: tens of MiB a second: every commit appends whole pages).
 WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+#: A WAL this large is checkpointed in RESTART mode: writers wait while it runs (a few ms).
+WAL_RESTART_BYTES = 16 * 1024 * 1024
 #: How often the checkpointer looks at the WAL's size.
 CHECKPOINT_POLL = 0.05
 #: ``journal_size_limit``: the WAL file is cut back to this size when SQLite starts it over.
-WAL_SIZE_LIMIT = WAL_CHECKPOINT_BYTES
+#: Below WAL_CHECKPOINT_BYTES, so that the file's size tells how much of it is in use (SQLite
+#: writes a restarted WAL from its start; the file grows only past its last frame).
+WAL_SIZE_LIMIT = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +140,21 @@ class Checkpointer(threading.Thread):
                 except FileNotFoundError:
                     continue
                 now = time.monotonic()
-                if size >= WAL_CHECKPOINT_BYTES or (size and now - last >= CHECKPOINT_INTERVAL):
-                    self._checkpoint(conn)
+                if size >= WAL_RESTART_BYTES:
+                    # most of the copying without holding writers back, then the rest
+                    # (what was written meanwhile) holding them
+                    self._checkpoint(conn, "PASSIVE")
+                    self._checkpoint(conn, "RESTART")
+                    last = now
+                elif size >= WAL_CHECKPOINT_BYTES or (size and now - last >= CHECKPOINT_INTERVAL):
+                    self._checkpoint(conn, "PASSIVE")
                     last = now
         finally:
             conn.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         except sqlite3.Error as exc:
             log.warning("sqlite store %s: checkpoint failed: %s", self.path, exc)
         self.count += 1
@@ -160,6 +174,8 @@ class LoopConnection:
         self._gate = asyncio.Lock()
         self._queued = 0
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
+        #: how many times work found the file locked and waited on the worker thread
+        self.waited = 0
         self.checkpointer: Checkpointer | None = None
 
     @classmethod
@@ -200,6 +216,7 @@ class LoopConnection:
                 if not is_busy(exc):
                     raise
                 off_loop = True
+                self.waited += 1
         self._queued += 1
         try:
             await self._gate.acquire()
@@ -214,6 +231,7 @@ class LoopConnection:
                 except sqlite3.OperationalError as exc:
                     if not is_busy(exc):
                         raise
+                    self.waited += 1
             future = asyncio.get_running_loop().run_in_executor(
                 self._thread(), self._patiently, work
             )
