@@ -183,7 +183,24 @@ async def engine_turns(store: SQLiteStore, journaled: bool, turns: int, base: in
         assert future is not None
         await future
         times.append(time.perf_counter() - started)
+        if i % 100 == 0:
+            WAL.sample()
     return times
+
+
+class WalSize:
+    """The largest the store's WAL file was seen (sampled between turns, outside the timing)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.largest = 0
+
+    def sample(self) -> None:
+        if self.path is not None and self.path.exists():
+            self.largest = max(self.largest, self.path.stat().st_size)
+
+
+WAL = WalSize()
 
 
 async def measure(turns: int, concurrent: int) -> dict[str, dict[str, float]]:
@@ -191,11 +208,16 @@ async def measure(turns: int, concurrent: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         figures["raw sqlite3, 4 statements"] = summary(raw_floor(Path(tmp) / "raw.db", turns))
         store = await SQLiteStore.open(Path(tmp) / "bench.db")
+        WAL.path = Path(tmp) / "bench.db-wal"
         try:
             journal = store.journal
             for i in range(200):  # warm-up
                 await one_turn(journal, i, f"w{i}")
-            seq = [await one_turn(journal, i, f"s{i}") for i in range(turns)]
+            seq = []
+            for i in range(turns):
+                seq.append(await one_turn(journal, i, f"s{i}"))
+                if i % 100 == 0:
+                    WAL.sample()
             figures["journal, one turn at a time"] = summary(seq)
             rounds = max(1, turns // concurrent)
             together: list[float] = []
@@ -204,6 +226,7 @@ async def measure(turns: int, concurrent: int) -> dict[str, dict[str, float]]:
                 together += await asyncio.gather(
                     *(one_turn(journal, i, f"c{r}-{i}") for i in range(concurrent))
                 )
+                WAL.sample()
             wall = time.perf_counter() - wall
             figures[f"journal, {concurrent} turns at once"] = {
                 **summary(together),
@@ -225,6 +248,7 @@ async def measure(turns: int, concurrent: int) -> dict[str, dict[str, float]]:
                 "cpu without": cpu_without * 1000,
                 "cpu with": cpu_with * 1000,
             }
+            figures["largest WAL file seen"] = {"MiB": WAL.largest / 2**20}
         finally:
             await store.close()
     return figures
@@ -238,6 +262,8 @@ def report(figures: dict[str, dict[str, float]]) -> None:
                 f"CPU (all threads) {values['cpu without']:.3f} -> {values['cpu with']:.3f} "
                 "ms a turn"
             )
+        elif name == "largest WAL file seen":
+            print(f"{name + ':':45}{values['MiB']:.1f} MiB")
         else:
             rate = f"; {values['turns/s']:.0f} turns/s" if "turns/s" in values else ""
             print(f"{name + ':':45}{shown(values)}{rate}")
@@ -278,6 +304,8 @@ def compare(baseline: str, rounds: int, turns: int, concurrent: int) -> None:
         keys = runs["this"][0][name].keys()
         parts = []
         for k in keys:
+            if not any(name in f for f in runs["baseline"]):
+                continue
             before = statistics.median(f[name][k] for f in runs["baseline"] if name in f)
             after = statistics.median(f[name][k] for f in runs["this"])
             parts.append(f"{k} {before:.3f} -> {after:.3f}")

@@ -265,9 +265,9 @@ def size_of(path: Path) -> int:
 def small_wal(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     limit = 64 * 1024
     monkeypatch.setattr(loop_connection, "WAL_CHECKPOINT_BYTES", limit)
-    monkeypatch.setattr(loop_connection, "WAL_SIZE_LIMIT", limit // 4)
     monkeypatch.setattr(loop_connection, "WAL_RESTART_BYTES", limit * 4)
     monkeypatch.setattr(loop_connection, "CHECKPOINT_POLL", 0.005)
+    monkeypatch.setattr(loop_connection, "CHECKPOINT_INTERVAL", 0.005)
     yield limit
 
 

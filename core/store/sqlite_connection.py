@@ -17,12 +17,15 @@ thread instead:
 - **WAL checkpoints**: ``wal_autocheckpoint = 0`` on the loop's connection (otherwise one
   commit in a few hundred would copy the WAL into the database and fsync, inline), and a
   thread of its own with its own connection checkpoints (PASSIVE: it never blocks a writer)
-  once a second, or sooner when the WAL passes :data:`WAL_CHECKPOINT_BYTES`;
-  ``journal_size_limit`` truncates the file when SQLite starts it over. SQLite starts the WAL
-  over only when a writer finds every frame copied, which never happens while turns write
-  without a pause (each PASSIVE checkpoint ends behind the frames written meanwhile); past
-  :data:`WAL_RESTART_BYTES` the checkpoint is a RESTART one, which holds writers back (they
-  wait off the loop, as for any lock) until the WAL can start over.
+  once a second when the WAL changed, and every :data:`CHECKPOINT_POLL` while turns write
+  :data:`WAL_CHECKPOINT_BYTES` or more between two checkpoints. SQLite starts the WAL over
+  only when a writer finds every frame copied, which never happens while turns write without
+  a pause (each PASSIVE checkpoint ends behind the frames written meanwhile); past
+  :data:`WAL_RESTART_BYTES` of frames the last checkpoint is a RESTART one, which holds
+  writers back for a few milliseconds (they wait off the loop, as for any lock) so the WAL
+  starts over. The file keeps its size for the next frames unless it grew past
+  :data:`WAL_SIZE_LIMIT`, and is then emptied by the checkpointer (TRUNCATE), not by the
+  loop's next commit (``journal_size_limit``: truncating tens of MiB took ~30 ms).
 
 Durability: WAL with ``synchronous = NORMAL``. A commit is written to the WAL file (the
 operating system's page cache) before the ``await`` that asked for it returns, without an
@@ -39,30 +42,32 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
+import functools
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: At most this long between two checkpoints of a WAL that has frames.
+#: Seconds between two checkpoints of a WAL that changed.
 CHECKPOINT_INTERVAL = 1.0
-#: A WAL this large is checkpointed without waiting for the interval (a burst of turns writes
-#: tens of MiB a second: every commit appends whole pages).
-WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
-#: A WAL this large is checkpointed in RESTART mode: writers wait while it runs (a few ms).
-WAL_RESTART_BYTES = 16 * 1024 * 1024
-#: How often the checkpointer looks at the WAL's size.
+#: Seconds between two looks at the WAL file, and between checkpoints while turns write a lot
+#: (a burst writes tens of MiB a second: every commit appends whole pages).
 CHECKPOINT_POLL = 0.05
-#: ``journal_size_limit``: the WAL file is cut back to this size when SQLite starts it over.
-#: Below WAL_CHECKPOINT_BYTES, so that the file's size tells how much of it is in use (SQLite
-#: writes a restarted WAL from its start; the file grows only past its last frame).
-WAL_SIZE_LIMIT = 1024 * 1024
+#: "A lot": this much WAL written between two checkpoints.
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+#: A WAL holding this much is started over (RESTART checkpoint: writers wait a few ms).
+WAL_RESTART_BYTES = 16 * 1024 * 1024
+#: A RESTART checkpoint waits for PASSIVE ones to leave fewer frames than this to copy.
+RESTART_FRAMES_LEFT = 256
+#: A WAL file larger than this is emptied (TRUNCATE checkpoint) when it is started over.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -133,31 +138,59 @@ class Checkpointer(threading.Thread):
         conn = connect(self.path)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.patience_ms)}")
+            frame = int(conn.execute("PRAGMA page_size").fetchone()[0]) + 24
+            seen: tuple[int, int] | None = None  # the WAL file's (mtime, size) at the last one
+            frames = 0  # frames in the WAL at the last checkpoint
             last = time.monotonic()
+            heavy = False  # much was written between the last two checkpoints
             while not self._stopping.wait(CHECKPOINT_POLL):
                 try:
-                    size = os.stat(self.wal).st_size
+                    stat = os.stat(self.wal)
                 except FileNotFoundError:
                     continue
-                now = time.monotonic()
-                if size >= WAL_RESTART_BYTES:
-                    # most of the copying without holding writers back, then the rest
-                    # (what was written meanwhile) holding them
-                    self._checkpoint(conn, "PASSIVE")
-                    self._checkpoint(conn, "RESTART")
-                    last = now
-                elif size >= WAL_CHECKPOINT_BYTES or (size and now - last >= CHECKPOINT_INTERVAL):
-                    self._checkpoint(conn, "PASSIVE")
-                    last = now
+                if (stat.st_mtime_ns, stat.st_size) == seen:
+                    continue  # nothing written since
+                grown = stat.st_size - (seen[1] if seen else 0) >= WAL_CHECKPOINT_BYTES
+                if not (heavy or grown or time.monotonic() - last >= CHECKPOINT_INTERVAL):
+                    continue
+                seen, last = (stat.st_mtime_ns, stat.st_size), time.monotonic()
+                now = self._checkpoint(conn, "PASSIVE")
+                written = now - frames if now >= frames else now  # (or the WAL started over)
+                heavy = written * frame >= WAL_CHECKPOINT_BYTES
+                if now * frame >= WAL_RESTART_BYTES:
+                    now = self._restart(conn, now, stat.st_size > WAL_SIZE_LIMIT)
+                frames = now
         finally:
             conn.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
+    def _restart(self, conn: sqlite3.Connection, frames: int, truncate: bool) -> int:
+        """The copying without holding writers back, pass after pass (each copies what was
+        written during the last, so fewer pages) until little is left, then the rest holding
+        them (RESTART: they wait meanwhile, a few milliseconds) so the WAL starts over;
+        TRUNCATE also empties a file grown past WAL_SIZE_LIMIT (tens of ms: rare)."""
+        for _ in range(3):
+            more = self._checkpoint(conn, "PASSIVE")
+            if more - frames < RESTART_FRAMES_LEFT:
+                break
+            frames = more
+        self._checkpoint(conn, "TRUNCATE" if truncate else "RESTART")
+        return 0
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int:
+        """Frames in the WAL when the checkpoint started (-1 if it failed)."""
+        self.count += 1
         try:
-            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            return int(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[1])
         except sqlite3.Error as exc:
             log.warning("sqlite store %s: checkpoint failed: %s", self.path, exc)
-        self.count += 1
+            return -1
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Callable[[sqlite3.Connection], Any]
+    off_loop: bool
+    done: asyncio.Future[Any]
 
 
 class LoopConnection:
@@ -169,10 +202,10 @@ class LoopConnection:
         self.conn = conn
         self.path = path
         self.patience_ms = patience_ms
-        # held while work runs on the worker thread; ``_queued`` counts that work and the work
-        # waiting behind it: while it is not 0, new work queues too (nothing jumps the queue)
-        self._gate = asyncio.Lock()
-        self._queued = 0
+        # work waiting behind the piece on the worker thread (``_away``); while there is any,
+        # new work queues too: nothing jumps the queue
+        self._queue: deque[_Job] = deque()
+        self._away = False
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         #: how many times work found the file locked and waited on the worker thread
         self.waited = 0
@@ -192,7 +225,6 @@ class LoopConnection:
                     wal_mode(conn, patience_ms)
                     conn.execute("PRAGMA synchronous = NORMAL")
                     conn.execute("PRAGMA wal_autocheckpoint = 0")
-                    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
                 setup(conn)
                 conn.execute("PRAGMA busy_timeout = 0")  # on the loop: never sleep on a lock
             except BaseException:
@@ -209,7 +241,7 @@ class LoopConnection:
     async def run(self, work: Callable[[sqlite3.Connection], T], *, off_loop: bool = False) -> T:
         """``work(conn)``'s result. Inline (nothing awaited) unless other work is queued,
         ``off_loop`` is asked, or the database is locked by another connection."""
-        if not off_loop and not self._queued:
+        if not off_loop and not self._away and not self._queue:
             try:
                 return work(self.conn)
             except sqlite3.OperationalError as exc:
@@ -217,38 +249,16 @@ class LoopConnection:
                     raise
                 off_loop = True
                 self.waited += 1
-        self._queued += 1
-        try:
-            await self._gate.acquire()
-        except BaseException:
-            self._queued -= 1
-            raise
-        handed_over = False
-        try:
-            if not off_loop:  # our turn, and nothing else is running
-                try:
-                    return work(self.conn)
-                except sqlite3.OperationalError as exc:
-                    if not is_busy(exc):
-                        raise
-                    self.waited += 1
-            future = asyncio.get_running_loop().run_in_executor(
-                self._thread(), self._patiently, work
-            )
-            # the gate opens when the thread is done with the connection, even if the caller
-            # was cancelled meanwhile
-            future.add_done_callback(self._release)
-            handed_over = True
-            return await asyncio.shield(future)
-        finally:
-            if not handed_over:
-                self._queued -= 1
-                self._gate.release()
+        job = _Job(work, off_loop, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._pump()
+        result: T = await job.done  # cancelling the caller skips the job if not started
+        return result
 
     def now(self, work: Callable[[sqlite3.Connection], object]) -> bool:
         """Runs ``work`` inline, or does nothing and answers False when it would have to wait
         (other work queued, or the file locked by another connection)."""
-        if self._queued:
+        if self._away or self._queue:
             return False
         try:
             work(self.conn)
@@ -258,11 +268,43 @@ class LoopConnection:
             return False
         return True
 
-    def _release(self, future: asyncio.Future[Any]) -> None:
-        self._queued -= 1
-        self._gate.release()
-        if not future.cancelled():
-            future.exception()  # retrieved: a cancelled caller no longer awaits it
+    def _pump(self) -> None:
+        """Runs the queue in order until it is empty or a piece must go to the worker thread:
+        inline pieces all at once (their callers wake together, not one loop step each)."""
+        while self._queue and not self._away:
+            job = self._queue.popleft()
+            if job.done.cancelled():
+                continue
+            if not job.off_loop:
+                try:
+                    job.done.set_result(job.work(self.conn))
+                    continue
+                except sqlite3.OperationalError as exc:
+                    if not is_busy(exc):
+                        job.done.set_exception(exc)
+                        continue
+                    self.waited += 1
+                except Exception as exc:
+                    job.done.set_exception(exc)
+                    continue
+            self._away = True
+            future = asyncio.get_running_loop().run_in_executor(
+                self._thread(), self._patiently, job.work
+            )
+            # the connection is free for others once the thread is done with it, even if the
+            # caller was cancelled meanwhile
+            future.add_done_callback(functools.partial(self._back, job))
+
+    def _back(self, job: _Job, future: asyncio.Future[Any]) -> None:
+        self._away = False
+        if future.cancelled():
+            job.done.cancel()
+        elif (exc := future.exception()) is not None:
+            if not job.done.done():
+                job.done.set_exception(exc)
+        elif not job.done.done():
+            job.done.set_result(future.result())
+        self._pump()
 
     def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._worker is None:
@@ -272,12 +314,19 @@ class LoopConnection:
     def _patiently(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """On the worker thread: ``work`` waiting up to the patience for another connection's
         lock."""
-        self.conn.execute(f"PRAGMA busy_timeout = {int(self.patience_ms)}")
-        try:
-            return work(self.conn)
-        finally:
-            with contextlib.suppress(sqlite3.ProgrammingError):  # closed by ``work``
-                self.conn.execute("PRAGMA busy_timeout = 0")
+        # Polled rather than SQLite's busy handler, whose sleeps grow to 100 ms: the usual lock
+        # here is a RESTART checkpoint of a few milliseconds, and every write of the process
+        # queues behind this one.
+        deadline = time.monotonic() + self.patience_ms / 1000
+        pause = 0.0005
+        while True:
+            try:
+                return work(self.conn)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
 
     async def close(self) -> None:
         """Stops the checkpointer, then closes the connection (the last one to close
