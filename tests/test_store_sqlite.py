@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,34 @@ async def test_a_put_or_delete_drops_touches_not_written_yet(tmp_path: Path) -> 
     await store.put(record(key(user="b"), ref="b2", turns=0))
     await store.close()  # writes what is pending
     assert _file_turns(path) == [0, 0]
+
+
+async def test_payloads_named_again_cost_no_statement_and_stay_alive(tmp_path: Path) -> None:
+    # the same buttons answer after answer: named once by a statement; then from memory,
+    # their last use written in the background with the touches
+    path = tmp_path / "buttons.db"
+    store = await SQLiteStore.open(path)
+    try:
+        first = await store.short_ids(["Sim", "Não"])
+        statements: list[str] = []
+        store._db.conn.set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+        assert await store.short_ids(["Não", "Sim"]) == first[::-1]
+        assert statements == []
+        await store.short_ids(["Sim", "Talvez"])  # one new payload: one statement for both
+        assert statements == ["INSERT"]
+        statements.clear()
+        with sqlite3.connect(path) as raw:
+            (before,) = raw.execute(
+                "SELECT last_used FROM buttons WHERE payload = 'Não'"
+            ).fetchone()
+        await asyncio.sleep(0.01)
+        assert await store.short_ids(["Não"]) == [first[1]]
+        assert statements == []
+        await store.prune(timedelta(days=1))  # writes what is pending first
+        with sqlite3.connect(path) as raw:
+            (after,) = raw.execute("SELECT last_used FROM buttons WHERE payload = 'Não'").fetchone()
+        assert after > before
+        assert statements == ["BEGIN", "UPDATE", "COMMIT", "DELETE"]  # "Não" only: "Sim" was
+        # written by the statement that named "Talvez"
+    finally:
+        await store.close()

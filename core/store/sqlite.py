@@ -106,6 +106,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # many turns go to the database in one transaction, off the turns' path.
 TOUCH_FLUSH_DELAY = 1.0
 
+#: A payload named within this long is named again from memory, with no statement on the
+#: turn's path; its button's last_used is renewed with the touches (see short_ids).
+NAMED_RECENTLY = timedelta(hours=1)
+#: At most this many payloads remembered (the oldest is forgotten first).
+NAMED_KEPT = 4096
+
 log = logging.getLogger(__name__)
 
 _KEY_WHERE = "bot = ? AND platform = ? AND chat_id = ? AND user_id = ? AND thread_id = ?"
@@ -125,6 +131,10 @@ _BUTTON_UPSERT = (
 
 class SchemaTooNew(RuntimeError):
     """The file was written by a newer chatbridge; refusing to guess its layout."""
+
+
+def to_micros_delta(value: timedelta) -> int:
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
@@ -195,6 +205,10 @@ class SQLiteStore:
         # touches not written yet: key params -> (last_active in microseconds, turns to add)
         self._touches: dict[tuple[str, str, str, str, str], tuple[int, int]] = {}
         self._touch_timer: asyncio.TimerHandle | None = None
+        # payload -> (short id, when its row was last written, µs); and renewals of last_used
+        # not written yet, payload -> µs (written with the touches)
+        self._named: dict[str, tuple[str, int]] = {}
+        self._renewed: dict[str, int] = {}
 
     @classmethod
     async def open(
@@ -292,6 +306,9 @@ class SQLiteStore:
         params = _key_params(key)
         _, turns = self._touches.get(params, (0, 0))
         self._touches[params] = (to_micros(utcnow()), turns + 1)
+        self._flush_later()
+
+    def _flush_later(self) -> None:
         if self._touch_timer is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._touch_timer = loop.call_later(TOUCH_FLUSH_DELAY, self._touch_timer_fired)
@@ -310,23 +327,36 @@ class SQLiteStore:
     def _touches_work(self) -> Callable[[sqlite3.Connection], object]:
         rows = [(at, turns, *params) for params, (at, turns) in self._touches.items()]
         sql = f"UPDATE sessions SET last_active = ?, turn_count = turn_count + ? WHERE {_KEY_WHERE}"
-        return lambda c: in_transaction(c, lambda c: c.executemany(sql, rows))
+        renewals = [(at, payload) for payload, at in self._renewed.items()]
+        renew = "UPDATE buttons SET last_used = MAX(last_used, ?) WHERE payload = ?"
+
+        def write(conn: sqlite3.Connection) -> None:
+            if rows:
+                conn.executemany(sql, rows)
+            if renewals:
+                conn.executemany(renew, renewals)
+
+        return lambda c: in_transaction(c, write)
 
     def _write_touches_now(self) -> bool:
         """Writes the pending touches inline; False (nothing written) when that would have
         to wait. Read, written and forgotten with nothing awaited in between, so every read
         finds a touch in exactly one place: the row or ``_touches``. A failed write loses
         them (logged by the caller)."""
-        if not self._touches:
+        if not self._touches and not self._renewed:
             return True
         try:
             done = self._db.now(self._touches_work())
         except Exception:
-            self._touches.clear()
+            self._forget_pending()
             raise
         if done:
-            self._touches.clear()
+            self._forget_pending()
         return done
+
+    def _forget_pending(self) -> None:
+        self._touches.clear()
+        self._renewed.clear()
 
     async def _flush_touches(self) -> None:
         if self._write_touches_now():
@@ -334,7 +364,7 @@ class SQLiteStore:
         # the file is busy: written off the loop (a read queued before this one may miss
         # them, once: these are a recency and a counter)
         work = self._touches_work()
-        self._touches.clear()
+        self._forget_pending()
         await self._db.run(work)
 
     async def delete(self, key: ConversationKey) -> bool:
@@ -387,11 +417,20 @@ class SQLiteStore:
 
     async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
         """Ids for every payload, written in one statement however many buttons an answer
-        has (a hash collision, practically never, costs a transaction more)."""
+        has (a hash collision, practically never, costs a transaction more). Payloads all
+        named by this process within NAMED_RECENTLY cost no statement: their rows exist (the
+        TTL is far longer) and their last_used is renewed in the background, like touches."""
         unique = list(dict.fromkeys(payloads))
         if not unique:
             return []
         now = to_micros(utcnow())
+        recent = now - to_micros_delta(NAMED_RECENTLY)
+        named = self._named
+        if all(p in named and named[p][1] >= recent for p in unique):
+            for p in unique:
+                self._renewed[p] = now
+            self._flush_later()
+            return [named[p][0] for p in payloads]
         values = ", ".join(["(?, ?, ?, ?)"] * len(unique))
         params = [v for p in unique for v in (short_id_candidates(p)[0], p, now, now)]
         sql = _BUTTON_INSERT + values + _BUTTON_UPSERT
@@ -400,6 +439,12 @@ class SQLiteStore:
         missing = [p for p in unique if p not in ids]
         if missing:
             ids.update(await self._db.run(lambda c: in_transaction(c, _colliding(missing, now))))
+        for p in unique:
+            named.pop(p, None)  # (re)inserted last: the oldest go first
+            named[p] = (ids[p], now)
+            self._renewed.pop(p, None)  # written now
+        while len(named) > NAMED_KEPT:
+            del named[next(iter(named))]
         return [ids[p] for p in payloads]
 
     async def resolve(self, short_id: str) -> str | None:
@@ -408,8 +453,10 @@ class SQLiteStore:
 
     async def prune(self, older_than: timedelta | None = None) -> int:
         """Forget button ids not issued for ``older_than`` (default: the store's TTL)."""
+        await self._flush_touches()  # renewals of last_used not written yet
         age = self.button_ttl if older_than is None else older_than
         cutoff = to_micros(utcnow() - age)
+        self._named.clear()  # a pruned payload must be written again when named
         return await self._db.run(lambda c: _prune_buttons(c, cutoff), off_loop=True)
 
     # --- lifecycle ----------------------------------------------------------------------------
