@@ -9,8 +9,9 @@ Four views, all printed, nothing asserted:
 2. the same four writes for many turns at once (they share the store's one connection, so
    this shows queueing);
 3. end to end through the engine: the same turns with and without a journal, an instant
-   backend and a do-nothing surface; the difference of the per-turn times is the journal's
-   cost as a user would feel it. CPU is the process's, all threads.
+   backend and a do-nothing surface; the time each turn spends awaiting the journal (its
+   record, sent, answer and delivered writes, timed inside the turn), and the difference of
+   the per-turn times with and without. CPU is the process's, all threads.
 
 Before and after in one command: ``--baseline DIR`` (another checkout, e.g.
 ``git archive <commit> | tar -x -C DIR``) runs the same measurements on that code, in
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,7 @@ from chatbridge.core.types import (  # noqa: E402
     Event,
     Final,
     Inbound,
+    JournalEntry,
     ReplyMessage,
     TurnState,
 )
@@ -162,13 +165,50 @@ class Quiet:
     async def fail(self, text: str) -> None: ...
 
 
-async def engine_turns(store: SQLiteStore, journaled: bool, turns: int, base: int) -> list[float]:
+class TimedJournal:
+    """The store's journal, timing what each turn spends awaiting it (by entry): the
+    journal's cost per turn measured inside the turn, not as a difference of two runs."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.spent: dict[int, float] = {}
+
+    async def record(self, inbound: Inbound, source: str) -> JournalEntry | None:
+        started = time.perf_counter()
+        entry = await self.journal.record(inbound, source)
+        if entry is not None:
+            self.spent[entry.seq] = time.perf_counter() - started
+        return entry
+
+    async def advance(self, bot: str, seq: int, state: TurnState) -> None:
+        started = time.perf_counter()
+        await self.journal.advance(bot, seq, state)
+        self.spent[seq] += time.perf_counter() - started
+
+    async def answer(self, bot: str, seq: int, messages: Sequence[ReplyMessage]) -> None:
+        started = time.perf_counter()
+        await self.journal.answer(bot, seq, messages)
+        self.spent[seq] += time.perf_counter() - started
+
+    async def unfinished(self, bot: str) -> list[JournalEntry]:
+        return await self.journal.unfinished(bot)
+
+    async def last_messages(self, bot: str, since: datetime) -> dict[str, str]:
+        return await self.journal.last_messages(bot, since)
+
+    async def prune(self, older_than: timedelta) -> int:
+        return await self.journal.prune(older_than)
+
+
+async def engine_turns(
+    store: SQLiteStore, journaled: bool, turns: int, base: int, timed: TimedJournal | None = None
+) -> list[float]:
     engine = Engine(
         bot="bench",
         backend=Instant(),
         backend_name="instant",
         store=store,
-        journal=store.journal if journaled else None,
+        journal=(timed or store.journal) if journaled else None,
     )
     surface: Surface = Quiet()
     times = []
@@ -238,10 +278,14 @@ async def measure(turns: int, concurrent: int) -> dict[str, dict[str, float]]:
             without = await engine_turns(store, False, turns, 3 * 10**6)
             cpu_without = (time.process_time() - cpu) / turns
             cpu = time.process_time()
-            with_journal = await engine_turns(store, True, turns, 4 * 10**6)
+            timed = TimedJournal(store.journal)
+            with_journal = await engine_turns(store, True, turns, 4 * 10**6, timed)
             cpu_with = (time.process_time() - cpu) / turns
             figures["engine turn without journal"] = summary(without)
             figures["engine turn with journal"] = summary(with_journal)
+            figures["time awaiting the journal, per engine turn"] = summary(
+                list(timed.spent.values())
+            )
             figures["journal's cost per engine turn"] = {
                 "p50": (statistics.median(with_journal) - statistics.median(without)) * 1000,
                 "p99": (pct(with_journal, 0.99) - pct(without, 0.99)) * 1000,
