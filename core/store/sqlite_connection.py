@@ -17,8 +17,9 @@ thread instead:
 - **WAL checkpoints**: ``wal_autocheckpoint = 0`` on the loop's connection (otherwise one
   commit in a few hundred would copy the WAL into the database and fsync, inline), and a
   thread of its own with its own connection checkpoints (PASSIVE: it never blocks a writer)
-  once a second when the WAL changed, and every :data:`CHECKPOINT_POLL` while turns write
-  :data:`WAL_CHECKPOINT_BYTES` or more between two checkpoints. SQLite starts the WAL over
+  once a second when the WAL changed (asleep while the store is idle), and every
+  :data:`CHECKPOINT_POLL` while turns write :data:`WAL_CHECKPOINT_BYTES` or more between two
+  checkpoints. SQLite starts the WAL over
   only when a writer finds every frame copied, which never happens while turns write without
   a pause (each PASSIVE checkpoint ends behind the frames written meanwhile); past
   :data:`WAL_RESTART_BYTES` of frames the last checkpoint is a RESTART one, which holds
@@ -129,10 +130,14 @@ class Checkpointer(threading.Thread):
         self.patience_ms = patience_ms
         #: checkpoints run so far (tests and benchmarks read it)
         self.count = 0
+        #: set by the loop when it used the connection: asleep until then (an idle store
+        #: costs no wakeups, a busy one a look every CHECKPOINT_POLL)
+        self.used = threading.Event()
         self._stopping = threading.Event()
 
     def stop(self) -> None:
         self._stopping.set()
+        self.used.set()
 
     def run(self) -> None:
         conn = connect(self.path)
@@ -143,7 +148,11 @@ class Checkpointer(threading.Thread):
             frames = 0  # frames in the WAL at the last checkpoint
             last = time.monotonic()
             heavy = False  # much was written between the last two checkpoints
-            while not self._stopping.wait(CHECKPOINT_POLL):
+            while True:
+                self.used.wait()
+                if self._stopping.wait(CHECKPOINT_POLL):
+                    break
+                self.used.clear()  # before looking: a write from now on sets it again
                 try:
                     stat = os.stat(self.wal)
                 except FileNotFoundError:
@@ -152,6 +161,7 @@ class Checkpointer(threading.Thread):
                     continue  # nothing written since
                 grown = stat.st_size - (seen[1] if seen else 0) >= WAL_CHECKPOINT_BYTES
                 if not (heavy or grown or time.monotonic() - last >= CHECKPOINT_INTERVAL):
+                    self.used.set()  # written, not due yet: look again soon
                     continue
                 seen, last = (stat.st_mtime_ns, stat.st_size), time.monotonic()
                 now = self._checkpoint(conn, "PASSIVE")
@@ -241,6 +251,8 @@ class LoopConnection:
     async def run(self, work: Callable[[sqlite3.Connection], T], *, off_loop: bool = False) -> T:
         """``work(conn)``'s result. Inline (nothing awaited) unless other work is queued,
         ``off_loop`` is asked, or the database is locked by another connection."""
+        if self.checkpointer is not None and not self.checkpointer.used.is_set():
+            self.checkpointer.used.set()
         if not off_loop and not self._away and not self._queue:
             try:
                 return work(self.conn)
