@@ -101,7 +101,7 @@ def in_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection]
 def connect(path: str) -> sqlite3.Connection:
     # isolation_level=None: autocommit; transactions are opened explicitly (in_transaction).
     # check_same_thread=False: the connection moves to a worker thread when work must wait,
-    # never while the loop uses it (LoopConnection's gate).
+    # never while the loop uses it (LoopConnection's queue).
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
