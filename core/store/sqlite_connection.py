@@ -18,10 +18,10 @@ thread instead:
   commit in a few hundred would copy the WAL into the database and fsync, inline), and a
   thread of its own with its own connection checkpoints (PASSIVE: it never blocks a writer)
   once a second when the WAL changed (asleep while the store is idle), and every
-  :data:`CHECKPOINT_POLL` while turns write :data:`WAL_CHECKPOINT_BYTES` or more between two
-  checkpoints. SQLite starts the WAL over
-  only when a writer finds every frame copied, which never happens while turns write without
-  a pause (each PASSIVE checkpoint ends behind the frames written meanwhile); past
+  :data:`CHECKPOINT_POLL` while the WAL holds :data:`WAL_CHECKPOINT_BYTES` or more. SQLite
+  starts the WAL over only when a writer finds every frame copied, which never happens while
+  turns write without a pause (each PASSIVE checkpoint ends behind the frames written
+  meanwhile); past
   :data:`WAL_RESTART_BYTES` of frames the last checkpoint is a RESTART one, which holds
   writers back for a few milliseconds (they wait off the loop, as for any lock) so the WAL
   starts over. The file keeps its size for the next frames unless it grew past
@@ -61,7 +61,7 @@ CHECKPOINT_INTERVAL = 1.0
 #: Seconds between two looks at the WAL file, and between checkpoints while turns write a lot
 #: (a burst writes tens of MiB a second: every commit appends whole pages).
 CHECKPOINT_POLL = 0.05
-#: "A lot": this much WAL written between two checkpoints.
+#: "A lot": the WAL holds this much at a checkpoint.
 WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
 #: A WAL holding this much is started over (RESTART checkpoint: writers wait a few ms).
 WAL_RESTART_BYTES = 16 * 1024 * 1024
@@ -145,9 +145,8 @@ class Checkpointer(threading.Thread):
             conn.execute(f"PRAGMA busy_timeout = {int(self.patience_ms)}")
             frame = int(conn.execute("PRAGMA page_size").fetchone()[0]) + 24
             seen: tuple[int, int] | None = None  # the WAL file's (mtime, size) at the last one
-            frames = 0  # frames in the WAL at the last checkpoint
             last = time.monotonic()
-            heavy = False  # much was written between the last two checkpoints
+            heavy = False  # the WAL held much at the last checkpoint
             while True:
                 self.used.wait()
                 if self._stopping.wait(CHECKPOINT_POLL):
@@ -164,16 +163,16 @@ class Checkpointer(threading.Thread):
                     self.used.set()  # written, not due yet: look again soon
                     continue
                 seen, last = (stat.st_mtime_ns, stat.st_size), time.monotonic()
-                now = self._checkpoint(conn, "PASSIVE")
-                written = now - frames if now >= frames else now  # (or the WAL started over)
-                heavy = written * frame >= WAL_CHECKPOINT_BYTES
-                if now * frame >= WAL_RESTART_BYTES:
-                    now = self._restart(conn, now, stat.st_size > WAL_SIZE_LIMIT)
-                frames = now
+                frames = self._checkpoint(conn, "PASSIVE")
+                # the WAL holds this since it last started over (usually: since the last
+                # checkpoint, the next writer starts it over once every frame is copied)
+                heavy = frames * frame >= WAL_CHECKPOINT_BYTES
+                if frames * frame >= WAL_RESTART_BYTES:
+                    self._restart(conn, frames, stat.st_size > WAL_SIZE_LIMIT)
         finally:
             conn.close()
 
-    def _restart(self, conn: sqlite3.Connection, frames: int, truncate: bool) -> int:
+    def _restart(self, conn: sqlite3.Connection, frames: int, truncate: bool) -> None:
         """The copying without holding writers back, pass after pass (each copies what was
         written during the last, so fewer pages) until little is left, then the rest holding
         them (RESTART: they wait meanwhile, a few milliseconds) so the WAL starts over;
@@ -184,13 +183,12 @@ class Checkpointer(threading.Thread):
                 break
             frames = more
         self._checkpoint(conn, "TRUNCATE" if truncate else "RESTART")
-        return 0
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int:
         """Frames in the WAL when the checkpoint started (-1 if it failed)."""
         self.count += 1
         try:
-            return int(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[1])
+            return int(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()[0][1])
         except sqlite3.Error as exc:
             log.warning("sqlite store %s: checkpoint failed: %s", self.path, exc)
             return -1
