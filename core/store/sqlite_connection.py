@@ -62,9 +62,9 @@ CHECKPOINT_INTERVAL = 1.0
 #: (a burst writes tens of MiB a second: every commit appends whole pages).
 CHECKPOINT_POLL = 0.05
 #: "A lot": the WAL holds this much at a checkpoint.
-WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
 #: A WAL holding this much is started over (RESTART checkpoint: writers wait a few ms).
-WAL_RESTART_BYTES = 16 * 1024 * 1024
+WAL_RESTART_BYTES = 32 * 1024 * 1024
 #: A RESTART checkpoint waits for PASSIVE ones to leave fewer frames than this to copy.
 RESTART_FRAMES_LEFT = 256
 #: A WAL file larger than this is emptied (TRUNCATE checkpoint) when it is started over.
