@@ -68,7 +68,7 @@ WAL_RESTART_BYTES = 32 * 1024 * 1024
 #: A RESTART checkpoint waits for PASSIVE ones to leave fewer frames than this to copy.
 RESTART_FRAMES_LEFT = 256
 #: A WAL file larger than this is emptied (TRUNCATE checkpoint) when it is started over.
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
+WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
