@@ -279,13 +279,16 @@ class Engine:
                 try:
                     job = await slot.job  # the message may still be being prepared
                     if job is not None and self._closing and _journaled(slot.turn):
-                        job = self._deferred  # the next start runs it
-                    result = TurnResult("refused") if job is None else await self._run(job)
+                        result = None  # not started: the next start runs it
+                    else:
+                        result = TurnResult("refused") if job is None else await self._run(job)
                 except asyncio.CancelledError:
                     await self._interrupt(lane)
                     raise
                 lane.slots.popleft()
-                if not slot.result.done():
+                if result is None:
+                    self._leave(slot, "deferred")
+                elif not slot.result.done():
                     slot.result.set_result(result)
                 self._report_queue()
         finally:
@@ -312,27 +315,32 @@ class Engine:
         if self._observer:
             self._observer.turn_finished(self.bot, "interrupted", 0.0)
         for i, slot in enumerate(lane.slots):
-            outcome: TurnOutcome = "interrupted" if i == 0 else "deferred"
-            if slot.turn is not None and slot.turn.entry is None:
+            if _journaled(slot.turn):
+                self._leave(slot, "interrupted" if i == 0 else "deferred")
+                continue
+            if slot.turn is not None:  # (None: an admin job, or a message still prepared)
                 await self._tell_interrupted(slot.turn)
-                outcome = "interrupted"
             if not slot.result.done():
-                slot.result.set_result(TurnResult(outcome))
+                slot.result.set_result(TurnResult("interrupted"))
         lane.slots.clear()
 
-    async def _not_now(self, turn: Turn) -> TurnResult:
-        """A message taken while shutting down: a journaled one is left for the next start,
-        one nothing will resume is told."""
-        if _journaled(turn):
-            return await self._deferred()
-        return await self._interrupted(turn)
+    def _leave(self, slot: _Slot, outcome: TurnOutcome) -> None:
+        """Shutting down: this journaled turn stays as it is in the journal (received, or the
+        state it reached or a restart found it in) for the next start, so its user gets an
+        answer rather than a notice. With several replicas its result is cancelled, not set:
+        the replica then leaves its work item pending, and whoever owns the partition next
+        claims it (a result would acknowledge it as done)."""
+        if slot.result.done():
+            return
+        if self._work is not None:
+            slot.result.cancel()
+        else:
+            slot.result.set_result(TurnResult(outcome))
 
-    @staticmethod
-    async def _deferred() -> TurnResult:
-        """Shutting down before this turn started: it stays as it is in the journal
-        (received, or the state a restart found it in) and the next start runs it, so its
-        user gets an answer rather than a notice."""
-        return TurnResult("deferred")
+    async def _not_now(self, turn: Turn) -> TurnResult:
+        """A message taken while shutting down that nothing will resume (not journaled; a
+        journaled one never gets here, :meth:`_drain` leaves it in the journal)."""
+        return await self._interrupted(turn)
 
     async def _refuse(self, turn: Turn, text: str, why: str) -> TurnResult:
         log.info("refused a turn (%s) for %s", why, turn.inbound.key.short())
