@@ -159,6 +159,9 @@ def _profile_signals() -> Any:
             steps.stop()
             turns = int(os.environ.get("TURN_COST_TURNS", "1"))
             Path(steps_path).write_text(steps.report(turns) + "\n", encoding="utf-8")
+            # what the process holds: its modules (for RSS work, diffed against the bare bot's)
+            modules = "\n".join(sorted(sys.modules)) + "\n"
+            Path(steps_path + ".modules").write_text(modules, encoding="utf-8")
 
     signal.signal(signal.SIGUSR1, begin)
     signal.signal(signal.SIGUSR2, end)

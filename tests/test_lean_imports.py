@@ -37,6 +37,12 @@ UNUSED = (
     "redis",
     "discord",
     "tenacity",
+    # aiohttp's server side: only webhook mode and the [http] listener need it
+    "aiohttp.web",
+    "chatbridge.adapters.telegram.webhook",
+    "chatbridge.bots.http",
+    # grapheme clusters: only a text longer than one message is cut with them
+    "regex",
 )
 
 CHILD = textwrap.dedent(
