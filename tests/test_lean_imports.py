@@ -43,6 +43,12 @@ UNUSED = (
     "chatbridge.bots.http",
     # grapheme clusters: only a text longer than one message is cut with them
     "regex",
+    # optional features of python-telegram-bot and httpx (bots/extras.py), when installed
+    "tornado",
+    "cryptography",
+    "aiolimiter",
+    "click",
+    "pygments",
 )
 
 CHILD = textwrap.dedent(
