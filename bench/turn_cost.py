@@ -64,9 +64,16 @@ TOKENS = {
 # --- the bare bot (subprocess) -------------------------------------------------------------------
 
 
-def run_bare(api: str, loopos: str, token: str) -> None:
+def run_bare(api: str, loopos: str, token: str, extras: bool) -> None:
     """The floor: what a developer writes first with PTB and httpx."""
     _profile_signals()  # before the event loop exists
+    if not extras:
+        # as on a clean install of python-telegram-bot and httpx (what the issue measured):
+        # the optional packages this machine has (tornado, cryptography, aiolimiter, click,
+        # pygments) stay out, as they do in chatbridge (bots/extras.py)
+        from chatbridge.bots.extras import skip_unused_extras
+
+        skip_unused_extras()
     import logging
     import uuid
 
@@ -238,6 +245,7 @@ class Settings:
     paced_turns: int = 20
     think: float = 1.0  # seconds the user of "paced" reads a reply before answering
     store: str = "sqlite"
+    bare_extras: bool = False  # let the bare bot import PTB's and httpx's optional extras
     profile: str | None = None  # cProfile path of the bridge (bare: PATH.bare)
     steps: str | None = None  # loop-step report path of the bridge (bare: PATH.bare)
 
@@ -276,6 +284,8 @@ async def start_bot(kind: str, fake: Any, loopos_url: str, tmp: Path, cfg: Setti
             env["TURN_COST_STEPS"] = cfg.steps + suffix
     if kind == "bare":
         args = ["--bare", "--api", fake.url, "--loopos", loopos_url, "--token", token]
+        if cfg.bare_extras:
+            args.append("--bare-extras")
     else:
         config = tmp / kind / "bench.toml"
         config.parent.mkdir()
@@ -467,6 +477,11 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, help="another checkout, run as 'baseline'")
     parser.add_argument("--profile", default=None, help="write a cProfile of the bridge here")
     parser.add_argument("--steps", default=None, help="write loop-step counts of the bridge here")
+    parser.add_argument(
+        "--bare-extras",
+        action="store_true",
+        help="let the bare bot load the optional packages PTB and httpx find installed",
+    )
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bridge", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--api", help=argparse.SUPPRESS)
@@ -474,7 +489,7 @@ def main() -> None:
     parser.add_argument("--token", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        run_bare(args.api, args.loopos, args.token)
+        run_bare(args.api, args.loopos, args.token, args.bare_extras)
         return
     if args.bridge:
         run_bridge(args.bridge)
@@ -489,6 +504,7 @@ def main() -> None:
         paced_turns=args.paced_turns,
         think=args.think,
         store=args.store,
+        bare_extras=args.bare_extras,
         profile=args.profile,
         steps=args.steps,
     )
