@@ -113,6 +113,7 @@ class Engine:
         self._closing = False
         self._recovered = False
         self._active = 0
+        self._queued = 0  # slots behind each lane's first, kept as lanes change (see queued_turns)
 
     # --- taking messages ----------------------------------------------------------------------
 
@@ -261,6 +262,8 @@ class Engine:
         slot = _Slot(job=loop.create_future(), result=loop.create_future())
         lane = self._lanes.setdefault(key, _Lane())
         lane.slots.append(slot)
+        if len(lane.slots) > 1:
+            self._queued += 1
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._drain(key, lane), name=f"lane:{key.short()}")
         self._report_queue()
@@ -282,6 +285,8 @@ class Engine:
                     await self._interrupt(lane)
                     raise
                 lane.slots.popleft()
+                if lane.slots:
+                    self._queued -= 1
                 if not slot.result.done():
                     slot.result.set_result(result)
                 self._report_queue()
@@ -310,6 +315,7 @@ class Engine:
                 await self._tell_interrupted(slot.turn)
             if not slot.result.done():
                 slot.result.set_result(TurnResult("interrupted"))
+        self._queued -= max(0, len(lane.slots) - 1)
         lane.slots.clear()
 
     async def _refuse(self, turn: Turn, text: str, why: str) -> TurnResult:
@@ -418,8 +424,9 @@ class Engine:
 
     @property
     def queued_turns(self) -> int:
-        """Turns waiting behind a running turn of the same conversation."""
-        return sum(max(0, len(lane.slots) - 1) for lane in self._lanes.values())
+        """Turns waiting behind a running turn of the same conversation (kept as a count:
+        reported twice a turn, summing over every conversation would grow with their number)."""
+        return self._queued
 
     @property
     def active_turns(self) -> int:
