@@ -325,7 +325,9 @@ async def run_turns(
                 bot.lines0 = _lines(bot.log_path)
                 if bot.instrumented:
                     bot.proc.send_signal(signal.SIGUSR1)
-        order = bots if i % 2 == 0 else bots[::-1]
+        # each bot takes each place in the round in turn (with three bots, a fixed middle
+        # place measured 5-10 % more CPU: the bot that runs right after another one)
+        order = bots[i % len(bots) :] + bots[: i % len(bots)]
         for bot in order:
             if think:
                 await asyncio.sleep(think)
