@@ -268,6 +268,7 @@ class Bot:
     latencies: list[float] = field(default_factory=list)
     cpu0: float = 0.0
     lines0: int = 0
+    calls0: int = 0  # Bot API calls before the measured turns
 
 
 async def start_bot(kind: str, fake: Any, loopos_url: str, tmp: Path, cfg: Settings) -> Bot:
@@ -323,6 +324,7 @@ async def run_turns(
             for bot in bots:
                 bot.cpu0 = proc_cpu(bot.proc.pid)
                 bot.lines0 = _lines(bot.log_path)
+                bot.calls0 = sum(1 for c in fake.calls if c.token == TOKENS[bot.kind])
                 if bot.instrumented:
                     bot.proc.send_signal(signal.SIGUSR1)
         # each bot takes each place in the round in turn (with three bots, a fixed middle
@@ -342,6 +344,9 @@ async def run_turns(
         mem = proc_mem(bot.proc.pid)
         token = TOKENS[bot.kind]
         refused = [c for c in fake.calls if c.token == token and not c.ok]
+        calls = [c.method for c in fake.calls if c.token == token][bot.calls0 :]
+        # getUpdates is the long poll: counted apart from what a turn sends
+        polls = sum(1 for m in calls if m == "getUpdates")
         results.append(
             {
                 "kind": bot.kind,
@@ -354,6 +359,8 @@ async def run_turns(
                 "rss_now": mem.get("VmRSS", float("nan")),
                 "log_lines": lines / turns,
                 "errors": len(refused),
+                "calls": (len(calls) - polls) / turns,
+                "polls": polls / turns,
             }
         )
     return results
@@ -419,13 +426,14 @@ def report(results: dict[str, dict[str, Any]], cfg: Settings, wall: float) -> No
     print(f"--- one private chat per bot, turns in a row; store {cfg.store}; wall {wall:.0f} s")
     print(
         f"{'':8} {'turns':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/turn':>11} "
-        f"{'peak RSS MiB':>12} {'RSS at end':>10} {'log lines/turn':>14} {'refused calls':>13}"
+        f"{'peak RSS MiB':>12} {'RSS at end':>10} {'log lines/turn':>14} {'refused calls':>13} "
+        f"{'API calls/turn':>14} {'polls/turn':>10}"
     )
     for r in results.values():
         print(
             f"{r['kind']:8} {r['turns']:>5} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} "
             f"{r['cpu_ms']:>11.2f} {r['rss']:>12.1f} {r['rss_now']:>10.1f} "
-            f"{r['log_lines']:>14.1f} {r['errors']:>13}"
+            f"{r['log_lines']:>14.1f} {r['errors']:>13} {r['calls']:>14.2f} {r['polls']:>10.2f}"
         )
     if "paced" in results:
         print(
