@@ -2,26 +2,34 @@
 
 One run, side by side, against the same servers: the fake Bot API (tests/fakes/telegram_api.py)
 and the LoopOS emulator run in this (driver) process; each bot runs in its own subprocess, so
-its CPU time and peak RSS are its own:
+its CPU time and RSS are its own (the fakes are not counted):
 
 - ``bare``: the floor. A minimal PTB bot (run_polling, default HTTPX transport) that posts each
   text to the LoopOS server's ``/chat`` with one shared ``httpx.AsyncClient`` and sends each
-  reply message's text back.
+  reply message's text back. Like chatbridge (bots/extras.py) it does not load the optional
+  packages PTB and httpx pick up when installed (tornado, cryptography, aiolimiter, click,
+  pygments: 13 MiB on this machine), as on a clean install; ``--bare-extras`` lets it.
 - ``bridge``: chatbridge as an operator runs it (a TOML file, ``chatbridge run``'s code path:
   config, logging at INFO, the runner, the Telegram adapter, the engine, the LoopOS backend, a
-  SQLite store file), with per-chat pacing off so only code is compared.
-- ``paced``: the same with chatbridge's default per-chat pacing on (the fake then enforces
-  Telegram's per-chat limit too), fewer turns since each costs about a second.
+  SQLite store file or, ``--store memory``, the memory store), pacing off (``chat_rate = 0``
+  and ``bot_rate = 0``) so only code is compared.
+- ``paced``: the same with the default pacing (``chat_rate`` 1/s with bursts of 3, 30/s for the
+  bot) against a fake that enforces Telegram's limits; the user reads each answer for
+  ``--think`` seconds (default 1) before the next message, fewer turns.
+- ``baseline`` (``--baseline DIR``): another checkout's bridge, alongside.
 
 One private chat per bot; the user sends the next message as soon as the last reply message of the
 previous turn arrived (the submission workflow in a loop: product, storage, condition, a yes/no
-answer, restart; 7 reply messages per 5 turns, most with buttons). Latency = the update made
-available to getUpdates -> the turn's last sendMessage received by the fake. CPU = the bot
-process's user+sys time over the measured turns (after a warm-up cycle), per turn. RSS = the
-process's peak (VmHWM). Prints figures; asserts nothing.
+answer, restart; 7 reply messages per 5 turns, most with buttons); the bots take turns, each in
+every place of a round in turn. Latency = the update made available to getUpdates -> the
+turn's last sendMessage received by the fake. CPU = the bot process's user+sys time over the
+measured turns (after a warm-up cycle), per turn. RSS = the bot process's peak (VmHWM, from
+/proc) and its RSS at the end. Prints figures; asserts nothing. About 90 s.
 
-    python bench/turn_cost.py [--turns 300] [--paced-turns 20] [--only bare,bridge,paced]
-                              [--profile PATH.prof]   # cProfile of the measured turns (bare: .bare)
+    python bench/turn_cost.py [--turns 300] [--paced-turns 20] [--think 1.0]
+                              [--only bare,bridge,paced] [--store sqlite|memory]
+                              [--profile PATH.prof]  # cProfile of the measured turns (bare: .bare)
+                              [--steps PATH.txt]  # event-loop steps per turn (bench/loop_steps.py)
                               [--baseline DIR]  # another checkout, run alongside
 """
 
