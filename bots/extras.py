@@ -7,10 +7,11 @@ installed, and turn the feature off when the import fails:
   .webhook``);
 - cryptography: PTB's Telegram Passport decryption (chatbridge never sets a private key);
 - aiolimiter: PTB's ``AIORateLimiter`` (chatbridge paces with ``core.pacer``);
-- click and pygments: httpx's command-line tool (``httpx._main``).
+- click and pygments: httpx's command-line tool (``httpx._main``);
+- trio: httpcore's locks under the trio event loop (chatbridge runs on asyncio).
 
 On a machine where these are installed (other tools need them) they cost a Telegram bot
-process about 13 MiB of RSS — more than the engine, the store and the adapter together — and
+process about 17 MiB of RSS — more than the engine, the store and the adapter together — and
 the import time that goes with it. :func:`skip_unused_extras` installs an import hook that
 refuses exactly those imports, and only when the importing module is the optional feature's
 own (``OPTIONAL_FEATURES``): any other code importing tornado or cryptography gets it as usual,
@@ -31,6 +32,8 @@ OPTIONAL_FEATURES: dict[str, frozenset[str]] = {
     "telegram._passport.credentials": frozenset({"cryptography"}),
     "telegram.ext._aioratelimiter": frozenset({"aiolimiter"}),
     "httpx._main": frozenset({"click", "pygments", "rich"}),
+    "httpcore._synchronization": frozenset({"trio"}),
+    "httpcore._backends.trio": frozenset({"trio"}),
 }
 _SKIPPED = frozenset().union(*OPTIONAL_FEATURES.values())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-EXTRAS = ("tornado", "cryptography", "aiolimiter", "click", "pygments")
+EXTRAS = ("tornado", "cryptography", "aiolimiter", "click", "pygments", "trio")
 
 
 def run(code: str) -> dict[str, object]:
@@ -41,6 +41,7 @@ def test_telegram_and_httpx_load_none_of_their_unused_extras() -> None:
         f"""
         import json, sys
         import chatbridge.bots.runner, httpx, telegram.ext
+        httpx.AsyncClient()  # builds httpcore's transport (trio's locks and backend)
         from telegram.ext import _updater
         print(json.dumps({{
             "loaded": [m for m in {EXTRAS!r} if m in sys.modules],

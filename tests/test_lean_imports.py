@@ -49,6 +49,7 @@ UNUSED = (
     "aiolimiter",
     "click",
     "pygments",
+    "trio",
 )
 
 CHILD = textwrap.dedent(
