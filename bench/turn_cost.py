@@ -360,6 +360,7 @@ async def run_turns(
                 "kind": bot.kind,
                 "turns": turns,
                 "p50": pct(bot.latencies, 0.5),
+                "p95": pct(bot.latencies, 0.95),
                 "p99": pct(bot.latencies, 0.99),
                 "max": max(bot.latencies),
                 "cpu_ms": cpu / turns * 1000,
@@ -433,13 +434,15 @@ async def drive(kinds: list[str], cfg: Settings) -> None:
 def report(results: dict[str, dict[str, Any]], cfg: Settings, wall: float) -> None:
     print(f"--- one private chat per bot, turns in a row; store {cfg.store}; wall {wall:.0f} s")
     print(
-        f"{'':8} {'turns':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/turn':>11} "
+        f"{'':8} {'turns':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+        f"{'CPU ms/turn':>11} "
         f"{'peak RSS MiB':>12} {'RSS at end':>10} {'log lines/turn':>14} {'refused calls':>13} "
         f"{'API calls/turn':>14} {'polls/turn':>10}"
     )
     for r in results.values():
         print(
-            f"{r['kind']:8} {r['turns']:>5} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} "
+            f"{r['kind']:8} {r['turns']:>5} {r['p50']:>7.1f} {r['p95']:>7.1f} {r['p99']:>7.1f} "
+            f"{r['max']:>7.1f} "
             f"{r['cpu_ms']:>11.2f} {r['rss']:>12.1f} {r['rss_now']:>10.1f} "
             f"{r['log_lines']:>14.1f} {r['errors']:>13} {r['calls']:>14.2f} {r['polls']:>10.2f}"
         )
@@ -451,8 +454,9 @@ def report(results: dict[str, dict[str, Any]], cfg: Settings, wall: float) -> No
     bare, bridge = results.get("bare"), results.get("bridge")
     if bare and bridge:
         print(
-            f"bridge - bare: p50 +{bridge['p50'] - bare['p50']:.1f} ms, "
-            f"p99 +{bridge['p99'] - bare['p99']:.1f} ms; "
+            f"bridge - bare: p50 {bridge['p50'] - bare['p50']:+.1f} ms, "
+            f"p95 {bridge['p95'] - bare['p95']:+.1f} ms, "
+            f"p99 {bridge['p99'] - bare['p99']:+.1f} ms; "
             f"CPU x{bridge['cpu_ms'] / bare['cpu_ms']:.2f}; "
             f"peak RSS +{bridge['rss'] - bare['rss']:.1f} MiB "
             f"(targets: p99 <= +2 ms, CPU <= x1.2, bridge RSS <= 55 MiB)"
@@ -467,8 +471,8 @@ def report(results: dict[str, dict[str, Any]], cfg: Settings, wall: float) -> No
         )
         if bare:
             print(
-                f"baseline - bare: p50 +{base['p50'] - bare['p50']:.1f} ms, "
-                f"p99 +{base['p99'] - bare['p99']:.1f} ms; "
+                f"baseline - bare: p50 {base['p50'] - bare['p50']:+.1f} ms, "
+                f"p99 {base['p99'] - bare['p99']:+.1f} ms; "
                 f"CPU x{base['cpu_ms'] / bare['cpu_ms']:.2f}"
             )
     if cfg.steps:
