@@ -79,9 +79,14 @@ def run_bare(api: str, loopos: str, token: str, extras: bool) -> None:
         # as on a clean install of python-telegram-bot and httpx (what the issue measured):
         # the optional packages this machine has (tornado, cryptography, aiolimiter, click,
         # pygments) stay out, as they do in chatbridge (bots/extras.py)
-        from chatbridge.bots.extras import skip_unused_extras
+        # loaded from its file: importing the chatbridge package would weigh on the floor
+        import importlib.util
 
-        skip_unused_extras()
+        spec = importlib.util.spec_from_file_location("extras", Path(CODE) / "bots" / "extras.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.skip_unused_extras()
     import logging
     import uuid
 
