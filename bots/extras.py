@@ -10,12 +10,12 @@ installed, and turn the feature off when the import fails:
 - click and pygments: httpx's command-line tool (``httpx._main``);
 - trio: httpcore's locks under the trio event loop (chatbridge runs on asyncio).
 
-On a machine where these are installed (other tools need them) they cost a Telegram bot
-process about 16 MiB of RSS (bench/README.md) — more than the engine, the store and the adapter
-together — and the import time that goes with it. :func:`skip_unused_extras` installs an import hook that
-refuses exactly those imports, and only when the importing module is the optional feature's
-own (``OPTIONAL_FEATURES``): any other code importing tornado or cryptography gets it as usual,
-and a package some other code imported first is never refused.
+On a machine where these are installed (other tools need them) they cost a Telegram bot process
+about 16 MiB of RSS (bench/README.md) — more than the engine, the store and the adapter
+together — and the import time that goes with it. :func:`skip_unused_extras` installs an import
+hook that refuses exactly those imports, and only when the importing module is the optional
+feature's own (``OPTIONAL_FEATURES``): any other code importing tornado or cryptography gets it
+as usual, and a package some other code imported first is never refused.
 """
 
 from __future__ import annotations
