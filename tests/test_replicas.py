@@ -21,11 +21,13 @@ from test_engine import RecordingSurface, ScriptedBackend
 
 from chatbridge.core.budget import SharedFlood, SharedWindows
 from chatbridge.core.engine import Engine
+from chatbridge.core.errors import FencedOut
 from chatbridge.core.protocols import Surface
 from chatbridge.core.replicas import Replicas
 from chatbridge.core.store.redis import RedisStore
-from chatbridge.core.store.redis_coordination import RedisCoordination
-from chatbridge.core.types import ConversationKey, Inbound
+from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem
+from chatbridge.core.turns import Turn
+from chatbridge.core.types import ConversationKey, Inbound, TurnState
 
 pytest.importorskip("redis")
 pytestmark = [
@@ -74,26 +76,38 @@ async def nodes(redis_url: str) -> AsyncIterator[list[Node]]:
     log: list[str] = []
     backend = ScriptedBackend(delay=0.02)
     async with AsyncExitStack() as stack:
-        out = []
-        for name in ("a", "b"):
-            store = await RedisStore.open(redis_url)
-            stack.push_async_callback(store.close)
-            coordination = RedisCoordination.from_url(redis_url)
-            stack.push_async_callback(coordination.close)
-            replicas = Replicas(coordination, replica=name, partitions=4, lease=1.0)
-            engine = Engine(
-                bot="shop",
-                backend=backend,
-                backend_name="scripted",
-                store=store,
-                journal=store.journal,
-                work=replicas,
-            )
-            replicas.serve(engine, Replies(log))
-            out.append(Node(name, store, replicas, engine, log))
+        out = [await open_node(stack, redis_url, name, backend, log) for name in ("a", "b")]
         yield out
         for node in out:
             await node.replicas.stop()
+
+
+async def open_node(
+    stack: AsyncExitStack,
+    redis_url: str,
+    name: str,
+    backend: ScriptedBackend,
+    log: list[str],
+    *,
+    partitions: int = 4,
+    lease: float = 1.0,
+) -> Node:
+    store = await RedisStore.open(redis_url)
+    stack.push_async_callback(store.close)
+    coordination = RedisCoordination.from_url(redis_url)
+    stack.push_async_callback(coordination.close)
+    replicas = Replicas(coordination, replica=name, partitions=partitions, lease=lease)
+    stack.push_async_callback(replicas.stop)
+    engine = Engine(
+        bot="shop",
+        backend=backend,
+        backend_name="scripted",
+        store=store,
+        journal=store.journal,
+        work=replicas,
+    )
+    replicas.serve(engine, Replies(log))
+    return Node(name, store, replicas, engine, log)
 
 
 def key(user: str) -> ConversationKey:
@@ -193,10 +207,10 @@ async def test_an_ack_without_the_lease_is_refused(redis_url: str) -> None:
         assert await coordination.release("p:0", old)
         new = await coordination.acquire("p:0", "b", 60_000)
         assert new is not None and new != old  # a new fencing token
-        await coordination.ensure_group(0)
         inbound = Inbound(key("u1"), "hi")
         await coordination.record_and_queue(inbound, "src", 0)
-        [item] = await coordination.read([0], "b", block_ms=10)
+        assert (await coordination.read({0: old}, "a")).lost == [0]  # nor read
+        [item] = (await coordination.read({0: new}, "b")).items
         assert not await coordination.ack(item, old)  # the old holder cannot
         assert await coordination.ack(item, new)
     finally:
@@ -261,11 +275,15 @@ async def test_a_turn_whose_step_failed_runs_again_later(nodes: list[Node]) -> N
 async def test_reading_survives_a_redis_that_lost_its_groups(redis_url: str) -> None:
     coordination = RedisCoordination.from_url(redis_url)
     try:
-        await coordination.ensure_group(0)
+        value = await coordination.acquire("p:0", "a", 60_000)
+        assert value is not None
+        assert (await coordination.read({0: value}, "a")).items == []  # the group made
         await coordination._r.flushdb()  # a restart without persistence
+        value = await coordination.acquire("p:0", "a", 60_000)
+        assert value is not None
         await coordination.record_and_queue(Inbound(key("u1"), "hi"), "src", 0)
-        items = await coordination.read([0], "a", block_ms=10)
-        assert [item.seq for item in items] == [1]
+        got = await coordination.read({0: value}, "a")
+        assert [item.seq for item in got.items] == [1]
     finally:
         await coordination.close()
 
@@ -313,20 +331,120 @@ async def test_a_dead_replicas_pending_turns_run_before_newer_ones(nodes: list[N
     coordination = a.replicas.redis
     partition = a.replicas.partition_of(key("u1"))
     # "x" held the partition, read m0 and died: m0 is pending under x, m1 and m2 are new
-    assert await coordination.acquire(f"p:{partition}", "x", 1000) is not None
-    await coordination.ensure_group(partition)
+    held = await coordination.acquire(f"p:{partition}", "x", 1000)
+    assert held is not None
     await a.accept(Inbound(key("u1"), "m0"), source="m0")
-    await coordination.read([partition], "x", block_ms=10)
+    assert len((await coordination.read({partition: held}, "x")).items) == 1
     await a.accept(Inbound(key("u1"), "m1"), source="m1")
     await a.accept(Inbound(key("u1"), "m2"), source="m2")
     claim = b.replicas.redis.claim
 
-    async def slow_claim(p: int, consumer: str, min_idle_ms: int = 0) -> list[Any]:
+    async def slow_claim(
+        p: int, lease: str, consumer: str, min_idle_ms: int = 0
+    ) -> list[WorkItem] | None:
         await asyncio.sleep(0.5)  # the reader has time to run meanwhile
-        return await claim(p, consumer, min_idle_ms)
+        return await claim(p, lease, consumer, min_idle_ms)
 
     b.replicas.redis.claim = slow_claim  # type: ignore[method-assign,assignment]
     await b.replicas.start()  # reading at once; the partition is taken when x's lease expires
     assert partition not in b.replicas.owned
     await wait_for(lambda: len(b.log) == 3)
     assert [line.split(" ")[1] for line in b.log] == ["m0", "m1", "m2"]
+
+
+def answered(log: list[str], user: str) -> list[str]:
+    """The questions answered to ``user``, in the order the answers were finished."""
+    return [line.split(" ")[1] for line in log if line.startswith(f"{user}:finish")]
+
+
+async def test_a_holder_that_lost_its_lease_unawares_takes_and_runs_nothing(
+    redis_url: str,
+) -> None:
+    """The window of the webhook e2e's reordering (issue 13): a replica's read still on its way
+    after its partition went to another (handed back, or its lease lapsed while it stalled)
+    took a new message; the holder ran the newer ones, and that one 10 s later. Here ``a``
+    renews only every 10 s and its lease is gone (expired during a stall), so ``a`` still
+    believes it owns the partition while ``b`` holds it."""
+    log: list[str] = []
+    backend = ScriptedBackend(delay=0.02)
+    async with AsyncExitStack() as stack:
+        a = await open_node(stack, redis_url, "a", backend, log, partitions=1, lease=30.0)
+        b = await open_node(stack, redis_url, "b", backend, log, partitions=1, lease=1.0)
+        await a.replicas.start()
+        assert a.replicas.owned == [0]
+        await a.store._r.delete(a.replicas.redis.lease_key("p:0"))  # expired meanwhile
+        await b.replicas.start()
+        assert b.replicas.owned == [0]  # a learns it only when Redis refuses it something
+        questions = [f"m{j}" for j in range(8)]
+        for j, text in enumerate(questions):
+            node = (a, b)[j % 2]
+            await node.accept(Inbound(key("u1"), text), source=f"s{j}")
+            await asyncio.sleep(0.05)  # both readers are waiting again for the next one
+        await wait_for(lambda: len(log) == len(questions))
+        assert answered(log, "u1") == questions
+        assert a.replicas.turns_run == 0 and b.replicas.turns_run == len(questions)
+        assert a.replicas.owned == []  # its read was refused: it knows now
+        assert backend.max_parallel_per_session == 1
+
+
+async def test_a_stale_holders_journal_writes_are_refused_and_its_turn_stops_quietly(
+    nodes: list[Node],
+) -> None:
+    a, b = nodes
+    backend = cast(ScriptedBackend, a.engine.backend)
+    coordination = a.replicas.redis
+    partition = a.replicas.partition_of(key("u1"))
+    old = await coordination.acquire(f"p:{partition}", "a", 60_000)
+    assert old is not None
+    await a.accept(Inbound(key("u1"), "hello"), source="h1")
+    [item] = (await coordination.read({partition: old}, "a")).items
+    entry = await coordination.start_turn(item, old)
+    assert entry and entry.inbound.text == "hello"
+    # a stalls before its turn writes anything; its lease expires and b takes the partition
+    await a.store._r.delete(coordination.lease_key(f"p:{partition}"))
+    new = await b.replicas.redis.acquire(f"p:{partition}", "b", 60_000)
+    assert new is not None
+    assert await coordination.start_turn(item, old) is False
+    with pytest.raises(FencedOut):
+        await a.store.journal.advance("shop", item.seq, TurnState.DELIVERED)
+    # a's turn goes on: marking it sent is refused, so the backend never gets the message
+    # again, and the user is told nothing by a (b runs the turn)
+    surface = RecordingSurface()
+    result = await a.engine.run_claimed(Turn(entry.inbound, surface, entry), fresh=True)
+    assert result.outcome == "interrupted"
+    assert backend.running == {}  # the backend was never asked
+    assert [kind for kind, _ in surface.events if kind in {"finish", "fail"}] == []
+    [unfinished] = await a.store.journal.unfinished("shop")
+    assert unfinished.state is TurnState.RECEIVED
+    # the holder's writes go through: it stamps the entry with its own lease
+    claimed = await b.replicas.redis.claim(partition, new, "b")
+    assert claimed is not None and [i.id for i in claimed] == [item.id]
+    assert await b.replicas.redis.start_turn(item, new)
+    await b.store.journal.advance("shop", item.seq, TurnState.DELIVERED)
+    assert await b.store.journal.unfinished("shop") == []
+
+
+async def test_a_reset_on_another_replica_runs_in_order_with_the_conversations_turns(
+    nodes: list[Node],
+) -> None:
+    a, b = nodes
+    backend = cast(ScriptedBackend, a.engine.backend)
+    await a.replicas.start()
+    await b.replicas.start()
+    await wait_for(lambda: len(a.replicas.owned) == 2 and len(b.replicas.owned) == 2)
+    user = next(
+        u
+        for u in (f"r{i}" for i in range(100))
+        if a.replicas.partition_of(key(u)) in a.replicas.owned
+    )
+    backend.delay = 0.5
+    await a.accept(Inbound(key(user), "m0"), source="r0")
+    await wait_for(lambda: sum(backend.running.values()) == 1)  # m0 is being answered on a
+    # the reset arrives at b, which does not run this conversation: it waits for m0
+    assert await b.engine.reset(key(user)) is True
+    assert answered(a.log, user) == ["m0"]
+    assert backend.closed == ["s1"]
+    await b.accept(Inbound(key(user), "m1"), source="r1")
+    await wait_for(lambda: len(a.log) == 2)
+    assert a.log[1].endswith("echo m1 (s2)")  # a new session after the reset
+    assert await b.engine.reset(key("nobody")) is False

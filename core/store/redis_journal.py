@@ -8,6 +8,9 @@ Layout (under the store's prefix, per bot ``<b>``):
 - ``j:open:<b>``: a sorted set of unfinished seqs (score = seq)
 - ``j:chat:<b>``: a hash chat id -> ``"<received micros> <seq> <message id>"`` of the chat's
   latest message, for catching up after downtime
+- ``j:e:<b>:<seq>`` fields ``fence_key``/``fence``: with several replicas, the partition lease
+  the turn runs under; every state write checks it (a stale holder's write raises
+  :class:`~core.errors.FencedOut`)
 - ``j:done``: finished entries (``<b> <seq>``) scored by the time they finished, for pruning
 
 Every change is one Lua script, so it is atomic across replicas.
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from chatbridge.core.errors import FencedOut
 from chatbridge.core.store._common import from_micros, to_micros, utcnow
 from chatbridge.core.store._journal_codec import (
     dump_answer,
@@ -48,8 +52,13 @@ return seq
 """
 
 # KEYS: entry hash, open zset, done zset. ARGV: state, now, seq, done member, answer ('' = keep).
+# Returns 1, 0 when the entry is gone, -1 when fenced: a replica started the turn under a
+# partition lease (``fence_key`` = ``fence``, see core.store.redis_coordination) that is no
+# longer held as it was, so the writer is not the lease holder any more.
 _ADVANCE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fence = redis.call('HMGET', KEYS[1], 'fence_key', 'fence')
+if fence[1] and redis.call('GET', fence[1]) ~= fence[2] then return -1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'answer', ARGV[5]) end
 if ARGV[1] == 'delivered' or ARGV[1] == 'refused' or ARGV[1] == 'failed_notified' then
@@ -113,10 +122,12 @@ class RedisJournal:
         return received_entry(int(seq), source, inbound, now)
 
     async def _move(self, bot: str, seq: int, state: TurnState, answer: str = "") -> None:
-        await self._advance(
+        moved = await self._advance(
             keys=[self._entry_key(bot, seq), f"{self._p}j:open:{bot}", f"{self._p}j:done"],
             args=[state.value, to_micros(utcnow()), seq, f"{bot} {seq}", answer],
         )
+        if moved == -1:
+            raise FencedOut(f"journal entry {seq} of {bot} belongs to another replica now")
 
     async def advance(self, bot: str, seq: int, state: TurnState) -> None:
         await self._move(bot, seq, state)
