@@ -264,9 +264,15 @@ class Replicas:
             self._claiming.add(partition)
             try:
                 claimed = await self.redis.claim(partition, value, self.replica)
-                self._dispatch_all(partition, value, claimed)
+            except Exception:
+                # never read a partition whose older entries were not claimed: hand it back
+                self._owned.pop(partition, None)
+                with best_effort(log, f"handing back partition {partition}"):
+                    await self.redis.release(f"p:{partition}", value)
+                raise
             finally:
                 self._claiming.discard(partition)
+            self._dispatch_all(partition, value, claimed)
             if claimed:
                 self.claimed += len(claimed)
                 log.info(

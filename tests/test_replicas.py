@@ -21,13 +21,13 @@ from test_engine import RecordingSurface, ScriptedBackend
 
 from chatbridge.core.budget import SharedFlood, SharedWindows
 from chatbridge.core.engine import Engine
-from chatbridge.core.errors import FencedOut
+from chatbridge.core.errors import BackendError, FencedOut
 from chatbridge.core.protocols import Surface
 from chatbridge.core.replicas import Replicas
 from chatbridge.core.store.redis import RedisStore
 from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem
 from chatbridge.core.turns import Turn
-from chatbridge.core.types import ConversationKey, Inbound, TurnState
+from chatbridge.core.types import ConversationKey, FailureKind, Inbound, TurnState
 
 pytest.importorskip("redis")
 pytestmark = [
@@ -448,3 +448,17 @@ async def test_a_reset_on_another_replica_runs_in_order_with_the_conversations_t
     await wait_for(lambda: len(a.log) == 2)
     assert a.log[1].endswith("echo m1 (s2)")  # a new session after the reset
     assert await b.engine.reset(key("nobody")) is False
+
+
+async def test_a_language_change_crosses_to_the_conversations_replica_failures_too(
+    nodes: list[Node],
+) -> None:
+    a, b = nodes
+    await a.replicas.start()  # a runs every conversation; b only takes the commands
+    await b.engine.set_language(key("u1"), "pt-PT")
+    record = await a.store.get(key("u1"))
+    assert record is not None and record.language == "pt-PT"
+    with pytest.raises(BackendError) as refused:
+        await b.engine.set_language(key("bad-license"), "en")  # the backend refuses a session
+    assert refused.value.failure.kind is FailureKind.AUTH
+    assert refused.value.failure.detail == "license refused"
