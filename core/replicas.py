@@ -34,6 +34,7 @@ Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -41,8 +42,9 @@ import socket
 import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chatbridge.core.errors import best_effort
 from chatbridge.core.protocols import StoredReplies
@@ -75,6 +77,13 @@ class ClaimedTurns(Protocol):
     def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
 
     async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
+
+
+@runtime_checkable
+class FencedJournal(Protocol):
+    """A journal whose writes for a turn can be fenced by a partition lease (Redis's)."""
+
+    def fenced(self, bot: str, seq: int, lease: str) -> AbstractContextManager[None]: ...
 
 
 @dataclass
@@ -260,6 +269,7 @@ class Replicas:
             if value is None:
                 continue
             self._owned[partition] = value
+            log.debug("replica %s holds partition %d (lease %s)", self.replica, partition, value)
             # not read until its pending entries are queued: they go before any newer one
             self._claiming.add(partition)
             try:
@@ -441,13 +451,24 @@ class Replicas:
         resume = None if fresh else entry.state
         self.turns_run += 1
         log.debug(
-            "replica %s runs %s seq %d (partition %d)",
+            "replica %s runs %s seq %d (partition %d, lease %s, %s)",
             self.replica,
             item.bot,
             item.seq,
             item.partition,
+            lease,
+            entry.state,
         )
-        await engine.run_claimed(Turn(entry.inbound, surface, entry, resume=resume), fresh=fresh)
+        journal = getattr(engine, "journal", None)
+        # the turn's journal writes carry this run's lease: refused once another run took over
+        fence = (
+            journal.fenced(item.bot, item.seq, lease)
+            if isinstance(journal, FencedJournal)
+            else contextlib.nullcontext()
+        )
+        with fence:
+            turn = Turn(entry.inbound, surface, entry, resume=resume)
+            await engine.run_claimed(turn, fresh=fresh)
         return await self._ack(item, lease)
 
     async def _ack(self, item: WorkItem, lease: str, result: str = "") -> bool:

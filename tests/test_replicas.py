@@ -27,7 +27,13 @@ from chatbridge.core.replicas import Replicas
 from chatbridge.core.store.redis import RedisStore
 from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem
 from chatbridge.core.turns import Turn
-from chatbridge.core.types import ConversationKey, FailureKind, Inbound, TurnState
+from chatbridge.core.types import (
+    ConversationKey,
+    FailureKind,
+    Inbound,
+    ReplyMessage,
+    TurnState,
+)
 
 pytest.importorskip("redis")
 pytestmark = [
@@ -390,8 +396,12 @@ async def test_a_holder_that_lost_its_lease_unawares_takes_and_runs_nothing(
 async def test_a_stale_holders_journal_writes_are_refused_and_its_turn_stops_quietly(
     nodes: list[Node],
 ) -> None:
+    """A replica stalls mid-turn past its lease; another takes the partition and runs the turn
+    again. When the first one resumes, its writes for that turn are refused, even though the
+    entry's lease is held (by the other): its turn stops without a word to the user."""
     a, b = nodes
     backend = cast(ScriptedBackend, a.engine.backend)
+    journal_a, journal_b = a.store.journal, b.store.journal
     coordination = a.replicas.redis
     partition = a.replicas.partition_of(key("u1"))
     old = await coordination.acquire(f"p:{partition}", "a", 60_000)
@@ -400,28 +410,32 @@ async def test_a_stale_holders_journal_writes_are_refused_and_its_turn_stops_qui
     [item] = (await coordination.read({partition: old}, "a")).items
     entry = await coordination.start_turn(item, old)
     assert entry and entry.inbound.text == "hello"
-    # a stalls before its turn writes anything; its lease expires and b takes the partition
+    with journal_a.fenced("shop", item.seq, old):
+        await journal_a.advance("shop", item.seq, TurnState.SENT)  # a holds it: written
+    # a stalls; its lease expires; b takes the partition and starts the turn again
     await a.store._r.delete(coordination.lease_key(f"p:{partition}"))
     new = await b.replicas.redis.acquire(f"p:{partition}", "b", 60_000)
     assert new is not None
     assert await coordination.start_turn(item, old) is False
-    with pytest.raises(FencedOut):
-        await a.store.journal.advance("shop", item.seq, TurnState.DELIVERED)
-    # a's turn goes on: marking it sent is refused, so the backend never gets the message
-    # again, and the user is told nothing by a (b runs the turn)
-    surface = RecordingSurface()
-    result = await a.engine.run_claimed(Turn(entry.inbound, surface, entry), fresh=True)
-    assert result.outcome == "interrupted"
-    assert backend.running == {}  # the backend was never asked
-    assert [kind for kind, _ in surface.events if kind in {"finish", "fail"}] == []
-    [unfinished] = await a.store.journal.unfinished("shop")
-    assert unfinished.state is TurnState.RECEIVED
-    # the holder's writes go through: it stamps the entry with its own lease
     claimed = await b.replicas.redis.claim(partition, new, "b")
     assert claimed is not None and [i.id for i in claimed] == [item.id]
     assert await b.replicas.redis.start_turn(item, new)
-    await b.store.journal.advance("shop", item.seq, TurnState.DELIVERED)
-    assert await b.store.journal.unfinished("shop") == []
+    # a resumes: its writes are refused, though the entry's (b's) lease is held
+    with journal_a.fenced("shop", item.seq, old), pytest.raises(FencedOut):
+        await journal_a.answer("shop", item.seq, [ReplyMessage("a's late answer")])
+    surface = RecordingSurface()
+    with journal_a.fenced("shop", item.seq, old):
+        result = await a.engine.run_claimed(Turn(entry.inbound, surface, entry), fresh=True)
+    assert result.outcome == "interrupted"
+    assert backend.running == {}  # a did not send the message to the backend again
+    assert [kind for kind, _ in surface.events if kind in {"finish", "fail"}] == []
+    [unfinished] = await journal_b.unfinished("shop")
+    assert unfinished.state is TurnState.SENT and unfinished.answer is None
+    # b's run writes
+    with journal_b.fenced("shop", item.seq, new):
+        await journal_b.answer("shop", item.seq, [ReplyMessage("b's answer")])
+        await journal_b.advance("shop", item.seq, TurnState.DELIVERED)
+    assert await journal_b.unfinished("shop") == []
 
 
 async def test_a_reset_on_another_replica_runs_in_order_with_the_conversations_turns(
