@@ -337,27 +337,40 @@ class Replicas:
     # --- reading and running ----------------------------------------------------------------------
 
     async def _read(self) -> None:
+        last_ids: dict[int, str] = {}  # per partition, where its stream was read up to
+        due: set[int] | None = None  # partitions with something new (None: read them all)
         while not self._closed:
-            leases = {
+            readable = {
                 p: v
                 for p, v in self._owned.items()
                 if p not in self._draining and p not in self._claiming
             }
-            if not leases or self._stopping:
+            if not readable or self._stopping:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
+            for partition in set(last_ids) - set(readable):
+                del last_ids[partition]
+            leases = readable
+            if due is not None:  # only where something came (and partitions new here)
+                leases = {p: v for p, v in leases.items() if p in due or p not in last_ids}
             try:
                 got = await self.redis.read(leases, self.replica)
                 for partition in got.lost:
                     self._lost(partition, leases[partition])
+                last_ids.update(got.last_ids)
                 for item in got.items:
                     self._dispatch_all(item.partition, leases[item.partition], [item])
-                if not got.items:
-                    await self.redis.wait(got.last_ids, WAIT_MS)
+                if got.items:  # read those again: a batch may not have held them all
+                    due = {item.partition for item in got.items}
+                    continue
+                waiting = {p: last_ids[p] for p in readable if p in last_ids}
+                # nothing came in WAIT_MS: read every partition once, as a safety net
+                due = await self.redis.wait(waiting, WAIT_MS) or None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("replica %s: reading the streams failed: %s", self.replica, exc)
+                due = None
                 await asyncio.sleep(0.5)
 
     def _dispatch_all(self, partition: int, value: str, items: list[WorkItem] | None) -> None:

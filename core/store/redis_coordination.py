@@ -112,8 +112,9 @@ end
 
 # KEYS: per partition its lease, then its stream. ARGV: group, consumer, count, then the lease
 # value held for each partition. Per partition: 0 when the lease is not (or no longer) the
-# caller's, else {the stream's last id, the new entries (XREADGROUP >)}. Lease check and read
-# in one step: nobody but the holder ever receives a partition's entries.
+# caller's, else {where to wait from, the new entries (XREADGROUP >)}: the last entry read,
+# or else the newest entry in the stream (every newer one is new), or 0-0 for an empty one.
+# Lease check and read in one step: nobody but the holder ever receives a partition's entries.
 _READ = (
     _GROUP
     + """
@@ -125,12 +126,15 @@ for i = 1, #KEYS / 2 do
   else
     local got = grouped(stream, ARGV[1], 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
       'COUNT', ARGV[3], 'STREAMS', stream, '>')
-    local info = redis.call('XINFO', 'STREAM', stream)
+    local entries = got and got[1][2] or {}
     local last = '0-0'
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then last = info[j + 1] end
+    if #entries > 0 then
+      last = entries[#entries][1]
+    else
+      local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+      if top[1] then last = top[1][1] end
     end
-    out[i] = {last, got and got[1][2] or {}}
+    out[i] = {last, entries}
   end
 end
 return out
@@ -352,13 +356,16 @@ class RedisCoordination:
             out.items.extend(self._items(p, got[1]))
         return out
 
-    async def wait(self, last_ids: Mapping[int, str], block_ms: int) -> None:
+    async def wait(self, last_ids: Mapping[int, str], block_ms: int) -> set[int]:
         """Until an entry newer than ``last_ids`` comes to one of those streams (or
-        ``block_ms``). A plain XREAD: it changes nothing, so a wait that outlives its lease
-        takes no entry from anyone."""
-        if last_ids:
-            streams: dict[Any, Any] = {self.stream(p): i for p, i in last_ids.items()}
-            await self._r.xread(streams, count=1, block=max(1, block_ms))
+        ``block_ms``): the partitions that have one (none: the time ran out). A plain XREAD:
+        it changes nothing, so a wait that outlives its lease takes no entry from anyone."""
+        if not last_ids:
+            return set()
+        streams: dict[Any, Any] = {self.stream(p): i for p, i in last_ids.items()}
+        by_name = {self.stream(p): p for p in last_ids}
+        reply = await self._r.xread(streams, count=1, block=max(1, block_ms))
+        return {by_name[name] for name, _ in cast(list[Any], reply or [])}
 
     async def claim(
         self, partition: int, lease: str, consumer: str, min_idle_ms: int = 0
