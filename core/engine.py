@@ -209,7 +209,11 @@ class Engine:
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            return await self._work.command(key, command, arg) or ""
+            try:
+                return await self._work.command(key, command, arg) or ""
+            except Exception:  # doing it here, out of order, beats not doing it at all
+                log.exception("replicas: could not queue /%s; running it here", command)
+                return await self.run_command(key, command, arg)
         finally:
             self._intake_done(key, mine)
 

@@ -223,6 +223,34 @@ async def test_an_ack_without_the_lease_is_refused(redis_url: str) -> None:
         await coordination.close()
 
 
+async def test_a_wait_on_its_way_while_the_partition_is_handed_back_takes_nothing(
+    redis_url: str,
+) -> None:
+    """The exact window of the webhook e2e's reordering: the old holder's blocking read was
+    still waiting when it handed the partition back, and took the next message from the new
+    holder. Now waiting changes nothing; only a read under the lease takes entries."""
+    one, two = RedisCoordination.from_url(redis_url), RedisCoordination.from_url(redis_url)
+    try:
+        old = await one.acquire("p:0", "a", 60_000)
+        assert old is not None
+        first = await one.read({0: old}, "a")
+        assert first.items == [] and first.lost == []
+        waiting = asyncio.create_task(one.wait(first.last_ids, 10_000))
+        await asyncio.sleep(0.1)  # a's wait is on its way
+        assert await one.release("p:0", old)  # a hands the partition back
+        new = await two.acquire("p:0", "b", 60_000)
+        assert new is not None
+        assert await two.claim(0, new, "b") == []  # nothing pending anywhere
+        await two.record_and_queue(Inbound(key("u1"), "m0"), "m0", 0)
+        assert await asyncio.wait_for(waiting, 5) == {0}  # a woke up...
+        assert (await one.read({0: old}, "a")).lost == [0]  # ...but cannot take m0
+        got = await two.read({0: new}, "b")
+        assert [item.seq for item in got.items] == [1]
+    finally:
+        await one.close()
+        await two.close()
+
+
 async def test_shared_windows_count_across_replicas(redis_url: str) -> None:
     one, two = RedisCoordination.from_url(redis_url), RedisCoordination.from_url(redis_url)
     try:
@@ -476,3 +504,11 @@ async def test_a_language_change_crosses_to_the_conversations_replica_failures_t
         await b.engine.set_language(key("bad-license"), "en")  # the backend refuses a session
     assert refused.value.failure.kind is FailureKind.AUTH
     assert refused.value.failure.detail == "license refused"
+
+    async def unreachable(*_: object) -> str | None:
+        raise ConnectionError("Redis is down")
+
+    b.replicas.command = unreachable  # type: ignore[method-assign,assignment]
+    await b.engine.set_language(key("u2"), "en")  # done here, rather than not at all
+    record = await b.store.get(key("u2"))
+    assert record is not None and record.language == "en"
