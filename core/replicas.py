@@ -450,6 +450,10 @@ class Replicas:
             log.warning("replica %s runs no bot %s: entry left pending", self.replica, item.bot)
             return True
         if item.command:
+            # a session command writes only the session map, which has no fence: ask first
+            if not await self.redis.holds(item.partition, lease):
+                self._lost(item.partition, lease)
+                return False
             result = await engine.run_command(item.key, item.command, item.arg)
             return await self._ack(item, lease, result)
         entry = await self.redis.start_turn(item, lease)

@@ -445,6 +445,11 @@ class RedisCoordination:
     async def release(self, name: str, value: str) -> bool:
         return bool(await self._release(keys=[self.lease_key(name)], args=[value]))
 
+    async def holds(self, partition: int, lease: str) -> bool:
+        """Whether ``lease`` still holds ``partition`` (a check before a step that cannot be
+        fenced in the same script)."""
+        return bool(await self._r.get(self._partition_lease(partition)) == lease)
+
     async def holder(self, name: str) -> str | None:
         value = await self._r.get(self.lease_key(name))
         return None if value is None else str(value).rsplit(" ", 1)[0]
