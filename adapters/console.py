@@ -24,6 +24,7 @@ from chatbridge.core.item_services import (
     CONDITION_PROMPT,
     condition_text,
     listing_text,
+    service_failure_text,
 )
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.richtext import plain_text
@@ -32,22 +33,14 @@ from chatbridge.core.types import Button, ConversationKey, Image, Inbound, Reply
 
 log = logging.getLogger(__name__)
 
-HELP = """Commands:
-  <number>            press the button with that number
-  /image PATH [text]  send a photo (with an optional caption)
-  /condition TEXT     the item's condition, graded by the assistant
-  /listing PATH TEXT  a marketplace listing draft from a photo and a description
-  /reset              forget this conversation and start over
-  /help               this help
-  /quit               leave (end of input does the same)"""
-
 
 class ConsoleSurface:
     """Renders one reply on a text stream."""
 
-    def __init__(self, out: TextIO, prefix: str = "assistant> ") -> None:
+    def __init__(self, out: TextIO, prefix: str = "assistant> ", link: str = "link") -> None:
         self._out = out
         self._prefix = prefix
+        self._link = f"({link})"  # the label of a link line, in the console's language
         self._streamed = ""
         self.buttons: list[Button] | None = None  # set by finish(); None when the turn failed
 
@@ -98,10 +91,10 @@ class ConsoleSurface:
             self._write(f"  [{n}] {button.label}\n")
         for button in self.buttons:
             if button.url is not None:
-                self._write(f"  (link) {button.label}: {button.url}\n")
+                self._write(f"  {self._link} {button.label}: {button.url}\n")
         for message in messages:
             for link in message.links:
-                self._write(f"  (link) {link.label}: {link.url}\n")
+                self._write(f"  {self._link} {link.label}: {link.url}\n")
         self._streamed = ""
 
     async def fail(self, text: str) -> None:
@@ -177,9 +170,13 @@ class ConsoleAdapter:
     def _catalogue(self) -> Catalogue:
         return self.engine.texts.catalogue
 
-    def _text(self, key: str) -> str:
+    def _text(self, key: str, **fields: object) -> str:
         """``key`` from the bot's catalogue in the console user's language."""
-        return self._catalogue.text(key, self.language)
+        return self._catalogue.text(key, self.language, **fields)
+
+    def _tell(self, key: str, **fields: object) -> None:
+        """A problem with what the user typed, from the catalogue."""
+        self._say(f"(!) {self._text(key, **fields)}")
 
     def _say(self, text: str) -> None:
         self._out.write(text + "\n")
@@ -189,17 +186,18 @@ class ConsoleAdapter:
         interactive = self._in.isatty()
         lines = self._start_reader()
         if interactive:
-            self._say(f"chatbridge console: talking to bot '{self.name}'. /help for commands.")
+            self._say(self._text("console_banner", bot=self.name))
+        you = self._text("console_you")
         try:
             while True:
                 if interactive:
-                    self._out.write("you> ")
+                    self._out.write(f"{you}> ")
                     self._out.flush()
                 line = await lines.get()
                 if line is None or line.strip() == "/quit":
                     break
                 if not interactive and line.strip():
-                    self._say(f"you> {line}")
+                    self._say(f"{you}> {line}")
                 await self.handle_line(line.strip())
         finally:
             self.finished.set()
@@ -208,12 +206,12 @@ class ConsoleAdapter:
         if not line:
             return
         if line == "/help":
-            self._say(HELP)
+            self._say(self._text("console_help"))
             return
         if line == "/reset":
             await self.engine.reset(self.key)
             self._choices = []
-            self._say("(i) Conversation reset. Say hello to start again.")
+            self._say(f"(i) {self._text('reset_done')}")
             return
         if line.startswith("/image"):
             await self._send_image(line[len("/image") :].strip())
@@ -226,7 +224,7 @@ class ConsoleAdapter:
             n = int(line)
             if 1 <= n <= len(self._choices):
                 button = self._choices[n - 1]
-                self._say(f"(you chose: {button.label})")
+                self._say(self._text("console_chose", label=button.label))
                 await self._turn(
                     Inbound(
                         key=self.key,
@@ -236,7 +234,7 @@ class ConsoleAdapter:
                     )
                 )
                 return
-            self._say(f"(!) There is no choice {n}; pick 1 to {len(self._choices)}.")
+            self._tell("console_no_choice", n=n, count=len(self._choices))
             return
         await self._turn(Inbound(key=self.key, text=line, language=self.language))
 
@@ -245,15 +243,18 @@ class ConsoleAdapter:
         try:
             data = await asyncio.to_thread(lambda: path.expanduser().read_bytes())
             return load_image(data, self._max_image_bytes)
+        except FileNotFoundError:
+            self._tell("console_no_file", path=path)
         except OSError as exc:
-            self._say(f"(!) Cannot read {path}: {exc.strerror}")
+            log.info("console: cannot read %s: %s", path, exc.strerror)
+            self._tell("console_unreadable", path=path)
         except ImageRejected as exc:
-            self._say(f"(!) {exc.reason}")
+            self._say(f"(!) {self._catalogue.rejection(exc, self.language)}")
         return None
 
     async def _condition(self, item: str) -> None:
         if not item:
-            self._say("(!) Usage: /condition TEXT, e.g. /condition iPhone 12, light scratches")
+            self._tell("condition_usage")
             return
         try:
             decision = await self.engine.decide(
@@ -261,14 +262,15 @@ class ConsoleAdapter:
             )
             self._say(condition_text(decision, self._catalogue, self.language))
         except NotSupported:
-            self._say(f"(!) {self._text('condition_unsupported')}")
-        except Exception:
-            self._say(f"(!) {self._text('condition_failed')}")
+            self._tell("condition_unsupported")
+        except Exception as exc:
+            texts = self.engine.texts
+            self._say(f"(!) {service_failure_text(exc, texts, self.language, 'condition_failed')}")
 
     async def _listing(self, args: str) -> None:
         path_text, _, description = args.partition(" ")
         if not path_text or not description.strip():
-            self._say("(!) Usage: /listing PATH TEXT, e.g. /listing jacket.jpg blue denim jacket")
+            self._tell("console_listing_usage")
             return
         image = await self._read_image(path_text)
         if image is None:
@@ -277,14 +279,15 @@ class ConsoleAdapter:
             draft = await self.engine.describe_listing((image,), description.strip(), self.language)
             self._say(listing_text(draft, self._catalogue, self.language))
         except NotSupported:
-            self._say(f"(!) {self._text('listing_unsupported')}")
-        except Exception:
-            self._say(f"(!) {self._text('listing_failed')}")
+            self._tell("listing_unsupported")
+        except Exception as exc:
+            texts = self.engine.texts
+            self._say(f"(!) {service_failure_text(exc, texts, self.language, 'listing_failed')}")
 
     async def _send_image(self, args: str) -> None:
         path_text, _, caption = args.partition(" ")
         if not path_text:
-            self._say("(!) Usage: /image PATH [caption]")
+            self._tell("console_image_usage")
             return
         image = await self._read_image(path_text)
         if image is None:
@@ -294,7 +297,9 @@ class ConsoleAdapter:
         )
 
     async def _turn(self, inbound: Inbound) -> None:
-        surface = ConsoleSurface(self._out)
+        surface = ConsoleSurface(
+            self._out, f"{self._text('console_assistant')}> ", self._text("console_link")
+        )
         await self.engine.handle(inbound, surface)
         if surface.buttons is not None:  # a failed turn keeps the previous choices pressable
             self._choices = [b for b in surface.buttons if b.payload is not None]

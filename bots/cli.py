@@ -16,6 +16,7 @@ from typing import Any
 
 from chatbridge.bots.config import ConfigError, load_config, parse_config
 from chatbridge.core.secrets import register_secret
+from chatbridge.core.texts import LOCALES
 
 log = logging.getLogger("chatbridge")
 
@@ -74,11 +75,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 130 if app.stopped_by == signal.SIGINT else 0
 
 
+# what each emulator calls the demo's locales
+_DEMO_LANGUAGES = {
+    "loopos": {"en": "en-US", "pt-PT": "PT-PT"},
+    "shopai": {"en": "en", "pt-PT": "pt"},
+}
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from chatbridge.bots.runner import App, run_app
 
     backend: dict[str, Any]
     stop_emulator: Any
+    # --locale alone also asks the assistant for that language
+    language = args.language or (
+        _DEMO_LANGUAGES[args.backend][args.locale] if args.locale else None
+    )
     if args.backend == "loopos":
         from chatbridge.emulators.loopos import start_loopos_emulator
 
@@ -89,7 +101,7 @@ async def _demo(args: argparse.Namespace) -> int:
             "base_url": loopos.url,
             "core_base_url": "https://core.example/",
             "submission_base_url": "https://submission.example/",
-            "language": args.language or "PT-PT",
+            "language": language or "PT-PT",
             "context": "Circular economy marketplace (demo)",
         }
     else:
@@ -101,7 +113,7 @@ async def _demo(args: argparse.Namespace) -> int:
             "type": "shopai",
             "base_url": shop.url,
             "license_key": "test-license",
-            "language": args.language or "en",
+            "language": language or "en",
             "protocol": args.protocol,
         }
     with tempfile.TemporaryDirectory(prefix="chatbridge-demo-") as tmp:
@@ -116,6 +128,7 @@ async def _demo(args: argparse.Namespace) -> int:
                         "platform": "console",
                         "backend": "demo-ai",
                         "language": args.language,
+                        "locale": args.locale or "en",
                     }
                 ],
             },
@@ -188,7 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="v0.2",
         help="which ShopAI API the emulator speaks",
     )
-    demo.add_argument("--language", default=None, help="e.g. PT-PT, en-US, en")
+    demo.add_argument("--language", default=None, help="the user's language, e.g. PT-PT, en-US, en")
+    demo.add_argument(
+        "--locale",
+        choices=list(LOCALES),
+        default=None,
+        help="what the console itself says, and (without --language) the assistant's language "
+        "(default: en, or what --language names)",
+    )
     demo.add_argument("--store", default=None, help="store URL (default: a temporary file)")
     demo.set_defaults(func=_cmd_demo)
 

@@ -29,16 +29,16 @@ def sniff_image_type(data: bytes) -> str | None:
 
 
 class ImageRejected(Exception):
-    """The user's file cannot be sent; ``reason`` is a plain-language sentence for them.
+    """The user's file cannot be sent: ``key`` names why, as a key of the catalogues
+    (core/locales), and ``fields`` fill its placeholders; adapters say it in the user's
+    language (:meth:`core.texts.Catalogue.rejection`). Never a sentence.
 
     A plain exception, not a frozen dataclass: Python sets ``__traceback__`` and
     ``__context__`` on exceptions it raises, which a frozen instance refuses (TypeError).
     """
 
-    def __init__(self, reason: str, key: str | None = None, **fields: object) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        # the catalogue text (core/locales) saying the same in the user's language
+    def __init__(self, key: str, **fields: object) -> None:
+        super().__init__(f"{key} {fields}" if fields else key)  # for logs
         self.key = key
         self.fields = fields
 
@@ -48,30 +48,21 @@ def human_size(n: int) -> str:
         return f"{n / (1024 * 1024):.1f} MB"
     if n >= 1024:
         return f"{n / 1024:.0f} KB"
-    return f"{n} bytes"
+    return f"{n} B"  # a unit symbol, the same in every language
 
 
 def check_size(size: int | None, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
     """Refuse a file by its announced size before downloading it."""
     if size is not None and size > max_bytes:
-        raise ImageRejected(
-            f"That photo is too large ({human_size(size)}). "
-            f"Please send one under {human_size(max_bytes)}.",
-            "photo_too_large",
-            size=human_size(size),
-            limit=human_size(max_bytes),
-        )
+        raise ImageRejected("photo_too_large", size=human_size(size), limit=human_size(max_bytes))
 
 
 def load_image(data: bytes, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Image:
     """Validate downloaded bytes as a photo: size first, then real content type."""
     check_size(len(data), max_bytes)
     if not data:
-        raise ImageRejected("That file is empty.", "photo_empty")
+        raise ImageRejected("photo_empty")
     mime = sniff_image_type(data)
     if mime is None:
-        raise ImageRejected(
-            "That file is not a photo I can use. Please send a JPEG, PNG, GIF or WebP image.",
-            "not_a_photo",
-        )
+        raise ImageRejected("not_a_photo")
     return Image(data=data, mime_type=mime)

@@ -4,7 +4,9 @@ The catalogues live in :mod:`core.locales` (``en`` is the reference, ``pt-PT`` t
 language). A :class:`Catalogue` picks the locale from the user's platform language (Telegram's
 ``language_code``, Discord's ``locale``), falls back to the bot's default locale, and applies
 the operator's overrides from the configuration (``[bots.texts.<locale>]``). Backends report
-failure *kinds* (and optionally a catalogue key in ``Failure.reason``), never sentences.
+failure *kinds* and *reasons* (``Failure.kind``, ``Failure.reason`` with structured
+``fields``; ``Notice.reason``), never sentences: every reason is a key of the catalogues, so
+the user reads it in their language and the operator may reword it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from types import MappingProxyType
 
 from chatbridge.core.images import ImageRejected
 from chatbridge.core.locales import en, pt_pt
-from chatbridge.core.types import Failure, FailureKind
+from chatbridge.core.types import Failure, FailureKind, Notice
 
 CATALOGUES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {"en": en.TEXTS, "pt-PT": pt_pt.TEXTS}
@@ -113,13 +115,13 @@ class Catalogue:
         return template.format(**fields) if fields else template
 
     def rejection(self, exc: ImageRejected, language: str | None = None) -> str:
-        """Why a photo was refused, in the user's language."""
-        if exc.key is not None and exc.key in self._texts[DEFAULT_LOCALE]:
-            try:
-                return self.text(exc.key, language, **exc.fields)
-            except (KeyError, IndexError):
-                pass
-        return exc.reason
+        """Why a photo was refused, in the user's language (``not_a_photo`` if the key is
+        unknown or a placeholder has no value: a refusal always says something useful)."""
+        key = exc.key if exc.key in self._texts[DEFAULT_LOCALE] else "not_a_photo"
+        template = self.template(key, language)
+        if not placeholders(template) <= exc.fields.keys():
+            return self.template("not_a_photo", language)
+        return template.format(**exc.fields) if exc.fields else template
 
     def user_texts(self, language: str | None = None) -> UserTexts:
         return UserTexts(self, language)
@@ -157,23 +159,27 @@ class UserTexts:
     cancelled = property(lambda self: self._get("cancelled"))
     refused = property(lambda self: self._get("refused"))
 
+    def _filled(self, key: str, fields: Mapping[str, object]) -> str | None:
+        """``key``'s text with its placeholders filled; None when a placeholder has no value."""
+        template = self._get(key)
+        if not placeholders(template) <= fields.keys():
+            return None
+        return template.format(**fields) if fields else template
+
     def for_failure(self, failure: Failure, language: str | None = None) -> str:
-        """The plain-language reply for a failed turn, in the user's language."""
+        """The plain-language reply for a failed turn, in the user's language: the text of
+        the failure's reason (filled from its fields), else the text of its kind."""
         texts = self.in_language(language) if language else self
-        if failure.reason and failure.reason in en.TEXTS:
-            try:
-                return texts.text(failure.reason, **failure.fields)
-            except (KeyError, IndexError):  # a field the backend did not give: say it plainly
-                pass
-        key = _KIND_KEYS.get(failure.kind, "internal")
-        locale = texts.catalogue.locale(texts.language)
-        if (
-            failure.user_text
-            and locale == DEFAULT_LOCALE
-            and key not in texts.catalogue.overridden(locale)
-        ):
-            return failure.user_text  # the backend's own (English) wording
-        detail = failure.detail or "it was not valid"
-        if key in ("validation", "bad_input"):
-            return texts.text(key, detail=detail)
-        return texts._get(key)
+        if failure.reason is not None and failure.reason in en.TEXTS:
+            text = texts._filled(failure.reason, failure.fields)
+            if text is not None:
+                return text
+        return texts._get(_KIND_KEYS.get(failure.kind, "internal"))
+
+    def for_notice(self, notice: Notice, language: str | None = None) -> str | None:
+        """What a backend's notice says, in the user's language; None for a reason the
+        catalogues do not know, or whose fields are missing: better unsaid than wrong."""
+        texts = self.in_language(language) if language else self
+        if notice.reason not in en.TEXTS:
+            return None
+        return texts._filled(notice.reason, notice.fields)

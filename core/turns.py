@@ -290,10 +290,12 @@ class TurnRunner:
                         await surface.append(text)
                     case Snapshot(text):
                         await surface.replace(text)
-                    case Notice(text, reason):
-                        texts = self.texts.in_language(inbound.language)
-                        known = reason is not None and reason in texts.catalogue.keys
-                        await surface.notice(texts.text(reason) if reason and known else text)
+                    case Notice():
+                        said = self.texts.for_notice(event, inbound.language)
+                        if said is None:
+                            log.warning("backend notice %r has no text; not shown", event.reason)
+                        else:
+                            await surface.notice(said)
                     case Final(messages):
                         if not any(m.text.strip() or m.buttons or m.links for m in messages):
                             empty = self.texts.in_language(inbound.language).empty

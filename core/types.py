@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -131,12 +131,19 @@ class Final:
     messages: tuple[ReplyMessage, ...]
 
 
+class NoticeReason(StrEnum):
+    """What a backend tells the user besides the answer; each is a key of the catalogues
+    (core/locales), so the user reads it in their language and operators can reword it."""
+
+    PHOTOS_DROPPED = "photos_dropped"  # the backend reads text only: the photos were not sent
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A status line for the user (e.g. "the conversation was restarted")."""
+    """A status line for the user, named by its reason: never a sentence (see NoticeReason)."""
 
-    text: str
-    reason: str | None = None  # a catalogue key (core/locales): shown in the user's language
+    reason: NoticeReason
+    fields: Mapping[str, Any] = field(default_factory=dict)  # the text's placeholders
 
 
 class FailureKind(StrEnum):
@@ -150,17 +157,32 @@ class FailureKind(StrEnum):
     INTERNAL = "internal"
 
 
+class FailureReason(StrEnum):
+    """Why a turn failed, more precisely than its kind; each is a key of the catalogues
+    (core/locales) and takes its placeholders from ``Failure.fields``."""
+
+    TEXT_ONLY = "text_only"  # BAD_INPUT: photos or nothing, and the backend reads text only
+    TOO_LONG = "too_long"  # VALIDATION: fields length, limit (characters)
+    REJECTED = "rejected"  # VALIDATION (HTTP 422): fields ``fields`` (the refused field names)
+    TOO_LARGE = "too_large"  # BAD_INPUT (HTTP 413): the request was too large
+    PHOTOS_TOO_LARGE = "photos_too_large"  # BAD_INPUT: fields total, limit ("26 MB")
+    NEEDS_PHOTO = "needs_photo"  # BAD_INPUT: a listing without a photo
+    BUSY = "busy"  # UNAVAILABLE (HTTP 429): fields seconds (the server's Retry-After)
+    NOT_ANSWERED = "not_answered"  # UNAVAILABLE: the server refused to answer that message
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The turn failed; ``detail`` is for logs, never shown verbatim unless ``user_text``."""
+    """The turn failed. A backend says *why* (``kind``, ``reason`` and structured ``fields``:
+    a status code, seconds to wait, field names), never a sentence: the engine turns it into
+    the user's catalogue text (:meth:`core.texts.UserTexts.for_failure`). ``detail`` is for
+    logs only and never shown to a user."""
 
     kind: FailureKind
     detail: str = ""
     retryable: bool = False
-    user_text: str | None = None  # a ready plain-language message, when the backend has one
-    # a key of the text catalogues (core/locales) naming why, and its placeholders' values:
-    # the user reads it in their language
-    reason: str | None = None
+    _: KW_ONLY
+    reason: FailureReason | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 

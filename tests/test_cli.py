@@ -76,8 +76,8 @@ def test_demo_walks_a_seller_from_description_to_created_item() -> None:
     assert "Envie uma fotografia do item." in out
     assert "Submissão concluída!" in out and "Fotografias: 1" in out
     assert "Apple iPhone 12 128 GB" in out
-    assert "Conversation reset" in out
-    after_reset = out.split("Conversation reset", 1)[1]
+    assert "this conversation starts over" in out
+    after_reset = out.split("this conversation starts over", 1)[1]
     assert "PlayStation 5" in after_reset  # a new submission, not the finished one
     assert "Traceback" not in proc.stderr
 

@@ -197,6 +197,36 @@ async def test_button_of_someone_else_gets_an_ephemeral_notice(
     assert not any(c.get("disabled") for c in components(fake.messages[int(answer["id"])]))
 
 
+def _described(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every command, subcommand and parameter of a registered command list, flattened."""
+    out: list[dict[str, Any]] = []
+    for entry in entries:
+        out.append(entry)
+        out.extend(_described(entry.get("options", [])))
+    return out
+
+
+async def test_every_slash_text_is_registered_in_portuguese(
+    fake: FakeDiscord, store: SQLiteStore
+) -> None:
+    """Command, subcommand and parameter descriptions all come from the catalogue: Discord gets
+    a pt-BR translation (read from pt-PT) of each, and none is left English-only."""
+    from chatbridge.core.locales.en import TEXTS as EN_TEXTS
+    from chatbridge.core.locales.pt_pt import TEXTS as PT_TEXTS
+
+    adapter, engine = await start_bot(fake, ScriptBackend(), store)
+    try:
+        entries = _described(fake.commands[None])
+        assert len(entries) == 14  # six commands, admin's three subcommands, five parameters
+        english = {v: k for k, v in EN_TEXTS.items()}
+        for entry in entries:
+            key = english.get(entry["description"])
+            assert key is not None, f"{entry['name']}: description not from the catalogue"
+            assert entry["description_localizations"]["pt-BR"] == PT_TEXTS[key], entry["name"]
+    finally:
+        await stop_bot(adapter, engine)
+
+
 async def test_admin_reset_by_slash_command(fake: FakeDiscord, store: SQLiteStore) -> None:
     backend = ScriptBackend()
     boss = fake.add_user("boss")

@@ -11,6 +11,7 @@ import pytest
 
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import BackendError, NotSupported
+from chatbridge.core.locales import en
 from chatbridge.core.store import MemoryStore, SQLiteStore
 from chatbridge.core.types import (
     ConversationKey,
@@ -20,6 +21,7 @@ from chatbridge.core.types import (
     Final,
     Inbound,
     Notice,
+    NoticeReason,
     ReplyMessage,
     Token,
 )
@@ -166,7 +168,7 @@ async def test_tokens_stream_before_the_final(store: MemoryStore) -> None:
     ("text", "expected"),
     [
         ("boom", "something went wrong"),
-        ("invalid", "couldn't accept that message: message is too long (600 > 512)"),
+        ("invalid", "couldn't accept that message. Please change it"),
         ("silent", "couldn't read"),
     ],
 )
@@ -181,6 +183,7 @@ async def test_every_failure_ends_in_a_plain_reply(
     assert kind == "fail"
     assert expected in shown
     assert "secret" not in shown and "RuntimeError" not in shown
+    assert "600" not in shown, "a failure's log detail is never shown"
     # the lane survives: the next message is answered
     again = RecordingSurface()
     await engine.handle(Inbound(key=key(), text="next"), again)
@@ -299,12 +302,12 @@ async def test_shutdown_lets_short_turns_finish(store: MemoryStore) -> None:
 async def test_notices_and_describe_listing_unsupported(store: MemoryStore) -> None:
     class NoticeBackend(ScriptedBackend):
         async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
-            yield Notice("reconnecting")
+            yield Notice(NoticeReason.PHOTOS_DROPPED)
             yield Final((ReplyMessage("done"),))
 
     engine = Engine(bot="b", backend=NoticeBackend(), backend_name="ai", store=store)
     surface = RecordingSurface()
     await engine.handle(Inbound(key=key(), text="x"), surface)
-    assert ("notice", "reconnecting") in surface.events
+    assert ("notice", en.TEXTS["photos_dropped"]) in surface.events
     with pytest.raises(NotSupported):
         await engine.describe_listing([], "a chair", None)

@@ -19,9 +19,9 @@ def test_image_rejected_can_be_raised_inside_a_context_manager() -> None:
     # contextlib sets __traceback__ on the exception on its way out, which a frozen-dataclass
     # exception refused: the user's plain-language reason became an internal error.
     with pytest.raises(ImageRejected) as caught, _typing_indicator():
-        raise ImageRejected("That file is empty.")
-    assert caught.value.reason == "That file is empty."
-    assert str(caught.value) == "That file is empty."
+        raise ImageRejected("photo_empty")
+    assert caught.value.key == "photo_empty"
+    assert str(caught.value) == "photo_empty"
 
 
 def test_empty_file_is_rejected_in_plain_words() -> None:

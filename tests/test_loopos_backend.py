@@ -26,6 +26,7 @@ from chatbridge.core.store.memory import MemoryStore
 from chatbridge.core.types import (
     Failure,
     FailureKind,
+    FailureReason,
     Final,
     Image,
     ListingRequest,
@@ -217,7 +218,9 @@ async def test_422_is_validation_and_not_retried(
     failure = await one_turn(backend, ref, "Quero vender um iPhone 12")
     assert isinstance(failure, Failure)
     assert failure.kind is FailureKind.VALIDATION and not failure.retryable
-    assert failure.user_text and "emulated validation failure" in failure.user_text
+    assert failure.reason is FailureReason.REJECTED
+    assert failure.fields == {"status": 422, "fields": "text"}
+    assert "emulated validation failure" in failure.detail  # the server's words: logs only
     assert len(loopos.requests_to("/chat")) == 1
 
 

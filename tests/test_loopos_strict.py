@@ -18,7 +18,7 @@ from chatbridge.core.deadline import turn_deadline
 from chatbridge.core.engine import Engine
 from chatbridge.core.protocols import Backend
 from chatbridge.core.store import MemoryStore
-from chatbridge.core.types import Failure, FailureKind, Final, Image, ListingRequest
+from chatbridge.core.types import Failure, FailureKind, FailureReason, Final, Image, ListingRequest
 from chatbridge.emulators.loopos import LoopOSEmulator, LoopOSStrict, start_loopos_emulator
 
 PHOTO = Image(TINY_PNG, "image/png")
@@ -153,7 +153,9 @@ async def test_photos_are_capped_per_turn_not_only_per_photo(loopos: LoopOSEmula
         three = (PHOTO, PHOTO, PHOTO)
         failure = await one_turn(b, ref, "Quero vender um iPhone 12", images=three)
         assert isinstance(failure, Failure) and failure.kind is FailureKind.BAD_INPUT
-        assert failure.user_text and "fewer photos" in failure.user_text
+        assert failure.reason is FailureReason.PHOTOS_TOO_LARGE
+        n = len(TINY_PNG)
+        assert failure.fields == {"total": f"{3 * n} B", "limit": f"{2 * n} B"}
         assert loopos.requests == [], "nothing was sent"
         with pytest.raises(LoopOSError):
             await b.describe_listing(three, ListingRequest("iPhone"), None)

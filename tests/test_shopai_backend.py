@@ -15,7 +15,15 @@ from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.core.errors import BackendError
 from chatbridge.core.protocols import Backend
 from chatbridge.core.richtext import Dialect, render
-from chatbridge.core.types import Event, Failure, FailureKind, Final, Snapshot, Token
+from chatbridge.core.types import (
+    Event,
+    Failure,
+    FailureKind,
+    FailureReason,
+    Final,
+    Snapshot,
+    Token,
+)
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from chatbridge.emulators.shopai_catalog import compose_answer
 
@@ -285,7 +293,7 @@ async def test_error_frame_is_a_plain_failure_then_recovers(
     emu.faults.error_frame = True
     failure = failure_of(await collect(backend, ref, inbound(PHONE)))
     assert failure.kind is FailureKind.UNAVAILABLE
-    assert failure.user_text and "could not answer" in failure.user_text
+    assert failure.reason is FailureReason.NOT_ANSWERED
     emu.faults.error_frame = False
     final = final_of(await collect(backend, ref, inbound(PHONE)))
     assert final.messages[0].text == expected(PHONE)
@@ -309,8 +317,7 @@ async def test_a_stalled_answer_times_out(emu: ShopAIEmulator) -> None:
     try:
         ref = await backend.open(key(), "en")
         failure = failure_of(await collect(backend, ref, inbound(PLAIN)))
-        assert failure.kind is FailureKind.TIMEOUT
-        assert failure.user_text
+        assert failure.kind is FailureKind.TIMEOUT and failure.reason is None
     finally:
         await backend.aclose()
 
@@ -343,7 +350,8 @@ async def test_too_long_message_is_not_sent(emu: ShopAIEmulator, backend: ShopAI
     ref = await backend.open(key(), "en")
     failure = failure_of(await collect(backend, ref, inbound("x" * 513)))
     assert failure.kind is FailureKind.VALIDATION
-    assert failure.user_text and "513" in failure.user_text and "512" in failure.user_text
+    assert failure.reason is FailureReason.TOO_LONG
+    assert failure.fields == {"length": 513, "limit": 512}
     assert emu.stats.messages == 0
     assert final_of(await collect(backend, ref, inbound("y" * 512)))
 
@@ -356,7 +364,8 @@ async def test_server_side_lower_limit_is_reported(version: str = "v0.1") -> Non
             ref = await backend.open(key(), "en")
             failure = failure_of(await collect(backend, ref, inbound("z" * 150)))
             assert failure.kind is FailureKind.VALIDATION
-            assert failure.user_text and "150" in failure.user_text and "100" in failure.user_text
+            assert failure.reason is FailureReason.TOO_LONG
+            assert failure.fields == {"length": 150, "limit": 100}
             assert emulator.stats.too_long == 1
             # the session still works afterwards (v0.2 reconnects after the error)
             assert final_of(await collect(backend, ref, inbound(PHONE)))
@@ -405,7 +414,7 @@ async def test_bad_license_is_one_operator_error(caplog: pytest.LogCaptureFixtur
                 await backend.open(key(user), "en")
             failure = info.value.failure
             assert failure.kind is FailureKind.AUTH
-            assert failure.user_text and "unavailable" in failure.user_text
+            assert failure.reason is None and failure.fields == {}  # the kind says it all
             assert "wrong-secret-key" not in str(info.value)
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "license" in errors[0].getMessage()

@@ -124,7 +124,7 @@ async def test_bad_license_tells_the_user_it_is_unavailable(emu: ShopAIEmulator)
             result = await engine.handle(Inbound(key=KEY, text="hello"), surface)
             assert result.outcome == "failed"
             (text,) = surface.kinds("fail")
-            assert "unavailable" in text
+            assert "not available" in text and "The operator has been told" in text
         assert emu.stats.init_errors == 1
     finally:
         await engine.aclose()

@@ -17,7 +17,7 @@ from test_shopai_backend import PHONE, PLAIN, expected, failure_of, final_of, se
 from chatbridge.core.backends.shopai import ShopAIBackend
 from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.core.protocols import Backend
-from chatbridge.core.types import FailureKind
+from chatbridge.core.types import FailureKind, FailureReason
 from chatbridge.emulators.shopai import ShopAIEmulator, ShopAIStrict, start_shopai_emulator
 from chatbridge.emulators.shopai_catalog import compose_entries
 
@@ -231,7 +231,8 @@ async def test_a_v01_server_that_closes_after_an_error(running: list[Any]) -> No
     ref = await backend.open(key(), "en")
     failure = failure_of(await collect(backend, ref, inbound("z" * 150)))
     assert failure.kind is FailureKind.VALIDATION
-    assert failure.user_text and "150" in failure.user_text and "100" in failure.user_text
+    assert failure.reason is FailureReason.TOO_LONG
+    assert failure.fields == {"length": 150, "limit": 100}
     final = final_of(await collect(backend, ref, inbound(PHONE)))
     assert final.messages[0].text == expected(PHONE)
     assert emulator.stats.connections_opened == 2, "reconnected after the close"

@@ -30,6 +30,7 @@ from chatbridge.adapters.telegram.surface import Target, TelegramReply
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import DeliveryRefused
 from chatbridge.core.html import parse_reply_html
+from chatbridge.core.locales import en
 from chatbridge.core.richtext import (
     PLAIN,
     CodeBlock,
@@ -48,6 +49,7 @@ from chatbridge.core.types import (
     Final,
     Inbound,
     Notice,
+    NoticeReason,
     ReplyMessage,
     Token,
 )
@@ -86,7 +88,7 @@ class AnswerBackend:
     name = "answer"
 
     def __init__(
-        self, answer: ReplyMessage, stream: bool = False, notice: str | None = None
+        self, answer: ReplyMessage, stream: bool = False, notice: NoticeReason | None = None
     ) -> None:
         self.answer = answer
         self.stream = stream
@@ -115,7 +117,7 @@ class AnswerBackend:
 
 
 async def console_turn(
-    answer: ReplyMessage, stream: bool = False, notice: str | None = None
+    answer: ReplyMessage, stream: bool = False, notice: NoticeReason | None = None
 ) -> Shown:
     store = await MemoryStore.open()
     engine = Engine(
@@ -140,7 +142,7 @@ async def console_turn(
 
 
 async def telegram_turn(
-    answer: ReplyMessage, stream: bool = False, notice: str | None = None
+    answer: ReplyMessage, stream: bool = False, notice: NoticeReason | None = None
 ) -> Shown:
     async with Harness(AnswerBackend(answer, stream, notice)) as h:
         user = h.user()
@@ -212,7 +214,7 @@ def read_markdown(content: str) -> tuple[str, set[str], set[str], set[str], set[
 
 
 async def discord_turn(
-    answer: ReplyMessage, stream: bool = False, notice: str | None = None
+    answer: ReplyMessage, stream: bool = False, notice: NoticeReason | None = None
 ) -> Shown:
     async with FakeDiscord(message_bucket=FAST_BUCKET) as fake:
         store = await MemoryStore.open()
@@ -299,8 +301,8 @@ async def test_a_streamed_answer_ends_as_the_final_answer_shown_once(platform: s
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 async def test_a_notice_is_shown_apart_from_the_answer(platform: str) -> None:
-    notice = "The conversation was restarted."
-    shown = await PLATFORMS[platform](ANSWER, True, notice)
+    notice = en.TEXTS[NoticeReason.PHOTOS_DROPPED]  # what the backend's reason reads as
+    shown = await PLATFORMS[platform](ANSWER, True, NoticeReason.PHOTOS_DROPPED)
     assert shown.notices == [notice]
     assert notice not in shown.text
     assert _flat(shown.text) == _flat(ANSWER.text)

@@ -12,7 +12,9 @@ from chatbridge.core.types import (
     ConversationKey,
     Failure,
     FailureKind,
+    FailureReason,
     Inbound,
+    NoticeReason,
 )
 
 KEY = ConversationKey("b", "test", "c1", "u1")
@@ -57,15 +59,30 @@ def test_operator_overrides_win_and_are_checked() -> None:
 
 def test_failures_read_in_the_users_language() -> None:
     texts = UserTexts()
-    timeout = Failure(FailureKind.TIMEOUT, "x", user_text="The shopping assistant took too long.")
-    assert texts.for_failure(timeout, "en") == "The shopping assistant took too long."
+    timeout = Failure(FailureKind.TIMEOUT, "x")
+    assert texts.for_failure(timeout, "en") == en.TEXTS["timeout"]
     assert texts.for_failure(timeout, "pt-PT") == pt_pt.TEXTS["timeout"]
-    long = Failure(FailureKind.VALIDATION, "x", reason="too_long", fields={"length": 9, "limit": 5})
+    fields = {"length": 9, "limit": 5}
+    long = Failure(FailureKind.VALIDATION, "x", reason=FailureReason.TOO_LONG, fields=fields)
     assert "9 caracteres" in texts.for_failure(long, "pt") and "5" in texts.for_failure(long, "pt")
-    assert texts.for_failure(Failure(FailureKind.BAD_INPUT, "too big"), "pt").endswith("too big")
-    # the operator's wording wins over a backend's own English sentence
-    reworded = UserTexts(Catalogue("en", {"en": {"timeout": "Slow today, sorry."}}))
+    # the log detail never reaches the user, in any language
+    bad = Failure(FailureKind.BAD_INPUT, "/chat: HTTP 413 (too big)")
+    assert texts.for_failure(bad, "pt") == pt_pt.TEXTS["bad_input"]
+    # a reason whose fields the backend did not give reads as its kind, never "{seconds}"
+    busy = Failure(FailureKind.UNAVAILABLE, "429", reason=FailureReason.BUSY)
+    assert texts.for_failure(busy, "en") == en.TEXTS["unavailable"]
+    # the operator's wording wins, for kinds and reasons alike
+    reworded = UserTexts(
+        Catalogue("en", {"en": {"timeout": "Slow today, sorry.", "too_long": "Max {limit}!"}})
+    )
     assert reworded.for_failure(timeout, "en") == "Slow today, sorry."
+    assert reworded.for_failure(long, "en") == "Max 5!"
+    assert reworded.for_failure(long, "pt-PT") == pt_pt.TEXTS["too_long"].format(**fields)
+
+
+def test_every_reason_a_backend_may_give_has_a_text() -> None:
+    for reason in (*FailureReason, *NoticeReason):
+        assert reason.value in en.TEXTS, reason
 
 
 async def test_shopai_reports_reasons_the_engine_puts_in_portuguese() -> None:

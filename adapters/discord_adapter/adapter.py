@@ -56,7 +56,6 @@ NOT_FOR_YOU = en.TEXTS["button_not_yours"]
 EXPIRED = en.TEXTS["button_expired"]
 EMPTY = en.TEXTS["empty_message"]
 DOWNLOAD_FAILED = en.TEXTS["download_failed"]
-TOO_MANY_IMAGES = en.TEXTS["too_many_photos"]
 
 
 class _Client(discord.Client):
@@ -401,7 +400,7 @@ class DiscordAdapter:
         attachments = list(message.attachments)
         if len(attachments) > self.options.max_images:
             n = self.options.max_images
-            raise ImageRejected(TOO_MANY_IMAGES.format(n=n), "too_many_photos", n=n)
+            raise ImageRejected("too_many_photos", n=n)
         images = []
         for attachment in attachments:
             # The announced size is checked before downloading; the bytes decide the type.

@@ -23,10 +23,9 @@ from chatbridge.core.item_services import (
     CONDITION_PROMPT,
     condition_text,
     listing_text,
+    service_failure_text,
 )
 from chatbridge.core.locales.en import TEXTS as EN
-
-MENU = {name: EN[f"menu_{name}"] for name in ("reset", "cancel", "lang", "condition", "listing")}
 
 if TYPE_CHECKING:
     from chatbridge.adapters.discord_adapter.adapter import DiscordAdapter
@@ -37,6 +36,12 @@ log = logging.getLogger(__name__)
 
 REFUSED = EN["admin_only"]  # the English text; users read it in their language
 MAX_LIST = 20
+
+
+def _menu(key: str) -> locale_str:
+    """A slash command or parameter description: English by default, and translated for every
+    Discord locale we have a catalogue for by ``CatalogueTranslator`` at sync time."""
+    return locale_str(EN[key], key=key)
 
 
 def _t(
@@ -57,8 +62,8 @@ async def _admitted(adapter: DiscordAdapter, interaction: discord.Interaction[An
 
 
 def _add_lang(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
-    @tree.command(name="lang", description=locale_str(MENU["lang"], key="menu_lang"))
-    @app_commands.describe(language="A language code such as en, pt-PT or fr")
+    @tree.command(name="lang", description=_menu("menu_lang"))
+    @app_commands.describe(language=_menu("menu_lang_language"))
     async def lang(interaction: discord.Interaction[Any], language: str) -> None:
         if not await _admitted(adapter, interaction):
             return  # a session is opened at the backend: only for who may talk to the bot
@@ -82,7 +87,7 @@ def _add_lang(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> N
 
 
 def _add_cancel(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) -> None:
-    @tree.command(name="cancel", description=locale_str(MENU["cancel"], key="menu_cancel"))
+    @tree.command(name="cancel", description=_menu("menu_cancel"))
     async def cancel(interaction: discord.Interaction[Any]) -> None:
         key = adapter.key_for(interaction.channel, interaction.user.id)
         # the cancelled turn tells the user itself, on its own message
@@ -113,7 +118,7 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
             )
         return allowed
 
-    @tree.command(name="reset", description=locale_str(MENU["reset"], key="menu_reset"))
+    @tree.command(name="reset", description=_menu("menu_reset"))
     async def reset(interaction: discord.Interaction[Any]) -> None:
         key = adapter.key_for(interaction.channel, interaction.user.id)
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -127,10 +132,10 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
 
     _add_item_commands(tree, adapter)
 
-    admin = app_commands.Group(name="admin", description="Bot administration")
+    admin = app_commands.Group(name="admin", description=_menu("menu_admin"))
 
-    @admin.command(name="reset", description="Reset every conversation of one user")
-    @app_commands.describe(user="Whose conversations to reset")
+    @admin.command(name="reset", description=_menu("menu_admin_reset"))
+    @app_commands.describe(user=_menu("menu_admin_reset_user"))
     async def admin_reset(interaction: discord.Interaction[Any], user: discord.User) -> None:
         if not await admin_ok(interaction, "reset"):
             return
@@ -144,7 +149,7 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
-    @admin.command(name="reset-all", description="Reset every conversation of this bot")
+    @admin.command(name="reset-all", description=_menu("menu_admin_reset_all"))
     async def admin_reset_all(interaction: discord.Interaction[Any]) -> None:
         if not await admin_ok(interaction, "reset-all"):
             return
@@ -156,7 +161,7 @@ def build_tree(client: discord.Client, adapter: DiscordAdapter) -> app_commands.
             _t(adapter, interaction, "admin_reset_all", count=count), ephemeral=True
         )
 
-    @admin.command(name="sessions", description="List the most recent conversations")
+    @admin.command(name="sessions", description=_menu("menu_admin_sessions"))
     async def admin_sessions(interaction: discord.Interaction[Any]) -> None:
         if not await admin_ok(interaction, "sessions"):
             return
@@ -184,8 +189,8 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
     Both reach the backend: only for who may talk to the bot."""
     engine = adapter.engine
 
-    @tree.command(name="condition", description=locale_str(MENU["condition"], key="menu_condition"))
-    @app_commands.describe(item="The item and its state, e.g. iPhone 12, light scratches")
+    @tree.command(name="condition", description=_menu("menu_condition"))
+    @app_commands.describe(item=_menu("menu_condition_item"))
     async def condition(interaction: discord.Interaction[Any], item: str) -> None:
         if not await _admitted(adapter, interaction):
             return
@@ -198,11 +203,13 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
             text = _t(adapter, interaction, "condition_unsupported")
         except Exception as exc:
             log.warning("bot %s: condition failed: %s", adapter.name, type(exc).__name__)
-            text = _t(adapter, interaction, "condition_failed")
+            text = service_failure_text(exc, engine.texts, language, "condition_failed")
         await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())
 
-    @tree.command(name="listing", description=locale_str(MENU["listing"], key="menu_listing"))
-    @app_commands.describe(photo="A photo of the item", description="What it is, in a few words")
+    @tree.command(name="listing", description=_menu("menu_listing"))
+    @app_commands.describe(
+        photo=_menu("menu_listing_photo"), description=_menu("menu_listing_description")
+    )
     async def listing(
         interaction: discord.Interaction[Any], photo: discord.Attachment, description: str
     ) -> None:
@@ -222,5 +229,5 @@ def _add_item_commands(tree: app_commands.CommandTree[Any], adapter: DiscordAdap
             text = _t(adapter, interaction, "listing_unsupported")
         except Exception as exc:
             log.warning("bot %s: listing failed: %s", adapter.name, type(exc).__name__)
-            text = _t(adapter, interaction, "listing_failed")
+            text = service_failure_text(exc, engine.texts, language, "listing_failed")
         await interaction.followup.send(text, allowed_mentions=discord.AllowedMentions.none())

@@ -25,6 +25,7 @@ from chatbridge.core.item_services import (
     CONDITION_PROMPT,
     condition_text,
     listing_text,
+    service_failure_text,
 )
 from chatbridge.core.protocols import Conversations
 from chatbridge.core.texts import Catalogue
@@ -194,7 +195,9 @@ class Commands:
                 return
             except Exception as exc:
                 log.warning("bot %s: listing failed: %s", self._bot, type(exc).__name__)
-                await self._say(ctx, self.text(ctx, "listing_failed"))
+                texts = self._engine.texts
+                text = service_failure_text(exc, texts, ctx.language, "listing_failed")
+                await self._say(ctx, escape(text))
                 return
             catalogue = self._engine.texts.catalogue
             title, _, rest = listing_text(draft, catalogue, ctx.language).partition("\n")
@@ -218,7 +221,9 @@ class Commands:
                 return
             except Exception as exc:
                 log.warning("bot %s: condition failed: %s", self._bot, type(exc).__name__)
-                await self._say(ctx, self.text(ctx, "condition_failed"))
+                texts = self._engine.texts
+                text = service_failure_text(exc, texts, ctx.language, "condition_failed")
+                await self._say(ctx, escape(text))
                 return
             graded = condition_text(decision, self._engine.texts.catalogue, ctx.language)
             await self._say(ctx, escape(graded))

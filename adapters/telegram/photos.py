@@ -36,10 +36,10 @@ async def message_images(bot: Bot, msgs: Sequence[Message], limit: int) -> list[
         elif m.document is not None:
             mime = m.document.mime_type or ""
             if not mime.startswith("image/"):
-                raise ImageRejected("not a photo", "not_a_photo")
+                raise ImageRejected("not_a_photo")
             refs.append((m.document.file_id, m.document.file_size))
         elif any(getattr(m, kind, None) for kind in _OTHER_MEDIA):
-            raise ImageRejected("other media", "unsupported_media")
+            raise ImageRejected("unsupported_media")
     for _, size in refs:
         check_size(size, limit)  # before downloading anything
     return list(await asyncio.gather(*(_download(bot, f, limit) for f, _ in refs)))
@@ -62,7 +62,7 @@ async def _download(bot: Bot, file_id: str, limit: int) -> Image:
     except BadRequest as exc:
         if "too big" in str(exc).lower():
             check_size(limit + 1, limit)
-        raise ImageRejected("download failed", "download_failed") from None
+        raise ImageRejected("download_failed") from None
     except TelegramError:
-        raise ImageRejected("download failed", "download_failed") from None
+        raise ImageRejected("download_failed") from None
     return load_image(data, limit)

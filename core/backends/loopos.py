@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from chatbridge.core.deadline import deadline
 from chatbridge.core.errors import BackendError
 from chatbridge.core.html import parse_reply_html
+from chatbridge.core.images import human_size
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.secrets import register_secret
 from chatbridge.core.types import (
@@ -43,6 +44,7 @@ from chatbridge.core.types import (
     Event,
     Failure,
     FailureKind,
+    FailureReason,
     Final,
     Image,
     Inbound,
@@ -215,7 +217,7 @@ def _is_loopback(url: str) -> bool:
 
 
 def _validation_text(response: httpx.Response) -> str:
-    """A short plain reading of a FastAPI 422 body ("Field required (messages)")."""
+    """A short plain reading of a FastAPI 422 body ("Field required (messages)"), for logs."""
     detail = _detail(response)
     if isinstance(detail, str) and detail.strip():
         return detail.strip()[:300]
@@ -227,6 +229,57 @@ def _validation_text(response: httpx.Response) -> str:
             loc = [str(p) for p in item.get("loc", []) if p != "body"]
             msgs.append(f"{item['msg']} ({'.'.join(loc)})" if loc else item["msg"])
     return "; ".join(msgs)[:300] or "the request was not accepted"
+
+
+def _refused_fields(response: httpx.Response) -> list[str]:
+    """The names of the fields a FastAPI 422 body refuses (``messages.0.text`` -> ``text``),
+    in order, once each: what the user is told, in no language in particular."""
+    detail = _detail(response)
+    names: list[str] = []
+    if isinstance(detail, list):
+        for item in detail:
+            loc = item.get("loc", []) if isinstance(item, dict) else []
+            named = [str(p) for p in loc if isinstance(p, str) and p != "body"]
+            if named and named[-1] not in names:
+                names.append(named[-1])
+    return names
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    """The seconds of a ``Retry-After: 30`` header (the date form is not worth parsing)."""
+    value = response.headers.get("retry-after", "").strip()
+    return max(1, int(value)) if value.isdigit() else None
+
+
+def _refusal(path: str, response: httpx.Response) -> Failure:
+    """The Failure for an HTTP 4xx answer: its kind, reason and structured fields."""
+    status = response.status_code
+    where = f"{path}: HTTP {status}"
+    if status == 422:
+        names = _refused_fields(response)
+        detail = f"{path}: 422 {_validation_text(response)}"
+        if not names:
+            return Failure(FailureKind.VALIDATION, detail, fields={"status": status})
+        fields = {"status": status, "fields": ", ".join(names)}
+        return Failure(FailureKind.VALIDATION, detail, reason=FailureReason.REJECTED, fields=fields)
+    if status in (401, 403):
+        return Failure(FailureKind.AUTH, where, fields={"status": status})
+    if status == 413:
+        return Failure(
+            FailureKind.BAD_INPUT, where, reason=FailureReason.TOO_LARGE, fields={"status": status}
+        )
+    if status == 429:
+        seconds = _retry_after(response)
+        if seconds is None:
+            return Failure(FailureKind.UNAVAILABLE, where, True, fields={"status": status})
+        return Failure(
+            FailureKind.UNAVAILABLE,
+            where,
+            True,
+            reason=FailureReason.BUSY,
+            fields={"status": status, "seconds": seconds},
+        )
+    return Failure(FailureKind.UNAVAILABLE, where, fields={"status": status})
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -384,18 +437,10 @@ class LoopOSBackend:
                 Failure(FailureKind.UNAVAILABLE, f"{path}: {type(exc).__name__}")
             ) from exc
         status = response.status_code
-        if status == 422:
-            text = _validation_text(response)
-            error = _LanguageRefused if _refuses_language(response) else LoopOSError
-            raise error(Failure(FailureKind.VALIDATION, f"{path}: 422 {text}", False, text))
-        if status in (401, 403):
-            raise LoopOSError(Failure(FailureKind.AUTH, f"{path}: HTTP {status}"))
-        if status == 413:
-            raise LoopOSError(Failure(FailureKind.BAD_INPUT, f"{path}: HTTP 413 (too large)"))
-        if status == 429:
-            raise LoopOSError(Failure(FailureKind.UNAVAILABLE, f"{path}: HTTP 429", True))
+        if status == 422 and _refuses_language(response):
+            raise _LanguageRefused(_refusal(path, response))
         if status >= 400:
-            raise LoopOSError(Failure(FailureKind.UNAVAILABLE, f"{path}: HTTP {status}"))
+            raise LoopOSError(_refusal(path, response))
         if status != 200 and not response.content:
             raise LoopOSError(Failure(FailureKind.MALFORMED, f"{path}: HTTP {status}, no body"))
         try:
@@ -434,15 +479,12 @@ class LoopOSBackend:
         limit = self.settings.max_request_image_bytes
         if total <= limit:
             return None
-        mb = 1024 * 1024
         return LoopOSError(
             Failure(
                 FailureKind.BAD_INPUT,
                 f"photos too large together ({total} > {limit} bytes)",
-                user_text=(
-                    f"Those photos come to {total / mb:.0f} MB together; at most "
-                    f"{limit / mb:.0f} MB fit in one message. Please send fewer photos."
-                ),
+                reason=FailureReason.PHOTOS_TOO_LARGE,
+                fields={"total": human_size(total), "limit": human_size(limit)},
             )
         )
 
@@ -527,7 +569,9 @@ class LoopOSBackend:
     ) -> ListingDraft:
         """``/loopos_ai_c2c_descriptor``: photos + description -> listing. Raises LoopOSError."""
         if not images:
-            raise LoopOSError(Failure(FailureKind.BAD_INPUT, "a listing needs at least one photo"))
+            raise LoopOSError(
+                Failure(FailureKind.BAD_INPUT, "no photo", reason=FailureReason.NEEDS_PHOTO)
+            )
         too_large = self._photos_too_large(images)
         if too_large is not None:
             raise too_large

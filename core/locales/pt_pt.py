@@ -9,12 +9,12 @@ TEXTS: dict[str, str] = {
     ),
     "timeout": "Lamento, o assistente demorou demasiado a responder. Tente novamente.",
     "malformed": "Lamento, o assistente enviou uma resposta que não consegui ler. Tente novamente.",
-    "validation": "O assistente não pôde aceitar essa mensagem: {detail}",
+    "validation": "O assistente não pôde aceitar essa mensagem. Altere-a e tente novamente.",
     "auth": (
         "Este assistente não está disponível de momento devido a um problema de configuração "
         "do serviço. O responsável já foi avisado."
     ),
-    "bad_input": "Não consegui usar isso: {detail}",
+    "bad_input": "Não consegui usar essa mensagem. Verifique-a e tente novamente.",
     "internal": "Lamento, algo correu mal do nosso lado. Tente novamente.",
     "restarted": "A sua conversa anterior tinha expirado, por isso foi iniciada uma nova.",
     "flood": ("Está a enviar mensagens demasiado depressa. Aguarde {seconds} s e tente novamente."),
@@ -38,6 +38,18 @@ TEXTS: dict[str, str] = {
         "A sua mensagem é demasiado longa para o assistente ({length} caracteres; o limite é "
         "{limit}). Encurte-a, por favor."
     ),
+    "rejected": (
+        "O assistente não pôde aceitar essa mensagem (recusou: {fields}). "
+        "Altere-a e tente novamente."
+    ),
+    "too_large": "Essa mensagem é demasiado grande para o assistente. Envie menos fotografias.",
+    "photos_too_large": (
+        "Essas fotografias somam {total}; cabem no máximo {limit} numa mensagem. "
+        "Envie menos fotografias, por favor."
+    ),
+    "needs_photo": "Um anúncio precisa de pelo menos uma fotografia do artigo.",
+    "busy": "O assistente está ocupado neste momento. Tente novamente dentro de {seconds} s.",
+    "not_answered": "O assistente não conseguiu responder a essa mensagem. Tente novamente.",
     "refused": "Lamento, este assistente é privado. Peça acesso ao seu responsável.",
     "admin_only": "Lamento, esse comando é só para administradores.",
     "start": (
@@ -78,6 +90,11 @@ TEXTS: dict[str, str] = {
     "condition_unsupported": "Lamento, este assistente não avalia o estado de artigos.",
     "condition_failed": "Lamento, não consegui avaliar isso agora. Tente novamente.",
     "condition_result": "Estado: {decision}",
+    "condition_excellent": "Excelente",
+    "condition_good": "Bom",
+    "condition_fair": "Razoável",
+    "condition_poor": "Mau",
+    "listing_range": "Intervalo de preço: {low} a {high} {currency}",
     "menu_start": "Começar a falar com o assistente",
     "menu_help": "O que sei fazer",
     "menu_reset": "Esquecer esta conversa e recomeçar",
@@ -85,6 +102,15 @@ TEXTS: dict[str, str] = {
     "menu_lang": "Mudar a língua da conversa, p. ex. /lang pt-PT",
     "menu_listing": "Fotografia + breve descrição: um rascunho de anúncio",
     "menu_condition": "Descreva um artigo: a IA avalia o seu estado",
+    "menu_lang_language": "Um código de língua, como en, pt-PT ou fr",
+    "menu_admin": "Administração do bot",
+    "menu_admin_reset": "Recomeçar todas as conversas de um utilizador",
+    "menu_admin_reset_user": "O utilizador cujas conversas recomeçam",
+    "menu_admin_reset_all": "Recomeçar todas as conversas deste bot",
+    "menu_admin_sessions": "Listar as conversas mais recentes",
+    "menu_condition_item": "O artigo e o seu estado, p. ex. iPhone 12, riscos ligeiros",
+    "menu_listing_photo": "Uma fotografia do artigo",
+    "menu_listing_description": "O que é, em poucas palavras",
     "unsupported_media": (
         "Leio texto e fotografias. Envie o seu artigo como fotografia ou descreva-o."
     ),
@@ -102,6 +128,31 @@ TEXTS: dict[str, str] = {
     "button_expired": "Este botão expirou. Escreva a sua resposta, por favor.",
     "button_not_yours": (
         "Estes botões pertencem a outra conversa. Mencione-me para começar a sua."
+    ),
+    "console_banner": "consola chatbridge: a falar com o bot '{bot}'. /help mostra os comandos.",
+    "console_help": (
+        "Comandos:\n"
+        "  <número>                carregar no botão com esse número\n"
+        "  /image CAMINHO [texto]  enviar uma fotografia (com uma legenda opcional)\n"
+        "  /condition TEXTO        o estado do artigo, avaliado pelo assistente\n"
+        "  /listing CAMINHO TEXTO  um rascunho de anúncio a partir de uma fotografia e de uma "
+        "descrição\n"
+        "  /reset                  esquecer esta conversa e recomeçar\n"
+        "  /help                   esta ajuda\n"
+        "  /quit                   sair (o fim da entrada faz o mesmo)"
+    ),
+    "console_you": "você",
+    "console_assistant": "assistente",
+    "console_link": "ligação",
+    "console_chose": "(escolheu: {label})",
+    "console_no_choice": "Não há a escolha {n}; escolha de 1 a {count}.",
+    "console_no_file": "Não consigo ler {path}: esse ficheiro não existe.",
+    "console_unreadable": "Não consigo ler {path}.",
+    "console_image_usage": (
+        "Utilização: /image CAMINHO [legenda], p. ex. /image casaco.jpg o meu casaco de ganga"
+    ),
+    "console_listing_usage": (
+        "Utilização: /listing CAMINHO TEXTO, p. ex. /listing casaco.jpg casaco de ganga azul"
     ),
     "admin_stats_title": "Estatísticas",
     "admin_stats": (

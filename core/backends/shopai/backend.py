@@ -30,15 +30,11 @@ from chatbridge.core.backends.shopai.connection import (
     TokenRejected,
     WireHistory,
 )
-from chatbridge.core.backends.shopai.session import (
-    UNAVAILABLE_TEXT,
-    SessionInitializer,
-    ShopAIHttp,
-)
+from chatbridge.core.backends.shopai.session import SessionInitializer, ShopAIHttp
 from chatbridge.core.backends.shopai.settings import ShopAISettings
 from chatbridge.core.backends.shopai.sio_v02 import SocketIOConnection
 from chatbridge.core.backends.shopai.ws_v01 import WebSocketConnection
-from chatbridge.core.errors import BackendError
+from chatbridge.core.errors import BackendError, best_effort
 from chatbridge.core.html import parse_reply_html
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.secrets import register_secret
@@ -47,9 +43,11 @@ from chatbridge.core.types import (
     Event,
     Failure,
     FailureKind,
+    FailureReason,
     Final,
     Inbound,
     Notice,
+    NoticeReason,
     ReplyMessage,
     Snapshot,
     Token,
@@ -59,12 +57,6 @@ __all__ = ["ShopAIBackend"]
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_TEXT = "The shopping assistant took too long to answer. Please try again."
-ERROR_TEXT = "The shopping assistant could not answer that message. Please try again."
-TOO_LONG_TEXT = (
-    "Your message is {length} characters long, but the shopping assistant accepts at most "
-    "{limit}. Please shorten it and send it again."
-)
 _TOO_LONG = re.compile(r"too long.*?(\d+)", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
 _OPEN_TAG = re.compile(r"<[^>]*$")
@@ -140,6 +132,8 @@ class _TurnState:
     synced: bool = False  # the history was asked for to learn the baseline
     syncing: bool = False  # ... and has not arrived yet
     sent: bool = False
+    sending: bool = False  # the message may be on its way (sent or not, the server may have it)
+    ended: bool = False  # the turn's Final or Failure was handed over
     recovering: bool = False  # reconnected mid-answer: stream no more, wait for the history
     resent: bool = False
     reconnects: int = 0
@@ -214,10 +208,7 @@ class ShopAIBackend:
         if not text.strip():
             what = "photos" if inbound.images else "an empty message"
             yield Failure(
-                FailureKind.BAD_INPUT,
-                f"nothing to send ({what})",
-                user_text="The shopping assistant reads text only: please type your question.",
-                reason="text_only",  # the user reads core/locales' text in their language
+                FailureKind.BAD_INPUT, f"nothing to send ({what})", reason=FailureReason.TEXT_ONLY
             )
             return
         limit = self.settings.max_message_length
@@ -225,10 +216,7 @@ class ShopAIBackend:
             yield self._too_long(len(text), limit)
             return
         if inbound.images:
-            yield Notice(
-                "The shopping assistant reads text only; your photos were not sent.",
-                reason="photos_dropped",
-            )
+            yield Notice(NoticeReason.PHOTOS_DROPPED)
         chat = self._chats.get(session_ref)
         if chat is None:  # e.g. after a restart: the token is still worth a try
             chat = self._chats[session_ref] = _Chat(token=session_ref)
@@ -276,14 +264,7 @@ class ShopAIBackend:
                 conn.end_turn(events)
                 self._schedule_idle(chat)
         if history is None:
-            raise BackendError(
-                Failure(
-                    FailureKind.UNAVAILABLE,
-                    "no history",
-                    retryable=True,
-                    user_text=UNAVAILABLE_TEXT,
-                )
-            )
+            raise BackendError(Failure(FailureKind.UNAVAILABLE, "no history", retryable=True))
         users = _user_indexes(history)
         chat.user_count = len(users)
         last = history[users[-1]].get("content") if users else None
@@ -408,8 +389,7 @@ class ShopAIBackend:
         return Failure(
             FailureKind.VALIDATION,
             f"message too long ({length} > {limit})",
-            user_text=TOO_LONG_TEXT.format(length=length, limit=limit),
-            reason="too_long",
+            reason=FailureReason.TOO_LONG,
             fields={"length": length, "limit": limit},
         )
 
@@ -423,20 +403,13 @@ class ShopAIBackend:
             await chat.conn.aclose()
             chat.conn = None
         if self._closed:  # shutting down: don't dial again
-            return Failure(
-                FailureKind.UNAVAILABLE,
-                "backend closed",
-                retryable=True,
-                user_text=UNAVAILABLE_TEXT,
-            )
+            return Failure(FailureKind.UNAVAILABLE, "backend closed", retryable=True)
         try:
             chat.conn = await self._connect(chat)
         except TokenRejected:
             return self._expired(chat)
         except ConnectFailed as exc:
-            return Failure(
-                FailureKind.UNAVAILABLE, str(exc), retryable=True, user_text=UNAVAILABLE_TEXT
-            )
+            return Failure(FailureKind.UNAVAILABLE, str(exc), retryable=True)
         return chat.conn
 
     async def _turn(self, chat: _Chat, text: str) -> AsyncGenerator[Event, None]:
@@ -454,18 +427,21 @@ class ShopAIBackend:
                 if not state.sent and not state.syncing:
                     failure = await self._send(chat, conn, events, state)
                     if failure is not None:
+                        state.ended = True
                         yield failure
                         return
                 try:
                     event = await _next_event(events, self.settings.answer_timeout)
                 except TimeoutError:
                     await self._abandon(chat, conn)
-                    yield Failure(FailureKind.TIMEOUT, "no answer in time", user_text=TIMEOUT_TEXT)
+                    state.ended = True
+                    yield Failure(FailureKind.TIMEOUT, "no answer in time")
                     return
                 if isinstance(event, Closed):
                     conn.end_turn(events)
                     opened = await self._recover(chat, state, event.reason)
                     if isinstance(opened, Failure):
+                        state.ended = True
                         yield opened
                         return
                     conn, events = opened, opened.begin_turn()
@@ -474,11 +450,25 @@ class ShopAIBackend:
                     continue
                 out = await self._on_event(chat, conn, state, event)
                 if out is not None:
+                    state.ended = isinstance(out, Final | Failure)
                     yield out
-                    if isinstance(out, Final | Failure):
+                    if state.ended:
                         return
         finally:
             conn.end_turn(events)
+            if not state.ended and state.sending:
+                await self._stop_answer(chat, conn)
+
+    async def _stop_answer(self, chat: _Chat, conn: ShopAIConnection) -> None:
+        """The turn was given up mid-answer (the user's /cancel, shutdown). The documents have
+        no "stop" message: closing the connection is what stops the server generating, and
+        it keeps late tokens and the late history of the dropped answer off the connection
+        the next turn uses. Where the next turn starts in the history is then unknown (the
+        dropped message may or may not be in it): the next turn asks first."""
+        chat.user_count = None
+        log.debug("ShopAI answer given up; closing its connection")
+        with best_effort(log, "closing a ShopAI connection after a dropped answer"):
+            await self._abandon(chat, conn)
 
     async def _on_event(
         self, chat: _Chat, conn: ShopAIConnection, state: _TurnState, event: ServerEvent
@@ -515,11 +505,12 @@ class ShopAIBackend:
         # "Only send messages to the server when it is confirmed to be operational."
         if not await conn.wait_operational(self.settings.answer_timeout) and conn.alive:
             await self._abandon(chat, conn)
-            return Failure(FailureKind.TIMEOUT, "never operational", user_text=TIMEOUT_TEXT)
+            return Failure(FailureKind.TIMEOUT, "never operational")
         if conn.alive:
             while not events.empty():  # frames from before this message
                 events.get_nowait()
             try:
+                state.sending = True
                 await conn.send_message(state.text)
                 state.sent = True
             except Exception as exc:  # the closed event follows; reconnect then
@@ -544,10 +535,7 @@ class ShopAIBackend:
         """A new connection after one dropped mid-turn (the caller then asks the history)."""
         if state.reconnects >= self.settings.reconnect_attempts:
             return Failure(
-                FailureKind.UNAVAILABLE,
-                f"connection kept dropping ({reason})",
-                retryable=True,
-                user_text=UNAVAILABLE_TEXT,
+                FailureKind.UNAVAILABLE, f"connection kept dropping ({reason})", retryable=True
             )
         state.reconnects += 1
         self.metrics.reconnects += 1
@@ -592,5 +580,7 @@ class ShopAIBackend:
         if match is not None:
             return self._too_long(len(text), int(match.group(1)))
         return Failure(
-            FailureKind.UNAVAILABLE, f"server error: {message[:200]}", user_text=ERROR_TEXT
+            FailureKind.UNAVAILABLE,
+            f"server error: {message[:200]}",
+            reason=FailureReason.NOT_ANSWERED,
         )

@@ -37,14 +37,6 @@ log = logging.getLogger(__name__)
 WireProtocol = Literal["websocket", "socketio"]
 _OTHER: dict[WireProtocol, WireProtocol] = {"websocket": "socketio", "socketio": "websocket"}
 
-AUTH_TEXT = (
-    "The shopping assistant is unavailable right now because of a configuration problem. "
-    "The operator has been told."
-)
-UNAVAILABLE_TEXT = (
-    "The shopping assistant is unavailable right now. Please try again in a few minutes."
-)
-
 _SUPPORTED = re.compile(r"supported languages:\s*(\[[^\]]*\])", re.IGNORECASE)
 
 
@@ -151,9 +143,7 @@ class SessionInitializer:
         self._protocol: WireProtocol | None = None  # only one a connection opened with
 
     def _auth_failure(self) -> BackendError:
-        return BackendError(
-            Failure(FailureKind.AUTH, "ShopAI rejected the license key", user_text=AUTH_TEXT)
-        )
+        return BackendError(Failure(FailureKind.AUTH, "ShopAI rejected the license key"))
 
     async def init_session(self, language: str | None) -> tuple[str, str]:
         """A new ``(chat_token, language used)``; raises BackendError with a Failure."""
@@ -198,7 +188,7 @@ class SessionInitializer:
                     )
                 raise self._auth_failure()
             detail = f"init_session refused: {message[:200]}"
-            raise BackendError(Failure(FailureKind.UNAVAILABLE, detail, user_text=UNAVAILABLE_TEXT))
+            raise BackendError(Failure(FailureKind.UNAVAILABLE, detail))
 
     async def _request_init(self, lang: str) -> Any:
         params = {"license_key": self.settings.license_key.get_secret_value(), "lang": lang}
@@ -210,11 +200,7 @@ class SessionInitializer:
         try:
             return await self.retry.call(once, lambda e: isinstance(e, _Transient))
         except _Transient as exc:
-            raise BackendError(
-                Failure(
-                    FailureKind.UNAVAILABLE, str(exc), retryable=True, user_text=UNAVAILABLE_TEXT
-                )
-            ) from None
+            raise BackendError(Failure(FailureKind.UNAVAILABLE, str(exc), retryable=True)) from None
 
     async def protocols(self) -> tuple[WireProtocol, ...]:
         """The protocols to try, in order: the configured one, the one that worked, or a guess.
