@@ -7,7 +7,7 @@ import json
 import logging
 from types import TracebackType
 
-from chatbridge.core.types import Failure, FailureKind
+from chatbridge.core.types import Failure, FailureKind, FailureReason
 
 
 class NotSupported(Exception):
@@ -29,21 +29,21 @@ def failure_to_text(failure: Failure) -> str:
             "kind": str(failure.kind),
             "detail": failure.detail,
             "retryable": failure.retryable,
-            "user_text": failure.user_text,
-            "reason": failure.reason,
-            "fields": {k: str(v) for k, v in failure.fields.items()},
-        }
+            "reason": None if failure.reason is None else str(failure.reason),
+            "fields": dict(failure.fields),
+        },
+        default=str,
     )
 
 
 def failure_from_text(text: str) -> Failure:
     data = json.loads(text)
+    reason = data["reason"]
     return Failure(
         FailureKind(data["kind"]),
         data["detail"],
-        retryable=data["retryable"],
-        user_text=data["user_text"],
-        reason=data["reason"],
+        data["retryable"],
+        reason=None if reason is None else FailureReason(reason),
         fields=data["fields"],
     )
 

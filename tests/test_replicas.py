@@ -21,7 +21,7 @@ from test_engine import RecordingSurface, ScriptedBackend
 
 from chatbridge.core.budget import SharedFlood, SharedWindows
 from chatbridge.core.engine import Engine
-from chatbridge.core.errors import BackendError, FencedOut
+from chatbridge.core.errors import BackendError, FencedOut, failure_from_text, failure_to_text
 from chatbridge.core.protocols import Surface
 from chatbridge.core.replicas import Replicas
 from chatbridge.core.store.redis import RedisStore
@@ -29,7 +29,9 @@ from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem
 from chatbridge.core.turns import Turn
 from chatbridge.core.types import (
     ConversationKey,
+    Failure,
     FailureKind,
+    FailureReason,
     Inbound,
     ReplyMessage,
     TurnState,
@@ -512,3 +514,12 @@ async def test_a_language_change_crosses_to_the_conversations_replica_failures_t
     await b.engine.set_language(key("u2"), "en")  # done here, rather than not at all
     record = await b.store.get(key("u2"))
     assert record is not None and record.language == "en"
+
+
+def test_a_failure_crosses_replicas_whole() -> None:
+    busy = Failure(
+        FailureKind.UNAVAILABLE, "429", True, reason=FailureReason.BUSY, fields={"seconds": 3}
+    )
+    assert failure_from_text(failure_to_text(busy)) == busy
+    plain = Failure(FailureKind.AUTH, "license refused")
+    assert failure_from_text(failure_to_text(plain)) == plain
