@@ -437,6 +437,16 @@ class Engine:
 
     async def reset_all(self) -> int:
         records = await self.store.list(self.bot, limit=100_000)
+        if self._work is not None:
+            # several replicas: each conversation's reset in its order with its turns, on the
+            # replica running it (a few at a time: each waits for its result)
+            at_once = asyncio.Semaphore(16)
+
+            async def reset(key: ConversationKey) -> bool:
+                async with at_once:
+                    return await self.reset(key)
+
+            return sum(await asyncio.gather(*(reset(r.key) for r in records)))
         for record in records:
             with best_effort(log, "closing a backend session on reset_all"):
                 await self.backend.close(record.session_ref)

@@ -523,3 +523,13 @@ def test_a_failure_crosses_replicas_whole() -> None:
     assert failure_from_text(failure_to_text(busy)) == busy
     plain = Failure(FailureKind.AUTH, "license refused")
     assert failure_from_text(failure_to_text(plain)) == plain
+
+
+async def test_reset_all_resets_every_conversation_where_it_runs(nodes: list[Node]) -> None:
+    a, b = nodes
+    await a.replicas.start()  # a runs every conversation
+    for user in ("u1", "u2", "u3"):
+        await b.accept(Inbound(key(user), "hi"), source=f"{user}-hi")
+    await wait_for(lambda: len(a.log) == 3)
+    assert await b.engine.reset_all() == 3
+    assert await a.store.count("shop") == 0
