@@ -533,3 +533,29 @@ async def test_reset_all_resets_every_conversation_where_it_runs(nodes: list[Nod
     await wait_for(lambda: len(a.log) == 3)
     assert await b.engine.reset_all() == 3
     assert await a.store.count("shop") == 0
+
+
+async def test_a_lapsed_lease_taken_again_reruns_the_running_turn_before_the_next(
+    nodes: list[Node],
+) -> None:
+    """Renewals fail for a while (the lease lapses) and the replica takes the partition again
+    under a new lease while a turn runs: that turn's writes are fenced, so it runs again
+    first, under the new lease; the message queued behind it waits."""
+    a, _ = nodes
+    backend = cast(ScriptedBackend, a.engine.backend)
+    backend.delay = 1.0
+    await a.replicas.start()
+    partition = a.replicas.partition_of(key("u1"))
+    await a.accept(Inbound(key("u1"), "m0"), source="l0")
+    await a.accept(Inbound(key("u1"), "m1"), source="l1")
+    await wait_for(lambda: sum(backend.running.values()) == 1)  # m0 at the backend
+    before = a.replicas._owned[partition]
+    await a.store._r.delete(a.replicas.redis.lease_key(f"p:{partition}"))  # lapsed
+    await wait_for(lambda: a.replicas._owned.get(partition) not in (None, before))
+    backend.delay = 0.02
+    await wait_for(lambda: len(a.log) == 2)
+    # m0 was sent before the lapse: its rerun cannot ask this backend again (not idempotent)
+    # and tells the user to send it again; then m1 is answered
+    assert a.log[0].startswith("u1:fail:") and "again" in a.log[0]
+    assert a.log[1] == "u1:finish:echo m1 (s1)"
+    assert backend.max_parallel_per_session == 1

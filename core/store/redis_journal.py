@@ -147,7 +147,7 @@ class RedisJournal:
             args=[state.value, to_micros(utcnow()), seq, f"{bot} {seq}", answer, lease],
         )
         if moved == -1:
-            raise FencedOut(f"journal entry {seq} of {bot} belongs to another replica now")
+            raise FencedOut(f"journal entry {seq} of {bot}: the lease this run held has passed on")
 
     async def advance(self, bot: str, seq: int, state: TurnState) -> None:
         await self._move(bot, seq, state)
