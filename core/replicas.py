@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
 WAIT_MS = 200  # longest wait for new entries before the owned partitions are read again
+READ_COUNT = 100  # entries read from one partition at a time
 
 
 def default_replica_name() -> str:
@@ -354,14 +355,16 @@ class Replicas:
             if due is not None:  # only where something came (and partitions new here)
                 leases = {p: v for p, v in leases.items() if p in due or p not in last_ids}
             try:
-                got = await self.redis.read(leases, self.replica)
+                got = await self.redis.read(leases, self.replica, count=READ_COUNT)
                 for partition in got.lost:
                     self._lost(partition, leases[partition])
                 last_ids.update(got.last_ids)
                 for item in got.items:
                     self._dispatch_all(item.partition, leases[item.partition], [item])
-                if got.items:  # read those again: a batch may not have held them all
-                    due = {item.partition for item in got.items}
+                counts = Counter(item.partition for item in got.items)
+                full = {p for p, n in counts.items() if n >= READ_COUNT}
+                if full:  # a batch that did not hold them all: read on at once
+                    due = full
                     continue
                 waiting = {p: last_ids[p] for p in readable if p in last_ids}
                 # nothing came in WAIT_MS: read every partition once, as a safety net
