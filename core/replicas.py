@@ -24,8 +24,9 @@ turns run in arrival order whichever replica received them.
   knowing yet (stalled, or a read on its way while it handed the partition back) cannot take
   a message from the holder or run one out of turn. A replica that learns it lost a partition
   drops what it had queued from it: the next holder claims those, oldest first.
-- Session commands (``/reset``, a language change) are queued in the conversation's stream
-  like messages (:meth:`Replicas.command`), so they run in order with its turns.
+- Session commands (``/reset``, a language change, an admin's resets) are queued in the
+  conversation's stream like messages (:meth:`Replicas.command`), so they run in order with
+  its turns.
 
 Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at a time
 (Telegram long polling).
@@ -42,7 +43,6 @@ import socket
 import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -84,7 +84,7 @@ class ClaimedTurns(Protocol):
 class FencedJournal(Protocol):
     """A journal whose writes for a turn can be fenced by a partition lease (Redis's)."""
 
-    def fenced(self, bot: str, seq: int, lease: str) -> AbstractContextManager[None]: ...
+    def fenced(self, bot: str, seq: int, lease: str) -> contextlib.AbstractContextManager[None]: ...
 
 
 @dataclass

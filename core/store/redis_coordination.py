@@ -18,9 +18,13 @@ script where two steps must happen together.
   ``XREADGROUP`` calls (a blocked read outlives the lease it was issued under); a plain
   ``XREAD BLOCK`` only waits for something new, then a fenced script reads it.
 - **Fenced journal writes**: starting a turn stamps its journal entry with the partition's
-  lease (``fence_key``, ``fence``); the journal's state writes check that lease in the same
-  script (:mod:`core.store.redis_journal`), so a stalled replica whose lease passed to another
-  cannot send the message to the backend again, nor write or deliver an answer.
+  lease (``fence_key``, ``fence``); the journal's state writes carry the lease of the run
+  making them and are refused unless it is that stamp and still held
+  (:meth:`core.store.redis_journal.RedisJournal.fenced`), so a replica that resumes after a
+  stall past its lease cannot mark the message sent (and send it to the backend again), nor
+  write or deliver an answer. (A message already on its way to the backend when the replica
+  froze still arrives there once more: fencing needs the resource to check the token, and
+  the backends do not.)
 - **Session commands** (``/reset``, a language change) go through the conversation's stream
   too, so they run in order with its turns on the partition's holder; the caller waits for
   the result on ``reply:<id>``.
