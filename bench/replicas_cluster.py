@@ -12,7 +12,10 @@ Failover: three replicas, the load again, then the replica holding the most part
 SIGKILLed: the time until every one of its partitions is leased by another replica, and until
 the last answer arrives. Prints, asserts nothing.
 
-    python bench/replicas_cluster.py [--users 150] [--lease 1.5]
+Bounded: each load must finish within 60 s and the whole run within ``--budget`` seconds
+(170 by default: under 3 minutes); about 100-130 s on a quiet 2-core machine.
+
+    python bench/replicas_cluster.py [--users 150] [--lease 3.0] [--replicas 1 2 3]
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ async def load(fake: FakeTelegram, users: int, base: int) -> tuple[list[float], 
     first = loop.time()
     await asyncio.gather(*(push(i) for i in range(users)))
     answered: dict[int, float] = {}
-    async with asyncio.timeout(180):
+    async with asyncio.timeout(60):
         while len(answered) < users:
             for call in fake.calls:
                 cid = call.chat_id
@@ -194,7 +197,8 @@ async def run(n: int, args: argparse.Namespace, tmp: Path, redis_url: str) -> No
                     f"{statistics.median(latencies) * 1000:.0f} ms, p95 "
                     f"{p95(latencies) * 1000:.0f} ms (n={len(latencies)}, 429s {fake.count_429}); "
                     f"bridge CPU {cpu * 1000 / len(latencies):.1f} ms/turn; "
-                    f"load average {os.getloadavg()[0]:.1f}"
+                    f"load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
                 )
                 if n == 3:
                     await failover(cluster, fake, args, redis_url)
@@ -226,24 +230,30 @@ async def failover(
     print(
         f"failover (lease {args.lease} s): {victim}'s {len(mine)} partitions taken over "
         f"{taken:.2f} s after SIGKILL; last answer {last - killed:.2f} s after it; "
-        f"latency p95 under the kill {p95(latencies) * 1000:.0f} ms; 429s {fake.count_429}"
+        f"latency p95 under the kill {p95(latencies) * 1000:.0f} ms; 429s {fake.count_429}",
+        flush=True,
     )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=150)
-    parser.add_argument("--lease", type=float, default=1.5)
+    parser.add_argument("--lease", type=float, default=3.0, help="[replicas] lease (default)")
     parser.add_argument("--token-delay", type=float, default=0.005)
     parser.add_argument("--replicas", type=int, nargs="*", default=[1, 2, 3])
+    parser.add_argument("--budget", type=float, default=170.0, help="seconds for the whole run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for n in args.replicas:
-            folder = tmp / f"redis{n}"
-            folder.mkdir()
-            with redis_server(folder) as url:
-                await run(n, args, tmp, url)
+        try:
+            async with asyncio.timeout(args.budget):
+                for n in args.replicas:
+                    folder = tmp / f"redis{n}"
+                    folder.mkdir()
+                    with redis_server(folder) as url:
+                        await run(n, args, tmp, url)
+        except TimeoutError:
+            print(f"stopped: the run took longer than --budget {args.budget:.0f} s")
 
 
 if __name__ == "__main__":

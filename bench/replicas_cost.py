@@ -1,47 +1,187 @@
 """What Redis coordination adds to a turn, against the single-process SQLite path.
 
 One process, an instant backend and a do-nothing surface, turns one at a time (so the figure
-is latency, not queueing), each timed from ``engine.accept`` to the answer's ``finish``:
+is latency, not queueing), each timed from ``engine.accept`` to the answer's ``finish``, the
+next turn starting once the previous one is completely done (journal closed, entry
+acknowledged):
 
-1. SQLite store and journal, one process (the default deployment);
-2. Redis store and journal, one process, no replicas (the journal's round trips to Redis);
-3. Redis with :class:`core.replicas.Replicas` (one replica holding every partition): the
-   message is recorded and queued in one script, read back from its partition's stream,
-   loaded, run, and acknowledged under the partition's lease: the coordination path of
-   every turn when several replicas run.
+1. ``sqlite``: SQLite store and journal, one process (the default deployment);
+2. ``redis``: Redis store and journal, one process, no replicas;
+3. ``replicas``: Redis with :class:`core.replicas.Replicas` (one replica holding every
+   partition): the message is recorded and queued in one script, read back from its
+   partition's stream, loaded, run, and acknowledged under the partition's lease: the
+   coordination path of every turn when several replicas run.
 
-Prints p50/p99 of each and the differences; asserts nothing. Starts its own redis-server on
-a unix socket.
+Every path has the ``turns_per_minute`` gate on, as deployed: in memory on one process, in
+Redis (:class:`core.budget.SharedFlood`) with replicas.
 
-    python bench/replicas_cost.py [--turns 2000]
+Robust against a noisy, shared machine: the three run in alternating blocks (``--reps``
+repetitions, each with the three in a rotated order, each block ``--turns`` turns), and the
+figures are the median and the spread (min-max) of the per-repetition p50/p99, plus the CPU
+per turn of this process and of redis-server (which a shared CPU inflates far less than
+wall-clock percentiles). It also counts the round trips to Redis of one turn on each path, by
+command (client side: every request the client sends; a pipeline is one), so a change that
+cuts one shows here exactly. Redis runs on loopback TCP (``--unix`` for a unix socket), the
+target's setting. Prints, asserts nothing; about 30-60 s with the defaults.
+
+    python bench/replicas_cost.py [--turns 400] [--reps 5] [--unix]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from journal_cost import Instant, Quiet, inbound, percentiles  # noqa: E402
+from journal_cost import Instant, Quiet, inbound  # noqa: E402
+from redis.asyncio.connection import AbstractConnection  # noqa: E402
+from redis.commands.core import AsyncScript  # noqa: E402
 from replica_harness import redis_server  # noqa: E402
 
+from chatbridge.core.budget import SharedFlood  # noqa: E402
 from chatbridge.core.engine import Engine  # noqa: E402
+from chatbridge.core.flood import FloodControl  # noqa: E402
 from chatbridge.core.protocols import Surface  # noqa: E402
 from chatbridge.core.replicas import Replicas  # noqa: E402
 from chatbridge.core.store import SQLiteStore  # noqa: E402
-from chatbridge.core.store.redis import RedisStore  # noqa: E402
-from chatbridge.core.store.redis_coordination import RedisCoordination  # noqa: E402
+from chatbridge.core.store.redis import RedisStore, redis_client  # noqa: E402
+from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem  # noqa: E402
 from chatbridge.core.types import Inbound, ReplyMessage  # noqa: E402
+
+PATHS = ("sqlite", "redis", "replicas")
+FLOOD_LIMIT = 1_000_000
+
+
+# --- redis-server on loopback TCP ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_tcp(workdir: Path) -> Iterator[str]:
+    """A fresh redis-server on 127.0.0.1 (an ephemeral port), persistence off."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    port = _free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [*argv, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if redis.Redis.from_url(url).ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def redis_pid(url: str) -> int:
+    import redis
+
+    return int(redis.Redis.from_url(url).info("server")["process_id"])
+
+
+def cpu_of(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- counting round trips ----------------------------------------------------------------
+
+
+@dataclass
+class RoundTrips:
+    """Every request the redis client sends, by command (EVALSHA by script), outside the
+    replicas' lease-keeping task (heartbeats and renewals are per second, not per turn)."""
+
+    scripts: dict[str, str] = field(default_factory=dict)  # sha -> name
+    sends: Counter[str] = field(default_factory=Counter)
+    commands: int = 0
+    on: bool = False
+
+    def name_scripts(self, *owners: object) -> None:
+        for owner in owners:
+            for attr, value in vars(owner).items():
+                if isinstance(value, AsyncScript):
+                    self.scripts[value.sha] = f"{type(owner).__name__}.{attr.lstrip('_')}"
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        original = AbstractConnection.send_packed_command
+        trips = self
+
+        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            task = asyncio.current_task()
+            if trips.on and not (task and task.get_name().startswith("replicas:leases")):
+                names = trips._names(command)
+                trips.commands += len(names)
+                label = names[0] if len(names) == 1 else f"pipeline[{'+'.join(names)}]"
+                trips.sends[label] += 1
+            await original(conn, command, check_health)
+
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+    def _names(self, command: Any) -> list[str]:
+        raw = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)
+        names, i = [], 0
+        while i < len(raw) and raw[i : i + 1] == b"*":
+            end = raw.index(b"\r\n", i)
+            count = int(raw[i + 1 : end])
+            i = end + 2
+            args = []
+            for _ in range(count):
+                end = raw.index(b"\r\n", i)
+                size = int(raw[i + 1 : end])
+                args.append(raw[end + 2 : end + 2 + size])
+                i = end + 2 + size + 2
+            name = args[0].decode().upper()
+            if name == "EVALSHA":
+                name = self.scripts.get(args[1].decode(), "EVALSHA ?")
+            names.append(name)
+        return names or ["?"]
+
+
+# --- the three paths --------------------------------------------------------------------
 
 
 class Signalling(Quiet):
@@ -68,105 +208,241 @@ class Waiting:
         return Signalling(self.pending.pop(str(inbound.message_id)))
 
 
-async def local_turns(engine: Engine, turns: int, base: int) -> list[float]:
-    times = []
-    for i in range(base, base + turns):
-        msg = inbound(i % 500)
-        done = asyncio.get_running_loop().create_future()
-        surface = Signalling(done)
+class AckSignalling(RedisCoordination):
+    """Tells the bench when a claimed turn is acknowledged: its very last step."""
 
-        async def prepare(
-            msg: Inbound = msg, surface: Surface = surface
-        ) -> tuple[Inbound, Surface]:
-            return msg, surface
+    acked: asyncio.Future[None] | None = None
 
-        started = time.perf_counter()
-        await engine.accept(msg.key, prepare, source=f"l{i}")
-        await done
-        times.append(time.perf_counter() - started)
-    return times
+    async def ack(self, item: WorkItem, lease: str, result: str = "") -> bool:
+        try:
+            return await super().ack(item, lease, result)
+        finally:
+            if self.acked is not None and not self.acked.done():
+                self.acked.set_result(None)
 
 
-async def replicated_turns(engine: Engine, replies: Waiting, turns: int, base: int) -> list[float]:
-    times = []
-    for i in range(base, base + turns):
-        msg = inbound(i % 500)
-        msg = Inbound(msg.key, msg.text, message_id=f"m{i}")
-        done = replies.expect(f"m{i}")
-
-        async def prepare(msg: Inbound = msg) -> tuple[Inbound, Surface]:
-            return msg, Quiet()
-
-        started = time.perf_counter()
-        await engine.accept(msg.key, prepare, source=f"r{i}")
-        await done
-        times.append(time.perf_counter() - started)
-    return times
+Turns = Callable[[int, int], Awaitable[list[float]]]
 
 
-def p99(values: list[float]) -> float:
-    return sorted(values)[int(len(values) * 0.99)]
+def local_path(engine: Engine) -> Turns:
+    async def turns(n: int, base: int) -> list[float]:
+        times = []
+        for i in range(base, base + n):
+            msg = inbound(i % 500)
+            done = asyncio.get_running_loop().create_future()
+            surface = Signalling(done)
+
+            async def prepare(
+                msg: Inbound = msg, surface: Surface = surface
+            ) -> tuple[Inbound, Surface]:
+                return msg, surface
+
+            started = time.perf_counter()
+            result = await engine.accept(msg.key, prepare, source=f"l{i}")
+            await done
+            times.append(time.perf_counter() - started)
+            assert result is not None
+            await result  # the journal's last write: before the next turn
+        return times
+
+    return turns
+
+
+def replicated_path(engine: Engine, replies: Waiting, coordination: AckSignalling) -> Turns:
+    async def turns(n: int, base: int) -> list[float]:
+        times = []
+        for i in range(base, base + n):
+            msg = inbound(i % 500)
+            msg = Inbound(msg.key, msg.text, message_id=f"m{i}")
+            done = replies.expect(f"m{i}")
+            coordination.acked = asyncio.get_running_loop().create_future()
+
+            async def prepare(msg: Inbound = msg) -> tuple[Inbound, Surface]:
+                return msg, Quiet()
+
+            started = time.perf_counter()
+            await engine.accept(msg.key, prepare, source=f"r{i}")
+            await done
+            times.append(time.perf_counter() - started)
+            await coordination.acked  # acknowledged: before the next turn
+        return times
+
+    return turns
+
+
+@dataclass
+class Block:
+    p50: float
+    p99: float
+    cpu: float  # this process, per turn
+    redis_cpu: float  # redis-server, per turn
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class Bench:
+    def __init__(self, tmp: Path, url: str, turns: int) -> None:
+        self.tmp = tmp
+        self.url = url
+        self.n = turns
+        self.base = 10**6
+        self.trips = RoundTrips()
+        self.sqlite: SQLiteStore | None = None
+        self.redis: RedisStore | None = None
+        self.redis_pid = redis_pid(url)
+
+    def _engine(self, store: SQLiteStore | RedisStore, work: Replicas | None = None) -> Engine:
+        # turns_per_minute as deployed (on by default): in this process's memory, or across
+        # the replicas in Redis; high enough never to refuse a turn here
+        flood: FloodControl | SharedFlood = FloodControl(FLOOD_LIMIT)
+        if work is not None:
+            flood = SharedFlood(work.redis, FLOOD_LIMIT)
+        return Engine(
+            bot="bench",
+            backend=Instant(),
+            backend_name="i",
+            store=store,
+            journal=store.journal,
+            work=work,
+            flood=flood,
+        )
+
+    @contextlib.asynccontextmanager
+    async def path(self, name: str) -> AsyncIterator[Turns]:
+        assert self.sqlite is not None and self.redis is not None
+        if name == "sqlite":
+            yield local_path(self._engine(self.sqlite))
+        elif name == "redis":
+            yield local_path(self._engine(self.redis))
+        else:
+            # a replica of its own per block: its lease ticks never run beside the others
+            coordination = AckSignalling(redis_client(self.url))  # as the runner makes it
+            self.trips.name_scripts(coordination)
+            replicas = Replicas(coordination, replica="bench", partitions=16, lease=3.0)
+            engine = self._engine(self.redis, replicas)
+            replies = Waiting()
+            replicas.serve(engine, replies)
+            await replicas.start()
+            try:
+                yield replicated_path(engine, replies, coordination)
+            finally:
+                await replicas.stop()
+                await coordination.close()
+
+    async def block(self, name: str, n: int) -> tuple[list[float], float, float]:
+        async with self.path(name) as turns:
+            self.base += 10_000
+            await turns(50, self.base)  # warm-up: connections, sessions of the 500 users
+            self.base += 10_000
+            cpu, rcpu = time.process_time(), cpu_of(self.redis_pid)
+            times = await turns(n, self.base)
+            return times, time.process_time() - cpu, cpu_of(self.redis_pid) - rcpu
+
+    async def count(self, name: str, n: int = 100) -> tuple[float, float, list[tuple[str, float]]]:
+        async with self.path(name) as turns:
+            self.base += 10_000
+            await turns(20, self.base)
+            self.base += 10_000
+            self.trips.sends.clear()
+            self.trips.commands = 0
+            self.trips.on = True
+            try:
+                await turns(n, self.base)
+            finally:
+                self.trips.on = False
+            sends = sum(self.trips.sends.values())
+            by = sorted(self.trips.sends.items(), key=lambda kv: -kv[1])
+            return sends / n, self.trips.commands / n, [(k, v / n) for k, v in by]
+
+    async def run(self, reps: int) -> None:
+        self.sqlite = await SQLiteStore.open(self.tmp / "bench.db")
+        self.redis = await RedisStore.open(self.url)
+        self.trips.name_scripts(self.redis, self.redis.journal)
+        for name in PATHS[:2]:  # every user's session exists before anything is measured
+            await self.block(name, 500)
+        blocks: dict[str, list[Block]] = {p: [] for p in PATHS}
+        pooled: dict[str, list[float]] = {p: [] for p in PATHS}
+        try:
+            with self.trips.counting():
+                print("round trips to Redis per turn (client requests; a pipeline is one):")
+                for name in PATHS[1:]:
+                    trips, commands, by = await self.count(name)
+                    detail = ", ".join(f"{k} {v:.2f}" for k, v in by)
+                    print(f"  {name:9s} {trips:.2f} ({commands:.2f} commands): {detail}")
+            for rep in range(reps):
+                order = PATHS[rep % 3 :] + PATHS[: rep % 3]  # rotated: no path always first
+                for name in order:
+                    times, cpu, rcpu = await self.block(name, self.n)
+                    pooled[name] += times
+                    blocks[name].append(
+                        Block(pct(times, 0.5), pct(times, 0.99), cpu / self.n, rcpu / self.n)
+                    )
+                print(f"  repetition {rep + 1}/{reps} done (order {', '.join(order)})")
+        finally:
+            await self.redis.close()
+            await self.sqlite.close()
+        report(blocks, pooled, self.n)
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.2f}"
+
+
+def spread(values: Sequence[float], signed: bool = False) -> str:
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    med, lo, hi = statistics.median(values), min(values), max(values)
+    return f"{fmt.format(med * 1000)} [{fmt.format(lo * 1000)} .. {fmt.format(hi * 1000)}]"
+
+
+def report(blocks: dict[str, list[Block]], pooled: dict[str, list[float]], n: int) -> None:
+    reps = len(blocks["sqlite"])
+    print(f"\nper turn, ms: median [min .. max] over {reps} repetitions of {n} turns each")
+    print(f"{'path':10s} {'p50':24s} {'p99':24s} {'CPU':22s} {'redis-server CPU'}")
+    for name in PATHS:
+        b = blocks[name]
+        print(
+            f"{name:10s} {spread([x.p50 for x in b]):24s} {spread([x.p99 for x in b]):24s} "
+            f"{spread([x.cpu for x in b]):22s} {spread([x.redis_cpu for x in b])}"
+        )
+    print("\ndifference per repetition (same repetition, adjacent blocks), ms:")
+    for name, against in (("redis", "sqlite"), ("replicas", "sqlite"), ("replicas", "redis")):
+        pairs = list(zip(blocks[name], blocks[against], strict=True))
+        d50 = [a.p50 - b.p50 for a, b in pairs]
+        d99 = [a.p99 - b.p99 for a, b in pairs]
+        dcpu = [a.cpu + a.redis_cpu - b.cpu - b.redis_cpu for a, b in pairs]
+        met = sum(1 for d in d99 if d <= 0.002)
+        print(
+            f"  {name} - {against}: p50 {spread(d50, True)}, p99 {spread(d99, True)} "
+            f"(<= +2 ms in {met}/{len(d99)}), CPU incl. redis-server {spread(dcpu, True)}"
+        )
+    print("\nall repetitions pooled, ms:")
+    for name in PATHS:
+        t = pooled[name]
+        print(
+            f"  {name:10s} p50 {ms(pct(t, 0.5))}, p99 {ms(pct(t, 0.99))}, "
+            f"max {ms(max(t))} (n={len(t)})"
+        )
+    p99 = pct(pooled["replicas"], 0.99) - pct(pooled["sqlite"], 0.99)
+    p50 = pct(pooled["replicas"], 0.5) - pct(pooled["sqlite"], 0.5)
+    print(f"  replicas - sqlite: p50 {p50 * 1000:+.2f}, p99 {p99 * 1000:+.2f}")
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--turns", type=int, default=400, help="turns per block")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of the three blocks")
+    parser.add_argument("--unix", action="store_true", help="Redis on a unix socket, not TCP")
     args = parser.parse_args()
-    n = args.turns
-    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
-        sqlite = await SQLiteStore.open(Path(tmp) / "bench.db")
-        redis_store = await RedisStore.open(url)
-        coordination = RedisCoordination.from_url(url)
-        replicas = Replicas(coordination, replica="bench", partitions=16, lease=3.0)
-        try:
-            local = Engine(
-                bot="bench",
-                backend=Instant(),
-                backend_name="i",
-                store=sqlite,
-                journal=sqlite.journal,
-            )
-            await local_turns(local, 500, 10**6)
-            on_sqlite = await local_turns(local, n, 2 * 10**6)
-
-            on_redis = Engine(
-                bot="bench",
-                backend=Instant(),
-                backend_name="i",
-                store=redis_store,
-                journal=redis_store.journal,
-            )
-            await local_turns(on_redis, 500, 3 * 10**6)
-            redis_local = await local_turns(on_redis, n, 4 * 10**6)
-
-            replies = Waiting()
-            coordinated = Engine(
-                bot="bench",
-                backend=Instant(),
-                backend_name="i",
-                store=redis_store,
-                journal=redis_store.journal,
-                work=replicas,
-            )
-            replicas.serve(coordinated, replies)
-            await replicas.start()
-            await replicated_turns(coordinated, replies, 500, 5 * 10**6)
-            redis_replicas = await replicated_turns(coordinated, replies, n, 6 * 10**6)
-        finally:
-            await replicas.stop()
-            await coordination.close()
-            await redis_store.close()
-            await sqlite.close()
-    print(f"SQLite store + journal, one process:       {percentiles(on_sqlite)}")
-    print(f"Redis store + journal, one process:        {percentiles(redis_local)}")
-    print(f"Redis + replicas (stream, lease, ack):     {percentiles(redis_replicas)}")
-    for name, other in (("Redis journal", redis_local), ("Redis replicas", redis_replicas)):
-        d50 = (statistics.median(other) - statistics.median(on_sqlite)) * 1000
-        d99 = (p99(other) - p99(on_sqlite)) * 1000
-        print(f"{name} vs SQLite per turn:        p50 {d50:+.3f} ms, p99 {d99:+.3f} ms")
-    d50 = (statistics.median(redis_replicas) - statistics.median(redis_local)) * 1000
-    d99 = (p99(redis_replicas) - p99(redis_local)) * 1000
-    print(f"coordination alone (replicas vs Redis):    p50 {d50:+.3f} ms, p99 {d99:+.3f} ms")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = redis_server(tmp) if args.unix else redis_tcp(tmp)
+        with server as url:
+            print(f"Redis at {url.split('?')[0]}")
+            await Bench(tmp, url, args.turns).run(args.reps)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ class App:
     replicas: Replicas | None = None
     stopped_by: signal.Signals | None = None  # SIGINT: the command exits 130, as shells expect
     _pruner: asyncio.Task[None] | None = None
+    _redis_url: str | None = None
+    _routes_client: Any = None  # several replicas: the Redis client of Discord's route buckets
 
     async def start(self) -> None:
         cfg = self.config
@@ -120,10 +122,13 @@ class App:
             # several replicas may share this Redis: it orders and distributes the turns
             # (imported here: redis is an optional extra)
             from chatbridge.core.replicas import Replicas, default_replica_name
+            from chatbridge.core.store.redis import redis_client
             from chatbridge.core.store.redis_coordination import RedisCoordination
 
+            self._redis_url = url
             self.replicas = Replicas(
-                RedisCoordination.from_url(url),
+                # room for a burst of turns' commands (redis-py's default: 100, then errors)
+                RedisCoordination(redis_client(url)),
                 replica=cfg.replicas.name or default_replica_name(),
                 partitions=cfg.replicas.partitions,
                 lease=cfg.replicas.lease,
@@ -191,9 +196,16 @@ class App:
         """Several replicas: the Discord adapter's global budget counted across them."""
         if self.replicas is None or not self.config.replicas.shared_budgets:
             return {}
-        from chatbridge.core.budget import SharedWindows
+        from chatbridge.core.budget import SharedRouteBuckets, SharedWindows
+        from chatbridge.core.store.redis import redis_client
 
-        return {"budget": SharedWindows(self.replicas.redis, f"dc:{token_digest}")}
+        if self._routes_client is None and self._redis_url is not None:
+            self._routes_client = redis_client(self._redis_url)
+        name = f"dc:{token_digest}"
+        return {
+            "budget": SharedWindows(self.replicas.redis, name),
+            "routes": SharedRouteBuckets(self._routes_client, name),
+        }
 
     def _shared(self, token_digest: str) -> dict[str, Any]:
         """Several replicas: the Telegram adapter's shared budget and leader election."""
@@ -393,6 +405,9 @@ class App:
         if self.replicas is not None:
             with best_effort(log, "closing the replicas' Redis connection"):
                 await self.replicas.redis.close()
+        if self._routes_client is not None:
+            with best_effort(log, "closing the route buckets' Redis connection"):
+                await self._routes_client.aclose()
         if self.store is not None:
             await self.store.close()
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from journal_contract import JournalContract, inbound
 from replica_harness import REDIS_SERVER, redis_server
-from store_contract import SessionStoreContract, key, record
+from store_contract import SessionStoreContract, key, record, refs
 
 pytest.importorskip("redis")
 
@@ -69,6 +70,9 @@ async def test_two_replicas_share_state(redis_url: str) -> None:
         await a.put(record(key()))
         await b.touch(key())
         await a.touch(key())
+        # each replica's touches are written within TOUCH_FLUSH_DELAY; here at once
+        await a.flush_touches()
+        await b.flush_touches()
         got = await b.get(key())
         assert got is not None and got.turn_count == 2
         assert await a.short_id("Confirmar") == await b.short_id("Confirmar")
@@ -133,3 +137,125 @@ async def test_redis_journal_is_shared_by_replicas(redis_url: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_touches_are_written_off_the_turn_in_one_call(redis_url: str) -> None:
+    """A turn's touch costs no round trip: this replica reads it at once, the others once
+    the timer (or a flush) writes every pending touch in one script call."""
+    import asyncio
+
+    a = await _fresh(redis_url)
+    b = await RedisStore.open(redis_url)
+    a.touch_flush_delay = 3600.0  # the timer out of the way: written by flush_touches below
+    try:
+        await a.put(record(key(user="x")))
+        await a.put(record(key(user="y")))
+        for _ in range(3):
+            await a.touch(key(user="x"))
+        await a.touch(key(user="y"))
+        mine = await a.get(key(user="x"))
+        theirs = await b.get(key(user="x"))
+        assert mine is not None and mine.turn_count == 3
+        assert theirs is not None and theirs.turn_count == 0  # not written yet
+        assert mine.last_active > theirs.last_active
+        calls = 0
+        script = a._touch
+
+        async def counted(**kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return await script(**kwargs)
+
+        a._touch = counted  # type: ignore[assignment]
+        await a.flush_touches()
+        assert calls == 1  # both sessions, one script call
+        theirs = await b.get(key(user="x"))
+        assert theirs is not None and theirs.turn_count == 3
+        assert theirs.last_active == mine.last_active
+        other = await b.get(key(user="y"))
+        assert other is not None and other.turn_count == 1
+        assert refs(await b.list()) == ["ref-1", "ref-1"]
+    finally:
+        await a.close()
+        await b.close()
+    # and without a flush, the timer writes them
+    c = await RedisStore.open(redis_url)
+    c.touch_flush_delay = 0.05
+    try:
+        await c.touch(key(user="x"))
+        async with asyncio.timeout(30):
+            while True:
+                got = await b_get(redis_url, key(user="x"))
+                if got is not None and got.turn_count == 4:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await c.close()
+
+
+async def b_get(url: str, k: Any) -> Any:
+    other = await RedisStore.open(url)
+    try:
+        return await other.get(k)
+    finally:
+        await other.close()
+
+
+async def test_a_touch_never_brings_back_a_deleted_session(redis_url: str) -> None:
+    a = await _fresh(redis_url)
+    b = await RedisStore.open(redis_url)
+    try:
+        await a.put(record(key()))
+        await a.touch(key())
+        assert await b.delete(key()) is True  # another replica's /reset
+        await a.flush_touches()
+        assert await b.get(key()) is None and await b.count() == 0
+        await a.touch(key())
+        await a.close()  # closing writes what is pending
+        assert await b.get(key()) is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_button_ids_of_an_answer_are_one_round_trip(redis_url: str) -> None:
+    from redis.asyncio.connection import AbstractConnection
+
+    store = await _fresh(redis_url)
+    sent: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    async def counting(conn: object, command: object, check_health: bool = True) -> None:
+        raw = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)  # type: ignore[attr-defined]
+        sent.append(raw)
+        await original(conn, command, check_health)  # type: ignore[arg-type]
+
+    try:
+        await store.short_ids(["warm"])  # loads the script once
+        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign,assignment]
+        try:
+            ids = await store.short_ids(["Sim", "Não", "Sim", "Talvez"])
+        finally:
+            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        assert len(sent) == 1 and sent[0].count(b"EVALSHA") == 1
+        assert ids[0] == ids[2] and len(set(ids)) == 3
+        assert [await store.resolve(i) for i in ids] == ["Sim", "Não", "Sim", "Talvez"]
+        assert await store.short_ids(["Não"]) == [ids[1]]  # the same id again, renewed
+    finally:
+        await store.close()
+
+
+async def test_a_burst_of_commands_does_not_run_out_of_connections(redis_url: str) -> None:
+    """redis-py's default pool raises MaxConnectionsError past 100 commands in flight; a
+    burst of turns (each with a command in flight) must not fail."""
+    import asyncio
+
+    from chatbridge.core.store.redis import redis_client
+
+    client = redis_client(redis_url)
+    try:
+        script = client.register_script("redis.call('INCR', KEYS[1]) return 1")
+        await asyncio.gather(*(script(keys=["burst"]) for _ in range(300)))
+        assert await client.get("burst") == "300"
+    finally:
+        await client.aclose()

@@ -35,6 +35,7 @@ from chatbridge.adapters.discord_adapter.options import DiscordOptions
 from chatbridge.adapters.discord_adapter.surface import DiscordSurface
 from chatbridge.adapters.discord_adapter.tracing import discord_pacer, platform_trace
 from chatbridge.core.access import AccessGate, AccessPolicy, Verdict
+from chatbridge.core.budget import RouteBuckets
 from chatbridge.core.errors import best_effort
 from chatbridge.core.images import ImageRejected, check_size, load_image
 from chatbridge.core.locales import en
@@ -96,6 +97,7 @@ class DiscordAdapter:
         metrics: PlatformMetrics | None = None,
         access: AccessGate | None = None,
         budget: SharedWindows | None = None,
+        routes: RouteBuckets | None = None,
     ) -> None:
         self.name = name
         # who may talk to the bot (core/access.py); the default is open, mentions in guilds
@@ -108,6 +110,7 @@ class DiscordAdapter:
         self.metrics = metrics
         self._pacer = discord_pacer(options)  # one budget for every channel of this token
         self._pacer.shared = budget  # several replicas: the token's budget counted in Redis
+        self._routes = routes  # several replicas: each route's bucket counted in Redis
         self.refused = 0  # answers Discord refused for good (channel gone, no access)
         self.client: _Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -136,7 +139,7 @@ class DiscordAdapter:
         client = _Client(
             self,
             intents=self._intents(),
-            http_trace=platform_trace(self.name, self.metrics, self._pacer),
+            http_trace=platform_trace(self.name, self.metrics, self._pacer, self._routes),
             guild_ready_timeout=self.options.guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
             **sharding,

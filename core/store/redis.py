@@ -8,13 +8,20 @@ Layout (every key under ``prefix``, default ``chatbridge:``):
 - ``btn:id:<short>`` -> payload, ``btn:p:<payload>`` -> short (both expire after the TTL),
   and ``btn:used``: short ids scored by the time last issued, for :meth:`RedisStore.prune`
 
-Multi-key updates (touch, short_id) run as Lua scripts, so they are atomic across replicas.
+Multi-key updates (touch, short ids) run as Lua scripts, so they are atomic across replicas.
+Round trips are what a turn pays here (each one a network hop, where SQLite's is a thread
+hop): a turn's touch is batched off the turn's path (within ``TOUCH_FLUSH_DELAY``, every
+touch of that second in one script call, as the SQLite store does), and the button ids of an
+answer are one script call (a pipeline of scripts would cost a ``SCRIPT EXISTS`` more).
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import dataclasses
 import json
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
@@ -32,38 +39,84 @@ from chatbridge.core.store._common import (
 from chatbridge.core.store.redis_journal import RedisJournal
 from chatbridge.core.types import ConversationKey, SessionRecord
 
-# KEYS: session hash, then the index sorted sets. ARGV: now (micros), index member.
+# touch() is called at the end of every turn; its write waits this long so that touches of
+# many turns go to Redis in one script call, off the turns' path (other replicas see a turn's
+# activity within this delay; this one at once).
+TOUCH_FLUSH_DELAY = 1.0
+
+log = logging.getLogger(__name__)
+
+# redis-py's default pool refuses a command when 100 are in flight (MaxConnectionsError): a
+# burst of 150 simultaneous turns on one replica failed turns with it. A pool that waits for
+# a free connection (BlockingConnectionPool) costs 30-50 us more CPU per command here (about
+# 0.4 ms a turn); a larger ordinary pool costs nothing until a burst opens more sockets.
+# Redis accepts 10,000 clients by default: three replicas of three clients stay below.
+MAX_CONNECTIONS = 1000
+
+
+def redis_client(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
+    """A client for ``url`` with room for ``max_connections`` commands in flight (the
+    store's, the replicas' coordination's, Discord's shared route buckets')."""
+    pool = aioredis.ConnectionPool.from_url(
+        url, max_connections=max_connections, decode_responses=True
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+# KEYS: per session, its hash then its three index sorted sets. ARGV: per session, the time
+# of its latest turn (micros), the turns to add, its index member. A session deleted meanwhile
+# is not brought back; a later time another replica wrote already is kept.
 _TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'last_active', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'turn_count', 1)
-for i = 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2]) end
-return 1
+local n = 0
+for s = 0, #ARGV / 3 - 1 do
+  local hash, at = KEYS[s * 4 + 1], ARGV[s * 3 + 1]
+  if redis.call('EXISTS', hash) == 1 then
+    redis.call('HINCRBY', hash, 'turn_count', ARGV[s * 3 + 2])
+    if tonumber(redis.call('HGET', hash, 'last_active') or '0') < tonumber(at) then
+      redis.call('HSET', hash, 'last_active', at)
+      for i = 2, 4 do redis.call('ZADD', KEYS[s * 4 + i], at, ARGV[s * 3 + 3]) end
+    end
+    n = n + 1
+  end
+end
+return n
 """
 
-# KEYS: btn:p:<payload>, btn:used, then btn:id:<candidate> for each candidate.
-# ARGV: payload, ttl (ms), now (micros), then the candidates in the same order.
-_SHORT_ID = """
-local existing = redis.call('GET', KEYS[1])
-if existing then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  for i = 3, #KEYS do
-    if ARGV[i + 1] == existing then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+# Ids for many payloads at once. KEYS: btn:used, then per payload btn:p:<payload> and
+# btn:id:<candidate> for each of its candidates. ARGV: ttl (ms), now (micros), then per
+# payload: the payload, its candidate count, the candidates. Returns the ids ('' = none free).
+_SHORT_IDS = """
+local ttl, now = ARGV[1], ARGV[2]
+local out = {}
+local k, a = 2, 3
+while a <= #ARGV do
+  local payload, n = ARGV[a], tonumber(ARGV[a + 1])
+  local found = ''
+  local existing = redis.call('GET', KEYS[k])
+  if existing then
+    redis.call('PEXPIRE', KEYS[k], ttl)
+    for i = 1, n do
+      if ARGV[a + 1 + i] == existing then redis.call('PEXPIRE', KEYS[k + i], ttl) end
+    end
+    found = existing
+  else
+    for i = 1, n do
+      local cand = ARGV[a + 1 + i]
+      local ok = redis.call('SET', KEYS[k + i], payload, 'NX', 'PX', ttl)
+      if ok or redis.call('GET', KEYS[k + i]) == payload then
+        redis.call('PEXPIRE', KEYS[k + i], ttl)
+        redis.call('SET', KEYS[k], cand, 'PX', ttl)
+        found = cand
+        break
+      end
+    end
   end
-  redis.call('ZADD', KEYS[2], ARGV[3], existing)
-  return existing
+  if found ~= '' then redis.call('ZADD', KEYS[1], now, found) end
+  out[#out + 1] = found
+  k = k + 1 + n
+  a = a + 2 + n
 end
-for i = 3, #KEYS do
-  local cand = ARGV[i + 1]
-  local ok = redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2])
-  if ok or redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    redis.call('SET', KEYS[1], cand, 'PX', ARGV[2])
-    redis.call('ZADD', KEYS[2], ARGV[3], cand)
-    return cand
-  end
-end
-return false
+return out
 """
 
 # KEYS: btn:used. ARGV: cutoff (micros), "btn:id:" prefix, "btn:p:" prefix. Atomic, so an id
@@ -108,9 +161,14 @@ class RedisStore:
         self.button_ttl = button_ttl
         self._closed = False
         self._touch = client.register_script(_TOUCH)
-        self._short_id = client.register_script(_SHORT_ID)
+        self._short_ids = client.register_script(_SHORT_IDS)
         self._prune = client.register_script(_PRUNE)
         self.journal = RedisJournal(client, prefix)
+        # touches not written yet: session -> (last turn's time in micros, turns to add)
+        self._touches: dict[ConversationKey, tuple[int, int]] = {}
+        self._touch_timer: asyncio.TimerHandle | None = None
+        self._touch_flush: asyncio.Task[None] | None = None
+        self.touch_flush_delay = TOUCH_FLUSH_DELAY
 
     @classmethod
     async def open(
@@ -121,7 +179,7 @@ class RedisStore:
         button_ttl: timedelta = DEFAULT_BUTTON_TTL,
     ) -> RedisStore:
         """Connect and check the server answers (raises ``redis.exceptions.RedisError``)."""
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = redis_client(url)
         store = cls(client, prefix=prefix, button_ttl=button_ttl)
         try:
             await client.ping()
@@ -151,7 +209,18 @@ class RedisStore:
     async def get(self, key: ConversationKey) -> SessionRecord | None:
         self._check()
         fields = cast(dict[str, str], await self._r.hgetall(self._hash(key)))
-        return self._record(key, fields) if fields else None
+        if not fields:
+            return None
+        record = self._record(key, fields)
+        # no await since the read: a touch flushed meanwhile is in the hash, not in _touches
+        pending = self._touches.get(key)
+        if pending is not None:
+            record = dataclasses.replace(
+                record,
+                last_active=max(record.last_active, from_micros(pending[0])),
+                turn_count=record.turn_count + pending[1],
+            )
+        return record
 
     @staticmethod
     def _record(key: ConversationKey, f: dict[str, str]) -> SessionRecord:
@@ -167,6 +236,8 @@ class RedisStore:
 
     async def put(self, record: SessionRecord) -> None:
         self._check()
+        # the record replaces the stored one, touches included (the engine puts what it got)
+        self._touches.pop(record.key, None)
         name = self._hash(record.key)
         active = to_micros(record.last_active)
         mapping: dict[str, str | int] = {
@@ -187,12 +258,52 @@ class RedisStore:
             await pipe.execute()
 
     async def touch(self, key: ConversationKey) -> None:
+        """Counts a turn. Written within TOUCH_FLUSH_DELAY, with every other touch of that
+        second, in one script call; this replica's reads see it at once."""
         self._check()
-        keys = [self._hash(key), *self._indexes(key)]
-        await self._touch(keys=keys, args=[to_micros(utcnow()), _member(key)])
+        _, turns = self._touches.get(key, (0, 0))
+        self._touches[key] = (to_micros(utcnow()), turns + 1)
+        if self._touch_timer is None and self._touch_flush is None:
+            loop = asyncio.get_running_loop()
+            self._touch_timer = loop.call_later(self.touch_flush_delay, self._start_touch_flush)
+
+    def _start_touch_flush(self) -> None:
+        self._touch_timer = None
+        self._touch_flush = asyncio.get_running_loop().create_task(self._flush_touches_later())
+
+    async def _flush_touches_later(self) -> None:
+        try:
+            await self.flush_touches()
+        except Exception as exc:  # recency and a turn counter: not worth failing anything
+            log.warning("could not record session activity: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._touch_flush = None
+        if self._touches and not self._closed:  # touched while we wrote
+            loop = asyncio.get_running_loop()
+            self._touch_timer = loop.call_later(self.touch_flush_delay, self._start_touch_flush)
+
+    async def flush_touches(self) -> None:
+        """Write the touches not written yet (at once; normally a timer does it)."""
+        pending = builtins.list(self._touches.items())
+        self._touches = {}
+        for start in range(0, len(pending), 500):  # bounded script calls
+            chunk = pending[start : start + 500]
+            keys: builtins.list[str] = []
+            args: builtins.list[Any] = []
+            for key, (at, turns) in chunk:
+                keys += [self._hash(key), *self._indexes(key)]
+                args += [at, turns, _member(key)]
+            try:
+                await self._touch(keys=keys, args=args)
+            except BaseException:
+                for key, (at, turns) in pending[start:]:  # kept for the next flush
+                    later_at, more = self._touches.get(key, (0, 0))
+                    self._touches[key] = (max(at, later_at), turns + more)
+                raise
 
     async def delete(self, key: ConversationKey) -> bool:
         self._check()
+        self._touches.pop(key, None)
         member = _member(key)
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.delete(self._hash(key))
@@ -203,6 +314,8 @@ class RedisStore:
 
     async def delete_all(self, bot: str | None = None) -> int:
         self._check()
+        for key in [k for k in self._touches if bot is None or k.bot == bot]:
+            del self._touches[key]
         index = f"{self._p}idx:all" if bot is None else f"{self._p}idx:bot:{bot}"
         members = cast(builtins.list[str], await self._r.zrange(index, 0, -1))
         deleted = 0
@@ -225,6 +338,7 @@ class RedisStore:
         self._check()
         if limit <= 0:
             return []
+        await self.flush_touches()  # the order is by last activity
         if user_id is not None:
             index = f"{self._p}idx:user:{user_id}"
         elif bot is not None:
@@ -256,24 +370,19 @@ class RedisStore:
         return (await self.short_ids([payload]))[0]
 
     async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
-        """Ids for every payload: one script call each, sent in one round trip."""
+        """Ids for every payload, in one script call (one round trip)."""
         self._check()
         unique = list(dict.fromkeys(payloads))
         if not unique:
             return []
         ttl_ms = max(1, int(self.button_ttl.total_seconds() * 1000))
-        now = to_micros(utcnow())
-        async with self._r.pipeline(transaction=False) as pipe:
-            for payload in unique:
-                candidates = short_id_candidates(payload)
-                keys = [
-                    f"{self._p}btn:p:{payload}",
-                    f"{self._p}btn:used",
-                    *(f"{self._p}btn:id:{c}" for c in candidates),
-                ]
-                args: builtins.list[Any] = [payload, ttl_ms, now, *candidates]
-                await self._short_id(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
+        keys = [f"{self._p}btn:used"]
+        args: builtins.list[Any] = [ttl_ms, to_micros(utcnow())]
+        for payload in unique:
+            candidates = short_id_candidates(payload)
+            keys += [f"{self._p}btn:p:{payload}", *(f"{self._p}btn:id:{c}" for c in candidates)]
+            args += [payload, len(candidates), *candidates]
+        results = await self._short_ids(keys=keys, args=args)
         ids: dict[str, str] = {}
         for payload, result in zip(unique, results, strict=True):
             if not result:
@@ -311,5 +420,15 @@ class RedisStore:
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        await self._r.aclose()
+        if self._touch_timer is not None:
+            self._touch_timer.cancel()
+            self._touch_timer = None
+        try:
+            if self._touch_flush is not None:
+                await asyncio.shield(self._touch_flush)
+            await self.flush_touches()
+        except Exception as exc:
+            log.warning("could not record session activity: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._closed = True
+            await self._r.aclose()
