@@ -44,7 +44,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from chatbridge.core.errors import best_effort
 from chatbridge.core.protocols import StoredReplies
@@ -424,7 +424,7 @@ class Replicas:
             if lease is None or self._stopping:
                 return  # not ours: left pending for the partition's holder
             try:
-                if await self._run(item, lease):
+                if await self._run(item, lease, first=attempt == 1):
                     return
             except asyncio.CancelledError:
                 raise
@@ -446,8 +446,9 @@ class Replicas:
         if self._busy[item.partition] <= 0:
             del self._busy[item.partition]
 
-    async def _run(self, item: WorkItem, lease: str) -> bool:
-        """Run one entry under ``lease``; False when the lease was found gone (fenced)."""
+    async def _run(self, item: WorkItem, lease: str, *, first: bool = True) -> bool:
+        """Run one entry under ``lease``; False when the lease was found gone (fenced).
+        ``first``: its first attempt here (its journal entry as read is current)."""
         engine = self._engines.get(item.bot)
         if engine is None:
             log.warning("replica %s runs no bot %s: entry left pending", self.replica, item.bot)
@@ -459,7 +460,10 @@ class Replicas:
                 return False
             result = await engine.run_command(item.key, item.command, item.arg)
             return await self._ack(item, lease, result)
-        entry = await self.redis.start_turn(item, lease)
+        if first and item.taken_under == lease:
+            entry: JournalEntry | Literal[False] | None = item.entry  # stamped when it was read
+        else:  # a retry, or under another lease: as it stands now, stamped with this lease
+            entry = await self.redis.start_turn(item, lease)
         if entry is False:
             self._lost(item.partition, lease)
             return False

@@ -17,14 +17,15 @@ script where two steps must happen together.
   stream hands each message to the lease holder, in order. Reads are never blocking
   ``XREADGROUP`` calls (a blocked read outlives the lease it was issued under); a plain
   ``XREAD BLOCK`` only waits for something new, then a fenced script reads it.
-- **Fenced journal writes**: starting a turn stamps its journal entry with the partition's
-  lease (``fence_key``, ``fence``); the journal's state writes carry the lease of the run
-  making them and are refused unless it is that stamp and still held
-  (:meth:`core.store.redis_journal.RedisJournal.fenced`), so a replica that resumes after a
-  stall past its lease cannot mark the message sent (and send it to the backend again), nor
-  write or deliver an answer. (A message already on its way to the backend when the replica
-  froze still arrives there once more: fencing needs the resource to check the token, and
-  the backends do not.)
+- **Fenced journal writes**: taking a message (reading or claiming it) stamps its journal
+  entry with the partition's lease (``fence_key``, ``fence``) and returns the entry, in the
+  same script; a turn run again under another lease is stamped again (:meth:`start_turn`).
+  The journal's state writes carry the lease of the run making them and are refused unless
+  it is that stamp and still held (:meth:`core.store.redis_journal.RedisJournal.fenced`), so
+  a replica that resumes after a stall past its lease cannot mark the message sent (and send
+  it to the backend again), nor write or deliver an answer. (A message already on its way to
+  the backend when the replica froze still arrives there once more: fencing needs the
+  resource to check the token, and the backends do not.)
 - **Session commands** (``/reset``, a language change) go through the conversation's stream
   too, so they run in order with its turns on the partition's holder; the caller waits for
   the result on ``reply:<id>``.
@@ -41,7 +42,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
@@ -114,18 +115,48 @@ local function grouped(stream, name, ...)
 end
 """
 
-# KEYS: per partition its lease, then its stream. ARGV: group, consumer, count, then the lease
-# value held for each partition. Per partition: 0 when the lease is not (or no longer) the
-# caller's, else {where to wait from, the new entries (XREADGROUP >)}: the last entry read,
-# or else the newest entry in the stream (every newer one is new), or 0-0 for an empty one.
-# Lease check and read in one step: nobody but the holder ever receives a partition's entries.
+# Entries taken under a lease (read or claimed): each message's journal entry is stamped with
+# the lease (its journal writes are fenced by it from now on) and comes back with it, so the
+# turn needs no other round trip to start.
+_TAKEN = """
+local function taken(prefix, lease_key, lease, entries, out)
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    if f then
+      local bot, seq = nil, nil
+      for j = 1, #f, 2 do
+        if f[j] == 'bot' then bot = f[j + 1] elseif f[j] == 'seq' then seq = f[j + 1] end
+      end
+      local data = {}
+      if bot and seq and seq ~= '0' then
+        local key = prefix .. 'j:e:' .. bot .. ':' .. seq
+        if redis.call('EXISTS', key) == 1 then
+          redis.call('HSET', key, 'fence_key', lease_key, 'fence', lease)
+          data = redis.call('HGETALL', key)
+        end
+      end
+      out[#out + 1] = {e[1], f, data}
+    end
+  end
+  return out
+end
+"""
+
+# KEYS: per partition its lease, then its stream. ARGV: group, consumer, count, key prefix,
+# then the lease value held for each partition. Per partition: 0 when the lease is not (or no
+# longer) the caller's, else {where to wait from, the new entries (XREADGROUP >) taken as in
+# _TAKEN}: where to wait from is the last entry read, or else the newest entry in the stream
+# (every newer one is new), or 0-0 for an empty one. Lease check and read in one step: nobody
+# but the holder ever receives a partition's entries.
 _READ = (
     _GROUP
+    + _TAKEN
     + """
 local out = {}
 for i = 1, #KEYS / 2 do
   local stream = KEYS[2 * i]
-  if redis.call('GET', KEYS[2 * i - 1]) ~= ARGV[3 + i] then
+  local lease = ARGV[4 + i]
+  if redis.call('GET', KEYS[2 * i - 1]) ~= lease then
     out[i] = 0
   else
     local got = grouped(stream, ARGV[1], 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
@@ -138,18 +169,19 @@ for i = 1, #KEYS / 2 do
       local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
       if top[1] then last = top[1][1] end
     end
-    out[i] = {last, entries}
+    out[i] = {last, taken(ARGV[4], KEYS[2 * i - 1], lease, entries, {})}
   end
 end
 return out
 """
 )
 
-# KEYS: lease, stream. ARGV: lease value, group, consumer, min idle (ms). Every pending entry
-# idle that long, whoever read it, now the caller's (XAUTOCLAIM); 0 when the lease is not
-# the caller's.
+# KEYS: lease, stream. ARGV: lease value, group, consumer, min idle (ms), key prefix. Every
+# pending entry idle that long, whoever read it, now the caller's (XAUTOCLAIM), taken as in
+# _TAKEN; 0 when the lease is not the caller's.
 _CLAIM = (
     _GROUP
+    + _TAKEN
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local out = {}
@@ -158,9 +190,7 @@ repeat
   local r = grouped(KEYS[2], ARGV[2], 'XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], ARGV[4], start,
     'COUNT', 500)
   start = r[1]
-  for _, e in ipairs(r[2]) do
-    if e[2] then out[#out + 1] = e end
-  end
+  taken(ARGV[5], KEYS[1], ARGV[1], r[2], out)
 until start == '0-0'
 return out
 """
@@ -231,6 +261,10 @@ class WorkItem:
     command: str = ""  # "": a journaled message; else a session command (reset, language)
     arg: str = ""
     reply: str = ""  # the command's reply list, where its caller waits
+    # a message's journal entry as it was taken, stamped with lease ``taken_under`` (None:
+    # a command, or the entry is gone)
+    entry: JournalEntry | None = field(default=None, compare=False, repr=False)
+    taken_under: str = ""
 
     @property
     def key(self) -> ConversationKey:
@@ -349,7 +383,7 @@ class RedisCoordination:
         keys: list[str] = []
         for p in partitions:
             keys += [self._partition_lease(p), self.stream(p)]
-        args: list[Any] = [GROUP, consumer, count, *(leases[p] for p in partitions)]
+        args: list[Any] = [GROUP, consumer, count, self._p, *(leases[p] for p in partitions)]
         reply = cast(list[Any], await self._read(keys=keys, args=args))
         out = ReadResult([], [], {})
         for p, got in zip(partitions, reply, strict=True):
@@ -357,7 +391,7 @@ class RedisCoordination:
                 out.lost.append(p)
                 continue
             out.last_ids[p] = str(got[0])
-            out.items.extend(self._items(p, got[1]))
+            out.items.extend(self._items(p, got[1], leases[p]))
         return out
 
     async def wait(self, last_ids: Mapping[int, str], block_ms: int) -> set[int]:
@@ -377,28 +411,31 @@ class RedisCoordination:
         """Every pending entry of ``partition`` idle at least ``min_idle_ms``, whoever read
         it, now ``consumer``'s (XAUTOCLAIM); None when ``lease`` no longer holds it."""
         keys = [self._partition_lease(partition), self.stream(partition)]
-        reply = await self._claim(keys=keys, args=[lease, GROUP, consumer, min_idle_ms])
+        reply = await self._claim(keys=keys, args=[lease, GROUP, consumer, min_idle_ms, self._p])
         if reply == 0:
             return None
-        return self._items(partition, cast(list[Any], reply))
+        return self._items(partition, cast(list[Any], reply), lease)
 
     @staticmethod
-    def _items(partition: int, entries: Sequence[Any]) -> list[WorkItem]:
+    def _items(partition: int, entries: Sequence[Any], lease: str) -> list[WorkItem]:
+        """Entries as ``taken`` returns them: id, stream fields, journal fields."""
         out = []
-        for entry_id, raw in entries:
-            if not raw:  # deleted meanwhile
-                continue
-            fields = raw if isinstance(raw, dict) else dict(zip(raw[::2], raw[1::2], strict=True))
+        for entry_id, raw, data in entries:
+            fields = dict(zip(raw[::2], raw[1::2], strict=True))
+            seq = int(fields["seq"])
+            journal = dict(zip(data[::2], data[1::2], strict=True)) if data else None
             out.append(
                 WorkItem(
                     partition,
                     entry_id,
                     fields["bot"],
-                    int(fields["seq"]),
+                    seq,
                     fields["conv"],
                     fields.get("cmd", ""),
                     fields.get("arg", ""),
                     fields.get("reply", ""),
+                    entry=entry_from_fields(seq, journal) if journal else None,
+                    taken_under=lease,
                 )
             )
         return out
