@@ -334,6 +334,19 @@ class TurnRunner:
         except Exception as exc:
             log.exception("backend %s could not open a session", self.backend_name)
             return None, Failure(FailureKind.UNAVAILABLE, repr(exc), retryable=True)
+        # several replicas: another replica may have opened one meanwhile (this one stalled
+        # while opening, and the conversation moved on there): keep that one, in which the
+        # conversation went on, rather than write over it
+        current = await self.store.get(key)
+        if (
+            current is not None
+            and current.backend == self.backend_name
+            and current.session_ref != (record.session_ref if record is not None else None)
+        ):
+            log.info("%s: a session was opened meanwhile elsewhere; using it", key.short())
+            with best_effort(log, "closing a backend session opened twice"):
+                await self.backend.close(ref)
+            return current, None
         if replace_ref is not None:
             with best_effort(log, "closing the expired backend session"):
                 await self.backend.close(replace_ref)

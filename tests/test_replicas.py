@@ -559,3 +559,28 @@ async def test_a_lapsed_lease_taken_again_reruns_the_running_turn_before_the_nex
     assert a.log[0].startswith("u1:fail:") and "again" in a.log[0]
     assert a.log[1] == "u1:finish:echo m1 (s1)"
     assert backend.max_parallel_per_session == 1
+
+
+async def test_a_session_opened_meanwhile_by_another_replica_is_kept(nodes: list[Node]) -> None:
+    """A replica stalled while opening a conversation's first backend session; the holder
+    ran the turn meanwhile with a session of its own. Waking, the first keeps the holder's
+    session rather than writing its own over it (the conversation went on in that one)."""
+    a, b = nodes
+    backend = cast(ScriptedBackend, a.engine.backend)
+    first_open = backend.open
+    meanwhile: list[str] = []
+
+    async def open_while_b_opens(k: ConversationKey, language: str | None) -> str:
+        ref = await first_open(k, language)
+        if not meanwhile:  # a's open: b opens and stores its own before a's comes back
+            meanwhile.append(ref)
+            record, _ = await b.engine.turns.session_for(k, language)
+            assert record is not None
+        return ref
+
+    backend.open = open_while_b_opens
+    record, failure = await a.engine.turns.session_for(key("u1"), "en")
+    assert failure is None and record is not None and record.session_ref == "s2"
+    stored = await a.store.get(key("u1"))
+    assert stored is not None and stored.session_ref == "s2"
+    assert backend.closed == ["s1"]  # a's own, opened for nothing
