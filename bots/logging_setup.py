@@ -140,8 +140,6 @@ def configure_logging(
     chatty = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(chatty)
-    # one DEBUG line per SQL statement, from its worker thread: never useful, even at DEBUG
-    logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))
     logging.captureWarnings(True)
     # Neither formatter prints them: don't look up the thread, process and multiprocessing
     # names for every record.

@@ -76,25 +76,28 @@ async def test_sqlite_schema_migrates_a_version_1_file(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_sqlite_group_commit_isolates_a_failing_write(tmp_path: Path) -> None:
+async def test_sqlite_writes_of_concurrent_turns_keep_their_order_and_fail_alone(
+    tmp_path: Path,
+) -> None:
     import asyncio
     import sqlite3
 
     store = await SQLiteStore.open(tmp_path / "g.db")
     try:
         journal = store.journal
-        first = asyncio.ensure_future(journal.record(inbound("goes alone"), "s0"))
-        await asyncio.sleep(0)  # it is writing: the next ones queue for one batch
-        batch = [journal.record(inbound(f"t{i}"), f"s{i}") for i in range(1, 4)]
-        bad = journal._writes.run("INSERT INTO no_such_table VALUES (?)", (1,))
-        results = await asyncio.gather(first, *batch, bad, return_exceptions=True)
-        assert isinstance(results[-1], sqlite3.OperationalError)
-        assert all(r is not None and not isinstance(r, BaseException) for r in results[:-1])
+        first = [journal.record(inbound(f"t{i}"), f"s{i}") for i in range(3)]
+        bad = store._db.run(lambda c: c.execute("INSERT INTO no_such_table VALUES (1)"))
+        then = [journal.record(inbound(f"t{i}"), f"s{i}") for i in range(3, 5)]
+        results = await asyncio.gather(*first, bad, *then, return_exceptions=True)
+        assert isinstance(results[3], sqlite3.OperationalError)
+        assert all(r is not None and not isinstance(r, BaseException) for r in results[:3])
+        assert all(r is not None and not isinstance(r, BaseException) for r in results[4:])
         assert [e.inbound.text for e in await journal.unfinished("sellers")] == [
-            "goes alone",
+            "t0",
             "t1",
             "t2",
             "t3",
+            "t4",
         ]
     finally:
         await store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -207,9 +208,7 @@ def _file_turns(path: Path) -> list[int]:
         return [row[0] for row in conn.execute("SELECT turn_count FROM sessions ORDER BY user_id")]
 
 
-async def test_touches_reach_the_file_in_one_write_off_the_turn(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_touches_reach_the_file_in_one_write_off_the_turn(tmp_path: Path) -> None:
     # a turn's touch returns without waiting for the database; the touches of many turns
     # are written together soon after, where another process (the admin CLI) reads them
     path = tmp_path / "touch.db"
@@ -218,18 +217,7 @@ async def test_touches_reach_the_file_in_one_write_off_the_turn(
         await store.put(record(key(user="a"), ref="a"))
         await store.put(record(key(user="b"), ref="b"))
         statements: list[str] = []
-        real_execute, real_many = store._conn.execute, store._conn.executemany
-
-        def execute(sql: str, *args: object) -> object:
-            statements.append(sql.split()[0])
-            return real_execute(sql, *args)
-
-        def executemany(sql: str, *args: object) -> object:
-            statements.append("many " + sql.split()[0])
-            return real_many(sql, *args)
-
-        monkeypatch.setattr(store._conn, "execute", execute)
-        monkeypatch.setattr(store._conn, "executemany", executemany)
+        store._db.conn.set_trace_callback(lambda sql: statements.append(sql.split()[0]))
         for _ in range(3):
             await store.touch(key(user="a"))
         await store.touch(key(user="b"))
@@ -239,7 +227,9 @@ async def test_touches_reach_the_file_in_one_write_off_the_turn(
         async with asyncio.timeout(10):
             while _file_turns(path) != [3, 1]:
                 await asyncio.sleep(0.05)
-        assert statements.count("many UPDATE") == 1
+        # one transaction, one UPDATE per conversation
+        writes = [s for s in statements if s != "SELECT"]  # the reads of get() and this loop
+        assert writes == ["BEGIN", "UPDATE", "UPDATE", "COMMIT"]
         got = await store.get(key(user="a"))
         assert got is not None and got.turn_count == 3  # not counted twice once written
     finally:
@@ -258,3 +248,34 @@ async def test_a_put_or_delete_drops_touches_not_written_yet(tmp_path: Path) -> 
     await store.put(record(key(user="b"), ref="b2", turns=0))
     await store.close()  # writes what is pending
     assert _file_turns(path) == [0, 0]
+
+
+async def test_payloads_named_again_cost_no_statement_and_stay_alive(tmp_path: Path) -> None:
+    # the same buttons answer after answer: named once by a statement; then from memory,
+    # their last use written in the background with the touches
+    path = tmp_path / "buttons.db"
+    store = await SQLiteStore.open(path)
+    try:
+        first = await store.short_ids(["Sim", "Não"])
+        statements: list[str] = []
+        store._db.conn.set_trace_callback(lambda sql: statements.append(sql.split()[0]))
+        assert await store.short_ids(["Não", "Sim"]) == first[::-1]
+        assert statements == []
+        await store.short_ids(["Sim", "Talvez"])  # one new payload: one statement for both
+        assert statements == ["INSERT"]
+        statements.clear()
+        with sqlite3.connect(path) as raw:
+            (before,) = raw.execute(
+                "SELECT last_used FROM buttons WHERE payload = 'Não'"
+            ).fetchone()
+        await asyncio.sleep(0.01)
+        assert await store.short_ids(["Não"]) == [first[1]]
+        assert statements == []
+        await store.prune(timedelta(days=1))  # writes what is pending first
+        with sqlite3.connect(path) as raw:
+            (after,) = raw.execute("SELECT last_used FROM buttons WHERE payload = 'Não'").fetchone()
+        assert after > before
+        assert statements == ["BEGIN", "UPDATE", "COMMIT", "DELETE"]  # "Não" only: "Sim" was
+        # written by the statement that named "Talvez"
+    finally:
+        await store.close()

@@ -1,9 +1,15 @@
-"""The embedded default SessionStore: one SQLite file via aiosqlite.
+"""The embedded default SessionStore: one SQLite file, written from the event loop's thread.
 
-One aiosqlite connection (one worker thread) carries every statement; an ``asyncio.Lock``
-makes each multi-statement transaction atomic with respect to other coroutines, which would
-otherwise interleave their statements on the shared connection. WAL mode lets the admin CLI
-read (and write, waiting up to ``busy_timeout``) while the bots run.
+Every statement of a turn (a session read, button ids, the journal's writes) takes tens of
+microseconds and runs inline on one stdlib ``sqlite3`` connection, with no hand-off to a
+worker thread; what may wait or take long (another process holding the write lock, opening
+and migrating, pruning, listing, checkpoints, closing) runs off the loop: see
+:mod:`core.store.sqlite_connection`. Because inline work never awaits in the middle, each
+method's statements are atomic with respect to other coroutines without a lock.
+
+WAL mode lets the admin CLI read (and write) while the bots run; ``synchronous = NORMAL``: a
+commit survives the process being killed, not an operating-system crash (see
+:mod:`core.store.sqlite_connection`).
 """
 
 from __future__ import annotations
@@ -13,13 +19,10 @@ import builtins
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import aiosqlite
 
 from chatbridge.core.store._common import (
     DEFAULT_BUTTON_TTL,
@@ -28,10 +31,17 @@ from chatbridge.core.store._common import (
     to_micros,
     utcnow,
 )
+from chatbridge.core.store.sqlite_connection import (
+    CHECKPOINT_INTERVAL,
+    LoopConnection,
+    in_transaction,
+)
 from chatbridge.core.types import ConversationKey, SessionRecord
 
 if TYPE_CHECKING:
     from chatbridge.core.store.sqlite_journal import SQLiteJournal
+
+__all__ = ["CHECKPOINT_INTERVAL", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore", "SchemaTooNew"]
 
 # Numbered migrations, applied in order, each in its own transaction; PRAGMA user_version holds
 # the number of the last one applied. Append only: never edit a released migration.
@@ -96,8 +106,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # many turns go to the database in one transaction, off the turns' path.
 TOUCH_FLUSH_DELAY = 1.0
 
-#: Seconds between WAL checkpoints (see SQLiteStore._checkpoints).
-CHECKPOINT_INTERVAL = 1.0
+#: A payload named within this long is named again from memory, with no statement on the
+#: turn's path; its button's last_used is renewed with the touches (see short_ids).
+NAMED_RECENTLY = timedelta(hours=1)
+#: At most this many payloads remembered (the oldest is forgotten first).
+NAMED_KEPT = 4096
 
 log = logging.getLogger(__name__)
 
@@ -106,26 +119,53 @@ _COLUMNS = (
     "bot, platform, chat_id, user_id, thread_id, backend, session_ref, language, "
     "created_at, last_active, turn_count"
 )
-
-
-async def _wal_mode(conn: aiosqlite.Connection, patience_ms: int) -> None:
-    """Switch the file to WAL. SQLite does not wait on a lock for this pragma (no busy
-    handler): another process creating the same file at the same moment makes it fail at
-    once, so it is retried for up to ``patience_ms``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience_ms / 1000
-    while True:
-        try:
-            await conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or loop.time() >= deadline:
-                raise
-            await asyncio.sleep(0.02)
+_BUTTON_INSERT = "INSERT INTO buttons (short_id, payload, created_at, last_used) VALUES "
+# Every payload of an answer in one statement: a new payload gets its first candidate id, a
+# known one keeps its id and is marked as issued again; a payload whose first candidate is
+# another payload's (a hash collision, practically never) is skipped and named afterwards.
+_BUTTON_UPSERT = (
+    " ON CONFLICT (payload) DO UPDATE SET last_used = excluded.last_used"
+    " ON CONFLICT DO NOTHING RETURNING payload, short_id"
+)
 
 
 class SchemaTooNew(RuntimeError):
     """The file was written by a newer chatbridge; refusing to guess its layout."""
+
+
+def to_micros_delta(value: timedelta) -> int:
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    for number, statements in enumerate(MIGRATIONS, start=1):
+
+        def apply(
+            conn: sqlite3.Connection, number: int = number, statements: Any = statements
+        ) -> None:
+            # Read inside the (IMMEDIATE) transaction so that two processes opening the
+            # same new file do not both apply a migration.
+            current = _user_version(conn)
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{path}: schema version {current} is newer than this chatbridge "
+                    f"supports ({SCHEMA_VERSION})"
+                )
+            if current >= number:
+                return
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+
+        in_transaction(conn, apply)
+
+
+def _prune_buttons(conn: sqlite3.Connection, cutoff: int) -> int:
+    return conn.execute("DELETE FROM buttons WHERE last_used < ?", (cutoff,)).rowcount
 
 
 def _key_params(key: ConversationKey) -> tuple[str, str, str, str, str]:
@@ -152,23 +192,23 @@ class SQLiteStore:
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        db: LoopConnection,
         *,
-        path: str,
         button_ttl: timedelta = DEFAULT_BUTTON_TTL,
     ) -> None:
-        # Use SQLiteStore.open(); the constructor takes an already configured connection.
-        self._conn = conn
-        self._lock = asyncio.Lock()
+        # Use SQLiteStore.open(); the constructor takes an opened and migrated connection.
+        self._db = db
         self._closed = False
         self._journal: SQLiteJournal | None = None
-        self._checkpointer: asyncio.Task[None] | None = None
-        self.path = path
+        self.path = db.path
         self.button_ttl = button_ttl
         # touches not written yet: key params -> (last_active in microseconds, turns to add)
         self._touches: dict[tuple[str, str, str, str, str], tuple[int, int]] = {}
         self._touch_timer: asyncio.TimerHandle | None = None
-        self._touch_flush: asyncio.Task[None] | None = None
+        # payload -> (short id, when its row was last written, µs); and renewals of last_used
+        # not written yet, payload -> µs (written with the touches)
+        self._named: dict[str, tuple[str, int]] = {}
+        self._renewed: dict[str, int] = {}
 
     @classmethod
     async def open(
@@ -178,72 +218,29 @@ class SQLiteStore:
         button_ttl: timedelta = DEFAULT_BUTTON_TTL,
         busy_timeout_ms: int = 5000,
     ) -> SQLiteStore:
-        """Open (creating if needed) and migrate the database; prunes expired button ids."""
+        """Open (creating if needed) and migrate the database; prunes expired button ids.
+
+        ``busy_timeout_ms``: how long a write waits (off the loop) for another process's lock
+        before it fails."""
         location = str(path)
         if location != ":memory:":
             Path(location).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit; transactions are opened explicitly below.
-        conn = await aiosqlite.connect(location, isolation_level=None)
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            if location != ":memory:":
-                await _wal_mode(conn, busy_timeout_ms)
-                # NORMAL is durable across application crashes in WAL mode (only an OS crash
-                # may lose the last transactions), and much faster than FULL.
-                await conn.execute("PRAGMA synchronous = NORMAL")
-                # Checkpoints (the only fsyncs in this mode) run on a connection of their own
-                # (see _checkpoints): inline, one commit in a few hundred would wait for one,
-                # which made the journal's p99 per turn ~10 ms instead of well under 1 ms.
-                await conn.execute("PRAGMA wal_autocheckpoint = 0")
-            store = cls(conn, path=location, button_ttl=button_ttl)
-            await store._migrate()
-            await store.prune()
-            if location != ":memory:":
-                store._checkpointer = asyncio.create_task(
-                    store._checkpoints(busy_timeout_ms), name=f"sqlite-checkpoint:{location}"
-                )
-        except BaseException:
-            await conn.close()
-            raise
-        return store
+        cutoff = to_micros(utcnow() - button_ttl)
 
-    # --- schema -------------------------------------------------------------------------------
+        def setup(conn: sqlite3.Connection) -> None:
+            _migrate(conn, location)
+            _prune_buttons(conn, cutoff)
 
-    async def _user_version(self) -> int:
-        rows = await self._conn.execute_fetchall("PRAGMA user_version")
-        return int(next(iter(rows))[0])
+        db = await LoopConnection.open(location, patience_ms=busy_timeout_ms, setup=setup)
+        return cls(db, button_ttl=button_ttl)
+
+    @property
+    def checkpoints(self) -> int:
+        """WAL checkpoints run since the store opened (0 for ``:memory:``)."""
+        return self._db.checkpointer.count if self._db.checkpointer is not None else 0
 
     async def schema_version(self) -> int:
-        async with self._lock:
-            return await self._user_version()
-
-    async def _migrate(self) -> None:
-        for number, statements in enumerate(MIGRATIONS, start=1):
-            async with self._transaction():
-                # Read inside the (IMMEDIATE) transaction so that two processes opening the
-                # same new file do not both apply a migration.
-                current = await self._user_version()
-                if current > SCHEMA_VERSION:
-                    raise SchemaTooNew(
-                        f"{self.path}: schema version {current} is newer than this chatbridge "
-                        f"supports ({SCHEMA_VERSION})"
-                    )
-                if current >= number:
-                    continue
-                for statement in statements:
-                    await self._conn.execute(statement)
-                await self._conn.execute(f"PRAGMA user_version = {number}")
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
+        return await self._db.run(_user_version)
 
     @property
     def journal(self) -> SQLiteJournal:
@@ -251,42 +248,17 @@ class SQLiteStore:
         from chatbridge.core.store.sqlite_journal import SQLiteJournal
 
         if self._journal is None:
-            self._journal = SQLiteJournal(self)
+            self._journal = SQLiteJournal(self._db)
         return self._journal
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Sequence[Any]]:
-        async with self._lock:
-            return list(await self._conn.execute_fetchall(sql, params))
-
-    async def _batch(
-        self, statements: Sequence[tuple[str, Sequence[Any], bool]]
+    async def _fetch(
+        self, sql: str, params: Sequence[Any] = (), *, off_loop: bool = False
     ) -> builtins.list[Any]:
-        """Several statements in one transaction and one trip to the worker thread; for each,
-        its rows (``fetch``) or its row count. All or nothing."""
+        return await self._db.run(lambda c: c.execute(sql, params).fetchall(), off_loop=off_loop)
 
-        def work(conn: sqlite3.Connection) -> builtins.list[Any]:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out: builtins.list[Any] = []
-                for sql, params, fetch in statements:
-                    cursor = conn.execute(sql, params)
-                    out.append(cursor.fetchall() if fetch else cursor.rowcount)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return out
-
-        async with self._lock:
-            # aiosqlite runs one function in its worker thread this way (the public API sends
-            # statements one by one, a thread hop each)
-            return await self._conn._execute(work, self._conn._conn)
-
-    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+    async def _write(self, sql: str, params: Sequence[Any] = (), *, off_loop: bool = False) -> int:
         """One autocommitted statement; returns the number of rows changed."""
-        async with self._lock:
-            cursor = await self._conn.execute(sql, params)
-            return cursor.rowcount
+        return await self._db.run(lambda c: c.execute(sql, params).rowcount, off_loop=off_loop)
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -295,7 +267,8 @@ class SQLiteStore:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM sessions WHERE {_KEY_WHERE}", params)
         if not rows:
             return None
-        # no await since the read: a touch flushed meanwhile is in the row, not in _touches
+        # nothing awaited since the read: a touch is in the row or in _touches, not both
+        # (see _write_touches_now)
         pending = self._touches.get(params)
         record = _record(rows[0])
         if pending is not None:
@@ -333,37 +306,66 @@ class SQLiteStore:
         params = _key_params(key)
         _, turns = self._touches.get(params, (0, 0))
         self._touches[params] = (to_micros(utcnow()), turns + 1)
-        if self._touch_timer is None and self._touch_flush is None and not self._closed:
+        self._flush_later()
+
+    def _flush_later(self) -> None:
+        if self._touch_timer is None and not self._closed:
             loop = asyncio.get_running_loop()
-            self._touch_timer = loop.call_later(TOUCH_FLUSH_DELAY, self._start_touch_flush)
+            self._touch_timer = loop.call_later(TOUCH_FLUSH_DELAY, self._touch_timer_fired)
 
-    def _start_touch_flush(self) -> None:
+    def _touch_timer_fired(self) -> None:
         self._touch_timer = None
-        self._touch_flush = asyncio.get_running_loop().create_task(self._flush_touches_later())
-
-    async def _flush_touches_later(self) -> None:
         try:
-            await self._flush_touches()
+            written = self._write_touches_now()
         except Exception as exc:  # recency and a turn counter: not worth failing anything
             log.warning("could not record session activity: %s: %s", type(exc).__name__, exc)
-        finally:
-            self._touch_flush = None
-        if self._touches and not self._closed:  # touched while we wrote
+            return
+        if not written and not self._closed:  # the file is busy: next time
             loop = asyncio.get_running_loop()
-            self._touch_timer = loop.call_later(TOUCH_FLUSH_DELAY, self._start_touch_flush)
+            self._touch_timer = loop.call_later(TOUCH_FLUSH_DELAY, self._touch_timer_fired)
+
+    def _touches_work(self) -> Callable[[sqlite3.Connection], object]:
+        rows = [(at, turns, *params) for params, (at, turns) in self._touches.items()]
+        sql = f"UPDATE sessions SET last_active = ?, turn_count = turn_count + ? WHERE {_KEY_WHERE}"
+        renewals = [(at, payload) for payload, at in self._renewed.items()]
+        renew = "UPDATE buttons SET last_used = MAX(last_used, ?) WHERE payload = ?"
+
+        def write(conn: sqlite3.Connection) -> None:
+            if rows:
+                conn.executemany(sql, rows)
+            if renewals:
+                conn.executemany(renew, renewals)
+
+        return lambda c: in_transaction(c, write)
+
+    def _write_touches_now(self) -> bool:
+        """Writes the pending touches inline; False (nothing written) when that would have
+        to wait. Read, written and forgotten with nothing awaited in between, so every read
+        finds a touch in exactly one place: the row or ``_touches``. A failed write loses
+        them (logged by the caller)."""
+        if not self._touches and not self._renewed:
+            return True
+        try:
+            done = self._db.now(self._touches_work())
+        except Exception:
+            self._forget_pending()
+            raise
+        if done:
+            self._forget_pending()
+        return done
+
+    def _forget_pending(self) -> None:
+        self._touches.clear()
+        self._renewed.clear()
 
     async def _flush_touches(self) -> None:
-        if not self._touches:
+        if self._write_touches_now():
             return
-        async with self._transaction():
-            # taken under the lock: a read holding it has merged these already, one waiting
-            # for it will find them in the rows
-            touches, self._touches = self._touches, {}
-            await self._conn.executemany(
-                "UPDATE sessions SET last_active = ?, turn_count = turn_count + ? "
-                f"WHERE {_KEY_WHERE}",
-                [(at, turns, *params) for params, (at, turns) in touches.items()],
-            )
+        # the file is busy: written off the loop (a read queued before this one may miss
+        # them, once: these are a recency and a counter)
+        work = self._touches_work()
+        self._forget_pending()
+        await self._db.run(work)
 
     async def delete(self, key: ConversationKey) -> bool:
         self._touches.pop(_key_params(key), None)
@@ -374,8 +376,8 @@ class SQLiteStore:
         for params in [p for p in self._touches if bot is None or p[0] == bot]:
             del self._touches[params]
         if bot is None:
-            return await self._write("DELETE FROM sessions")
-        return await self._write("DELETE FROM sessions WHERE bot = ?", (bot,))
+            return await self._write("DELETE FROM sessions", off_loop=True)
+        return await self._write("DELETE FROM sessions WHERE bot = ?", (bot,), off_loop=True)
 
     async def list(
         self, bot: str | None = None, user_id: str | None = None, limit: int = 50
@@ -386,12 +388,14 @@ class SQLiteStore:
             f"SELECT {_COLUMNS} FROM sessions{where} "
             "ORDER BY last_active DESC, created_at DESC, rowid DESC LIMIT ?",
             (*params, max(0, limit)),
+            off_loop=True,  # admin commands, up to every session of a bot
         )
         return [_record(row) for row in rows]
 
     async def count(self, bot: str | None = None) -> int:
         where, params = self._filters(bot, None)
-        rows = await self._fetch(f"SELECT COUNT(*) FROM sessions{where}", params)
+        # a scan of the sessions: off the loop (it runs once per new conversation)
+        rows = await self._fetch(f"SELECT COUNT(*) FROM sessions{where}", params, off_loop=True)
         return int(rows[0][0])
 
     @staticmethod
@@ -412,45 +416,36 @@ class SQLiteStore:
         return (await self.short_ids([payload]))[0]
 
     async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
-        """Ids for every payload, written in one transaction (a handful of statements however
-        many buttons an answer has)."""
+        """Ids for every payload, written in one statement however many buttons an answer
+        has (a hash collision, practically never, costs a transaction more). Payloads all
+        named by this process within NAMED_RECENTLY cost no statement: their rows exist (the
+        TTL is far longer) and their last_used is renewed in the background, like touches."""
         unique = list(dict.fromkeys(payloads))
         if not unique:
             return []
         now = to_micros(utcnow())
-        marks = ", ".join("?" * len(unique))
-        async with self._transaction():
-            # the first candidate of each payload; a payload already stored keeps its id
-            # (and is only marked as issued again), a rare hash collision is done below
-            await self._conn.executemany(
-                "INSERT OR IGNORE INTO buttons (short_id, payload, created_at, last_used) "
-                "VALUES (?, ?, ?, ?)",
-                [(short_id_candidates(p)[0], p, now, now) for p in unique],
-            )
-            await self._conn.execute(
-                f"UPDATE buttons SET last_used = ? WHERE payload IN ({marks})", (now, *unique)
-            )
-            rows = await self._conn.execute_fetchall(
-                f"SELECT payload, short_id FROM buttons WHERE payload IN ({marks})", unique
-            )
-            ids = {str(row[0]): str(row[1]) for row in rows}
-            for payload in unique:
-                if payload not in ids:
-                    ids[payload] = await self._insert_colliding(payload, now)
+        recent = now - to_micros_delta(NAMED_RECENTLY)
+        named = self._named
+        if all(p in named and named[p][1] >= recent for p in unique):
+            for p in unique:
+                self._renewed[p] = now
+            self._flush_later()
+            return [named[p][0] for p in payloads]
+        values = ", ".join(["(?, ?, ?, ?)"] * len(unique))
+        params = [v for p in unique for v in (short_id_candidates(p)[0], p, now, now)]
+        sql = _BUTTON_INSERT + values + _BUTTON_UPSERT
+        rows = await self._db.run(lambda c: c.execute(sql, params).fetchall())
+        ids = {str(row[0]): str(row[1]) for row in rows}
+        missing = [p for p in unique if p not in ids]
+        if missing:
+            ids.update(await self._db.run(lambda c: in_transaction(c, _colliding(missing, now))))
+        for p in unique:
+            named.pop(p, None)  # (re)inserted last: the oldest go first
+            named[p] = (ids[p], now)
+            self._renewed.pop(p, None)  # written now
+        while len(named) > NAMED_KEPT:
+            del named[next(iter(named))]
         return [ids[p] for p in payloads]
-
-    async def _insert_colliding(self, payload: str, now: int) -> str:
-        for candidate in short_id_candidates(payload)[1:]:
-            try:
-                await self._conn.execute(
-                    "INSERT INTO buttons (short_id, payload, created_at, last_used) "
-                    "VALUES (?, ?, ?, ?)",
-                    (candidate, payload, now, now),
-                )
-            except sqlite3.IntegrityError:
-                continue  # taken by another payload too: try the next
-            return candidate
-        raise RuntimeError("no free short id for a button payload")  # pragma: no cover
 
     async def resolve(self, short_id: str) -> str | None:
         rows = await self._fetch("SELECT payload FROM buttons WHERE short_id = ?", (short_id,))
@@ -458,9 +453,11 @@ class SQLiteStore:
 
     async def prune(self, older_than: timedelta | None = None) -> int:
         """Forget button ids not issued for ``older_than`` (default: the store's TTL)."""
+        await self._flush_touches()  # renewals of last_used not written yet
         age = self.button_ttl if older_than is None else older_than
         cutoff = to_micros(utcnow() - age)
-        return await self._write("DELETE FROM buttons WHERE last_used < ?", (cutoff,))
+        self._named.clear()  # a pruned payload must be written again when named
+        return await self._db.run(lambda c: _prune_buttons(c, cutoff), off_loop=True)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -473,44 +470,44 @@ class SQLiteStore:
             return False
         return bool(rows) and rows[0][0] == 1
 
-    async def _checkpoints(self, busy_timeout_ms: int) -> None:
-        """Copy the WAL into the database now and then, off the writers' connection (a
-        PASSIVE checkpoint never blocks them), so the WAL stays small."""
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            while True:
-                await asyncio.sleep(CHECKPOINT_INTERVAL)
-                try:
-                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:
-                    log.warning("sqlite store %s: checkpoint failed: %s", self.path, exc)
-        finally:
-            await conn.close()
-
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        task, self._checkpointer = self._checkpointer, None
-        if task is not None:
-            task.cancel()  # it closes its own connection (the last one to close checkpoints)
         if self._touch_timer is not None:
             self._touch_timer.cancel()
             self._touch_timer = None
         try:
-            # the turns counted since the last write (at most TOUCH_FLUSH_DELAY ago); with
-            # nothing pending this awaits nothing
-            if self._touch_flush is not None:
-                await asyncio.shield(self._touch_flush)
+            # the turns counted since the last write (at most TOUCH_FLUSH_DELAY ago)
             await self._flush_touches()
         except Exception as exc:
             log.warning("could not record session activity: %s: %s", type(exc).__name__, exc)
         finally:
-            # Whatever happened above (Ctrl-C cancels it), the connection's close starts here
-            # with nothing else awaited first: once started, aiosqlite stops its worker thread
-            # even if this is cancelled; a thread left running would keep the process alive.
-            async with self._lock:
-                await self._conn.close()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+            await self._db.close()
+
+
+def _colliding(payloads: Sequence[str], now: int) -> Callable[[sqlite3.Connection], dict[str, str]]:
+    """Names payloads whose first candidate id another payload holds: the next free one."""
+
+    def name(conn: sqlite3.Connection) -> dict[str, str]:
+        ids: dict[str, str] = {}
+        for payload in payloads:
+            row = conn.execute("SELECT short_id FROM buttons WHERE payload = ?", (payload,))
+            found = row.fetchone()
+            if found is not None:  # named meanwhile by another process
+                ids[payload] = str(found[0])
+                continue
+            ids[payload] = _insert_colliding(conn, payload, now)
+        return ids
+
+    return name
+
+
+def _insert_colliding(conn: sqlite3.Connection, payload: str, now: int) -> str:
+    for candidate in short_id_candidates(payload)[1:]:
+        try:
+            conn.execute(_BUTTON_INSERT + "(?, ?, ?, ?)", (candidate, payload, now, now))
+        except sqlite3.IntegrityError:
+            continue  # taken by another payload too: try the next
+        return candidate
+    raise RuntimeError("no free short id for a button payload")  # pragma: no cover
