@@ -213,9 +213,9 @@ class AckSignalling(RedisCoordination):
 
     acked: asyncio.Future[None] | None = None
 
-    async def ack(self, item: WorkItem, lease: str) -> bool:
+    async def ack(self, item: WorkItem, lease: str, result: str = "") -> bool:
         try:
-            return await super().ack(item, lease)
+            return await super().ack(item, lease, result)
         finally:
             if self.acked is not None and not self.acked.done():
                 self.acked.set_result(None)

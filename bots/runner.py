@@ -26,7 +26,6 @@ from chatbridge.bots.config import (
     TelegramBotConfig,
 )
 from chatbridge.bots.gctune import tune_gc
-from chatbridge.bots.http import HealthServer, standard_readiness
 from chatbridge.core.access import AccessGate, AccessPolicy
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import StartupFailed, best_effort
@@ -44,6 +43,7 @@ from chatbridge.core.store import journal_of, open_store
 from chatbridge.core.texts import Catalogue, UserTexts
 
 if TYPE_CHECKING:
+    from chatbridge.bots.http import HealthServer
     from chatbridge.core.budget import SharedFlood
     from chatbridge.core.replicas import Replicas
 
@@ -170,6 +170,9 @@ class App:
         if cfg.http.listen:
             # up before the bots connect, so /readyz can report them as not ready yet
             checks = {a.name: _connected_of(a) for a in self.adapters}
+            # imported here: aiohttp's server side costs a process without [http] ~1.7 MiB
+            from chatbridge.bots.http import HealthServer, standard_readiness
+
             readiness = standard_readiness(self.store, checks, self.replicas)
             self.http = HealthServer(
                 cfg.http.listen, self.metrics, readiness, on_scrape=self._refresh_gauges

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from chatbridge.core import recovery
-from chatbridge.core.errors import BackendError, NotSupported, best_effort
+from chatbridge.core.errors import (
+    BackendError,
+    NotSupported,
+    best_effort,
+    failure_from_text,
+    failure_to_text,
+)
 from chatbridge.core.item_services import read_listing_request
 from chatbridge.core.protocols import (
     Backend,
@@ -114,6 +120,7 @@ class Engine:
         self._closing = False
         self._recovered = False
         self._active = 0
+        self._queued = 0  # slots behind each lane's first, kept as lanes change (see queued_turns)
 
     # --- taking messages ----------------------------------------------------------------------
 
@@ -163,9 +170,7 @@ class Engine:
         """Several replicas: journal the message and queue it for the replica that runs its
         conversation; written down after every earlier message of the conversation."""
         assert self._work is not None
-        previous = self._intake.get(key)  # before the first await, as in accept
-        mine = asyncio.get_running_loop().create_future()
-        self._intake[key] = mine
+        previous, mine = self._intake_place(key)  # before the first await, as in accept
         try:
             prepared = await prepare()
             if previous is not None:
@@ -182,9 +187,48 @@ class Engine:
                 log.info("journal: %s was already recorded; not run twice", source)
             return None
         finally:
-            mine.set_result(None)
-            if self._intake.get(key) is mine:
-                del self._intake[key]
+            self._intake_done(key, mine)
+
+    def _intake_place(
+        self, key: ConversationKey
+    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """A place in ``key``'s intake: the previous one to wait for, and this one's."""
+        previous = self._intake.get(key)
+        mine = asyncio.get_running_loop().create_future()
+        self._intake[key] = mine
+        return previous, mine
+
+    def _intake_done(self, key: ConversationKey, mine: asyncio.Future[None]) -> None:
+        mine.set_result(None)
+        if self._intake.get(key) is mine:
+            del self._intake[key]
+
+    async def _queue_command(self, key: ConversationKey, command: str, arg: str = "") -> str:
+        """Several replicas: a session command queued behind the messages taken before it
+        (here and in the conversation's stream); the result where it ran, "" if late."""
+        assert self._work is not None
+        previous, mine = self._intake_place(key)
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            try:
+                return await self._work.command(key, command, arg) or ""
+            except Exception:  # doing it here, out of order, beats not doing it at all
+                log.exception("replicas: could not queue /%s; running it here", command)
+                return await self.run_command(key, command, arg)
+        finally:
+            self._intake_done(key, mine)
+
+    async def run_command(self, key: ConversationKey, command: str, arg: str) -> str:
+        """Several replicas: run a session command this replica claimed from the work queue
+        (after the conversation's earlier turns); the result goes back to its caller."""
+        if command == "reset":
+            return "existed" if await self._reset_here(key) else "none"
+        if command == "language":
+            failure = await self._set_language_here(key, arg)
+            return "ok" if failure is None else "failed " + failure_to_text(failure)
+        log.warning("replicas: unknown session command %r ignored", command)
+        return "unknown"
 
     def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]:
         """Several replicas: run a journaled turn this replica claimed from the work queue;
@@ -262,6 +306,8 @@ class Engine:
         slot = _Slot(job=loop.create_future(), result=loop.create_future())
         lane = self._lanes.setdefault(key, _Lane())
         lane.slots.append(slot)
+        if len(lane.slots) > 1:
+            self._queued += 1
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._drain(key, lane), name=f"lane:{key.short()}")
         self._report_queue()
@@ -286,6 +332,8 @@ class Engine:
                     await self._interrupt(lane)
                     raise
                 lane.slots.popleft()
+                if lane.slots:
+                    self._queued -= 1
                 if result is None:
                     self._leave(slot, "deferred")
                 elif not slot.result.done():
@@ -322,6 +370,7 @@ class Engine:
                 await self._tell_interrupted(slot.turn)
             if not slot.result.done():
                 slot.result.set_result(TurnResult("interrupted"))
+        self._queued -= max(0, len(lane.slots) - 1)
         lane.slots.clear()
 
     def _leave(self, slot: _Slot, outcome: TurnOutcome) -> None:
@@ -370,8 +419,13 @@ class Engine:
         return self.turns.cancel(key)
 
     async def reset(self, key: ConversationKey) -> bool:
-        """Forget the conversation's session, after its pending turns."""
+        """Forget the conversation's session, after its pending turns (with several
+        replicas, on the replica running the conversation, in its order)."""
+        if self._work is not None:
+            return await self._queue_command(key, "reset") == "existed"
+        return await self._reset_here(key)
 
+    async def _reset_here(self, key: ConversationKey) -> bool:
         async def job() -> TurnResult:
             existed = await self._forget(key)
             return TurnResult("ok", extra={"existed": str(existed)})
@@ -381,7 +435,16 @@ class Engine:
 
     async def set_language(self, key: ConversationKey, language: str) -> None:
         """Start a new session in ``language`` (backends fix the language per session)."""
+        if self._work is not None:
+            result = await self._queue_command(key, "language", language)
+            if result.startswith("failed "):
+                raise BackendError(failure_from_text(result.removeprefix("failed ")))
+            return
+        failure = await self._set_language_here(key, language)
+        if failure is not None:
+            raise BackendError(failure)
 
+    async def _set_language_here(self, key: ConversationKey, language: str) -> Failure | None:
         async def job() -> TurnResult:
             await self._forget(key)
             _record, failure = await self.turns.session_for(key, language)
@@ -390,8 +453,7 @@ class Engine:
             return TurnResult("ok")
 
         result = await self._enqueue(key, job)
-        if result.failure is not None:
-            raise BackendError(result.failure)
+        return result.failure
 
     async def _forget(self, key: ConversationKey) -> bool:
         record = await self.store.get(key)
@@ -411,6 +473,16 @@ class Engine:
 
     async def reset_all(self) -> int:
         records = await self.store.list(self.bot, limit=100_000)
+        if self._work is not None:
+            # several replicas: each conversation's reset in its order with its turns, on the
+            # replica running it (a few at a time: each waits for its result)
+            at_once = asyncio.Semaphore(16)
+
+            async def reset(key: ConversationKey) -> bool:
+                async with at_once:
+                    return await self.reset(key)
+
+            return sum(await asyncio.gather(*(reset(r.key) for r in records)))
         for record in records:
             with best_effort(log, "closing a backend session on reset_all"):
                 await self.backend.close(record.session_ref)
@@ -448,8 +520,9 @@ class Engine:
 
     @property
     def queued_turns(self) -> int:
-        """Turns waiting behind a running turn of the same conversation."""
-        return sum(max(0, len(lane.slots) - 1) for lane in self._lanes.values())
+        """Turns waiting behind a running turn of the same conversation (kept as a count:
+        reported twice a turn, summing over every conversation would grow with their number)."""
+        return self._queued
 
     @property
     def active_turns(self) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from types import TracebackType
 
-from chatbridge.core.types import Failure
+from chatbridge.core.types import Failure, FailureKind, FailureReason
 
 
 class NotSupported(Exception):
@@ -21,8 +22,40 @@ class BackendError(Exception):
         self.failure = failure
 
 
+def failure_to_text(failure: Failure) -> str:
+    """A failure as JSON, to cross to another replica (session commands)."""
+    return json.dumps(
+        {
+            "kind": str(failure.kind),
+            "detail": failure.detail,
+            "retryable": failure.retryable,
+            "reason": None if failure.reason is None else str(failure.reason),
+            "fields": dict(failure.fields),
+        },
+        default=str,
+    )
+
+
+def failure_from_text(text: str) -> Failure:
+    data = json.loads(text)
+    reason = data["reason"]
+    return Failure(
+        FailureKind(data["kind"]),
+        data["detail"],
+        data["retryable"],
+        reason=None if reason is None else FailureReason(reason),
+        fields=data["fields"],
+    )
+
+
 class DeliveryRefused(Exception):
     """The platform refused a message for good (bot blocked, chat gone): retrying cannot help."""
+
+
+class FencedOut(Exception):
+    """Several replicas: this replica no longer holds the lease its turn started under (it
+    stalled and another took the conversation over); the turn stops without a word to the
+    user, since the new holder runs it."""
 
 
 class RateLimited(Exception):

@@ -266,6 +266,11 @@ class WorkQueue(Protocol):
         """Written down and queued; None when ``source`` was recorded before."""
         ...
 
+    async def command(self, key: ConversationKey, command: str, arg: str = "") -> str | None:
+        """Queue a session command behind ``key``'s messages; the result of
+        ``Engine.run_command`` where it ran, or None when it did not come in time."""
+        ...
+
 
 # --- what adapters see of the engine ----------------------------------------------------------
 # Adapters depend on these small protocols, never on ``core.engine.Engine`` itself: a test can

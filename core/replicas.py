@@ -19,6 +19,14 @@ turns run in arrival order whichever replica received them.
 - Graceful shutdown stops starting turns, lets running ones finish (the engine's grace),
   then releases every lease at once: the turns it had read but not started are claimed by the
   others immediately, not after the lease expires.
+- Every step on a partition is fenced by its lease in Redis (reading, claiming, starting a
+  turn, the journal's writes, acknowledging), so a replica that lost a partition without
+  knowing yet (stalled, or a read on its way while it handed the partition back) cannot take
+  a message from the holder or run one out of turn. A replica that learns it lost a partition
+  drops what it had queued from it: the next holder claims those, oldest first.
+- Session commands (``/reset``, a language change, an admin's resets) are queued in the
+  conversation's stream like messages (:meth:`Replicas.command`), so they run in order with
+  its turns.
 
 Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at a time
 (Telegram long polling).
@@ -27,6 +35,7 @@ Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -35,7 +44,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from chatbridge.core.errors import best_effort
 from chatbridge.core.protocols import StoredReplies
@@ -50,6 +59,9 @@ from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnRe
 log = logging.getLogger(__name__)
 
 RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
+ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
+WAIT_MS = 200  # longest wait for new entries before the owned partitions are read again
+READ_COUNT = 100  # entries read from one partition at a time
 
 
 def default_replica_name() -> str:
@@ -65,11 +77,21 @@ class ClaimedTurns(Protocol):
 
     def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
 
+    async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
+
+
+@runtime_checkable
+class FencedJournal(Protocol):
+    """A journal whose writes for a turn can be fenced by a partition lease (Redis's)."""
+
+    def fenced(self, bot: str, seq: int, lease: str) -> contextlib.AbstractContextManager[None]: ...
+
 
 @dataclass
 class _Conversation:
     items: deque[WorkItem] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    running: WorkItem | None = None
 
 
 class Replicas:
@@ -100,10 +122,13 @@ class Replicas:
         self._tasks: list[asyncio.Task[None]] = []
         self._leaders: list[_Leader] = []
         self._stopping = False
+        # loops end on this flag too: redis-py (8.x) may swallow a cancellation mid-command
+        self._closed = False
         self._beat_ok = False
         self._ticks = 0
         self.reclaim_idle = max(lease, 10.0)  # seconds an entry of ours waits before a retry
         self.reclaim_every = RECLAIM_EVERY
+        self.command_wait = 120.0  # seconds a session command's caller waits for its result
         self.turns_run = 0
         self.claimed = 0
 
@@ -115,6 +140,13 @@ class Replicas:
     async def submit(self, inbound: Inbound, source: str) -> JournalEntry | None:
         """Journal ``inbound`` and queue it in its partition (None: already recorded)."""
         return await self.redis.record_and_queue(inbound, source, self.partition_of(inbound.key))
+
+    async def command(self, key: ConversationKey, command: str, arg: str = "") -> str | None:
+        """Queue a session command behind ``key``'s messages and wait for the replica that
+        runs the conversation to run it (``engine.run_command``): its result, or None when
+        it did not come within ``command_wait`` seconds (it still runs, in its place)."""
+        reply = await self.redis.queue_command(key, self.partition_of(key), command, arg)
+        return await self.redis.wait_reply(reply, self.command_wait)
 
     def serve(self, engine: ClaimedTurns, replies: StoredReplies) -> None:
         """Run ``engine.bot``'s claimed turns on ``engine``, answering through ``replies``."""
@@ -161,6 +193,7 @@ class Replicas:
     async def stop(self) -> None:
         """After running turns ended: hand every partition and leadership back at once."""
         self.stop_starting()
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -194,7 +227,7 @@ class Replicas:
     # --- leases -----------------------------------------------------------------------------------
 
     async def _keep_leases(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self._tick()
@@ -212,9 +245,7 @@ class Replicas:
             await self._reclaim()
         for partition, value in list(self._owned.items()):
             if not await self.redis.renew(f"p:{partition}", value, self._lease_ms):
-                log.warning("replica %s lost partition %d", self.replica, partition)
-                del self._owned[partition]
-                self._draining.discard(partition)
+                self._lost(partition, value)
         if self._stopping:
             return
         share = math.ceil(self.partitions / max(1, len(self._live)))
@@ -239,15 +270,20 @@ class Replicas:
             if value is None:
                 continue
             self._owned[partition] = value
+            log.debug("replica %s holds partition %d (lease %s)", self.replica, partition, value)
             # not read until its pending entries are queued: they go before any newer one
             self._claiming.add(partition)
             try:
-                await self.redis.ensure_group(partition)
-                claimed = await self.redis.claim(partition, self.replica)
-                for item in claimed:
-                    self._dispatch(item)
+                claimed = await self.redis.claim(partition, value, self.replica)
+            except Exception:
+                # never read a partition whose older entries were not claimed: hand it back
+                self._owned.pop(partition, None)
+                with best_effort(log, f"handing back partition {partition}"):
+                    await self.redis.release(f"p:{partition}", value)
+                raise
             finally:
                 self._claiming.discard(partition)
+            self._dispatch_all(partition, value, claimed)
             if claimed:
                 self.claimed += len(claimed)
                 log.info(
@@ -261,9 +297,9 @@ class Replicas:
         """Entries of our partitions left pending here by a step that failed (Redis out of
         reach mid-turn, say) run again; those still queued or running here are skipped."""
         idle_ms = int(self.reclaim_idle * 1000)
-        for partition in list(self._owned):
-            for item in await self.redis.claim(partition, self.replica, idle_ms):
-                self._dispatch(item)
+        for partition, value in list(self._owned.items()):
+            claimed = await self.redis.claim(partition, value, self.replica, idle_ms)
+            self._dispatch_all(partition, value, claimed)
 
     async def _give_back(self, excess: int) -> None:
         """Hand back ``excess`` partitions (replicas joined): stop reading the least busy
@@ -281,24 +317,76 @@ class Replicas:
             if value is not None:
                 await self.redis.release(f"p:{partition}", value)
 
+    def _lost(self, partition: int, value: str) -> None:
+        """The lease ``value`` no longer holds ``partition``: stop running its entries. Those
+        queued here are dropped (still pending in Redis: the next holder claims them, in
+        order); a running one is stopped by the fenced journal."""
+        if self._owned.get(partition) != value:
+            return  # already known (and perhaps taken again since)
+        log.warning("replica %s lost partition %d", self.replica, partition)
+        del self._owned[partition]
+        self._draining.discard(partition)
+        for conv in self._convs.values():
+            kept: deque[WorkItem] = deque()
+            for item in conv.items:
+                if item.partition != partition or item is conv.running:
+                    kept.append(item)
+                else:
+                    self._forget(item)
+            conv.items = kept
+
     # --- reading and running ----------------------------------------------------------------------
 
     async def _read(self) -> None:
-        while True:
-            owned = [p for p in self.owned if p not in self._draining | self._claiming]
-            if not owned or self._stopping:
+        last_ids: dict[int, str] = {}  # per partition, where its stream was read up to
+        due: set[int] | None = None  # partitions with something new (None: read them all)
+        while not self._closed:
+            readable = {
+                p: v
+                for p, v in self._owned.items()
+                if p not in self._draining and p not in self._claiming
+            }
+            if not readable or self._stopping:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
+            for partition in set(last_ids) - set(readable):
+                del last_ids[partition]
+            leases = readable
+            if due is not None:  # only where something came (and partitions new here)
+                leases = {p: v for p, v in leases.items() if p in due or p not in last_ids}
             try:
-                items = await self.redis.read(owned, self.replica, block_ms=200)
+                got = await self.redis.read(leases, self.replica, count=READ_COUNT)
+                for partition in got.lost:
+                    self._lost(partition, leases[partition])
+                last_ids.update(got.last_ids)
+                for item in got.items:
+                    self._dispatch_all(item.partition, leases[item.partition], [item])
+                counts = Counter(item.partition for item in got.items)
+                full = {p for p, n in counts.items() if n >= READ_COUNT}
+                if full:  # a batch that did not hold them all: read on at once
+                    due = full
+                    continue
+                waiting = {p: last_ids[p] for p in readable if p in last_ids}
+                # nothing came in WAIT_MS: read every partition once, as a safety net
+                due = await self.redis.wait(waiting, WAIT_MS) or None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("replica %s: reading the streams failed: %s", self.replica, exc)
+                due = None
                 await asyncio.sleep(0.5)
-                continue
-            for item in items:
-                self._dispatch(item)
+
+    def _dispatch_all(self, partition: int, value: str, items: list[WorkItem] | None) -> None:
+        """Queue entries taken under lease ``value``: None (refused) or a lease that changed
+        while they were on their way means they are not ours to run (they stay pending for
+        the holder, who claims them, oldest first)."""
+        if items is None:
+            self._lost(partition, value)
+            return
+        if self._owned.get(partition) != value:
+            return
+        for item in items:
+            self._dispatch(item)
 
     def _dispatch(self, item: WorkItem) -> None:
         if (item.partition, item.id) in self._seen:
@@ -313,16 +401,14 @@ class Replicas:
     async def _drain(self, name: str, conv: _Conversation) -> None:
         try:
             while conv.items and not self._stopping:
-                item = conv.items[0]
-                if item.partition in self._owned:
-                    try:
-                        await self._run(item, self._owned[item.partition])
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        # left pending: the next owner of the partition claims it again
-                        log.exception("replica %s: claimed turn %s failed", self.replica, item.id)
-                self._forget(conv.items.popleft())
+                item = conv.running = conv.items[0]
+                try:
+                    await self._attempt(item)
+                finally:
+                    conv.running = None
+                if conv.items and conv.items[0] is item:
+                    conv.items.popleft()
+                    self._forget(item)
         finally:
             conv.task = None
             if self._convs.get(name) is conv and not conv.items:
@@ -330,29 +416,91 @@ class Replicas:
             elif conv.items and not self._stopping:
                 conv.task = asyncio.create_task(self._drain(name, conv))
 
+    async def _attempt(self, item: WorkItem) -> None:
+        """Run ``item`` while its partition is ours; a step that failed (Redis out of reach,
+        say) is tried again here, in its place, before anything behind it."""
+        for attempt in range(1, ATTEMPTS + 1):
+            lease = self._owned.get(item.partition)
+            if lease is None or self._stopping:
+                return  # not ours: left pending for the partition's holder
+            try:
+                if await self._run(item, lease, first=attempt == 1):
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("replica %s: claimed entry %s failed", self.replica, item.id)
+                if attempt < ATTEMPTS:
+                    await asyncio.sleep(min(self.lease, 0.1 * 2**attempt))
+                continue
+            # fenced out: the lease it ran under is gone. The partition back here under a new
+            # lease (it lapsed and was taken again) means it runs again now, still first.
+            if self._owned.get(item.partition) in (None, lease):
+                return
+        # left pending: the periodic reclaim runs it again later
+        log.error("replica %s: entry %s left after %d attempts", self.replica, item.id, ATTEMPTS)
+
     def _forget(self, item: WorkItem) -> None:
         self._seen.discard((item.partition, item.id))
         self._busy[item.partition] -= 1
         if self._busy[item.partition] <= 0:
             del self._busy[item.partition]
 
-    async def _run(self, item: WorkItem, lease: str) -> None:
+    async def _run(self, item: WorkItem, lease: str, *, first: bool = True) -> bool:
+        """Run one entry under ``lease``; False when the lease was found gone (fenced).
+        ``first``: its first attempt here (its journal entry as read is current)."""
         engine = self._engines.get(item.bot)
-        entry = await self.redis.entry(item.bot, item.seq)
-        if engine is None or entry is None or entry.state.finished:
-            if engine is None and entry is not None and not entry.state.finished:
-                log.warning("replica %s runs no bot %s: turn left pending", self.replica, item.bot)
-                return
-            await self.redis.ack(item, lease)
-            return
+        if engine is None:
+            log.warning("replica %s runs no bot %s: entry left pending", self.replica, item.bot)
+            return True
+        if item.command:
+            # a session command writes only the session map, which has no fence: ask first
+            if not await self.redis.holds(item.partition, lease):
+                self._lost(item.partition, lease)
+                return False
+            result = await engine.run_command(item.key, item.command, item.arg)
+            return await self._ack(item, lease, result)
+        if first and item.taken_under == lease:
+            entry: JournalEntry | Literal[False] | None = item.entry  # stamped when it was read
+        else:  # a retry, or under another lease: as it stands now, stamped with this lease
+            entry = await self.redis.start_turn(item, lease)
+        if entry is False:
+            self._lost(item.partition, lease)
+            return False
+        if entry is None or entry.state.finished:
+            return await self._ack(item, lease)
         replies = self._replies[item.bot]
         surface = replies.surface_for(entry.inbound)
         fresh = entry.state is TurnState.RECEIVED
         resume = None if fresh else entry.state
         self.turns_run += 1
-        await engine.run_claimed(Turn(entry.inbound, surface, entry, resume=resume), fresh=fresh)
-        if not await self.redis.ack(item, lease):
-            log.warning("replica %s: partition %d moved on mid-turn", self.replica, item.partition)
+        log.debug(
+            "replica %s runs %s seq %d (partition %d, lease %s, %s)",
+            self.replica,
+            item.bot,
+            item.seq,
+            item.partition,
+            lease,
+            entry.state,
+        )
+        journal = getattr(engine, "journal", None)
+        # the turn's journal writes carry this run's lease: refused once another run took over
+        fence = (
+            journal.fenced(item.bot, item.seq, lease)
+            if isinstance(journal, FencedJournal)
+            else contextlib.nullcontext()
+        )
+        with fence:
+            turn = Turn(entry.inbound, surface, entry, resume=resume)
+            await engine.run_claimed(turn, fresh=fresh)
+        return await self._ack(item, lease)
+
+    async def _ack(self, item: WorkItem, lease: str, result: str = "") -> bool:
+        if await self.redis.ack(item, lease, result):
+            return True
+        log.warning("replica %s: partition %d moved on mid-turn", self.replica, item.partition)
+        self._lost(item.partition, lease)
+        return False
 
     # --- leaders ----------------------------------------------------------------------------------
 
@@ -392,6 +540,7 @@ class _Leader(LeaderFlag):
         self._on_lose = on_lose
         self._value: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def leading(self) -> bool:
@@ -401,6 +550,7 @@ class _Leader(LeaderFlag):
         self._task = asyncio.create_task(self._run(), name=f"replicas:{self._name}")
 
     def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
 
@@ -416,7 +566,7 @@ class _Leader(LeaderFlag):
 
     async def _run(self) -> None:
         r = self._replicas
-        while True:
+        while not self._stopped:
             try:
                 if self._value is None:
                     self._value = await r.redis.acquire(self._name, r.replica, r._lease_ms)

@@ -81,6 +81,8 @@ class ThrottledStream(Generic[H]):
         self._deadline = deadline
         self._clock = clock
         self._text = ""
+        self._split_text: str | None = None  # the text _split_pieces were cut from
+        self._split_pieces: list[str] = []
         self._handles: list[H] = []
         self._shown: list[str] = []
         self._next_allowed = 0.0
@@ -143,9 +145,15 @@ class ThrottledStream(Generic[H]):
                 self._dirty.set()
 
     def _pieces(self) -> list[str]:
-        if not self._text.strip():
-            return []
-        return [p for p in self._split(self._text, self._max_len) if p.strip()]
+        # asked several times per platform call: cut once per text (splitting measures the
+        # whole text, markup stripped, each time)
+        text = self._text
+        if text is not self._split_text:
+            pieces = (
+                [p for p in self._split(text, self._max_len) if p.strip()] if text.strip() else []
+            )
+            self._split_text, self._split_pieces = text, pieces
+        return self._split_pieces
 
     def _next_write(self, pieces: list[str]) -> int | None:
         """The index of the first piece that is not shown as it should be."""

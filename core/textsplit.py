@@ -10,13 +10,14 @@ guarantee.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import regex
+if TYPE_CHECKING:
+    import regex
 
 __all__ = ["atoms", "grapheme_boundary", "split_text", "utf16_len"]
-
-_GRAPHEME = regex.compile(r"\X", regex.DOTALL)
 
 
 def utf16_len(text: str) -> int:
@@ -32,16 +33,21 @@ def grapheme_boundary(text: str, cut: int) -> int:
     # so the scan is short and regional-indicator pairs are counted from a true boundary.
     start = text.rfind("\n", 0, cut) + 1
     best = start
-    for match in _GRAPHEME.finditer(text, start):
+    for match in atoms("").finditer(text, start):
         if match.end() > cut:
             break
         best = match.end()
     return best if best > 0 else cut
 
 
+@functools.cache
 def atoms(pattern: str) -> regex.Pattern[str]:
-    """A pattern matching ``pattern`` (markup that must stay whole) or else one grapheme."""
-    return regex.compile(f"{pattern}|\\X", regex.DOTALL)
+    """A pattern matching ``pattern`` (markup that must stay whole) or else one grapheme;
+    ``""``: one grapheme. Compiled on first use: only text longer than a message needs it,
+    and the ``regex`` module costs a process about 1.4 MiB."""
+    import regex
+
+    return regex.compile(f"{pattern}|\\X" if pattern else r"\X", regex.DOTALL)
 
 
 def split_text(text: str, max_len: int, length: Callable[[str], int] = len) -> list[str]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from chatbridge.core.buttons import with_button_ids
 from chatbridge.core.deadline import turn_deadline
-from chatbridge.core.errors import BackendError, DeliveryRefused, best_effort
+from chatbridge.core.errors import BackendError, DeliveryRefused, FencedOut, best_effort
 from chatbridge.core.logctx import log_context
 from chatbridge.core.protocols import (
     Backend,
@@ -104,6 +104,8 @@ class TurnRunner:
         journal that cannot record it only means the reply may be repeated after a crash."""
         try:
             await self.mark(turn, state)
+        except FencedOut as exc:
+            log.warning("journal: turn %s not marked %s: %s", self._seq(turn), state, exc)
         except Exception:
             log.exception("journal: could not mark turn %s %s", self._seq(turn), state)
 
@@ -137,6 +139,11 @@ class TurnRunner:
         except _Cancelled:
             result = TurnResult("cancelled")
             await self.tell(turn, texts.cancelled)
+        except FencedOut as exc:
+            # several replicas: another took this conversation over while this one stalled;
+            # it runs the turn, so this replica stops here, quietly
+            log.warning("turn %d stopped: %s", turn_id, exc)
+            result = TurnResult("interrupted")
         except DeliveryRefused as exc:
             log.warning("turn %d: the platform refused the answer for good: %s", turn_id, exc)
             await self.mark_quietly(turn, TurnState.REFUSED)
@@ -327,6 +334,19 @@ class TurnRunner:
         except Exception as exc:
             log.exception("backend %s could not open a session", self.backend_name)
             return None, Failure(FailureKind.UNAVAILABLE, repr(exc), retryable=True)
+        # several replicas: another replica may have opened one meanwhile (this one stalled
+        # while opening, and the conversation moved on there): keep that one, in which the
+        # conversation went on, rather than write over it
+        current = await self.store.get(key)
+        if (
+            current is not None
+            and current.backend == self.backend_name
+            and current.session_ref != (record.session_ref if record is not None else None)
+        ):
+            log.info("%s: a session was opened meanwhile elsewhere; using it", key.short())
+            with best_effort(log, "closing a backend session opened twice"):
+                await self.backend.close(ref)
+            return current, None
         if replace_ref is not None:
             with best_effort(log, "closing the expired backend session"):
                 await self.backend.close(replace_ref)

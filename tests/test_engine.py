@@ -281,9 +281,13 @@ async def test_shutdown_interrupts_and_tells_users(store: MemoryStore) -> None:
     running, queued = RecordingSurface(), RecordingSurface()
     f1 = engine.submit(Inbound(key=key(), text="slow"), running)
     f2 = engine.submit(Inbound(key=key(), text="queued"), queued)
+    f3 = engine.submit(Inbound(key=key("u2", "c2"), text="other"), RecordingSurface())
     await asyncio.sleep(0.05)
+    assert engine.queued_turns == 1  # m2 behind m1; the other conversation's turn runs
     await engine.aclose(grace=0.1)
     assert (await f1).outcome == "interrupted" and (await f2).outcome == "interrupted"
+    assert (await f3).outcome == "interrupted"
+    assert engine.queued_turns == 0
     assert running.events[-1] == ("fail", engine.texts.interrupted)
     assert queued.events == [("fail", engine.texts.interrupted)]
     late = RecordingSurface()

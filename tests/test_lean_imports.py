@@ -37,6 +37,19 @@ UNUSED = (
     "redis",
     "discord",
     "tenacity",
+    # aiohttp's server side: only webhook mode and the [http] listener need it
+    "aiohttp.web",
+    "chatbridge.adapters.telegram.webhook",
+    "chatbridge.bots.http",
+    # grapheme clusters: only a text longer than one message is cut with them
+    "regex",
+    # optional features of python-telegram-bot and httpx (bots/extras.py), when installed
+    "tornado",
+    "cryptography",
+    "aiolimiter",
+    "click",
+    "pygments",
+    "trio",
 )
 
 CHILD = textwrap.dedent(

@@ -227,12 +227,7 @@ async def test_webhook_three_replicas_order_kept_nothing_lost_after_sigkill(
         assert shopai.stats.dropped_while_processing == 0  # never two turns at once
         assert fake.count_429 == 0, f"{fake.count_429} answers 429 across the replicas"
         assert sum(lb.forwarded[1:]) > 0 and lb.forwarded[0] > 0
-        if reordered:
-            # KNOWN BUG (issue 13, open): now and then, under load, a conversation whose first
-            # message was in the killed replica's hands reaches the backend after its later
-            # messages. Everything else above holds; the order must, too, before issue 13 is
-            # resolved. Quarantined so CI reports it without blocking every other change.
-            pytest.xfail("out of order after the SIGKILL: " + "; ".join(reordered))
+        assert not reordered, "out of order after the SIGKILL: " + "; ".join(reordered)
 
 
 async def all_ready(ports: list[int]) -> bool:

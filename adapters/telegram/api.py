@@ -11,6 +11,7 @@ a vanished chat -> :class:`DeliveryRefused` (logged and counted here, once).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -98,8 +99,8 @@ class Target:
     reply_to: int | None = None  # the user's message (groups), quoted by the first message
     private: bool = False
 
-    @property
-    def lane(self) -> Lane:
+    @functools.cached_property
+    def lane(self) -> Lane:  # asked at every call of a turn: built once
         return Lane(self.chat_id, group=not self.private)
 
 

@@ -11,12 +11,13 @@ import html
 import re
 
 from chatbridge.core.richtext import Dialect, RichText, render
-from chatbridge.core.textsplit import atoms, utf16_len
+from chatbridge.core.textsplit import atoms as _atoms
+from chatbridge.core.textsplit import utf16_len
 
 _URL_SCHEMES = ("http", "https", "tg", "mailto")
 _TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>]*)>")
 # a tag, an entity or one grapheme cluster: cuts fall between atoms (core.textsplit)
-_ATOM_RE = atoms(r"<[^>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);")
+_ATOM = r"<[^>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);"
 
 
 def escape(text: str) -> str:
@@ -77,7 +78,7 @@ def split_html(tg_html: str, max_len: int) -> list[str]:
     """
     if visible_length(tg_html) <= max_len:  # the common case, kept cheap: streams call this often
         return [tg_html.strip()] if to_text(tg_html).strip() else [tg_html]
-    atoms = _ATOM_RE.findall(tg_html)
+    atoms = _atoms(_ATOM).findall(tg_html)
     pieces: list[str] = []
     stack: list[tuple[str, str]] = []  # (name, opening tag) of open tags at ``start``
     start = 0

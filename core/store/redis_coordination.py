@@ -10,8 +10,25 @@ script where two steps must happen together.
   entries of a dead or departed one with ``XAUTOCLAIM``.
 - **Leases with fencing**: ``lease:<name>`` holds ``"<replica> <token>"``, set only when
   absent (``SET NX PX`` semantics) with a token from an ever-growing counter, renewed and
-  released only by its holder. Acknowledging a stream entry checks the lease in the same
-  script: a replica that lost its partition cannot acknowledge work it no longer owns.
+  released only by its holder. Every step on a partition's stream checks its lease in the
+  same script as the step: reading, claiming, starting a turn, acknowledging. So a replica
+  that lost a partition (dead, stalled, or a read still on its way when it handed the
+  partition back) can neither take a newer message away from the holder nor run one: the
+  stream hands each message to the lease holder, in order. Reads are never blocking
+  ``XREADGROUP`` calls (a blocked read outlives the lease it was issued under); a plain
+  ``XREAD BLOCK`` only waits for something new, then a fenced script reads it.
+- **Fenced journal writes**: taking a message (reading or claiming it) stamps its journal
+  entry with the partition's lease (``fence_key``, ``fence``) and returns the entry, in the
+  same script; a turn run again under another lease is stamped again (:meth:`start_turn`).
+  The journal's state writes carry the lease of the run making them and are refused unless
+  it is that stamp and still held (:meth:`core.store.redis_journal.RedisJournal.fenced`), so
+  a replica that resumes after a stall past its lease cannot mark the message sent (and send
+  it to the backend again), nor write or deliver an answer. (A message already on its way to
+  the backend when the replica froze still arrives there once more: fencing needs the
+  resource to check the token, and the backends do not.)
+- **Session commands** (``/reset``, a language change) go through the conversation's stream
+  too, so they run in order with its turns on the partition's holder; the caller waits for
+  the result on ``reply:<id>``.
 - **Membership**: ``replicas``, a sorted set of replica names scored by their last
   heartbeat (milliseconds of Redis's clock), so every replica computes the same fair share.
 - **Shared windows**: ``w:<name>``, a sorted set of grant times per limit (a sliding log),
@@ -24,15 +41,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from chatbridge.core.store._common import to_micros, utcnow
-from chatbridge.core.store._journal_codec import dump_inbound
+from chatbridge.core.store._journal_codec import dump_inbound, load_key
 from chatbridge.core.store.redis_journal import _RECORD, entry_from_fields, received_entry
 from chatbridge.core.types import ConversationKey, Inbound, JournalEntry
 
@@ -72,12 +88,122 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: lease, stream. ARGV: lease value, group, entry id. Fenced: only the lease holder.
+# KEYS: lease, stream, reply list ('' when none). ARGV: lease value, group, entry id, the
+# result for the reply list. Fenced: only the lease holder.
 _ACK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
+if KEYS[3] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], 300)
+end
 return 1
+"""
+
+# A stream command that needs the group: the group is made when missing (a new stream, or a
+# Redis restarted without persistence), then the command runs again.
+_GROUP = """
+local function grouped(stream, name, ...)
+  local got = redis.pcall(...)
+  if type(got) == 'table' and got.err then
+    if not string.find(got.err, 'NOGROUP', 1, true) then return redis.call(...) end
+    redis.call('XGROUP', 'CREATE', stream, name, '0', 'MKSTREAM')
+    return redis.call(...)
+  end
+  return got
+end
+"""
+
+# Entries taken under a lease (read or claimed): each message's journal entry is stamped with
+# the lease (its journal writes are fenced by it from now on) and comes back with it, so the
+# turn needs no other round trip to start.
+_TAKEN = """
+local function taken(prefix, lease_key, lease, entries, out)
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    if f then
+      local bot, seq = nil, nil
+      for j = 1, #f, 2 do
+        if f[j] == 'bot' then bot = f[j + 1] elseif f[j] == 'seq' then seq = f[j + 1] end
+      end
+      local data = {}
+      if bot and seq and seq ~= '0' then
+        local key = prefix .. 'j:e:' .. bot .. ':' .. seq
+        if redis.call('EXISTS', key) == 1 then
+          redis.call('HSET', key, 'fence_key', lease_key, 'fence', lease)
+          data = redis.call('HGETALL', key)
+        end
+      end
+      out[#out + 1] = {e[1], f, data}
+    end
+  end
+  return out
+end
+"""
+
+# KEYS: per partition its lease, then its stream. ARGV: group, consumer, count, key prefix,
+# then the lease value held for each partition. Per partition: 0 when the lease is not (or no
+# longer) the caller's, else {where to wait from, the new entries (XREADGROUP >) taken as in
+# _TAKEN}: where to wait from is the last entry read, or else the newest entry in the stream
+# (every newer one is new), or 0-0 for an empty one. Lease check and read in one step: nobody
+# but the holder ever receives a partition's entries.
+_READ = (
+    _GROUP
+    + _TAKEN
+    + """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local stream = KEYS[2 * i]
+  local lease = ARGV[4 + i]
+  if redis.call('GET', KEYS[2 * i - 1]) ~= lease then
+    out[i] = 0
+  else
+    local got = grouped(stream, ARGV[1], 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
+      'COUNT', ARGV[3], 'STREAMS', stream, '>')
+    local entries = got and got[1][2] or {}
+    local last = '0-0'
+    if #entries > 0 then
+      last = entries[#entries][1]
+    else
+      local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+      if top[1] then last = top[1][1] end
+    end
+    out[i] = {last, taken(ARGV[4], KEYS[2 * i - 1], lease, entries, {})}
+  end
+end
+return out
+"""
+)
+
+# KEYS: lease, stream. ARGV: lease value, group, consumer, min idle (ms), key prefix. Every
+# pending entry idle that long, whoever read it, now the caller's (XAUTOCLAIM), taken as in
+# _TAKEN; 0 when the lease is not the caller's.
+_CLAIM = (
+    _GROUP
+    + _TAKEN
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local out = {}
+local start = '0-0'
+repeat
+  local r = grouped(KEYS[2], ARGV[2], 'XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], ARGV[4], start,
+    'COUNT', 500)
+  start = r[1]
+  taken(ARGV[5], KEYS[1], ARGV[1], r[2], out)
+until start == '0-0'
+return out
+"""
+)
+
+# KEYS: lease, journal entry. ARGV: lease value. A turn starts: its entry is stamped with the
+# lease, which fences the journal's writes for it from now on; returns the entry's fields,
+# {} when it is gone, 0 when the lease is not the caller's.
+_TAKE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {} end
+redis.call('HSET', KEYS[2], 'fence_key', KEYS[1], 'fence', ARGV[1])
+return redis.call('HGETALL', KEYS[2])
 """
 
 # KEYS: replicas zset. ARGV: replica, period (ms); 'leave' as ARGV[3] removes it.
@@ -124,13 +250,34 @@ def conversation_member(key: ConversationKey) -> str:
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One stream entry: a journaled message waiting in its partition."""
+    """One stream entry: a journaled message (``seq``) or a session command waiting in its
+    partition."""
 
     partition: int
     id: str
     bot: str
     seq: int
     conversation: str
+    command: str = ""  # "": a journaled message; else a session command (reset, language)
+    arg: str = ""
+    reply: str = ""  # the command's reply list, where its caller waits
+    # a message's journal entry as it was taken, stamped with lease ``taken_under`` (None:
+    # a command, or the entry is gone)
+    entry: JournalEntry | None = field(default=None, compare=False, repr=False)
+    taken_under: str = ""
+
+    @property
+    def key(self) -> ConversationKey:
+        return load_key(json.loads(self.conversation))
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """What a fenced read found: new entries, partitions no longer ours, where to wait from."""
+
+    items: list[WorkItem]
+    lost: list[int]
+    last_ids: dict[int, str]
 
 
 class RedisCoordination:
@@ -144,9 +291,11 @@ class RedisCoordination:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._ack = client.register_script(_ACK)
+        self._read = client.register_script(_READ)
+        self._claim = client.register_script(_CLAIM)
+        self._start = client.register_script(_TAKE)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._windows = client.register_script(_WINDOWS)
-        self._groups: set[int] = set()
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "chatbridge:") -> RedisCoordination:
@@ -166,6 +315,9 @@ class RedisCoordination:
 
     def lease_key(self, name: str) -> str:
         return f"{self._p}lease:{name}"
+
+    def _partition_lease(self, partition: int) -> str:
+        return self.lease_key(f"p:{partition}")
 
     # --- the work queue -------------------------------------------------------------------------
 
@@ -198,73 +350,115 @@ class RedisCoordination:
             return None
         return received_entry(int(seq), source, inbound, now)
 
-    async def ensure_group(self, partition: int) -> None:
-        if partition in self._groups:
-            return
-        try:
-            await self._r.xgroup_create(self.stream(partition), GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._groups.add(partition)
+    async def queue_command(
+        self, key: ConversationKey, partition: int, command: str, arg: str = ""
+    ) -> str:
+        """Queue a session command behind the conversation's messages; returns the reply id
+        to wait on with :meth:`wait_reply`."""
+        reply = uuid.uuid4().hex
+        fields: dict[Any, Any] = {
+            "bot": key.bot,
+            "seq": 0,
+            "conv": conversation_member(key),
+            "cmd": command,
+            "arg": arg,
+            "reply": reply,
+        }
+        await self._r.xadd(self.stream(partition), fields)
+        return reply
+
+    async def wait_reply(self, reply: str, timeout: float) -> str | None:
+        """The result of a queued command, or None when it did not come within ``timeout``."""
+        got = await self._r.blpop([f"{self._p}reply:{reply}"], timeout=max(0.01, timeout))
+        return None if got is None else str(got[1])
 
     async def read(
-        self, partitions: Sequence[int], consumer: str, *, block_ms: int, count: int = 100
-    ) -> list[WorkItem]:
-        """New entries of ``partitions`` for ``consumer`` (XREADGROUP ... >)."""
+        self, leases: Mapping[int, str], consumer: str, *, count: int = 100
+    ) -> ReadResult:
+        """New entries of the partitions whose lease ``leases`` holds (partition -> lease
+        value), for ``consumer``; never blocks (see :meth:`wait`)."""
+        partitions = list(leases)
         if not partitions:
-            return []
-        streams: dict[Any, Any] = {self.stream(p): ">" for p in partitions}
-        try:
-            reply = await self._r.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # Redis lost its data (restarted without persistence): groups again, then read
-            self._groups.clear()
-            for partition in partitions:
-                await self.ensure_group(partition)
-            reply = await self._r.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
-        by_name = {self.stream(p): p for p in partitions}
-        items: list[WorkItem] = []
-        for name, entries in cast(list[Any], reply or []):
-            items.extend(self._items(by_name[name], entries))
-        return items
+            return ReadResult([], [], {})
+        keys: list[str] = []
+        for p in partitions:
+            keys += [self._partition_lease(p), self.stream(p)]
+        args: list[Any] = [GROUP, consumer, count, self._p, *(leases[p] for p in partitions)]
+        reply = cast(list[Any], await self._read(keys=keys, args=args))
+        out = ReadResult([], [], {})
+        for p, got in zip(partitions, reply, strict=True):
+            if not got:
+                out.lost.append(p)
+                continue
+            out.last_ids[p] = str(got[0])
+            out.items.extend(self._items(p, got[1], leases[p]))
+        return out
 
-    async def claim(self, partition: int, consumer: str, min_idle_ms: int = 0) -> list[WorkItem]:
+    async def wait(self, last_ids: Mapping[int, str], block_ms: int) -> set[int]:
+        """Until an entry newer than ``last_ids`` comes to one of those streams (or
+        ``block_ms``): the partitions that have one (none: the time ran out). A plain XREAD:
+        it changes nothing, so a wait that outlives its lease takes no entry from anyone."""
+        if not last_ids:
+            return set()
+        streams: dict[Any, Any] = {self.stream(p): i for p, i in last_ids.items()}
+        by_name = {self.stream(p): p for p in last_ids}
+        reply = await self._r.xread(streams, count=1, block=max(1, block_ms))
+        return {by_name[name] for name, _ in cast(list[Any], reply or [])}
+
+    async def claim(
+        self, partition: int, lease: str, consumer: str, min_idle_ms: int = 0
+    ) -> list[WorkItem] | None:
         """Every pending entry of ``partition`` idle at least ``min_idle_ms``, whoever read
-        it, now ``consumer``'s (XAUTOCLAIM; the caller holds the partition's lease)."""
-        items: list[WorkItem] = []
-        start = "0-0"
-        while True:
-            reply = await self._r.xautoclaim(
-                self.stream(partition),
-                GROUP,
-                consumer,
-                min_idle_time=min_idle_ms,
-                start_id=start,
-                count=500,
-            )
-            start, entries = reply[0], reply[1]
-            items.extend(self._items(partition, entries))
-            if start == "0-0":
-                return items
+        it, now ``consumer``'s (XAUTOCLAIM); None when ``lease`` no longer holds it."""
+        keys = [self._partition_lease(partition), self.stream(partition)]
+        reply = await self._claim(keys=keys, args=[lease, GROUP, consumer, min_idle_ms, self._p])
+        if reply == 0:
+            return None
+        return self._items(partition, cast(list[Any], reply), lease)
 
     @staticmethod
-    def _items(partition: int, entries: Sequence[Any]) -> list[WorkItem]:
+    def _items(partition: int, entries: Sequence[Any], lease: str) -> list[WorkItem]:
+        """Entries as ``taken`` returns them: id, stream fields, journal fields."""
         out = []
-        for entry_id, fields in entries:
-            if not fields:  # deleted meanwhile
-                continue
+        for entry_id, raw, data in entries:
+            fields = dict(zip(raw[::2], raw[1::2], strict=True))
+            seq = int(fields["seq"])
+            journal = dict(zip(data[::2], data[1::2], strict=True)) if data else None
             out.append(
-                WorkItem(partition, entry_id, fields["bot"], int(fields["seq"]), fields["conv"])
+                WorkItem(
+                    partition,
+                    entry_id,
+                    fields["bot"],
+                    seq,
+                    fields["conv"],
+                    fields.get("cmd", ""),
+                    fields.get("arg", ""),
+                    fields.get("reply", ""),
+                    entry=entry_from_fields(seq, journal) if journal else None,
+                    taken_under=lease,
+                )
             )
         return out
 
-    async def ack(self, item: WorkItem, lease: str) -> bool:
-        """Acknowledge and delete ``item``, if ``lease`` still holds its partition."""
-        keys = [self.lease_key(f"p:{item.partition}"), self.stream(item.partition)]
-        return bool(await self._ack(keys=keys, args=[lease, GROUP, item.id]))
+    async def ack(self, item: WorkItem, lease: str, result: str = "") -> bool:
+        """Acknowledge and delete ``item``, if ``lease`` still holds its partition; a command's
+        ``result`` goes to its caller in the same step."""
+        reply = f"{self._p}reply:{item.reply}" if item.reply else ""
+        keys = [self._partition_lease(item.partition), self.stream(item.partition), reply]
+        return bool(await self._ack(keys=keys, args=[lease, GROUP, item.id, result]))
+
+    async def start_turn(self, item: WorkItem, lease: str) -> JournalEntry | Literal[False] | None:
+        """A claimed message's turn starts: its journal entry, stamped with ``lease`` (the
+        journal's writes for it are fenced by that lease from now on); None when the entry is
+        gone (pruned); False when ``lease`` no longer holds the partition."""
+        keys = [self._partition_lease(item.partition), f"{self._p}j:e:{item.bot}:{item.seq}"]
+        reply = await self._start(keys=keys, args=[lease])
+        if reply == 0:
+            return False
+        raw = cast(list[str], reply)
+        if not raw:
+            return None
+        return entry_from_fields(item.seq, dict(zip(raw[::2], raw[1::2], strict=True)))
 
     async def entry(self, bot: str, seq: int) -> JournalEntry | None:
         """The journal entry (the journal's own layout), or None once pruned."""
@@ -291,6 +485,11 @@ class RedisCoordination:
 
     async def release(self, name: str, value: str) -> bool:
         return bool(await self._release(keys=[self.lease_key(name)], args=[value]))
+
+    async def holds(self, partition: int, lease: str) -> bool:
+        """Whether ``lease`` still holds ``partition`` (a check before a step that cannot be
+        fenced in the same script)."""
+        return bool(await self._r.get(self._partition_lease(partition)) == lease)
 
     async def holder(self, name: str) -> str | None:
         value = await self._r.get(self.lease_key(name))

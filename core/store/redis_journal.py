@@ -8,6 +8,9 @@ Layout (under the store's prefix, per bot ``<b>``):
 - ``j:open:<b>``: a sorted set of unfinished seqs (score = seq)
 - ``j:chat:<b>``: a hash chat id -> ``"<received micros> <seq> <message id>"`` of the chat's
   latest message, for catching up after downtime
+- ``j:e:<b>:<seq>`` fields ``fence_key``/``fence``: with several replicas, the partition lease
+  the turn last started under; every state write checks that the writer runs under it and
+  that it is still held (a stale run's write raises :class:`~core.errors.FencedOut`)
 - ``j:done``: finished entries (``<b> <seq>``) scored by the time they finished, for pruning
 
 Every change is one Lua script, so it is atomic across replicas.
@@ -16,10 +19,12 @@ Every change is one Lua script, so it is atomic across replicas.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from chatbridge.core.errors import FencedOut
 from chatbridge.core.store._common import from_micros, to_micros, utcnow
 from chatbridge.core.store._journal_codec import (
     dump_answer,
@@ -47,9 +52,18 @@ end
 return seq
 """
 
-# KEYS: entry hash, open zset, done zset. ARGV: state, now, seq, done member, answer ('' = keep).
+# KEYS: entry hash, open zset, done zset. ARGV: state, now, seq, done member, answer ('' = keep),
+# the partition lease the writer runs the turn under ('' = none). Returns 1, 0 when the entry
+# is gone, -1 when fenced: the entry was last started by a replica under a partition lease
+# (``fence_key`` = ``fence``, see core.store.redis_coordination), and the writer's lease is not
+# that one, or that one is not held any more.
 _ADVANCE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fence = redis.call('HMGET', KEYS[1], 'fence_key', 'fence')
+if fence[1] then
+  if ARGV[6] ~= '' and ARGV[6] ~= fence[2] then return -1 end
+  if redis.call('GET', fence[1]) ~= fence[2] then return -1 end
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[2])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'answer', ARGV[5]) end
 if ARGV[1] == 'delivered' or ARGV[1] == 'refused' or ARGV[1] == 'failed_notified' then
@@ -85,6 +99,7 @@ class RedisJournal:
         self._record = client.register_script(_RECORD)
         self._advance = client.register_script(_ADVANCE)
         self._prune = client.register_script(_PRUNE)
+        self._fences: dict[tuple[str, int], str] = {}  # (bot, seq) -> lease, see fenced()
 
     def _entry_key(self, bot: str, seq: int | str) -> str:
         return f"{self._p}j:e:{bot}:{seq}"
@@ -112,11 +127,27 @@ class RedisJournal:
             return None
         return received_entry(int(seq), source, inbound, now)
 
+    @contextlib.contextmanager
+    def fenced(self, bot: str, seq: int, lease: str) -> Iterator[None]:
+        """Several replicas: while this block runs, the journal's writes for ``seq`` are this
+        replica's run of the turn under partition lease ``lease`` (the value
+        ``RedisCoordination.start_turn`` stamped on the entry): refused with
+        :class:`FencedOut` once another run started it or the lease is gone."""
+        self._fences[(bot, seq)] = lease
+        try:
+            yield
+        finally:
+            if self._fences.get((bot, seq)) == lease:
+                del self._fences[(bot, seq)]
+
     async def _move(self, bot: str, seq: int, state: TurnState, answer: str = "") -> None:
-        await self._advance(
+        lease = self._fences.get((bot, seq), "")
+        moved = await self._advance(
             keys=[self._entry_key(bot, seq), f"{self._p}j:open:{bot}", f"{self._p}j:done"],
-            args=[state.value, to_micros(utcnow()), seq, f"{bot} {seq}", answer],
+            args=[state.value, to_micros(utcnow()), seq, f"{bot} {seq}", answer, lease],
         )
+        if moved == -1:
+            raise FencedOut(f"journal entry {seq} of {bot}: the lease this run held has passed on")
 
     async def advance(self, bot: str, seq: int, state: TurnState) -> None:
         await self._move(bot, seq, state)
