@@ -208,17 +208,18 @@ class Waiting:
         return Signalling(self.pending.pop(str(inbound.message_id)))
 
 
-class AckSignalling(RedisCoordination):
-    """Tells the bench when a claimed turn is acknowledged: its very last step."""
+class DoneSignalling(Replicas):
+    """Tells the bench when a claimed work item is done with: acknowledged (by the journal's
+    finishing write, or on its own), its very last step."""
 
-    acked: asyncio.Future[None] | None = None
+    done: asyncio.Future[None] | None = None
 
-    async def ack(self, item: WorkItem, lease: str, result: str = "") -> bool:
+    async def _attempt(self, item: WorkItem) -> None:
         try:
-            return await super().ack(item, lease, result)
+            await super()._attempt(item)
         finally:
-            if self.acked is not None and not self.acked.done():
-                self.acked.set_result(None)
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
 
 
 Turns = Callable[[int, int], Awaitable[list[float]]]
@@ -248,14 +249,14 @@ def local_path(engine: Engine) -> Turns:
     return turns
 
 
-def replicated_path(engine: Engine, replies: Waiting, coordination: AckSignalling) -> Turns:
+def replicated_path(engine: Engine, replies: Waiting, replicas: DoneSignalling) -> Turns:
     async def turns(n: int, base: int) -> list[float]:
         times = []
         for i in range(base, base + n):
             msg = inbound(i % 500)
             msg = Inbound(msg.key, msg.text, message_id=f"m{i}")
             done = replies.expect(f"m{i}")
-            coordination.acked = asyncio.get_running_loop().create_future()
+            replicas.done = asyncio.get_running_loop().create_future()
 
             async def prepare(msg: Inbound = msg) -> tuple[Inbound, Surface]:
                 return msg, Quiet()
@@ -264,7 +265,7 @@ def replicated_path(engine: Engine, replies: Waiting, coordination: AckSignallin
             await engine.accept(msg.key, prepare, source=f"r{i}")
             await done
             times.append(time.perf_counter() - started)
-            await coordination.acked  # acknowledged: before the next turn
+            await replicas.done  # acknowledged: before the next turn
         return times
 
     return turns
@@ -319,15 +320,15 @@ class Bench:
             yield local_path(self._engine(self.redis))
         else:
             # a replica of its own per block: its lease ticks never run beside the others
-            coordination = AckSignalling(redis_client(self.url))  # as the runner makes it
+            coordination = RedisCoordination(redis_client(self.url))  # as the runner makes it
             self.trips.name_scripts(coordination)
-            replicas = Replicas(coordination, replica="bench", partitions=16, lease=3.0)
+            replicas = DoneSignalling(coordination, replica="bench", partitions=16, lease=3.0)
             engine = self._engine(self.redis, replicas)
             replies = Waiting()
             replicas.serve(engine, replies)
             await replicas.start()
             try:
-                yield replicated_path(engine, replies, coordination)
+                yield replicated_path(engine, replies, replicas)
             finally:
                 await replicas.stop()
                 await coordination.close()

@@ -53,6 +53,7 @@ from chatbridge.core.store.redis_coordination import (
     WorkItem,
     conversation_member,
 )
+from chatbridge.core.store.redis_journal import Fence, StreamAck
 from chatbridge.core.turns import Turn
 from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnResult, TurnState
 
@@ -82,9 +83,12 @@ class ClaimedTurns(Protocol):
 
 @runtime_checkable
 class FencedJournal(Protocol):
-    """A journal whose writes for a turn can be fenced by a partition lease (Redis's)."""
+    """A journal whose writes for a turn can be fenced by a partition lease (Redis's), and
+    whose write that finishes the turn can acknowledge its work item too."""
 
-    def fenced(self, bot: str, seq: int, lease: str) -> contextlib.AbstractContextManager[None]: ...
+    def fenced(
+        self, bot: str, seq: int, lease: str, ack: StreamAck | None = None
+    ) -> contextlib.AbstractContextManager[Fence]: ...
 
 
 @dataclass
@@ -484,15 +488,18 @@ class Replicas:
             entry.state,
         )
         journal = getattr(engine, "journal", None)
-        # the turn's journal writes carry this run's lease: refused once another run took over
-        fence = (
-            journal.fenced(item.bot, item.seq, lease)
+        # the turn's journal writes carry this run's lease: refused once another run took over;
+        # the one that finishes the turn acknowledges the item in the same round trip
+        fence: contextlib.AbstractContextManager[Fence | None] = (
+            journal.fenced(item.bot, item.seq, lease, self.redis.stream_ack(item))
             if isinstance(journal, FencedJournal)
             else contextlib.nullcontext()
         )
-        with fence:
+        with fence as run:
             turn = Turn(entry.inbound, surface, entry, resume=resume)
             await engine.run_claimed(turn, fresh=fresh)
+        if run is not None and run.acked:
+            return True
         return await self._ack(item, lease)
 
     async def _ack(self, item: WorkItem, lease: str, result: str = "") -> bool:

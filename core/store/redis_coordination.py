@@ -49,7 +49,12 @@ import redis.asyncio as aioredis
 
 from chatbridge.core.store._common import to_micros, utcnow
 from chatbridge.core.store._journal_codec import dump_inbound, load_key
-from chatbridge.core.store.redis_journal import _RECORD, entry_from_fields, received_entry
+from chatbridge.core.store.redis_journal import (
+    _RECORD,
+    StreamAck,
+    entry_from_fields,
+    received_entry,
+)
 from chatbridge.core.types import ConversationKey, Inbound, JournalEntry
 
 GROUP = "turns"
@@ -446,6 +451,15 @@ class RedisCoordination:
         reply = f"{self._p}reply:{item.reply}" if item.reply else ""
         keys = [self._partition_lease(item.partition), self.stream(item.partition), reply]
         return bool(await self._ack(keys=keys, args=[lease, GROUP, item.id, result]))
+
+    def stream_ack(self, item: WorkItem) -> StreamAck:
+        """What the journal needs to acknowledge ``item`` with the write that finishes its turn
+        (:meth:`core.store.redis_journal.RedisJournal.fenced`): the same lease check and the
+        same XACK and XDEL as :meth:`ack`, one round trip fewer per turn. (A command's reply
+        needs :meth:`ack`.)"""
+        return StreamAck(
+            self._partition_lease(item.partition), self.stream(item.partition), GROUP, item.id
+        )
 
     async def start_turn(self, item: WorkItem, lease: str) -> JournalEntry | Literal[False] | None:
         """A claimed message's turn starts: its journal entry, stamped with ``lease`` (the

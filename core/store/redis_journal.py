@@ -21,6 +21,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -52,11 +53,16 @@ end
 return seq
 """
 
-# KEYS: entry hash, open zset, done zset. ARGV: state, now, seq, done member, answer ('' = keep),
-# the partition lease the writer runs the turn under ('' = none). Returns 1, 0 when the entry
-# is gone, -1 when fenced: the entry was last started by a replica under a partition lease
-# (``fence_key`` = ``fence``, see core.store.redis_coordination), and the writer's lease is not
-# that one, or that one is not held any more.
+# KEYS: entry hash, open zset, done zset, and with several replicas optionally the partition's
+# lease and stream. ARGV: state, now, seq, done member, answer ('' = keep), the partition lease
+# the writer runs the turn under ('' = none), then with the two optional keys the stream's group
+# and the turn's stream entry id. Returns 1, 0 when the entry is gone, -1 when fenced: the entry
+# was last started by a replica under a partition lease (``fence_key`` = ``fence``, see
+# core.store.redis_coordination), and the writer's lease is not that one, or that one is not
+# held any more. A finishing state with the optional keys also acknowledges and deletes the
+# turn's stream entry when the writer's lease still holds the partition (the check the
+# coordination's own ack script makes), and then returns 2: the turn's last write and its
+# acknowledgement in one round trip.
 _ADVANCE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local fence = redis.call('HMGET', KEYS[1], 'fence_key', 'fence')
@@ -69,6 +75,11 @@ if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'answer', ARGV[5]) end
 if ARGV[1] == 'delivered' or ARGV[1] == 'refused' or ARGV[1] == 'failed_notified' then
   redis.call('ZREM', KEYS[2], ARGV[3])
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+  if KEYS[5] and ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then
+    redis.call('XACK', KEYS[5], ARGV[7], ARGV[8])
+    redis.call('XDEL', KEYS[5], ARGV[8])
+    return 2
+  end
 end
 return 1
 """
@@ -90,6 +101,27 @@ return #doomed
 """
 
 
+@dataclass(frozen=True)
+class StreamAck:
+    """The work item a fenced turn's finishing journal write acknowledges in the same script
+    (see :meth:`RedisJournal.fenced`): its partition's lease key, stream, group, entry id."""
+
+    lease_key: str
+    stream: str
+    group: str
+    entry_id: str
+
+
+@dataclass
+class Fence:
+    """One fenced run of a turn; ``acked``: its work item was acknowledged with the journal's
+    finishing write (so the caller need not acknowledge it again)."""
+
+    lease: str
+    ack: StreamAck | None = None
+    acked: bool = False
+
+
 class RedisJournal:
     """``core.protocols.Journal`` on Redis (shares the store's client)."""
 
@@ -99,7 +131,7 @@ class RedisJournal:
         self._record = client.register_script(_RECORD)
         self._advance = client.register_script(_ADVANCE)
         self._prune = client.register_script(_PRUNE)
-        self._fences: dict[tuple[str, int], str] = {}  # (bot, seq) -> lease, see fenced()
+        self._fences: dict[tuple[str, int], Fence] = {}  # (bot, seq) -> its run, see fenced()
 
     def _entry_key(self, bot: str, seq: int | str) -> str:
         return f"{self._p}j:e:{bot}:{seq}"
@@ -128,26 +160,37 @@ class RedisJournal:
         return received_entry(int(seq), source, inbound, now)
 
     @contextlib.contextmanager
-    def fenced(self, bot: str, seq: int, lease: str) -> Iterator[None]:
+    def fenced(
+        self, bot: str, seq: int, lease: str, ack: StreamAck | None = None
+    ) -> Iterator[Fence]:
         """Several replicas: while this block runs, the journal's writes for ``seq`` are this
         replica's run of the turn under partition lease ``lease`` (the value
         ``RedisCoordination.start_turn`` stamped on the entry): refused with
-        :class:`FencedOut` once another run started it or the lease is gone."""
-        self._fences[(bot, seq)] = lease
+        :class:`FencedOut` once another run started it or the lease is gone. With ``ack``,
+        the write that finishes the turn also acknowledges its work item, under the same
+        lease (the yielded :class:`Fence` says whether it did)."""
+        fence = Fence(lease, ack)
+        self._fences[(bot, seq)] = fence
         try:
-            yield
+            yield fence
         finally:
-            if self._fences.get((bot, seq)) == lease:
+            if self._fences.get((bot, seq)) is fence:
                 del self._fences[(bot, seq)]
 
     async def _move(self, bot: str, seq: int, state: TurnState, answer: str = "") -> None:
-        lease = self._fences.get((bot, seq), "")
-        moved = await self._advance(
-            keys=[self._entry_key(bot, seq), f"{self._p}j:open:{bot}", f"{self._p}j:done"],
-            args=[state.value, to_micros(utcnow()), seq, f"{bot} {seq}", answer, lease],
-        )
+        fence = self._fences.get((bot, seq))
+        keys = [self._entry_key(bot, seq), f"{self._p}j:open:{bot}", f"{self._p}j:done"]
+        args: list[Any] = [state.value, to_micros(utcnow()), seq, f"{bot} {seq}", answer]
+        args.append(fence.lease if fence else "")
+        ack = fence.ack if fence and state.finished else None
+        if ack is not None:
+            keys += [ack.lease_key, ack.stream]
+            args += [ack.group, ack.entry_id]
+        moved = await self._advance(keys=keys, args=args)
         if moved == -1:
             raise FencedOut(f"journal entry {seq} of {bot}: the lease this run held has passed on")
+        if moved == 2 and fence is not None:
+            fence.acked = True
 
     async def advance(self, bot: str, seq: int, state: TurnState) -> None:
         await self._move(bot, seq, state)
