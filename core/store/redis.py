@@ -44,6 +44,15 @@ from chatbridge.core.types import ConversationKey, SessionRecord
 # activity within this delay; this one at once).
 TOUCH_FLUSH_DELAY = 1.0
 
+#: A payload this replica named within this long (and within half the button TTL) is named
+#: again from memory, with no round trip on the turn's path; its keys' TTL and ``btn:used``
+#: are renewed with the touches (see short_ids). Safe across replicas: a payload's id changes
+#: only once its keys are gone (expired or pruned after the TTL since last named), which the
+#: memory's horizon stays well inside.
+NAMED_RECENTLY = timedelta(hours=1)
+#: At most this many payloads remembered (the oldest is forgotten first).
+NAMED_KEPT = 4096
+
 log = logging.getLogger(__name__)
 
 # redis-py's default pool refuses a command when 100 are in flight (MaxConnectionsError): a
@@ -169,6 +178,10 @@ class RedisStore:
         self._touch_timer: asyncio.TimerHandle | None = None
         self._touch_flush: asyncio.Task[None] | None = None
         self.touch_flush_delay = TOUCH_FLUSH_DELAY
+        # payload -> (short id, when its keys were last written, micros); payloads named from
+        # memory whose keys are not renewed yet -> when
+        self._named: dict[str, tuple[str, int]] = {}
+        self._renewed: dict[str, int] = {}
 
     @classmethod
     async def open(
@@ -263,6 +276,9 @@ class RedisStore:
         self._check()
         _, turns = self._touches.get(key, (0, 0))
         self._touches[key] = (to_micros(utcnow()), turns + 1)
+        self._flush_later()
+
+    def _flush_later(self) -> None:
         if self._touch_timer is None and self._touch_flush is None:
             loop = asyncio.get_running_loop()
             self._touch_timer = loop.call_later(self.touch_flush_delay, self._start_touch_flush)
@@ -278,12 +294,14 @@ class RedisStore:
             log.warning("could not record session activity: %s: %s", type(exc).__name__, exc)
         finally:
             self._touch_flush = None
-        if self._touches and not self._closed:  # touched while we wrote
+        if (self._touches or self._renewed) and not self._closed:  # touched while we wrote
             loop = asyncio.get_running_loop()
             self._touch_timer = loop.call_later(self.touch_flush_delay, self._start_touch_flush)
 
     async def flush_touches(self) -> None:
-        """Write the touches not written yet (at once; normally a timer does it)."""
+        """Write the touches and button renewals not written yet (at once; normally a timer
+        does it)."""
+        await self._renew_named()
         pending = builtins.list(self._touches.items())
         self._touches = {}
         for start in range(0, len(pending), 500):  # bounded script calls
@@ -370,25 +388,67 @@ class RedisStore:
         return (await self.short_ids([payload]))[0]
 
     async def short_ids(self, payloads: Sequence[str]) -> builtins.list[str]:
-        """Ids for every payload, in one script call (one round trip)."""
+        """Ids for every payload, in one script call (one round trip). Payloads all named by
+        this replica within the memory's horizon cost none: their keys live on (the TTL is
+        far longer than the horizon) and are renewed in the background, like touches."""
         self._check()
         unique = list(dict.fromkeys(payloads))
         if not unique:
             return []
+        now = to_micros(utcnow())
+        named = self._named
+        recent = now - self._named_horizon_micros()
+        if all(p in named and named[p][1] >= recent for p in unique):
+            for p in unique:
+                self._renewed[p] = now
+            self._flush_later()
+            return [named[p][0] for p in payloads]
+        ids = await self._name(unique, now)
+        for p in unique:
+            self._renewed.pop(p, None)  # written now
+        return [ids[p] for p in payloads]
+
+    def _named_horizon_micros(self) -> int:
+        """How long a payload's id is answered from memory after its keys were written: well
+        inside the TTL they were written with, so neither expiry nor prune can have removed
+        them (and a removed payload is the only way its id changes)."""
+        return min(NAMED_RECENTLY, self.button_ttl / 2) // timedelta(microseconds=1)
+
+    async def _name(self, unique: Sequence[str], now: int) -> dict[str, str]:
+        """Names (or renews) ``unique`` payloads in one script call, remembering the ids."""
         ttl_ms = max(1, int(self.button_ttl.total_seconds() * 1000))
         keys = [f"{self._p}btn:used"]
-        args: builtins.list[Any] = [ttl_ms, to_micros(utcnow())]
+        args: builtins.list[Any] = [ttl_ms, now]
         for payload in unique:
             candidates = short_id_candidates(payload)
             keys += [f"{self._p}btn:p:{payload}", *(f"{self._p}btn:id:{c}" for c in candidates)]
             args += [payload, len(candidates), *candidates]
         results = await self._short_ids(keys=keys, args=args)
         ids: dict[str, str] = {}
+        named = self._named
         for payload, result in zip(unique, results, strict=True):
             if not result:
                 raise RuntimeError("no free short id for a button payload")  # pragma: no cover
             ids[payload] = str(result)
-        return [ids[p] for p in payloads]
+            named.pop(payload, None)  # (re)inserted last: the oldest go first
+            named[payload] = (ids[payload], now)
+        while len(named) > NAMED_KEPT:
+            del named[next(iter(named))]
+        return ids
+
+    async def _renew_named(self) -> None:
+        """Renew the keys of the payloads named from memory since the last flush (the same
+        script as naming: it renews what exists, so the ids stay what was answered)."""
+        pending = builtins.list(self._renewed.items())
+        self._renewed = {}
+        for start in range(0, len(pending), 100):  # bounded script calls
+            chunk = [p for p, _ in pending[start : start + 100]]
+            try:
+                await self._name(chunk, max(at for _, at in pending[start : start + 100]))
+            except BaseException:
+                for p, at in pending[start:]:  # kept for the next flush
+                    self._renewed[p] = max(at, self._renewed.get(p, 0))
+                raise
 
     async def resolve(self, short_id: str) -> str | None:
         self._check()
@@ -399,8 +459,10 @@ class RedisStore:
         """Forget button ids not issued for ``older_than`` (default: the TTL, which Redis also
         enforces on its own by key expiry)."""
         self._check()
+        await self._renew_named()  # ids named from memory: renewed before the cutoff applies
         age = self.button_ttl if older_than is None else older_than
         cutoff = to_micros(utcnow() - age)
+        self._named.clear()  # a payload pruned here must be written again when named
         result = await self._prune(
             keys=[f"{self._p}btn:used"],
             args=[cutoff, f"{self._p}btn:id:", f"{self._p}btn:p:"],
