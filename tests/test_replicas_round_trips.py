@@ -26,6 +26,7 @@ from redis.commands.core import AsyncScript
 from replica_harness import REDIS_SERVER, redis_server
 
 from chatbridge.core.engine import Engine
+from chatbridge.core.errors import FencedOut
 from chatbridge.core.protocols import Surface
 from chatbridge.core.replicas import Replicas
 from chatbridge.core.store.redis import RedisStore, redis_client
@@ -201,3 +202,43 @@ async def test_a_turn_costs_its_round_trips_and_no_more(redis_url: str) -> None:
         for partition in range(4):
             assert await coordination._r.xlen(coordination.stream(partition)) == 0
         assert TurnState.DELIVERED.finished
+
+
+async def test_the_finishing_write_acknowledges_only_under_the_partitions_lease(
+    redis_url: str,
+) -> None:
+    """The fold keeps the ack's fence: a stale run's delivered write neither finishes the
+    entry nor acknowledges the work item, which stays pending for the new holder; the new
+    holder's write does both, at once."""
+    async with AsyncExitStack() as stack:
+        store = await RedisStore.open(redis_url)
+        stack.push_async_callback(store.close)
+        coordination = RedisCoordination(redis_client(redis_url))
+        stack.push_async_callback(coordination.close)
+        journal, r = store.journal, coordination._r
+        conversation = ConversationKey("shop", "telegram", "c1", "u1")
+        old = await coordination.acquire("p:0", "a", 60_000)
+        assert old is not None
+        await coordination.record_and_queue(Inbound(conversation, "hi"), "m1", 0)
+        [item] = (await coordination.read({0: old}, "a")).items
+        stream = coordination.stream(0)
+        with journal.fenced("shop", item.seq, old, coordination.stream_ack(item)) as run:
+            await journal.advance("shop", item.seq, TurnState.SENT)
+            assert not run.acked  # not a finishing state
+            await r.delete(coordination.lease_key("p:0"))  # a stalls past its lease
+            new = await coordination.acquire("p:0", "b", 60_000)
+            assert new is not None
+            with pytest.raises(FencedOut):
+                await journal.advance("shop", item.seq, TurnState.DELIVERED)
+            assert not run.acked
+        assert (await r.xpending(stream, "turns"))["pending"] == 1
+        [unfinished] = await journal.unfinished("shop")
+        assert unfinished.state is TurnState.SENT
+        claimed = await coordination.claim(0, new, "b")
+        assert claimed is not None and [i.id for i in claimed] == [item.id]
+        with journal.fenced("shop", item.seq, new, coordination.stream_ack(item)) as run:
+            await journal.advance("shop", item.seq, TurnState.DELIVERED)
+            assert run.acked
+        assert (await r.xpending(stream, "turns"))["pending"] == 0
+        assert await r.xlen(stream) == 0
+        assert await journal.unfinished("shop") == []
