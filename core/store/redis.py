@@ -12,7 +12,8 @@ Multi-key updates (touch, short ids) run as Lua scripts, so they are atomic acro
 Round trips are what a turn pays here (each one a network hop, where SQLite's is a thread
 hop): a turn's touch is batched off the turn's path (within ``TOUCH_FLUSH_DELAY``, every
 touch of that second in one script call, as the SQLite store does), and the button ids of an
-answer are one script call (a pipeline of scripts would cost a ``SCRIPT EXISTS`` more).
+answer are one script call (a pipeline of scripts would cost a ``SCRIPT EXISTS`` more), or
+none when this replica named every payload within the hour (renewed with the touches).
 """
 
 from __future__ import annotations

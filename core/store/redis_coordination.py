@@ -11,7 +11,8 @@ script where two steps must happen together.
 - **Leases with fencing**: ``lease:<name>`` holds ``"<replica> <token>"``, set only when
   absent (``SET NX PX`` semantics) with a token from an ever-growing counter, renewed and
   released only by its holder. Every step on a partition's stream checks its lease in the
-  same script as the step: reading, claiming, starting a turn, acknowledging. So a replica
+  same script as the step: reading, claiming, starting a turn, acknowledging (a message's
+  acknowledgement rides on the journal's write that finishes its turn). So a replica
   that lost a partition (dead, stalled, or a read still on its way when it handed the
   partition back) can neither take a newer message away from the holder nor run one: the
   stream hands each message to the lease holder, in order. Reads are never blocking
