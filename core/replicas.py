@@ -238,14 +238,19 @@ class Replicas:
                 log.warning("replica %s: Redis unreachable: %s", self.replica, exc)
 
     async def _tick(self) -> None:
-        self._live = await self.redis.heartbeat(self.replica, self._lease_ms)
+        # the heartbeat and every renewal in one round trip: renewed one by one, each behind
+        # a busy event loop, the last ones lapsed before their turn came (lease lost under load)
+        held = dict(self._owned)
+        self._live, lost = await self.redis.beat_and_renew(
+            self.replica, self._lease_ms, {f"p:{p}": v for p, v in held.items()}
+        )
         self._beat_ok = True
+        for name in lost:
+            partition = int(name.removeprefix("p:"))
+            self._lost(partition, held[partition])
         self._ticks += 1
         if self._ticks % self.reclaim_every == 0:
             await self._reclaim()
-        for partition, value in list(self._owned.items()):
-            if not await self.redis.renew(f"p:{partition}", value, self._lease_ms):
-                self._lost(partition, value)
         if self._stopping:
             return
         share = math.ceil(self.partitions / max(1, len(self._live)))

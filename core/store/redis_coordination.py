@@ -49,6 +49,7 @@ import redis.asyncio as aioredis
 
 from chatbridge.core.store._common import to_micros, utcnow
 from chatbridge.core.store._journal_codec import dump_inbound, load_key
+from chatbridge.core.store.redis import redis_client
 from chatbridge.core.store.redis_journal import _RECORD, entry_from_fields, received_entry
 from chatbridge.core.types import ConversationKey, Inbound, JournalEntry
 
@@ -220,6 +221,26 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
+# KEYS: replicas zset, then the leases held. ARGV: replica, period (ms), then the value held
+# for each lease. The heartbeat and every renewal in one step (one round trip, however many
+# partitions: a busy event loop must not let a lease lapse between sequential renewals).
+# Returns {the live replicas as _HEARTBEAT, the 1-based indexes of leases no longer held}.
+_BEAT_AND_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local lost = {}
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  else
+    lost[#lost + 1] = i - 1
+  end
+end
+return {redis.call('ZRANGE', KEYS[1], 0, -1), lost}
+"""
+
 # KEYS: one sorted set per window. ARGV: a unique member, then limit and period (ms) per key.
 # Takes a place in every window, or in none: returns 0, or the milliseconds until one frees.
 _WINDOWS = """
@@ -295,11 +316,14 @@ class RedisCoordination:
         self._claim = client.register_script(_CLAIM)
         self._start = client.register_script(_TAKE)
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._beat_and_renew = client.register_script(_BEAT_AND_RENEW)
         self._windows = client.register_script(_WINDOWS)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "chatbridge:") -> RedisCoordination:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+        # the store's pool: room for as many commands in flight as the store (redis-py's
+        # default pool holds 100, and raises past it)
+        return cls(redis_client(url), prefix=prefix)
 
     async def close(self) -> None:
         await self._r.aclose()
@@ -500,6 +524,21 @@ class RedisCoordination:
             keys=[f"{self._p}replicas"], args=[replica, period_ms, "leave" if leave else ""]
         )
         return [str(r) for r in live]
+
+    async def beat_and_renew(
+        self, replica: str, period_ms: int, leases: Mapping[str, str]
+    ) -> tuple[list[str], list[str]]:
+        """:meth:`heartbeat` and :meth:`renew` of every lease in ``leases`` (name -> value
+        held) in one script call: the live replicas, and the names of the leases lost."""
+        names = list(leases)
+        live, lost = cast(
+            list[Any],
+            await self._beat_and_renew(
+                keys=[f"{self._p}replicas", *(self.lease_key(n) for n in names)],
+                args=[replica, period_ms, *(leases[n] for n in names)],
+            ),
+        )
+        return [str(r) for r in live], [names[int(i) - 1] for i in lost]
 
     # --- shared windows ---------------------------------------------------------------------------
 
