@@ -106,6 +106,14 @@ class SessionStore(Protocol):
 
     async def put(self, record: SessionRecord) -> None: ...
 
+    async def put_new(self, record: SessionRecord, replacing: str | None = None) -> SessionRecord:
+        """Store ``record`` unless another session was stored meanwhile, atomically: written
+        when none is stored or the stored one is ``replacing`` (a session ref); else nothing
+        is written. Returns the stored record afterwards (``record``, or the other one).
+        Several replicas: the one that stalled while opening a session keeps the one another
+        opened meanwhile instead of writing over it."""
+        ...
+
     async def touch(self, key: ConversationKey) -> None:
         """Mark one more turn: ``last_active`` = now, ``turn_count`` += 1."""
         ...
