@@ -279,6 +279,10 @@ class WorkQueue(Protocol):
         ``Engine.run_command`` where it ran, or None when it did not come in time."""
         ...
 
+    async def cancel(self, key: ConversationKey) -> bool:
+        """Stop ``key``'s running turn on the replica running it; False when none does."""
+        ...
+
 
 # --- what adapters see of the engine ----------------------------------------------------------
 # Adapters depend on these small protocols, never on ``core.engine.Engine`` itself: a test can
@@ -340,8 +344,8 @@ class SessionAdmin(Protocol):
 
     async def reset(self, key: ConversationKey) -> bool: ...
 
-    def cancel(self, key: ConversationKey) -> bool:
-        """Stop the conversation's running turn (the user's /cancel)."""
+    async def cancel(self, key: ConversationKey) -> bool:
+        """Stop the conversation's running turn (the user's /cancel), wherever it runs."""
         ...
 
     async def set_language(self, key: ConversationKey, language: str) -> None: ...

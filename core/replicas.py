@@ -27,6 +27,9 @@ turns run in arrival order whichever replica received them.
 - Session commands (``/reset``, a language change, an admin's resets) are queued in the
   conversation's stream like messages (:meth:`Replicas.command`), so they run in order with
   its turns.
+- A /cancel cannot wait in that queue (the turn it stops is ahead of it): it is published
+  to every replica serving the bot (:meth:`Replicas.cancel`), and the one running the
+  conversation's turn stops it.
 
 Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at a time
 (Telegram long polling).
@@ -58,6 +61,7 @@ from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnRe
 
 log = logging.getLogger(__name__)
 
+CANCEL_WAIT = 1.5  # seconds a /cancel waits for the replicas' answers (Discord answers in 3)
 RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
 WAIT_MS = 200  # longest wait for new entries before the owned partitions are read again
@@ -78,6 +82,8 @@ class ClaimedTurns(Protocol):
     def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
 
     async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
+
+    def cancel_here(self, key: ConversationKey) -> bool: ...
 
 
 @runtime_checkable
@@ -148,6 +154,26 @@ class Replicas:
         reply = await self.redis.queue_command(key, self.partition_of(key), command, arg)
         return await self.redis.wait_reply(reply, self.command_wait)
 
+    async def cancel(self, key: ConversationKey) -> bool:
+        """Stop ``key``'s running turn on whichever replica runs it (``engine.cancel_here``
+        there); False when none does (or none said so within ``CANCEL_WAIT`` seconds)."""
+        reply, listening = await self.redis.publish_cancel(key)
+        return await self.redis.cancel_answered(reply, listening, CANCEL_WAIT)
+
+    async def _listen_cancels(self) -> None:
+        while not self._closed:
+            try:
+                cancels = self.redis.cancels(sorted(self._engines), lambda: not self._closed)
+                async for key, reply in cancels:
+                    engine = self._engines.get(key.bot)
+                    cancelled = engine is not None and engine.cancel_here(key)
+                    await self.redis.answer_cancel(reply, cancelled)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("replica %s: listening for cancels failed: %s", self.replica, exc)
+                await asyncio.sleep(0.5)
+
     def serve(self, engine: ClaimedTurns, replies: StoredReplies) -> None:
         """Run ``engine.bot``'s claimed turns on ``engine``, answering through ``replies``."""
         self._engines[engine.bot] = engine
@@ -170,6 +196,8 @@ class Replicas:
             asyncio.create_task(self._keep_leases(), name="replicas:leases"),
             asyncio.create_task(self._read(), name="replicas:read"),
         ]
+        if self._engines:
+            self._tasks.append(asyncio.create_task(self._listen_cancels(), name="replicas:cancels"))
         log.info(
             "replica %s joined (%d live, owns %d of %d partitions)",
             self.replica,

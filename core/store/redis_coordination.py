@@ -31,6 +31,9 @@ script where two steps must happen together.
   the result on ``reply:<id>``.
 - **Membership**: ``replicas``, a sorted set of replica names scored by their last
   heartbeat (milliseconds of Redis's clock), so every replica computes the same fair share.
+- **Cancels**: a user's /cancel is published on ``cancel:<bot>``; every replica serving
+  the bot listens, the one running that conversation's turn stops it, and each answers on
+  the caller's ``reply:<id>`` list whether it did.
 - **Shared windows**: ``w:<name>``, a sorted set of grant times per limit (a sliding log),
   taken for several limits at once or not at all.
 
@@ -39,9 +42,10 @@ Times come from Redis's ``TIME`` so replicas with skewed clocks agree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -539,6 +543,59 @@ class RedisCoordination:
             ),
         )
         return [str(r) for r in live], [names[int(i) - 1] for i in lost]
+
+    # --- cancels ---------------------------------------------------------------------------------
+
+    def cancel_channel(self, bot: str) -> str:
+        return f"{self._p}cancel:{bot}"
+
+    async def publish_cancel(self, key: ConversationKey) -> tuple[str, int]:
+        """Ask every replica serving ``key.bot`` to stop ``key``'s running turn: the reply id
+        their answers come to, and how many replicas were listening."""
+        reply = uuid.uuid4().hex
+        message = json.dumps([conversation_member(key), reply])
+        listening = await self._r.publish(self.cancel_channel(key.bot), message)
+        return reply, int(listening)
+
+    async def answer_cancel(self, reply: str, cancelled: bool) -> None:
+        name = f"{self._p}reply:{reply}"
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.rpush(name, "1" if cancelled else "0")
+            pipe.expire(name, 60)
+            await pipe.execute()
+
+    async def cancel_answered(self, reply: str, replicas: int, timeout: float) -> bool:
+        """Whether one of the ``replicas`` that heard the cancel stopped a turn: True at the
+        first that did, False once all said no (or ``timeout`` seconds passed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _ in range(replicas):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            got = await self._r.blpop([f"{self._p}reply:{reply}"], timeout=max(0.01, left))
+            if got is None:
+                break
+            if str(got[1]) == "1":
+                return True
+        return False
+
+    async def cancels(
+        self, bots: Sequence[str], listening: Callable[[], bool]
+    ) -> AsyncIterator[tuple[ConversationKey, str]]:
+        """The cancels published for ``bots`` (conversation, reply id), as they come, while
+        ``listening()`` (asked at least every second: redis-py may swallow a cancellation)."""
+        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*(self.cancel_channel(bot) for bot in bots))
+            while listening():
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                member, reply = json.loads(message["data"])
+                yield load_key(json.loads(member)), str(reply)
+        finally:
+            await pubsub.aclose()
 
     # --- shared windows ---------------------------------------------------------------------------
 
