@@ -157,8 +157,12 @@ class Replicas:
     async def cancel(self, key: ConversationKey) -> bool:
         """Stop ``key``'s running turn on whichever replica runs it (``engine.cancel_here``
         there); False when none does (or none said so within ``CANCEL_WAIT`` seconds)."""
-        reply, listening = await self.redis.publish_cancel(key)
-        return await self.redis.cancel_answered(reply, listening, CANCEL_WAIT)
+        try:
+            reply, listening = await self.redis.publish_cancel(key)
+            return await self.redis.cancel_answered(reply, listening, CANCEL_WAIT)
+        except Exception as exc:  # Redis out of reach: only this replica's turns can stop
+            log.warning("replica %s: a cancel could not reach the others: %s", self.replica, exc)
+            return False
 
     async def _listen_cancels(self) -> None:
         while not self._closed:
