@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from chatbridge.core.errors import best_effort
+from chatbridge.core.leaders import Leader, LeaderFlag
 from chatbridge.core.protocols import StoredReplies
 from chatbridge.core.store.redis_coordination import (
     RedisCoordination,
@@ -126,7 +127,7 @@ class Replicas:
         self._seen: set[tuple[int, str]] = set()
         self._busy: Counter[int] = Counter()  # partition -> entries queued or running here
         self._tasks: list[asyncio.Task[None]] = []
-        self._leaders: list[_Leader] = []
+        self._leaders: list[Leader] = []
         self._stopping = False
         # loops end on this flag too: redis-py (8.x) may swallow a cancellation mid-command
         self._closed = False
@@ -549,73 +550,7 @@ class Replicas:
     ) -> LeaderFlag:
         """Call ``on_gain`` whenever this replica becomes the one holding lease ``name`` (taken
         over within ``lease`` seconds of its holder's death), ``on_lose`` when it stops."""
-        leader = _Leader(self, name, on_gain, on_lose)
+        leader = Leader(self, name, on_gain, on_lose)
         self._leaders.append(leader)
         leader.start()
         return leader
-
-
-class LeaderFlag:
-    """Whether this replica leads (for readiness)."""
-
-    @property
-    def leading(self) -> bool:
-        raise NotImplementedError
-
-
-class _Leader(LeaderFlag):
-    def __init__(
-        self,
-        replicas: Replicas,
-        name: str,
-        on_gain: Callable[[], Awaitable[None]],
-        on_lose: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._replicas = replicas
-        self._name = f"leader:{name}"
-        self._on_gain = on_gain
-        self._on_lose = on_lose
-        self._value: str | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
-
-    @property
-    def leading(self) -> bool:
-        return self._value is not None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"replicas:{self._name}")
-
-    def stop(self) -> None:
-        self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-
-    async def close(self) -> None:
-        self.stop()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._value is not None:
-            value, self._value = self._value, None
-            with best_effort(log, f"stepping down as leader of {self._name}"):
-                await self._on_lose()
-            await self._replicas.redis.release(self._name, value)
-
-    async def _run(self) -> None:
-        r = self._replicas
-        while not self._stopped:
-            try:
-                if self._value is None:
-                    self._value = await r.redis.acquire(self._name, r.replica, r._lease_ms)
-                    if self._value is not None:
-                        log.info("replica %s leads %s", r.replica, self._name)
-                        await self._on_gain()
-                elif not await r.redis.renew(self._name, self._value, r._lease_ms):
-                    log.warning("replica %s no longer leads %s", r.replica, self._name)
-                    self._value = None
-                    await self._on_lose()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("replica %s: leader lease %s: %s", r.replica, self._name, exc)
-            await asyncio.sleep(r.lease / 3)
