@@ -376,9 +376,12 @@ class App:
         """Graceful shutdown.
 
         Adapters stop taking updates first (Telegram leaves unread updates on its server for the
-        next process); then running turns get ``shutdown_grace`` seconds, and users whose turn
-        could not finish are told so while the platform connection is still open; only then do
-        adapters disconnect, backends close their connections and the store closes.
+        next process); then running turns get ``shutdown_grace`` seconds to finish, while the
+        platform connection is still open. Turns queued behind them are not started: they stay
+        in the journal and the next start answers them, with no notice. A turn still running
+        after the grace is cut and keeps the journal state it reached, so the next start
+        resumes it by recovery's rules (core/recovery.py). Only then do adapters disconnect,
+        backends close their connections and the store closes.
         """
         for adapter in self.adapters:
             pause = getattr(adapter, "stop_receiving", None)

@@ -53,6 +53,7 @@ from chatbridge.core.types import (
     Inbound,
     ListingDraft,
     SessionRecord,
+    TurnOutcome,
     TurnResult,
 )
 
@@ -268,7 +269,7 @@ class Engine:
 
     def _job_for(self, turn: Turn) -> Job:
         if self._closing:
-            return lambda: self._interrupted(turn)
+            return lambda: self._not_now(turn)
         if isinstance(self._flood, SharedFloodGate) and turn.resume is None:
             return lambda: self._unless_flooded(turn)
         if self._flood is not None and turn.resume is None:
@@ -323,14 +324,19 @@ class Engine:
                 slot = lane.slots[0]
                 try:
                     job = await slot.job  # the message may still be being prepared
-                    result = TurnResult("refused") if job is None else await self._run(job)
+                    if job is not None and self._closing and _journaled(slot.turn):
+                        result = None  # not started: the next start runs it
+                    else:
+                        result = TurnResult("refused") if job is None else await self._run(job)
                 except asyncio.CancelledError:
                     await self._interrupt(lane)
                     raise
                 lane.slots.popleft()
                 if lane.slots:
                     self._queued -= 1
-                if not slot.result.done():
+                if result is None:
+                    self._leave(slot, "deferred")
+                elif not slot.result.done():
                     slot.result.set_result(result)
                 self._report_queue()
         finally:
@@ -349,17 +355,41 @@ class Engine:
             self._active -= 1
 
     async def _interrupt(self, lane: _Lane) -> None:
-        """Shutdown cancelled this lane: tell the user of the running turn and everyone queued
-        behind (a message still being prepared is journaled and runs at the next start)."""
+        """Shutdown cut this lane's running turn after the grace. A journaled turn keeps the
+        state it reached, and the next start resumes it by recovery's rules (run again if the
+        backend never had it, the answer from ShopAI's history, LoopOS's restart notice, the
+        stored answer sent); a turn nothing will resume (not journaled) is told it was
+        interrupted, as is anyone queued behind it who is not journaled either."""
         if self._observer:
             self._observer.turn_finished(self.bot, "interrupted", 0.0)
-        for slot in lane.slots:
-            if slot.turn is not None:
+        for i, slot in enumerate(lane.slots):
+            if _journaled(slot.turn):
+                self._leave(slot, "interrupted" if i == 0 else "deferred")
+                continue
+            if slot.turn is not None:  # (None: an admin job, or a message still prepared)
                 await self._tell_interrupted(slot.turn)
             if not slot.result.done():
                 slot.result.set_result(TurnResult("interrupted"))
         self._queued -= max(0, len(lane.slots) - 1)
         lane.slots.clear()
+
+    def _leave(self, slot: _Slot, outcome: TurnOutcome) -> None:
+        """Shutting down: this journaled turn stays as it is in the journal (received, or the
+        state it reached or a restart found it in) for the next start, so its user gets an
+        answer rather than a notice. With several replicas its result is cancelled, not set:
+        the replica then leaves its work item pending, and whoever owns the partition next
+        claims it (a result would acknowledge it as done)."""
+        if slot.result.done():
+            return
+        if self._work is not None:
+            slot.result.cancel()
+        else:
+            slot.result.set_result(TurnResult(outcome))
+
+    async def _not_now(self, turn: Turn) -> TurnResult:
+        """A message taken while shutting down that nothing will resume (not journaled; a
+        journaled one never gets here, :meth:`_drain` leaves it in the journal)."""
+        return await self._interrupted(turn)
 
     async def _refuse(self, turn: Turn, text: str, why: str) -> TurnResult:
         log.info("refused a turn (%s) for %s", why, turn.inbound.key.short())
@@ -511,10 +541,13 @@ class Engine:
             self._observer.queue_changed(self.bot, self.queued_turns)
 
     async def aclose(self, grace: float = 10.0) -> None:
-        """Stop taking turns, let running ones finish within ``grace``, interrupt the rest.
+        """Stop starting turns, let running ones finish within ``grace``, cut the rest.
 
-        Users whose turn could not finish are told so. The backend and store are closed by
-        whoever created them.
+        A turn not started yet is left in the journal for the next start (no notice: it will
+        be answered); a turn cut after the grace keeps the journal state it reached, and the
+        next start applies recovery's rules to it (:meth:`_interrupt`). Only turns nothing
+        will resume (not journaled) are told they were interrupted. The backend and store are
+        closed by whoever created them.
         """
         self._closing = True
         workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
@@ -524,8 +557,16 @@ class Engine:
         for task in pending:
             task.cancel()
         if pending:
-            log.warning("interrupted %d conversations at shutdown", len(pending))
+            log.warning(
+                "shutdown: cut %d running turns after %.0f s; the next start resumes them",
+                len(pending),
+                grace,
+            )
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _journaled(turn: Turn | None) -> bool:
+    return turn is not None and turn.entry is not None
 
 
 __all__ = ["Engine", "Prepared"]

@@ -43,16 +43,25 @@ class Window:
     """At most ``limit`` calls in any ``period`` seconds, counted conservatively (see module).
 
     ``stream_limit``: how many of the ``limit`` streaming calls may use (the rest is kept for
-    urgent ones); streaming calls are also spaced ``period / limit`` apart.
+    urgent ones); streaming calls are also spaced ``period / limit`` apart, or
+    ``stream_spacing`` seconds (a budget whose urgent calls never wait, ``limit`` huge, still
+    spreads its streaming ones rather than letting a whole second's worth go at once).
     """
 
-    def __init__(self, limit: int, period: float, *, stream_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        period: float,
+        *,
+        stream_limit: int | None = None,
+        stream_spacing: float | None = None,
+    ) -> None:
         if limit < 1 or period <= 0:
             raise ValueError("a window needs limit >= 1 and period > 0")
         self.limit = limit
         self.period = period
         self.stream_limit = max(1, min(limit, stream_limit if stream_limit else limit))
-        self.spacing = period / limit
+        self.spacing = period / limit if stream_spacing is None else stream_spacing
         self._done: deque[float] = deque()  # answer times of finished calls, ascending
         self._in_flight = 0
         self._last_grant = -math.inf

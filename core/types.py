@@ -238,7 +238,8 @@ class ListingDraft:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
-TurnOutcome = Literal["ok", "failed", "interrupted", "refused", "cancelled"]
+# "deferred": shutdown came before the turn started; it stays in the journal for the next start
+TurnOutcome = Literal["ok", "failed", "interrupted", "refused", "cancelled", "deferred"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ QUESTIONS = [
     "a cheap phone for my son",
 ]
 RESTART_NOTICE = UserTexts().resend_after_restart
+INTERRUPTED = UserTexts().interrupted
 
 
 @pytest.fixture
@@ -70,7 +71,12 @@ def free_port() -> int:
 
 
 def telegram_config(
-    tmp_path: Path, fake: FakeTelegram, backend: str, *, webhook_port: int | None = None
+    tmp_path: Path,
+    fake: FakeTelegram,
+    backend: str,
+    *,
+    webhook_port: int | None = None,
+    grace: float = 2,
 ) -> Path:
     mode = (
         f'mode = "webhook"\nwebhook_port = {webhook_port}\n'
@@ -95,7 +101,7 @@ file_base_url = "{fake.url}/file/bot"
 use_drafts = false
 {mode}
 [limits]
-shutdown_grace = 2
+shutdown_grace = {grace}
 """
     )
     return path
@@ -369,3 +375,107 @@ shutdown_grace = 2
         finally:
             await bridge.stop()
         assert shopai.stats.messages == 4  # nothing asked twice
+
+
+@pytest.fixture
+async def slow_shopai() -> AsyncIterator[ShopAIEmulator]:
+    """Answers of ~40 tokens 0.2 s apart: no first answer can end (and let the message queued
+    behind it start) before the test's SIGTERM, and all end well within the grace."""
+    emulator = await start_shopai_emulator(
+        version="v0.1", token_delay=0.2, strict=ShopAIStrict(stop_on_disconnect=False)
+    )
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+async def test_sigterm_finishes_running_turns_and_leaves_queued_ones_for_the_next_start(
+    tmp_path: Path, slow_shopai: ShopAIEmulator
+) -> None:
+    """SIGTERM: the answers being streamed finish within the grace; the messages queued
+    behind them are not started, stay in the journal, and the next start answers them. Nobody
+    is told "interrupted": every message gets its answer."""
+    shopai = slow_shopai
+    async with FakeTelegram() as fake:
+        fb = fake.add_bot(TOKEN, "shop_bot")
+        config = telegram_config(tmp_path, fake, shopai_backend(shopai), grace=30)
+        bridge = Bridge(config, ENV, tmp_path)
+        users = [fb.make_user(900 + i, f"T{i}") for i in range(3)]
+        chats = [fb.private_chat(u) for u in users]
+        # each chat's two answers end differently (``answered`` tells them apart)
+        first = [QUESTIONS[0], QUESTIONS[1], QUESTIONS[5]]
+        queued = [QUESTIONS[2], QUESTIONS[3], LATER[1]]
+        await bridge.start()
+        try:
+            for chat, user, q, then in zip(chats, users, first, queued, strict=True):
+                await fb.push_text(chat, user, q)
+                await fb.push_text(chat, user, then)  # waits behind the first
+            await eventually(
+                lambda: all(fb.chat_messages(c["id"]) for c in chats),
+                timeout=30,
+                what="every first answer to start streaming",
+                bridge=bridge,
+            )
+            assert await bridge.stop() == 0
+            # the running answers were finished, the queued messages not started
+            for chat, q, then in zip(chats, first, queued, strict=True):
+                assert answered(fake, TOKEN, chat["id"], q)
+                assert not answered(fake, TOKEN, chat["id"], then)
+            assert shopai.stats.messages == len(first)
+            await bridge.start()
+            await eventually(
+                lambda: all(
+                    answered(fake, TOKEN, c["id"], q) for c, q in zip(chats, queued, strict=True)
+                ),
+                timeout=60,
+                what="the queued messages' answers after the restart",
+                bridge=bridge,
+            )
+        finally:
+            await bridge.stop()
+        texts = [m.get("text", "") for c in chats for m in fb.chat_messages(c["id"])]
+        assert not [t for t in texts if INTERRUPTED in t or RESTART_NOTICE in t]
+        assert shopai.stats.messages == len(first) + len(queued)  # each asked once
+
+
+async def test_sigterm_cuts_a_turn_past_the_grace_and_the_next_start_recovers_it(
+    tmp_path: Path, loopos: LoopOSEmulator
+) -> None:
+    """A LoopOS call still running when the grace ends is cut; the next start applies
+    recovery's rule to it (the restart notice: the call may have reached LoopOS), and the
+    message queued behind it is answered normally. No "interrupted" notice."""
+    async with FakeTelegram() as fake:
+        fb = fake.add_bot(TOKEN, "sell_bot")
+        config = telegram_config(tmp_path, fake, loopos_backend(loopos), grace=0.5)
+        bridge = Bridge(config, ENV, tmp_path)
+        user = fb.make_user(950, "L")
+        chat = fb.private_chat(user)
+        await bridge.start()
+        try:
+            loopos.faults.slow_seconds = 60
+            await fb.push_text(chat, user, "Quero vender um iPhone 12")
+            await fb.push_text(chat, user, "Quero vender um iPhone 12")  # queued
+            await eventually(
+                lambda: loopos.in_flight == 1,
+                timeout=30,
+                what="the /chat call to be in flight",
+                bridge=bridge,
+            )
+            assert await bridge.stop() == 0
+            loopos.faults.slow_seconds = 0
+            await bridge.start()
+
+            def texts() -> list[str]:
+                return [m.get("text", "") for m in fb.chat_messages(chat["id"])]
+
+            await eventually(
+                lambda: len(texts()) >= 2 and RESTART_NOTICE in texts()[0],
+                timeout=40,
+                what="the restart notice, then the queued message's answer",
+                bridge=bridge,
+            )
+        finally:
+            await bridge.stop()
+        assert not [t for t in texts() if INTERRUPTED in t]
+        assert len(loopos.requests_to("/chat")) == 2  # the cut call was not replayed

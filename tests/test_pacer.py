@@ -171,3 +171,12 @@ def test_token_bucket_streams_keep_one_message_for_the_final() -> None:
     bucket.take(5.0)
     bucket.take(5.0)
     assert bucket.ready_at(5.0, URGENT) == pytest.approx(6.0)
+
+
+def test_a_budget_without_urgent_limit_still_spreads_its_streaming_calls() -> None:
+    # the draft budget: urgent calls (a chat's first draft) never wait, streaming ones are
+    # spread at their own rate instead of a whole second's worth going at once
+    window = Window(1_000_000, 1.0, stream_limit=200, stream_spacing=1 / 200)
+    window.take(0.0)
+    assert window.ready_at(0.001, STREAM) == pytest.approx(0.005)
+    assert window.ready_at(0.001, URGENT) == 0.001

@@ -244,7 +244,9 @@ class DiscordAdapter:
         if client is None:
             return 0
         try:
-            return await catch_up(client, self.engine, self.name, self._accept)
+            return await catch_up(
+                client, self.engine, self.name, self._accept, limit=self.options.catch_up_limit
+            )
         except Exception:
             log.exception("Discord bot %s: catching up on missed messages failed", self.name)
             return 0

@@ -62,6 +62,10 @@ class DiscordOptions(BaseModel):
     shard_count: int | None = Field(default=None, ge=1)
     """Run one shard of a bot split across processes (set both; DMs arrive on shard 0)."""
 
+    catch_up_limit: int = Field(default=1000, ge=1, le=100_000)
+    """Messages read back per channel (and per thread) after downtime, oldest first; past it
+    the rest stay unanswered and a warning is logged."""
+
     guild_ready_timeout: float = Field(default=2.0, gt=0, le=60)
     """How long discord.py waits for GUILD_CREATE events before it reports ready."""
 

@@ -258,8 +258,8 @@ class TelegramAdapter:
         await app.bot.set_webhook(url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES)
 
     async def stop_receiving(self) -> None:
-        """Stop taking updates but keep the bot able to send, so turns in flight can finish
-        (or tell their users to resend); then :meth:`stop`. Updates not fetched yet stay on
+        """Stop taking updates but keep the bot able to send, so turns in flight can finish;
+        then :meth:`stop`. Updates not fetched yet stay on
         Telegram's server for the next process: nothing is lost across a restart."""
         self._running = False
         self._receiving = False

@@ -81,10 +81,13 @@ def telegram_pacer(options: TelegramOptions) -> Pacer:
 
 def draft_pacer(options: TelegramOptions) -> Pacer | None:
     """The process's own budget for draft updates: streaming ones only (a first draft, the
-    user's first sight of an answer, passes at once but counts)."""
+    user's first sight of an answer, passes at once but counts). Streaming updates are spread
+    evenly: a second's worth granted at once would fill every request slot just as other
+    chats' first drafts need them."""
     if options.draft_rate <= 0:
         return None
-    return Pacer(Window(1_000_000, 1.0, stream_limit=options.draft_rate))
+    rate = options.draft_rate
+    return Pacer(Window(1_000_000, 1.0, stream_limit=rate, stream_spacing=1.0 / rate))
 
 
 @dataclass(frozen=True)

@@ -105,9 +105,16 @@ class TelegramReply:
         loop = asyncio.get_running_loop()
         self._typing_timer = loop.call_later(TYPING_GRACE, self._start_typing)
 
+    def _draft_on_its_way(self) -> bool:
+        """Text is streaming into a draft: its first update is an urgent request, ahead of any
+        chat action, so "typing..." could only arrive after it (and would cost a request when
+        a thousand chats start at once)."""
+        drafts = self._drafts
+        return drafts is not None and not drafts.broken and self._stream is not None
+
     def _start_typing(self) -> None:
         self._typing_timer = None
-        if not self.shown.is_set():
+        if not self.shown.is_set() and not self._draft_on_its_way():
             self._typing = asyncio.create_task(self._keep_typing(), name="telegram-typing")
 
     async def _keep_typing(self) -> None:

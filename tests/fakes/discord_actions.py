@@ -120,9 +120,11 @@ class UserActions:
             "flags": flags,
             "components": components or [],
         }
-        guild_id = self.channels.get(channel_id, {}).get("guild_id")
-        if guild_id:
-            msg["guild_id"] = guild_id
+        channel = self.channels.get(channel_id, {})
+        if channel.get("guild_id"):
+            msg["guild_id"] = channel["guild_id"]
+        if channel:
+            channel["last_message_id"] = str(mid)  # as Discord keeps it on the channel
         self.messages[mid] = msg
         return msg
 
