@@ -86,7 +86,7 @@ async def one_run(version: Version, behaviour: str, token_delay: float) -> tuple
         first = _Surface()
         running = engine.submit(Inbound(KEY, text="a laptop for work"), first)
         await first.started.wait()
-        engine.cancel(KEY)
+        await engine.cancel(KEY)
         await running
         tokens_at_cancel = emulator.stats.tokens_sent
         began = time.perf_counter()

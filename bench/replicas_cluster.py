@@ -192,11 +192,13 @@ async def run(n: int, args: argparse.Namespace, tmp: Path, redis_url: str) -> No
                 cpu = cpu_seconds(pids)
                 latencies, rate, _ = await load(fake, args.users, 10_000 * n + 1000)
                 cpu = cpu_seconds(pids) - cpu
+                # partitions a replica found taken from it (its own lease lapsed under load)
+                lost = sum(b.logs().count(" lost partition ") for b in cluster.bridges)
                 print(
                     f"{n} replica(s): {rate:6.1f} turns/s, latency p50 "
                     f"{statistics.median(latencies) * 1000:.0f} ms, p95 "
                     f"{p95(latencies) * 1000:.0f} ms (n={len(latencies)}, 429s {fake.count_429}); "
-                    f"bridge CPU {cpu * 1000 / len(latencies):.1f} ms/turn; "
+                    f"bridge CPU {cpu * 1000 / len(latencies):.1f} ms/turn; leases lost {lost}; "
                     f"load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )

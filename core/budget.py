@@ -47,19 +47,26 @@ class SharedWindows:
         self._slack = slack
         self.waits = 0  # times a call waited for the other replicas' share (for benchmarks)
 
-    async def take(self, windows: Sequence[tuple[str, int, float]]) -> None:
+    async def take(self, windows: Sequence[tuple[str, int, float]]) -> float:
+        """Once a place is taken in each window: the seconds they cover a call made from now
+        (the margin each is counted longer than the platform's; inf when Redis is out of
+        reach: the local pacer still limits)."""
         named = [
             (f"{self._name}:{name}", limit, period * self._margin + self._slack)
             for name, limit, period in windows
         ]
+        covers = min(
+            (period * (self._margin - 1) + self._slack for _, _, period in windows),
+            default=math.inf,
+        )
         while True:
             try:
                 wait = await self._redis.take(named)
             except Exception as exc:  # Redis out of reach: the local pacer still limits
                 log.warning("shared budget %s unavailable: %s", self._name, exc)
-                return
+                return math.inf
             if wait <= 0:
-                return
+                return covers
             self.waits += 1
             await asyncio.sleep(wait)
 

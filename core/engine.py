@@ -412,10 +412,18 @@ class Engine:
 
     # --- sessions and admin -------------------------------------------------------------------
 
-    def cancel(self, key: ConversationKey) -> bool:
+    async def cancel(self, key: ConversationKey) -> bool:
         """Stop the answer being generated for ``key`` (the user's /cancel); the user is told
         on the turn's surface and their next message starts normally. False when no turn of
-        that conversation is running."""
+        that conversation is running (with several replicas: on any of them)."""
+        if self.turns.cancel(key):
+            return True
+        if self._work is not None:
+            return await self._work.cancel(key)
+        return False
+
+    def cancel_here(self, key: ConversationKey) -> bool:
+        """:meth:`cancel` for a turn running in this process only."""
         return self.turns.cancel(key)
 
     async def reset(self, key: ConversationKey) -> bool:

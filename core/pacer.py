@@ -182,6 +182,10 @@ class Permit:
     owner: asyncio.Task[object] | None = None
     lend: bool = False  # tasks started inside the block (a shielded call) may spend it too
     spent: bool = False
+    # until when the places taken in the shared windows (several replicas) cover a call made
+    # with this permit; past it (the process stalled, or was frozen, between grant and call)
+    # the other replicas may have spent the budget meanwhile: the call takes them again
+    shared_until: float = math.inf
 
     def usable(self, pacer: Pacer, lane: Hashable | None) -> bool:
         if self.spent or self.pacer is not pacer or self.lane != lane:
@@ -194,9 +198,11 @@ _held: contextvars.ContextVar[Permit | None] = contextvars.ContextVar("pacer_per
 
 class SharedWindows(Protocol):
     """Limits kept outside the process (several replicas of one bot token share them):
-    ``take`` returns once a place is taken in every ``(name, limit, period)`` window."""
+    ``take`` returns once a place is taken in every ``(name, limit, period)`` window, with
+    the seconds those places cover a call made from now (the windows are counted a little
+    longer than the platform's; a call made later may land where another replica's does)."""
 
-    async def take(self, windows: Sequence[tuple[str, int, float]]) -> None: ...
+    async def take(self, windows: Sequence[tuple[str, int, float]]) -> float: ...
 
 
 class _Waiter:
@@ -227,6 +233,7 @@ class Pacer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self.waited = 0  # calls that had to wait for the bot-wide budget (for benchmarks)
+        self.stale = 0  # calls whose permit's shared places had lapsed: taken again
         # several replicas: the same windows, counted across all of them (core.budget)
         self.shared: SharedWindows | None = None
 
@@ -267,7 +274,7 @@ class Pacer:
         key = None if lane is None else lane.key
         permit = Permit(self, key, priority, asyncio.current_task(), lend)
         if lane is None:
-            await self._take_shared(None, None, priority)
+            await self._take_shared(permit, None)
             await self._take_bot(priority)
             async with self._holding(permit):
                 yield permit
@@ -291,7 +298,7 @@ class Pacer:
         try:
             async with contextlib.nullcontext() if nested else lane.lock:
                 await self._wait_lane(lane, priority)
-                await self._take_shared(permit.lane, lane, priority)
+                await self._take_shared(permit, lane)
                 await self._take_bot(priority)
                 now = self._clock()
                 for window in lane.windows:
@@ -315,11 +322,21 @@ class Pacer:
         held = _held.get()
         if held is not None and held.usable(self, None if lane is None else lane.key):
             held.spent = True
+            await self._refresh_shared(held)
             yield
             return
         async with self.permit(lane, priority) as permit:
             permit.spent = True
+            await self._refresh_shared(permit)
             yield
+
+    async def _refresh_shared(self, permit: Permit) -> None:
+        """A permit whose shared places no longer cover a call now takes them again."""
+        if self.shared is None or self._clock() <= permit.shared_until:
+            return
+        self.stale += 1
+        lane = None if permit.lane is None else self._lanes.get(permit.lane)
+        await self._take_shared(permit, lane)
 
     @contextlib.asynccontextmanager
     async def _holding(self, permit: Permit) -> AsyncIterator[None]:
@@ -345,11 +362,10 @@ class Pacer:
                 return
             await asyncio.sleep(at - now)
 
-    async def _take_shared(
-        self, key: Hashable | None, lane: _LaneState | None, priority: int
-    ) -> None:
+    async def _take_shared(self, permit: Permit, lane: _LaneState | None) -> None:
         if self.shared is None:
             return
+        key, priority = permit.lane, permit.priority
 
         def counted(limit: Limit) -> tuple[int, float]:
             """As a sliding window: ``(calls, per seconds)``; a token bucket becomes its
@@ -363,7 +379,9 @@ class Pacer:
         limits += [(f"{key}:{i}", w) for i, w in enumerate(lane.windows if lane else ())]
         windows = [(name, *counted(limit)) for name, limit in limits]
         if windows:
-            await self.shared.take(windows)
+            # from before the take: the places may be stamped anywhere within the call
+            asked = self._clock()
+            permit.shared_until = asked + await self.shared.take(windows)
 
     async def _take_bot(self, priority: int) -> None:
         if self.bot is None:

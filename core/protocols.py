@@ -106,6 +106,14 @@ class SessionStore(Protocol):
 
     async def put(self, record: SessionRecord) -> None: ...
 
+    async def put_new(self, record: SessionRecord, replacing: str | None = None) -> SessionRecord:
+        """Store ``record`` unless another session was stored meanwhile, atomically: written
+        when none is stored or the stored one is ``replacing`` (a session ref); else nothing
+        is written. Returns the stored record afterwards (``record``, or the other one).
+        Several replicas: the one that stalled while opening a session keeps the one another
+        opened meanwhile instead of writing over it."""
+        ...
+
     async def touch(self, key: ConversationKey) -> None:
         """Mark one more turn: ``last_active`` = now, ``turn_count`` += 1."""
         ...
@@ -271,6 +279,10 @@ class WorkQueue(Protocol):
         ``Engine.run_command`` where it ran, or None when it did not come in time."""
         ...
 
+    async def cancel(self, key: ConversationKey) -> bool:
+        """Stop ``key``'s running turn on the replica running it; False when none does."""
+        ...
+
 
 # --- what adapters see of the engine ----------------------------------------------------------
 # Adapters depend on these small protocols, never on ``core.engine.Engine`` itself: a test can
@@ -332,8 +344,8 @@ class SessionAdmin(Protocol):
 
     async def reset(self, key: ConversationKey) -> bool: ...
 
-    def cancel(self, key: ConversationKey) -> bool:
-        """Stop the conversation's running turn (the user's /cancel)."""
+    async def cancel(self, key: ConversationKey) -> bool:
+        """Stop the conversation's running turn (the user's /cancel), wherever it runs."""
         ...
 
     async def set_language(self, key: ConversationKey, language: str) -> None: ...

@@ -27,6 +27,9 @@ turns run in arrival order whichever replica received them.
 - Session commands (``/reset``, a language change, an admin's resets) are queued in the
   conversation's stream like messages (:meth:`Replicas.command`), so they run in order with
   its turns.
+- A /cancel cannot wait in that queue (the turn it stops is ahead of it): it is published
+  to every replica serving the bot (:meth:`Replicas.cancel`), and the one running the
+  conversation's turn stops it.
 
 Leader leases (:meth:`Replicas.leader`) serve what exactly one replica may do at a time
 (Telegram long polling).
@@ -47,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from chatbridge.core.errors import best_effort
+from chatbridge.core.leaders import Leader, LeaderFlag
 from chatbridge.core.protocols import StoredReplies
 from chatbridge.core.store.redis_coordination import (
     RedisCoordination,
@@ -59,6 +63,7 @@ from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnRe
 
 log = logging.getLogger(__name__)
 
+CANCEL_WAIT = 1.5  # seconds a /cancel waits for the replicas' answers (Discord answers in 3)
 RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
 WAIT_MS = 200  # longest wait for new entries before the owned partitions are read again
@@ -79,6 +84,8 @@ class ClaimedTurns(Protocol):
     def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
 
     async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
+
+    def cancel_here(self, key: ConversationKey) -> bool: ...
 
 
 @runtime_checkable
@@ -124,7 +131,7 @@ class Replicas:
         self._seen: set[tuple[int, str]] = set()
         self._busy: Counter[int] = Counter()  # partition -> entries queued or running here
         self._tasks: list[asyncio.Task[None]] = []
-        self._leaders: list[_Leader] = []
+        self._leaders: list[Leader] = []
         self._stopping = False
         # loops end on this flag too: redis-py (8.x) may swallow a cancellation mid-command
         self._closed = False
@@ -152,6 +159,30 @@ class Replicas:
         reply = await self.redis.queue_command(key, self.partition_of(key), command, arg)
         return await self.redis.wait_reply(reply, self.command_wait)
 
+    async def cancel(self, key: ConversationKey) -> bool:
+        """Stop ``key``'s running turn on whichever replica runs it (``engine.cancel_here``
+        there); False when none does (or none said so within ``CANCEL_WAIT`` seconds)."""
+        try:
+            reply, listening = await self.redis.publish_cancel(key)
+            return await self.redis.cancel_answered(reply, listening, CANCEL_WAIT)
+        except Exception as exc:  # Redis out of reach: only this replica's turns can stop
+            log.warning("replica %s: a cancel could not reach the others: %s", self.replica, exc)
+            return False
+
+    async def _listen_cancels(self) -> None:
+        while not self._closed:
+            try:
+                cancels = self.redis.cancels(sorted(self._engines), lambda: not self._closed)
+                async for key, reply in cancels:
+                    engine = self._engines.get(key.bot)
+                    cancelled = engine is not None and engine.cancel_here(key)
+                    await self.redis.answer_cancel(reply, cancelled)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("replica %s: listening for cancels failed: %s", self.replica, exc)
+                await asyncio.sleep(0.5)
+
     def serve(self, engine: ClaimedTurns, replies: StoredReplies) -> None:
         """Run ``engine.bot``'s claimed turns on ``engine``, answering through ``replies``."""
         self._engines[engine.bot] = engine
@@ -174,6 +205,8 @@ class Replicas:
             asyncio.create_task(self._keep_leases(), name="replicas:leases"),
             asyncio.create_task(self._read(), name="replicas:read"),
         ]
+        if self._engines:
+            self._tasks.append(asyncio.create_task(self._listen_cancels(), name="replicas:cancels"))
         log.info(
             "replica %s joined (%d live, owns %d of %d partitions)",
             self.replica,
@@ -242,14 +275,19 @@ class Replicas:
                 log.warning("replica %s: Redis unreachable: %s", self.replica, exc)
 
     async def _tick(self) -> None:
-        self._live = await self.redis.heartbeat(self.replica, self._lease_ms)
+        # the heartbeat and every renewal in one round trip: renewed one by one, each behind
+        # a busy event loop, the last ones lapsed before their turn came (lease lost under load)
+        held = dict(self._owned)
+        self._live, lost = await self.redis.beat_and_renew(
+            self.replica, self._lease_ms, {f"p:{p}": v for p, v in held.items()}
+        )
         self._beat_ok = True
+        for name in lost:
+            partition = int(name.removeprefix("p:"))
+            self._lost(partition, held[partition])
         self._ticks += 1
         if self._ticks % self.reclaim_every == 0:
             await self._reclaim()
-        for partition, value in list(self._owned.items()):
-            if not await self.redis.renew(f"p:{partition}", value, self._lease_ms):
-                self._lost(partition, value)
         if self._stopping:
             return
         share = math.ceil(self.partitions / max(1, len(self._live)))
@@ -519,73 +557,7 @@ class Replicas:
     ) -> LeaderFlag:
         """Call ``on_gain`` whenever this replica becomes the one holding lease ``name`` (taken
         over within ``lease`` seconds of its holder's death), ``on_lose`` when it stops."""
-        leader = _Leader(self, name, on_gain, on_lose)
+        leader = Leader(self, name, on_gain, on_lose)
         self._leaders.append(leader)
         leader.start()
         return leader
-
-
-class LeaderFlag:
-    """Whether this replica leads (for readiness)."""
-
-    @property
-    def leading(self) -> bool:
-        raise NotImplementedError
-
-
-class _Leader(LeaderFlag):
-    def __init__(
-        self,
-        replicas: Replicas,
-        name: str,
-        on_gain: Callable[[], Awaitable[None]],
-        on_lose: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._replicas = replicas
-        self._name = f"leader:{name}"
-        self._on_gain = on_gain
-        self._on_lose = on_lose
-        self._value: str | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
-
-    @property
-    def leading(self) -> bool:
-        return self._value is not None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"replicas:{self._name}")
-
-    def stop(self) -> None:
-        self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-
-    async def close(self) -> None:
-        self.stop()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._value is not None:
-            value, self._value = self._value, None
-            with best_effort(log, f"stepping down as leader of {self._name}"):
-                await self._on_lose()
-            await self._replicas.redis.release(self._name, value)
-
-    async def _run(self) -> None:
-        r = self._replicas
-        while not self._stopped:
-            try:
-                if self._value is None:
-                    self._value = await r.redis.acquire(self._name, r.replica, r._lease_ms)
-                    if self._value is not None:
-                        log.info("replica %s leads %s", r.replica, self._name)
-                        await self._on_gain()
-                elif not await r.redis.renew(self._name, self._value, r._lease_ms):
-                    log.warning("replica %s no longer leads %s", r.replica, self._name)
-                    self._value = None
-                    await self._on_lose()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("replica %s: leader lease %s: %s", r.replica, self._name, exc)
-            await asyncio.sleep(r.lease / 3)

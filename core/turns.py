@@ -334,24 +334,8 @@ class TurnRunner:
         except Exception as exc:
             log.exception("backend %s could not open a session", self.backend_name)
             return None, Failure(FailureKind.UNAVAILABLE, repr(exc), retryable=True)
-        # several replicas: another replica may have opened one meanwhile (this one stalled
-        # while opening, and the conversation moved on there): keep that one, in which the
-        # conversation went on, rather than write over it
-        current = await self.store.get(key)
-        if (
-            current is not None
-            and current.backend == self.backend_name
-            and current.session_ref != (record.session_ref if record is not None else None)
-        ):
-            log.info("%s: a session was opened meanwhile elsewhere; using it", key.short())
-            with best_effort(log, "closing a backend session opened twice"):
-                await self.backend.close(ref)
-            return current, None
-        if replace_ref is not None:
-            with best_effort(log, "closing the expired backend session"):
-                await self.backend.close(replace_ref)
         now = datetime.now(UTC)
-        record = SessionRecord(
+        opened = SessionRecord(
             key=key,
             backend=self.backend_name,
             session_ref=ref,
@@ -360,7 +344,24 @@ class TurnRunner:
             last_active=now,
             turn_count=record.turn_count if record is not None and replace_ref else 0,
         )
-        await self.store.put(record)
+        # several replicas: another replica may have opened one meanwhile (this one stalled
+        # while opening, and the conversation moved on there). Written only if the stored
+        # session is still the one read above, in one step: else that one is kept (the
+        # conversation went on in it) and ours closed
+        stored = await self.store.put_new(
+            opened, replacing=record.session_ref if record is not None else None
+        )
+        if stored.session_ref != ref:
+            if stored.backend == self.backend_name:
+                log.info("%s: a session was opened meanwhile elsewhere; using it", key.short())
+                with best_effort(log, "closing a backend session opened twice"):
+                    await self.backend.close(ref)
+                return stored, None
+            await self.store.put(opened)  # another backend's, written meanwhile: replaced
+        if replace_ref is not None:
+            with best_effort(log, "closing the expired backend session"):
+                await self.backend.close(replace_ref)
+        record = opened
         if self.observer:
             self.observer.sessions_changed(self.bot, await self.store.count(self.bot))
         return record, None

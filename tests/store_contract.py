@@ -104,6 +104,39 @@ class SessionStoreContract:
         assert (got.session_ref, got.turn_count, got.language) == ("new", 0, "en")
         assert await store.count() == 1
 
+    async def test_put_new_writes_only_where_no_other_session_is_stored(
+        self, store: SessionStore
+    ) -> None:
+        mine = record(key(), ref="mine", turns=0, language="en")
+        assert await store.put_new(mine) == mine  # none stored: written
+        got = await store.get(key())
+        assert got is not None and (got.session_ref, got.language) == ("mine", "en")
+        # another replica opened one meanwhile: kept, and returned as stored
+        await store.delete(key())
+        await store.put(record(key(), ref="theirs", turns=2))
+        kept = await store.put_new(record(key(), ref="late"))
+        assert (kept.session_ref, kept.turn_count) == ("theirs", 2)
+        got = await store.get(key())
+        assert got is not None and got.session_ref == "theirs"
+        assert await store.count() == 1
+
+    async def test_put_new_replaces_only_the_session_it_names(self, store: SessionStore) -> None:
+        await store.put(record(key(), ref="expired", turns=4))
+        renewed = record(key(), ref="renewed", turns=4)
+        assert await store.put_new(renewed, replacing="expired") == renewed
+        # a second replica replacing the same expired session finds the first one's
+        kept = await store.put_new(record(key(), ref="twice"), replacing="expired")
+        assert kept.session_ref == "renewed"
+        got = await store.get(key())
+        assert got is not None and got.session_ref == "renewed"
+        assert [r.session_ref for r in await store.list()] == ["renewed"]
+
+    async def test_concurrent_put_new_keep_one_session(self, store: SessionStore) -> None:
+        got = await asyncio.gather(*(store.put_new(record(key(), ref=f"r{i}")) for i in range(8)))
+        stored = await store.get(key())
+        assert stored is not None
+        assert {r.session_ref for r in got} == {stored.session_ref}
+
     async def test_sessions_are_per_user_per_chat_per_thread(self, store: SessionStore) -> None:
         keys = [
             key(),

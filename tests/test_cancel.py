@@ -50,13 +50,13 @@ async def test_cancel_stops_the_answer_and_the_next_message_starts_normally() ->
     backend = SlowBackend()
     engine = Engine(bot="b", backend=backend, backend_name="slow", store=store)
     try:
-        assert not engine.cancel(KEY)  # nothing running
+        assert not await engine.cancel(KEY)  # nothing running
         first, second = RecordingSurface(), RecordingSurface()
         running = engine.submit(Inbound(KEY, text="long", language="pt-PT"), first)
         queued = engine.submit(Inbound(KEY, text="next", language="pt-PT"), second)
         while not any(kind == "append" for kind, _ in first.events):
             await asyncio.sleep(0.01)
-        assert engine.cancel(KEY)
+        assert await engine.cancel(KEY)
         result = await running
         assert result.outcome == "cancelled"
         assert first.events[-1] == ("fail", pt_pt.TEXTS["cancelled"])
@@ -65,7 +65,7 @@ async def test_cancel_stops_the_answer_and_the_next_message_starts_normally() ->
         assert second.events[-1] == ("finish", "answer to next")
         third = RecordingSurface()
         assert (await engine.handle(Inbound(KEY, text="again"), third)).outcome == "ok"
-        assert not engine.cancel(KEY)
+        assert not await engine.cancel(KEY)
     finally:
         await engine.aclose(1.0)
         await store.close()

@@ -108,7 +108,7 @@ async def cancel_mid_answer(engine: Engine, text: str, language: str = "en") -> 
     surface = Surface()
     running = engine.submit(Inbound(key=KEY, text=text, language=language), surface)
     await asyncio.wait_for(surface.started.wait(), 10)
-    assert engine.cancel(KEY)
+    assert await engine.cancel(KEY)
     result = await asyncio.wait_for(running, 10)
     assert result.outcome == "cancelled"
     return surface
@@ -160,7 +160,7 @@ async def test_shopai_cancel_right_after_sending(emu: ShopAIEmulator) -> None:
         running = engine.submit(Inbound(key=KEY, text=CANCELLED, language="pt-PT"), surface)
         while emu.stats.messages == 0:
             await asyncio.sleep(0.01)
-        assert engine.cancel(KEY)
+        assert await engine.cancel(KEY)
         assert (await asyncio.wait_for(running, 10)).outcome == "cancelled"
         assert surface.of("fail") == [pt_pt.TEXTS["cancelled"]]
         emu.think_delay = 0.0
@@ -194,7 +194,7 @@ async def test_loopos_cancel_then_the_next_message_starts_normally(loopos: LoopO
         running = engine.submit(Inbound(key=key, text="Quero vender um iPhone 12"), stuck)
         while not loopos.requests_to("/chat"):
             await asyncio.sleep(0.01)
-        assert engine.cancel(key)
+        assert await engine.cancel(key)
         assert (await asyncio.wait_for(running, 5)).outcome == "cancelled"
         assert stuck.of("fail") == [en.TEXTS["cancelled"]]
         loopos.faults.slow_seconds = 0.0

@@ -91,7 +91,7 @@ def _add_cancel(tree: app_commands.CommandTree[Any], adapter: DiscordAdapter) ->
     async def cancel(interaction: discord.Interaction[Any]) -> None:
         key = adapter.key_for(interaction.channel, interaction.user.id)
         # the cancelled turn tells the user itself, on its own message
-        cancelled = adapter.engine.cancel(key)
+        cancelled = await adapter.engine.cancel(key)
         text = _t(adapter, interaction, "cancelled" if cancelled else "nothing_to_cancel")
         await interaction.response.send_message(text, ephemeral=True)
 

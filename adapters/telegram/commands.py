@@ -130,7 +130,7 @@ class Commands:
                 self._spawn(self._reset(ctx))
             case "cancel":
                 # the cancelled turn tells the user itself (on its own message)
-                if not self._engine.cancel(ctx.key):
+                if not await self._engine.cancel(ctx.key):
                     await self._say(ctx, self.text(ctx, "nothing_to_cancel"))
             case "lang":
                 await self._lang(ctx)

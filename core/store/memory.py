@@ -56,6 +56,14 @@ class MemoryStore:
             self._order[record.key] = self._seq
         self._sessions[record.key] = record
 
+    async def put_new(self, record: SessionRecord, replacing: str | None = None) -> SessionRecord:
+        self._check()
+        current = self._sessions.get(record.key)
+        if current is not None and current.session_ref != replacing:
+            return current
+        await self.put(record)
+        return self._sessions[record.key]
+
     async def touch(self, key: ConversationKey) -> None:
         self._check()
         record = self._sessions.get(key)

@@ -73,6 +73,21 @@ def redis_client(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.R
     return aioredis.Redis.from_pool(pool)
 
 
+# KEYS: the session's hash, then its three index sorted sets. ARGV: the ref it may replace
+# (ARGV[1] '1': ARGV[2] is it; '0': none), index member, last_active (micros), then the
+# hash's field/value pairs. Written when no session is stored or the stored one's ref is the
+# one to replace: returns {}; else the stored hash's fields, untouched.
+_PUT_NEW = """
+local current = redis.call('HGET', KEYS[1], 'session_ref')
+if current and (ARGV[1] == '0' or current ~= ARGV[2]) then
+  return redis.call('HGETALL', KEYS[1])
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+for i = 2, 4 do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[3]) end
+return {}
+"""
+
 # KEYS: per session, its hash then its three index sorted sets. ARGV: per session, the time
 # of its latest turn (micros), the turns to add, its index member. A session deleted meanwhile
 # is not brought back; a later time another replica wrote already is kept.
@@ -173,6 +188,7 @@ class RedisStore:
         self._touch = client.register_script(_TOUCH)
         self._short_ids = client.register_script(_SHORT_IDS)
         self._prune = client.register_script(_PRUNE)
+        self._put_new = client.register_script(_PUT_NEW)
         self.journal = RedisJournal(client, prefix)
         # touches not written yet: session -> (last turn's time in micros, turns to add)
         self._touches: dict[ConversationKey, tuple[int, int]] = {}
@@ -225,16 +241,19 @@ class RedisStore:
         fields = cast(dict[str, str], await self._r.hgetall(self._hash(key)))
         if not fields:
             return None
-        record = self._record(key, fields)
         # no await since the read: a touch flushed meanwhile is in the hash, not in _touches
-        pending = self._touches.get(key)
-        if pending is not None:
-            record = dataclasses.replace(
-                record,
-                last_active=max(record.last_active, from_micros(pending[0])),
-                turn_count=record.turn_count + pending[1],
-            )
-        return record
+        return self._with_touches(self._record(key, fields))
+
+    def _with_touches(self, record: SessionRecord) -> SessionRecord:
+        """``record`` as read, plus this replica's touches not written yet."""
+        pending = self._touches.get(record.key)
+        if pending is None:
+            return record
+        return dataclasses.replace(
+            record,
+            last_active=max(record.last_active, from_micros(pending[0])),
+            turn_count=record.turn_count + pending[1],
+        )
 
     @staticmethod
     def _record(key: ConversationKey, f: dict[str, str]) -> SessionRecord:
@@ -270,6 +289,40 @@ class RedisStore:
             for index in self._indexes(record.key):
                 pipe.zadd(index, {member: active})
             await pipe.execute()
+
+    async def put_new(self, record: SessionRecord, replacing: str | None = None) -> SessionRecord:
+        """:meth:`put` when no other session was stored meanwhile, in one script (see the
+        protocol): the compare and the write cannot be split by another replica's."""
+        self._check()
+        active = to_micros(record.last_active)
+        fields: list[str | int] = [
+            "backend",
+            record.backend,
+            "session_ref",
+            record.session_ref,
+            "created_at",
+            to_micros(record.created_at),
+            "last_active",
+            active,
+            "turn_count",
+            record.turn_count,
+        ]
+        if record.language is not None:
+            fields += ["language", record.language]
+        args: list[str | int] = [
+            "0" if replacing is None else "1",
+            replacing or "",
+            _member(record.key),
+            active,
+            *fields,
+        ]
+        keys = [self._hash(record.key), *self._indexes(record.key)]
+        stored = cast(list[str], await self._put_new(keys=keys, args=args))
+        if not stored:
+            self._touches.pop(record.key, None)
+            return record
+        fields_read = dict(zip(stored[::2], stored[1::2], strict=True))
+        return self._with_touches(self._record(record.key, fields_read))
 
     async def touch(self, key: ConversationKey) -> None:
         """Counts a turn. Written within TOUCH_FLUSH_DELAY, with every other touch of that

@@ -32,6 +32,9 @@ script where two steps must happen together.
   the result on ``reply:<id>``.
 - **Membership**: ``replicas``, a sorted set of replica names scored by their last
   heartbeat (milliseconds of Redis's clock), so every replica computes the same fair share.
+- **Cancels**: a user's /cancel is published on ``cancel:<bot>``; every replica serving
+  the bot listens, the one running that conversation's turn stops it, and each answers on
+  the caller's ``reply:<id>`` list whether it did.
 - **Shared windows**: ``w:<name>``, a sorted set of grant times per limit (a sliding log),
   taken for several limits at once or not at all.
 
@@ -40,9 +43,10 @@ Times come from Redis's ``TIME`` so replicas with skewed clocks agree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -50,6 +54,7 @@ import redis.asyncio as aioredis
 
 from chatbridge.core.store._common import to_micros, utcnow
 from chatbridge.core.store._journal_codec import dump_inbound, load_key
+from chatbridge.core.store.redis import redis_client
 from chatbridge.core.store.redis_journal import (
     _RECORD,
     StreamAck,
@@ -226,6 +231,26 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
+# KEYS: replicas zset, then the leases held. ARGV: replica, period (ms), then the value held
+# for each lease. The heartbeat and every renewal in one step (one round trip, however many
+# partitions: a busy event loop must not let a lease lapse between sequential renewals).
+# Returns {the live replicas as _HEARTBEAT, the 1-based indexes of leases no longer held}.
+_BEAT_AND_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local lost = {}
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  else
+    lost[#lost + 1] = i - 1
+  end
+end
+return {redis.call('ZRANGE', KEYS[1], 0, -1), lost}
+"""
+
 # KEYS: one sorted set per window. ARGV: a unique member, then limit and period (ms) per key.
 # Takes a place in every window, or in none: returns 0, or the milliseconds until one frees.
 _WINDOWS = """
@@ -301,11 +326,14 @@ class RedisCoordination:
         self._claim = client.register_script(_CLAIM)
         self._start = client.register_script(_TAKE)
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._beat_and_renew = client.register_script(_BEAT_AND_RENEW)
         self._windows = client.register_script(_WINDOWS)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "chatbridge:") -> RedisCoordination:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+        # the store's pool: room for as many commands in flight as the store (redis-py's
+        # default pool holds 100, and raises past it)
+        return cls(redis_client(url), prefix=prefix)
 
     async def close(self) -> None:
         await self._r.aclose()
@@ -515,6 +543,74 @@ class RedisCoordination:
             keys=[f"{self._p}replicas"], args=[replica, period_ms, "leave" if leave else ""]
         )
         return [str(r) for r in live]
+
+    async def beat_and_renew(
+        self, replica: str, period_ms: int, leases: Mapping[str, str]
+    ) -> tuple[list[str], list[str]]:
+        """:meth:`heartbeat` and :meth:`renew` of every lease in ``leases`` (name -> value
+        held) in one script call: the live replicas, and the names of the leases lost."""
+        names = list(leases)
+        live, lost = cast(
+            list[Any],
+            await self._beat_and_renew(
+                keys=[f"{self._p}replicas", *(self.lease_key(n) for n in names)],
+                args=[replica, period_ms, *(leases[n] for n in names)],
+            ),
+        )
+        return [str(r) for r in live], [names[int(i) - 1] for i in lost]
+
+    # --- cancels ---------------------------------------------------------------------------------
+
+    def cancel_channel(self, bot: str) -> str:
+        return f"{self._p}cancel:{bot}"
+
+    async def publish_cancel(self, key: ConversationKey) -> tuple[str, int]:
+        """Ask every replica serving ``key.bot`` to stop ``key``'s running turn: the reply id
+        their answers come to, and how many replicas were listening."""
+        reply = uuid.uuid4().hex
+        message = json.dumps([conversation_member(key), reply])
+        listening = await self._r.publish(self.cancel_channel(key.bot), message)
+        return reply, int(listening)
+
+    async def answer_cancel(self, reply: str, cancelled: bool) -> None:
+        name = f"{self._p}reply:{reply}"
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.rpush(name, "1" if cancelled else "0")
+            pipe.expire(name, 60)
+            await pipe.execute()
+
+    async def cancel_answered(self, reply: str, replicas: int, timeout: float) -> bool:
+        """Whether one of the ``replicas`` that heard the cancel stopped a turn: True at the
+        first that did, False once all said no (or ``timeout`` seconds passed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _ in range(replicas):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            got = await self._r.blpop([f"{self._p}reply:{reply}"], timeout=max(0.01, left))
+            if got is None:
+                break
+            if str(got[1]) == "1":
+                return True
+        return False
+
+    async def cancels(
+        self, bots: Sequence[str], listening: Callable[[], bool]
+    ) -> AsyncIterator[tuple[ConversationKey, str]]:
+        """The cancels published for ``bots`` (conversation, reply id), as they come, while
+        ``listening()`` (asked at least every second: redis-py may swallow a cancellation)."""
+        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*(self.cancel_channel(bot) for bot in bots))
+            while listening():
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                member, reply = json.loads(message["data"])
+                yield load_key(json.loads(member)), str(reply)
+        finally:
+            await pubsub.aclose()
 
     # --- shared windows ---------------------------------------------------------------------------
 

@@ -299,6 +299,35 @@ class SQLiteStore:
             ),
         )
 
+    async def put_new(self, record: SessionRecord, replacing: str | None = None) -> SessionRecord:
+        params = _key_params(record.key)
+        values = (
+            *params,
+            record.backend,
+            record.session_ref,
+            record.language,
+            to_micros(record.created_at),
+            to_micros(record.last_active),
+            record.turn_count,
+        )
+        # written only when absent, or when the stored ref is still ``replacing``
+        sql = f"""INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (bot, platform, chat_id, user_id, thread_id) DO UPDATE SET
+                backend = excluded.backend, session_ref = excluded.session_ref,
+                language = excluded.language, created_at = excluded.created_at,
+                last_active = excluded.last_active, turn_count = excluded.turn_count
+            WHERE sessions.session_ref IS ?"""
+
+        def work(c: sqlite3.Connection) -> bool:
+            return bool(c.execute(sql, (*values, replacing)).rowcount)
+
+        if await self._db.run(work):
+            self._touches.pop(params, None)
+            return record
+        current = await self.get(record.key)
+        # deleted since (a /reset between the two statements): nothing stored to keep
+        return current if current is not None else await self.put_new(record, replacing)
+
     async def touch(self, key: ConversationKey) -> None:
         """Counts a turn. Written within TOUCH_FLUSH_DELAY, with every other touch of that
         second, in one transaction; this process's reads see it at once, other processes
