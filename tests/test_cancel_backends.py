@@ -11,10 +11,11 @@ normally.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from recording_surface import RecordingSurface
 
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
@@ -22,7 +23,7 @@ from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.core.engine import Engine
 from chatbridge.core.locales import en, pt_pt
 from chatbridge.core.store.memory import MemoryStore
-from chatbridge.core.types import ConversationKey, Inbound, ReplyMessage
+from chatbridge.core.types import ConversationKey, Inbound
 from chatbridge.emulators.loopos import LoopOSEmulator
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from chatbridge.emulators.shopai_catalog import compose_answer
@@ -33,36 +34,23 @@ CANCELLED = "a laptop for work"
 NEXT = ("hello", "headphones for music")
 
 
-class Surface:
+class Surface(RecordingSurface):
+    """Also keeps what the user's screen shows while the answer streams."""
+
     def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.streamed = ""  # what the user's screen shows while the answer streams
+        super().__init__()
+        self.streamed = ""
         self.started = asyncio.Event()
 
-    async def begin(self) -> None:
-        return None
-
     async def append(self, text: str) -> None:
-        self.events.append(("append", text))
+        await super().append(text)
         self.streamed += text
         self.started.set()
 
     async def replace(self, text: str) -> None:
-        self.events.append(("replace", text))
+        await super().replace(text)
         self.streamed = text
         self.started.set()
-
-    async def notice(self, text: str) -> None:
-        self.events.append(("notice", text))
-
-    async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        self.events.append(("finish", "|".join(m.text for m in messages)))
-
-    async def fail(self, text: str) -> None:
-        self.events.append(("fail", text))
-
-    def of(self, kind: str) -> list[str]:
-        return [text for k, text in self.events if k == kind]
 
 
 def expected(question: str, language: str = "en") -> str:

@@ -4,10 +4,11 @@ created once and reused, failures in plain language, expired sessions renewed, s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from recording_surface import RecordingSurface
 
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import BackendError, NotSupported
@@ -25,36 +26,6 @@ from chatbridge.core.types import (
     ReplyMessage,
     Token,
 )
-
-
-class RecordingSurface:
-    def __init__(self, log: list[str] | None = None, tag: str = "") -> None:
-        self.events: list[tuple[str, str]] = []
-        self.log = log
-        self.tag = tag
-
-    def _add(self, kind: str, text: str = "") -> None:
-        self.events.append((kind, text))
-        if self.log is not None and kind in {"finish", "fail"}:
-            self.log.append(f"{self.tag}:{kind}:{text}")
-
-    async def begin(self) -> None:
-        self._add("begin")
-
-    async def append(self, text: str) -> None:
-        self._add("append", text)
-
-    async def replace(self, text: str) -> None:
-        self._add("replace", text)
-
-    async def notice(self, text: str) -> None:
-        self._add("notice", text)
-
-    async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        self._add("finish", "|".join(m.text for m in messages))
-
-    async def fail(self, text: str) -> None:
-        self._add("fail", text)
 
 
 class ScriptedBackend:

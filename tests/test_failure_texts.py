@@ -9,7 +9,7 @@ an AST scan of ``core/backends`` fails on one.
 from __future__ import annotations
 
 import ast
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from backend_contract import TINY_PNG
+from recording_surface import RecordingSurface
 
 from chatbridge.core.backends import loopos as loopos_module
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSError, LoopOSSettings
@@ -32,7 +33,6 @@ from chatbridge.core.types import (
     FailureReason,
     Image,
     Inbound,
-    ReplyMessage,
 )
 from chatbridge.emulators.loopos import LoopOSEmulator
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
@@ -48,40 +48,14 @@ def said(language: str, key: str, **fields: object) -> str:
     return CATALOGUES[language][key].format(**fields)
 
 
-class Surface:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    async def begin(self) -> None:
-        return None
-
-    async def append(self, text: str) -> None:
-        self.events.append(("append", text))
-
-    async def replace(self, text: str) -> None:
-        self.events.append(("replace", text))
-
-    async def notice(self, text: str) -> None:
-        self.events.append(("notice", text))
-
-    async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        self.events.append(("finish", "|".join(m.text for m in messages)))
-
-    async def fail(self, text: str) -> None:
-        self.events.append(("fail", text))
-
-    def of(self, kind: str) -> list[str]:
-        return [text for k, text in self.events if k == kind]
-
-
-async def one_turn(engine: Engine, user: str, language: str, **inbound: Any) -> Surface:
-    surface = Surface()
+async def one_turn(engine: Engine, user: str, language: str, **inbound: Any) -> RecordingSurface:
+    surface = RecordingSurface()
     key = ConversationKey(engine.bot, "test", f"c-{user}", user)
     await engine.handle(Inbound(key=key, language=language, **inbound), surface)
     return surface
 
 
-def failed_with(surface: Surface) -> str:
+def failed_with(surface: RecordingSurface) -> str:
     (text,) = surface.of("fail")
     assert not surface.of("finish")
     return text

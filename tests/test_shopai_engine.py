@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from recording_surface import RecordingSurface
 
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
 from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.core.engine import Engine
 from chatbridge.core.store.memory import MemoryStore
-from chatbridge.core.types import ConversationKey, Inbound, ReplyMessage
+from chatbridge.core.types import ConversationKey, Inbound
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
 from chatbridge.emulators.shopai_catalog import compose_answer
 
 KEY = ConversationKey(bot="shop", platform="test", chat_id="c1", user_id="u1")
-
-
-class Surface:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    async def begin(self) -> None:
-        self.events.append(("begin", ""))
-
-    async def append(self, text: str) -> None:
-        self.events.append(("append", text))
-
-    async def replace(self, text: str) -> None:
-        self.events.append(("replace", text))
-
-    async def notice(self, text: str) -> None:
-        self.events.append(("notice", text))
-
-    async def finish(self, messages: Sequence[ReplyMessage]) -> None:
-        self.events.append(("finish", "|".join(m.text for m in messages)))
-
-    async def fail(self, text: str) -> None:
-        self.events.append(("fail", text))
-
-    def kinds(self, kind: str) -> list[str]:
-        return [text for k, text in self.events if k == kind]
 
 
 def settings(url: str, **kw: Any) -> ShopAISettings:
@@ -76,18 +51,18 @@ async def make_engine(url: str, **kw: Any) -> tuple[Engine, ShopAIBackend, Memor
 async def test_expired_token_restarts_the_conversation(emu: ShopAIEmulator) -> None:
     engine, backend, store = await make_engine(emu.url)
     try:
-        first = Surface()
+        first = RecordingSurface()
         await engine.handle(Inbound(key=KEY, text="hello", language="en"), first)
-        assert first.kinds("finish") == [compose_answer("hello")]
+        assert first.of("finish") == [compose_answer("hello")]
         old = await store.get(KEY)
         assert old is not None
         await backend.close(old.session_ref)  # as after an idle close: the next turn reconnects
         emu.faults.refuse_token = True
-        second = Surface()
+        second = RecordingSurface()
         result = await engine.handle(Inbound(key=KEY, text="I need a phone", language="en"), second)
         assert result.outcome == "ok"
-        assert len(second.kinds("notice")) == 1, "the user is told it restarted"
-        assert second.kinds("finish") == [visible_text(compose_answer("I need a phone"))]
+        assert len(second.of("notice")) == 1, "the user is told it restarted"
+        assert second.of("finish") == [visible_text(compose_answer("I need a phone"))]
         new = await store.get(KEY)
         assert new is not None and new.session_ref != old.session_ref
     finally:
@@ -100,14 +75,14 @@ async def test_messages_sent_while_streaming_are_answered_in_order(emu: ShopAIEm
     engine, backend, _ = await make_engine(emu.url)
     try:
         questions = ["I need a phone", "a laptop for work", "headphones for music", "hello"]
-        surfaces = [Surface() for _ in questions]
+        surfaces = [RecordingSurface() for _ in questions]
         futures = [
             engine.submit(Inbound(key=KEY, text=q), s)
             for q, s in zip(questions, surfaces, strict=True)
         ]
         await asyncio.gather(*futures)
         for q, s in zip(questions, surfaces, strict=True):
-            assert s.kinds("finish") == [visible_text(compose_answer(q))]
+            assert s.of("finish") == [visible_text(compose_answer(q))]
         history = next(iter(emu.chats.values())).history
         assert [m["content"] for m in history if m["type"] == "user"] == questions
         assert emu.stats.dropped_while_processing == 0
@@ -120,10 +95,10 @@ async def test_bad_license_tells_the_user_it_is_unavailable(emu: ShopAIEmulator)
     engine, backend, _ = await make_engine(emu.url, license_key="nope")
     try:
         for _ in range(3):
-            surface = Surface()
+            surface = RecordingSurface()
             result = await engine.handle(Inbound(key=KEY, text="hello"), surface)
             assert result.outcome == "failed"
-            (text,) = surface.kinds("fail")
+            (text,) = surface.of("fail")
             assert "not available" in text and "The operator has been told" in text
         assert emu.stats.init_errors == 1
     finally:
@@ -134,9 +109,9 @@ async def test_bad_license_tells_the_user_it_is_unavailable(emu: ShopAIEmulator)
 async def test_too_long_message_is_explained(emu: ShopAIEmulator) -> None:
     engine, backend, _ = await make_engine(emu.url)
     try:
-        surface = Surface()
+        surface = RecordingSurface()
         await engine.handle(Inbound(key=KEY, text="a" * 600), surface)
-        (text,) = surface.kinds("fail")
+        (text,) = surface.of("fail")
         assert "600" in text and "512" in text
         assert emu.stats.messages == 0
     finally:
