@@ -31,6 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from percentiles import pct
+
 from chatbridge.adapters.discord_adapter import DiscordAdapter, DiscordOptions
 from chatbridge.core.engine import Engine
 from chatbridge.core.store.memory import MemoryStore
@@ -89,13 +91,6 @@ def report(fake: FakeDiscord) -> dict[str, Any]:
 
 
 # --- the bot side ------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run(channels: int, tokens: int, token_delay: float, rate: int) -> None:

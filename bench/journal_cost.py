@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE = os.environ.get("JOURNAL_COST_CODE", str(ROOT))
 sys.path.insert(0, CODE)
 
+from percentiles import pct  # noqa: E402
+
 from chatbridge.core.engine import Engine  # noqa: E402
 from chatbridge.core.protocols import Journal, Surface  # noqa: E402
 from chatbridge.core.store import SQLiteStore  # noqa: E402
@@ -71,11 +73,6 @@ def key(i: int) -> ConversationKey:
 
 def inbound(i: int) -> Inbound:
     return Inbound(key(i), text=f"I need headphones for music, number {i}", message_id=str(i))
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:

@@ -25,6 +25,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from percentiles import pct  # noqa: E402
+
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings  # noqa: E402
 from chatbridge.core.types import ConversationKey, Final, Image, Inbound  # noqa: E402
 
@@ -64,11 +66,6 @@ async def start_emulator() -> tuple[asyncio.subprocess.Process, str]:
         proc.terminate()
         raise SystemExit(f"emulator did not start: {line!r}")
     return proc, match.group(1)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from journal_cost import Instant, Quiet, inbound  # noqa: E402
+from percentiles import pct  # noqa: E402
 from redis.asyncio.connection import AbstractConnection  # noqa: E402
 from redis.commands.core import AsyncScript  # noqa: E402
 from replica_harness import redis_server  # noqa: E402
@@ -277,11 +278,6 @@ class Block:
     p99: float
     cpu: float  # this process, per turn
     redis_cpu: float  # redis-server, per turn
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 class Bench:

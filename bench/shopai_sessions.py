@@ -36,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from percentiles import pct  # noqa: E402
+
 from chatbridge.bots.gctune import tune_gc  # noqa: E402
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAIMetrics, ShopAISettings  # noqa: E402
 from chatbridge.core.backends.shopai.ws_v01 import HEARTBEAT_SHARE  # noqa: E402
@@ -83,13 +85,6 @@ class GcClock:
 
     def read(self) -> tuple[float, int]:
         return self.seconds, self.full
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summary(values: list[float]) -> str:

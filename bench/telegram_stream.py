@@ -41,6 +41,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from percentiles import pct
+
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 from chatbridge.bots.gctune import tune_gc
 from chatbridge.core.engine import Engine
@@ -223,13 +225,6 @@ def report(fake: FakeTelegram) -> dict[str, Any]:
 
 
 # --- the bot side ---------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from percentiles import pct
+
 ROOT = Path(__file__).resolve().parents[1]
 # the code under test: this checkout, or (for the "baseline" bot) another one
 CODE = os.environ.get("TURN_COST_CODE", str(ROOT))
@@ -237,11 +239,6 @@ def proc_mem(pid: int) -> dict[str, float]:
         if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
             out[name] = int(value.split()[0]) / 1024  # MiB
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def expected_messages(turns: int) -> list[int]:
