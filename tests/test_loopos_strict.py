@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from backend_contract import TINY_PNG, BackendContract, collect, inbound, key
+from recording_surface import RecordingSurface
 from test_loopos_backend import one_turn, reply_text, settings
-from test_shopai_engine import Surface
 
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSError
 from chatbridge.core.deadline import turn_deadline
@@ -122,11 +122,11 @@ async def test_the_engine_gives_the_backend_its_deadline(loopos: LoopOSEmulator)
     store = await MemoryStore.open()
     engine = Engine(bot="sell", backend=b, backend_name="loopos", store=store, turn_timeout=1.0)
     try:
-        surface = Surface()
+        surface = RecordingSurface()
         result = await engine.handle(inbound("Quero vender um iPhone 12"), surface)
         assert result.failure is not None
         assert len(loopos.requests_to("/chat")) < 3
-        assert surface.kinds("fail"), "the user is told"
+        assert surface.of("fail"), "the user is told"
     finally:
         await engine.aclose()
         await b.aclose()
