@@ -20,6 +20,7 @@ from backend_contract import TINY_PNG
 from recording_surface import RecordingSurface
 
 from chatbridge.core.backends import loopos as loopos_module
+from chatbridge.core.backends import loopos_refusals
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSError, LoopOSSettings
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
 from chatbridge.core.engine import Engine
@@ -160,7 +161,7 @@ def _response(status: int, body: Any = None, headers: Mapping[str, str] | None =
 def test_loopos_http_refusals_are_kinds_with_their_parameters(language: str) -> None:
     """The statuses the emulator has no switch for (the document names none of them)."""
     texts = UserTexts()
-    refusal = loopos_module._refusal
+    refusal = loopos_refusals.refusal
     busy = refusal("/chat", _response(429, {}, {"Retry-After": "30"}))
     assert (busy.kind, busy.reason, busy.retryable) == (
         FailureKind.UNAVAILABLE,
