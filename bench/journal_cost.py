@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # the code under test: this checkout, or (--baseline) another one
 CODE = os.environ.get("JOURNAL_COST_CODE", str(ROOT))
 sys.path.insert(0, CODE)
+sys.path.append(str(ROOT / "tests"))  # the test doubles of this checkout, whatever CODE is
 
+from engine_doubles import AnswerBackend  # noqa: E402
 from percentiles import pct  # noqa: E402
 
 from chatbridge.core.engine import Engine  # noqa: E402
@@ -50,8 +52,6 @@ from chatbridge.core.store import SQLiteStore  # noqa: E402
 from chatbridge.core.types import (  # noqa: E402
     Button,
     ConversationKey,
-    Event,
-    Final,
     Inbound,
     JournalEntry,
     ReplyMessage,
@@ -137,22 +137,6 @@ async def one_turn(journal: Journal, i: int, source: str) -> float:
     return time.perf_counter() - started
 
 
-class Instant:
-    name = "instant"
-
-    async def open(self, k: ConversationKey, language: str | None) -> str:
-        return f"s-{k.chat_id}"
-
-    async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
-        yield Final(ANSWER)
-
-    async def close(self, session_ref: str) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
 class Quiet:
     async def begin(self) -> None: ...
     async def append(self, text: str) -> None: ...
@@ -202,7 +186,7 @@ async def engine_turns(
 ) -> list[float]:
     engine = Engine(
         bot="bench",
-        backend=Instant(),
+        backend=AnswerBackend(ANSWER, name="instant"),
         backend_name="instant",
         store=store,
         journal=(timed or store.journal) if journaled else None,

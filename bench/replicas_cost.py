@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from journal_cost import Instant, Quiet, inbound  # noqa: E402
+from engine_doubles import AnswerBackend  # noqa: E402
+from journal_cost import ANSWER, Quiet, inbound  # noqa: E402
 from percentiles import pct  # noqa: E402
 from redis.asyncio.connection import AbstractConnection  # noqa: E402
 from redis.commands.core import AsyncScript  # noqa: E402
@@ -299,7 +300,7 @@ class Bench:
             flood = SharedFlood(work.redis, FLOOD_LIMIT)
         return Engine(
             bot="bench",
-            backend=Instant(),
+            backend=AnswerBackend(ANSWER, name="instant"),
             backend_name="i",
             store=store,
             journal=store.journal,

@@ -3,16 +3,16 @@ before any adapter draws it; adapters only carry the ids."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from engine_doubles import AnswerBackend
 
 from chatbridge.core.engine import Engine
 from chatbridge.core.store import SQLiteStore
 from chatbridge.core.types import (
     Button,
     ConversationKey,
-    Event,
-    Final,
     Inbound,
     Link,
     ReplyMessage,
@@ -39,22 +39,6 @@ class CountingStore(SQLiteStore):
         raise AssertionError("ids are written in one batch, never one by one")
 
 
-class Answer:
-    name = "answer"
-
-    async def open(self, key: ConversationKey, language: str | None) -> str:
-        return "s"
-
-    async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
-        yield Final(ANSWER)
-
-    async def close(self, session_ref: str) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
 class Drawn:
     def __init__(self) -> None:
         self.messages: Sequence[ReplyMessage] = ()
@@ -73,7 +57,7 @@ async def test_the_engine_names_every_payload_button_in_one_batch(tmp_path: Path
     store = await CountingStore.open(tmp_path / "s.db")
     assert isinstance(store, CountingStore)
     store.batches = []
-    engine = Engine(bot="b", backend=Answer(), backend_name="answer", store=store)
+    engine = Engine(bot="b", backend=AnswerBackend(ANSWER), backend_name="answer", store=store)
     try:
         surface = Drawn()
         result = await engine.handle(Inbound(ConversationKey("b", "t", "1", "1"), "hi"), surface)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from recording_surface import RecordingSurface
+from engine_doubles import RecordingSurface
 
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings

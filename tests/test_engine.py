@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from recording_surface import RecordingSurface
+from engine_doubles import RecordingSurface
 
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import BackendError, NotSupported

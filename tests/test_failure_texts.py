@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from backend_contract import TINY_PNG
-from recording_surface import RecordingSurface
+from engine_doubles import RecordingSurface
 
 from chatbridge.core.backends import loopos as loopos_module
 from chatbridge.core.backends import loopos_refusals

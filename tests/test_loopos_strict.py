@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from backend_contract import TINY_PNG, BackendContract, collect, inbound, key
-from recording_surface import RecordingSurface
+from engine_doubles import RecordingSurface
 from test_loopos_backend import one_turn, reply_text, settings
 
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSError

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_doubles import AnswerBackend
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from replica_harness import REDIS_SERVER, redis_server
@@ -34,8 +35,6 @@ from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem
 from chatbridge.core.types import (
     Button,
     ConversationKey,
-    Event,
-    Final,
     Inbound,
     ReplyMessage,
     TurnState,
@@ -49,22 +48,6 @@ pytestmark = [
 
 ANSWER = (ReplyMessage("found it", buttons=(Button("Show more", payload="more:1"),)),)
 TURNS = 6
-
-
-class ButtonBackend:
-    name = "buttons"
-
-    async def open(self, key: ConversationKey, language: str | None) -> str:
-        return f"s-{key.chat_id}"
-
-    async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
-        yield Final(ANSWER)
-
-    async def close(self, session_ref: str) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 class Quiet:
@@ -159,7 +142,7 @@ async def test_a_turn_costs_its_round_trips_and_no_more(redis_url: str) -> None:
         stack.push_async_callback(replicas.stop)
         engine = Engine(
             bot="shop",
-            backend=ButtonBackend(),
+            backend=AnswerBackend(ANSWER, name="buttons"),
             backend_name="buttons",
             store=store,
             journal=store.journal,

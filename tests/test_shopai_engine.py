@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from recording_surface import RecordingSurface
+from engine_doubles import RecordingSurface
 
 from chatbridge.core.backends.shopai import ShopAIBackend, ShopAISettings
 from chatbridge.core.backends.shopai.backend import visible_text

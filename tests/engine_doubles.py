@@ -1,10 +1,11 @@
-"""One recording ``Surface`` for the engine-level tests: every call is kept as (kind, text)."""
+"""Test doubles for engine-level tests and benchmarks: a ``Surface`` that records every call as
+(kind, text), and a ``Backend`` that answers every message with the same reply at once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
-from chatbridge.core.types import ReplyMessage
+from chatbridge.core.types import ConversationKey, Event, Final, Inbound, ReplyMessage
 
 
 class RecordingSurface:
@@ -39,3 +40,23 @@ class RecordingSurface:
     def of(self, kind: str) -> list[str]:
         """The texts of every event of one kind, in order."""
         return [text for k, text in self.events if k == kind]
+
+
+class AnswerBackend:
+    """A backend that answers every message with ``answer`` at once (one session per chat)."""
+
+    def __init__(self, answer: Sequence[ReplyMessage], name: str = "answer") -> None:
+        self.answer = tuple(answer)
+        self.name = name
+
+    async def open(self, key: ConversationKey, language: str | None) -> str:
+        return f"s-{key.chat_id}"
+
+    async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
+        yield Final(self.answer)
+
+    async def close(self, session_ref: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
