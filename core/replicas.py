@@ -45,7 +45,7 @@ import os
 import socket
 import zlib
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -68,6 +68,11 @@ RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pendi
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
 WAIT_MS = 200  # longest wait for new entries before the owned partitions are read again
 READ_COUNT = 100  # entries read from one partition at a time
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition("-")
+    return int(millis), int(seq or 0)
 
 
 def default_replica_name() -> str:
@@ -130,6 +135,10 @@ class Replicas:
         self._convs: dict[str, _Conversation] = {}
         self._seen: set[tuple[int, str]] = set()
         self._busy: Counter[int] = Counter()  # partition -> entries queued or running here
+        # held from taking a partition's entries (a read, a claim, a record that takes) until
+        # they are queued here: local order is the stream's order (see _taking)
+        self._take_locks = [asyncio.Lock() for _ in range(partitions)]
+        self._taken_to: dict[int, str] = {}  # partition -> the last entry a record took here
         self._tasks: list[asyncio.Task[None]] = []
         self._leaders: list[Leader] = []
         self._stopping = False
@@ -149,8 +158,24 @@ class Replicas:
         return zlib.crc32(conversation_member(key).encode()) % self.partitions
 
     async def submit(self, inbound: Inbound, source: str) -> JournalEntry | None:
-        """Journal ``inbound`` and queue it in its partition (None: already recorded)."""
-        return await self.redis.record_and_queue(inbound, source, self.partition_of(inbound.key))
+        """Journal ``inbound`` and queue it in its partition (None: already recorded).
+
+        When this replica reads that partition, the same step takes the new entries (this
+        one, and any older one no read took yet) as a read would, and queues them here: no
+        wait for the reader to wake and read it back (two round trips fewer)."""
+        partition = self.partition_of(inbound.key)
+        if self._reading(partition) is not None:
+            async with self._taking([partition]):
+                lease = self._reading(partition)  # again: it may have moved meanwhile
+                if lease is not None:
+                    recorded = await self.redis.record_and_take(
+                        inbound, source, partition, lease, self.replica, count=READ_COUNT
+                    )
+                    if recorded.items:
+                        self._taken_to[partition] = recorded.items[-1].id
+                    self._dispatch_all(partition, lease, recorded.items)
+                    return recorded.entry
+        return await self.redis.record_and_queue(inbound, source, partition)
 
     async def command(self, key: ConversationKey, command: str, arg: str = "") -> str | None:
         """Queue a session command behind ``key``'s messages and wait for the replica that
@@ -315,17 +340,18 @@ class Replicas:
             log.debug("replica %s holds partition %d (lease %s)", self.replica, partition, value)
             # not read until its pending entries are queued: they go before any newer one
             self._claiming.add(partition)
-            try:
-                claimed = await self.redis.claim(partition, value, self.replica)
-            except Exception:
-                # never read a partition whose older entries were not claimed: hand it back
-                self._owned.pop(partition, None)
-                with best_effort(log, f"handing back partition {partition}"):
-                    await self.redis.release(f"p:{partition}", value)
-                raise
-            finally:
-                self._claiming.discard(partition)
-            self._dispatch_all(partition, value, claimed)
+            async with self._taking([partition]):
+                try:
+                    claimed = await self.redis.claim(partition, value, self.replica)
+                except Exception:
+                    # never read a partition whose older entries were not claimed: hand it back
+                    self._owned.pop(partition, None)
+                    with best_effort(log, f"handing back partition {partition}"):
+                        await self.redis.release(f"p:{partition}", value)
+                    raise
+                finally:
+                    self._claiming.discard(partition)
+                self._dispatch_all(partition, value, claimed)
             if claimed:
                 self.claimed += len(claimed)
                 log.info(
@@ -340,8 +366,9 @@ class Replicas:
         reach mid-turn, say) run again; those still queued or running here are skipped."""
         idle_ms = int(self.reclaim_idle * 1000)
         for partition, value in list(self._owned.items()):
-            claimed = await self.redis.claim(partition, value, self.replica, idle_ms)
-            self._dispatch_all(partition, value, claimed)
+            async with self._taking([partition]):
+                claimed = await self.redis.claim(partition, value, self.replica, idle_ms)
+                self._dispatch_all(partition, value, claimed)
 
     async def _give_back(self, excess: int) -> None:
         """Hand back ``excess`` partitions (replicas joined): stop reading the least busy
@@ -367,6 +394,7 @@ class Replicas:
             return  # already known (and perhaps taken again since)
         log.warning("replica %s lost partition %d", self.replica, partition)
         del self._owned[partition]
+        self._taken_to.pop(partition, None)
         self._draining.discard(partition)
         for conv in self._convs.values():
             kept: deque[WorkItem] = deque()
@@ -379,44 +407,82 @@ class Replicas:
 
     # --- reading and running ----------------------------------------------------------------------
 
+    def _reading(self, partition: int) -> str | None:
+        """The lease under which this replica takes ``partition``'s new entries now (None:
+        not ours, handed back once idle, its pending entries being claimed, or stopping)."""
+        if self._stopping or partition in self._draining or partition in self._claiming:
+            return None
+        return self._owned.get(partition)
+
+    @contextlib.asynccontextmanager
+    async def _taking(self, partitions: Iterable[int]) -> AsyncIterator[None]:
+        """Held while entries of ``partitions`` are taken from Redis and queued here. The
+        reader, a claim and a record that takes (:meth:`submit`) take from the same
+        consumer-group cursor, so Redis hands each entry out once and in order, but their
+        replies come back on different connections in any order: one at a time per
+        partition, from the call to the queueing, the order queued here is the stream's."""
+        held: list[asyncio.Lock] = []
+        try:
+            for partition in sorted(partitions):  # one order: no deadlock between readers
+                lock = self._take_locks[partition]
+                await lock.acquire()
+                held.append(lock)
+            yield
+        finally:
+            for lock in held:
+                lock.release()
+
     async def _read(self) -> None:
         last_ids: dict[int, str] = {}  # per partition, where its stream was read up to
-        due: set[int] | None = None  # partitions with something new (None: read them all)
+        # partitions with something new, each with its first new entry ("": unknown); None:
+        # read them all
+        woke: dict[int, str] | None = None
         while not self._closed:
-            readable = {
-                p: v
-                for p, v in self._owned.items()
-                if p not in self._draining and p not in self._claiming
-            }
-            if not readable or self._stopping:
+            readable = {p: v for p in list(self._owned) if (v := self._reading(p)) is not None}
+            if not readable:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
             for partition in set(last_ids) - set(readable):
                 del last_ids[partition]
             leases = readable
-            if due is not None:  # only where something came (and partitions new here)
-                leases = {p: v for p, v in leases.items() if p in due or p not in last_ids}
+            if woke is not None:  # only where something came (and partitions new here)
+                leases = {p: v for p, v in leases.items() if p in woke or p not in last_ids}
             try:
-                got = await self.redis.read(leases, self.replica, count=READ_COUNT)
-                for partition in got.lost:
-                    self._lost(partition, leases[partition])
+                async with self._taking(leases):
+                    if woke:  # decided under the lock: a record taking it may be on its way
+                        leases = {
+                            p: v for p, v in leases.items() if self._unread(p, woke, last_ids)
+                        }
+                    got = await self.redis.read(leases, self.replica, count=READ_COUNT)
+                    for partition in got.lost:
+                        self._lost(partition, leases[partition])
+                    for item in got.items:
+                        self._dispatch_all(item.partition, leases[item.partition], [item])
                 last_ids.update(got.last_ids)
-                for item in got.items:
-                    self._dispatch_all(item.partition, leases[item.partition], [item])
                 counts = Counter(item.partition for item in got.items)
                 full = {p for p, n in counts.items() if n >= READ_COUNT}
                 if full:  # a batch that did not hold them all: read on at once
-                    due = full
+                    woke = dict.fromkeys(full, "")
                     continue
                 waiting = {p: last_ids[p] for p in readable if p in last_ids}
                 # nothing came in WAIT_MS: read every partition once, as a safety net
-                due = await self.redis.wait(waiting, WAIT_MS) or None
+                woke = await self.redis.wait(waiting, WAIT_MS) or None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("replica %s: reading the streams failed: %s", self.replica, exc)
-                due = None
+                woke = None
                 await asyncio.sleep(0.5)
+
+    def _unread(self, partition: int, woke: dict[int, str], last_ids: dict[int, str]) -> bool:
+        """Whether a wait that woke for ``partition`` calls for a read: not when the entry it
+        woke for was taken by a record here (:meth:`submit`); the wait goes on past it.
+        (The consumer group's cursor has passed that entry: a read would not return it.)"""
+        first, taken = woke.get(partition, ""), self._taken_to.get(partition)
+        if not first or taken is None or _stream_id(first) > _stream_id(taken):
+            return True
+        last_ids[partition] = taken
+        return False
 
     def _dispatch_all(self, partition: int, value: str, items: list[WorkItem] | None) -> None:
         """Queue entries taken under lease ``value``: None (refused) or a lease that changed

@@ -244,7 +244,7 @@ async def test_a_wait_on_its_way_while_the_partition_is_handed_back_takes_nothin
         assert new is not None
         assert await two.claim(0, new, "b") == []  # nothing pending anywhere
         await two.record_and_queue(Inbound(key("u1"), "m0"), "m0", 0)
-        assert await asyncio.wait_for(waiting, 5) == {0}  # a woke up...
+        assert list(await asyncio.wait_for(waiting, 5)) == [0]  # a woke up...
         assert (await one.read({0: old}, "a")).lost == [0]  # ...but cannot take m0
         got = await two.read({0: new}, "b")
         assert [item.seq for item in got.items] == [1]

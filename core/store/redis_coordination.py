@@ -68,6 +68,7 @@ from chatbridge.core.store.redis_scripts import (
     HEARTBEAT,
     READ,
     RECORD_AND_QUEUE,
+    RECORD_AND_TAKE,
     RELEASE,
     RENEW,
     TAKE,
@@ -106,6 +107,17 @@ class WorkItem:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What :meth:`RedisCoordination.record_and_take` did: the message's journal entry (None:
+    recorded before, nothing queued or taken), and the entries taken under the caller's lease
+    (None: the lease is not the caller's any more; the message waits in its stream for the
+    holder)."""
+
+    entry: JournalEntry | None
+    items: list[WorkItem] | None
+
+
+@dataclass(frozen=True)
 class ReadResult:
     """What a fenced read found: new entries, partitions no longer ours, where to wait from."""
 
@@ -121,6 +133,7 @@ class RedisCoordination:
         self._r = client
         self._p = prefix
         self._record = client.register_script(RECORD_AND_QUEUE)
+        self._record_and_take = client.register_script(RECORD_AND_TAKE)
         self._acquire = client.register_script(ACQUIRE)
         self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
@@ -158,34 +171,66 @@ class RedisCoordination:
 
     # --- the work queue -------------------------------------------------------------------------
 
+    def _record_call(
+        self, inbound: Inbound, source: str, partition: int, now: int
+    ) -> tuple[list[Any], list[Any]]:
+        """RECORD_AND_QUEUE's keys and arguments (RECORD_AND_TAKE's first ones)."""
+        bot = inbound.key.bot
+        keys = [
+            f"{self._p}j:seq:{bot}",
+            f"{self._p}j:src:{bot}",
+            f"{self._p}j:open:{bot}",
+            f"{self._p}j:chat:{bot}",
+            self.stream(partition),
+        ]
+        args = [
+            f"{self._p}j:e:{bot}:",
+            source,
+            dump_inbound(inbound),
+            now,
+            inbound.key.chat_id,
+            inbound.message_id or "",
+            bot,
+            conversation_member(inbound.key),
+        ]
+        return keys, args
+
     async def record_and_queue(
         self, inbound: Inbound, source: str, partition: int
     ) -> JournalEntry | None:
         """The journal's ``record`` (same keys, same result) plus the XADD, atomically."""
-        bot = inbound.key.bot
         now = to_micros(utcnow())
-        seq = await self._record(
-            keys=[
-                f"{self._p}j:seq:{bot}",
-                f"{self._p}j:src:{bot}",
-                f"{self._p}j:open:{bot}",
-                f"{self._p}j:chat:{bot}",
-                self.stream(partition),
-            ],
-            args=[
-                f"{self._p}j:e:{bot}:",
-                source,
-                dump_inbound(inbound),
-                now,
-                inbound.key.chat_id,
-                inbound.message_id or "",
-                bot,
-                conversation_member(inbound.key),
-            ],
-        )
+        keys, args = self._record_call(inbound, source, partition, now)
+        seq = await self._record(keys=keys, args=args)
         if not seq:
             return None
         return received_entry(int(seq), source, inbound, now)
+
+    async def record_and_take(
+        self,
+        inbound: Inbound,
+        source: str,
+        partition: int,
+        lease: str,
+        consumer: str,
+        *,
+        count: int = 100,
+    ) -> Recorded:
+        """:meth:`record_and_queue`, then, in the same step, what :meth:`read` does for
+        ``partition`` under ``lease``: the partition's holder records a message and takes it
+        (with any older entry no read took yet) without waiting to read it back."""
+        now = to_micros(utcnow())
+        keys, args = self._record_call(inbound, source, partition, now)
+        keys.append(self._partition_lease(partition))
+        args += [lease, GROUP, consumer, count, self._p]
+        reply = await self._record_and_take(keys=keys, args=args)
+        if not reply:
+            return Recorded(None, [])
+        seq, got = cast(list[Any], reply)
+        entry = received_entry(int(seq), source, inbound, now)
+        if got == 0:  # the lease is not the caller's
+            return Recorded(entry, None)
+        return Recorded(entry, self._items(partition, got, lease))
 
     async def queue_command(
         self, key: ConversationKey, partition: int, command: str, arg: str = ""
@@ -231,16 +276,17 @@ class RedisCoordination:
             out.items.extend(self._items(p, got[1], leases[p]))
         return out
 
-    async def wait(self, last_ids: Mapping[int, str], block_ms: int) -> set[int]:
+    async def wait(self, last_ids: Mapping[int, str], block_ms: int) -> dict[int, str]:
         """Until an entry newer than ``last_ids`` comes to one of those streams (or
-        ``block_ms``): the partitions that have one (none: the time ran out). A plain XREAD:
-        it changes nothing, so a wait that outlives its lease takes no entry from anyone."""
+        ``block_ms``): the partitions that have one, each with the id of its first new entry
+        (none: the time ran out). A plain XREAD: it changes nothing, so a wait that outlives
+        its lease takes no entry from anyone."""
         if not last_ids:
-            return set()
+            return {}
         streams: dict[Any, Any] = {self.stream(p): i for p, i in last_ids.items()}
         by_name = {self.stream(p): p for p in last_ids}
         reply = await self._r.xread(streams, count=1, block=max(1, block_ms))
-        return {by_name[name] for name, _ in cast(list[Any], reply or [])}
+        return {by_name[name]: str(got[0][0]) for name, got in cast(list[Any], reply or [])}
 
     async def claim(
         self, partition: int, lease: str, consumer: str, min_idle_ms: int = 0

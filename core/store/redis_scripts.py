@@ -130,6 +130,27 @@ return out
 """
 )
 
+# RECORD_AND_QUEUE, then, by the replica that holds the partition's lease, the read of READ
+# for that one partition in the same step: KEYS[6] the partition's lease; ARGV[9] the lease
+# value the caller holds, ARGV[10] group, ARGV[11] consumer, ARGV[12] count, ARGV[13] key
+# prefix. Returns 0 when the message was recorded already (nothing queued, nothing read),
+# else {seq, 0 when the lease is not (or no longer) the caller's, else the new entries taken
+# as in TAKEN: the one just queued and any recorded before it that no read took yet}. The
+# entries come from the same consumer-group cursor as READ's, so each is handed out once,
+# in stream order, whichever of the two takes it.
+RECORD_AND_TAKE = (
+    GROUPED_PRELUDE
+    + TAKEN
+    + RECORD_AND_QUEUE.rstrip()[: -len(_RECORD_TAIL)]
+    + """
+if redis.call('GET', KEYS[6]) ~= ARGV[9] then return {seq, 0} end
+local got = grouped(KEYS[5], ARGV[10], 'XREADGROUP', 'GROUP', ARGV[10], ARGV[11],
+  'COUNT', ARGV[12], 'STREAMS', KEYS[5], '>')
+local entries = got and got[1][2] or {}
+return {seq, taken(ARGV[13], KEYS[6], ARGV[9], entries, {})}
+"""
+)
+
 # KEYS: lease, stream. ARGV: lease value, group, consumer, min idle (ms), key prefix. Every
 # pending entry idle that long, whoever read it, now the caller's (XAUTOCLAIM), taken as in
 # TAKEN; 0 when the lease is not the caller's.
