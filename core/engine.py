@@ -79,6 +79,13 @@ class _Lane:
     worker: asyncio.Task[None] | None = None
 
 
+def _retrieved(future: asyncio.Future[object]) -> None:
+    """A read ahead's error is raised where the turn awaits it; a refused turn never does,
+    and asyncio must not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Engine:
     def __init__(
         self,
@@ -283,12 +290,17 @@ class Engine:
 
     async def _unless_flooded(self, turn: Turn) -> TurnResult:
         assert isinstance(self._flood, SharedFloodGate)
+        # the gate is judged as the turn starts; the session it needs next is read meanwhile
+        # (two round trips to Redis, one wait)
+        turn.stored = asyncio.ensure_future(self.store.get(turn.inbound.key))
+        turn.stored.add_done_callback(_retrieved)  # a refused turn never awaits it
         try:
             wait = await self._flood.check_shared(turn.inbound.key)
         except Exception as exc:  # a flood gate out of reach lets the turn through
             log.warning("flood gate unavailable: %s", exc)
             wait = None
         if wait is not None:
+            turn.stored = None
             text = self.texts.flood.format(seconds=max(1, round(wait)))
             return await self._refuse(turn, text, "flood")
         return await self.turns.run(turn)
