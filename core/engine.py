@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from chatbridge.core import recovery
 from chatbridge.core.errors import (
@@ -79,7 +80,7 @@ class _Lane:
     worker: asyncio.Task[None] | None = None
 
 
-def _retrieved(future: asyncio.Future[object]) -> None:
+def _retrieved(future: asyncio.Future[Any]) -> None:
     """A read ahead's error is raised where the turn awaits it; a refused turn never does,
     and asyncio must not log it as never retrieved."""
     if not future.cancelled():

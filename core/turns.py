@@ -224,8 +224,8 @@ class TurnRunner:
             log.info("recovery: delivering an answer written down before the restart")
             return TurnResult("ok", messages=turn.entry.answer)
         inbound = turn.inbound
-        stored, turn.stored = turn.stored, None  # read ahead once: not for the retry below
-        record, failure = await self.session_for(inbound.key, inbound.language, stored=stored)
+        ahead, turn.stored = turn.stored, None  # read ahead once: not for the retry below
+        record, failure = await self.session_for(inbound.key, inbound.language, read_ahead=ahead)
         if failure is not None or record is None:
             return TurnResult("failed", failure=failure)
         if record.language and record.language != inbound.language:
@@ -328,11 +328,11 @@ class TurnRunner:
         language: str | None,
         replace_ref: str | None = None,
         *,
-        stored: Awaitable[SessionRecord | None] | None = None,
+        read_ahead: Awaitable[SessionRecord | None] | None = None,
     ) -> tuple[SessionRecord | None, Failure | None]:
-        """The stored session for ``key`` (``stored``: its read, already on its way),
+        """The stored session for ``key`` (``read_ahead``: its read, already on its way),
         opening (and persisting) one when there is none."""
-        record = await (stored if stored is not None else self.store.get(key))
+        record = await (read_ahead if read_ahead is not None else self.store.get(key))
         if record is not None and record.backend == self.backend_name and replace_ref is None:
             return record, None
         if record is not None and record.backend != self.backend_name:
