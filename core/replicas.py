@@ -6,7 +6,9 @@ message (a webhook hit, a poll, a gateway event): :meth:`Replicas.submit` writes
 journal and to its partition's stream in one step, and the adapter may then tell the platform
 it was read. The replica holding the partition's lease *runs* it: it reads the stream in
 order and hands each conversation's turns to its engine one at a time, so one conversation's
-turns run in arrival order whichever replica received them.
+turns run in arrival order whichever replica received them. The holder takes the messages
+it accepts itself in the same step as it records them (no read back), and is woken (its
+bell) only by the entries others queue.
 
 - Every replica takes free partitions up to its fair share (partitions / live replicas) and,
   when replicas join, hands back idle ones above it; leases are renewed every third of
@@ -47,19 +49,19 @@ import zlib
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from chatbridge.core.errors import best_effort
 from chatbridge.core.leaders import Leader, LeaderFlag
-from chatbridge.core.protocols import StoredReplies
+from chatbridge.core.protocols import ClaimedTurns, FencedJournal, StoredReplies
 from chatbridge.core.store.redis_coordination import (
     RedisCoordination,
     WorkItem,
     conversation_member,
 )
-from chatbridge.core.store.redis_journal import Fence, StreamAck
+from chatbridge.core.store.redis_journal import Fence
 from chatbridge.core.turns import Turn
-from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnResult, TurnState
+from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnState
 
 log = logging.getLogger(__name__)
 
@@ -70,37 +72,9 @@ WAIT_MS = 200  # longest wait for new entries before the owned partitions are re
 READ_COUNT = 100  # entries read from one partition at a time
 
 
-def _stream_id(entry_id: str) -> tuple[int, int]:
-    millis, _, seq = entry_id.partition("-")
-    return int(millis), int(seq or 0)
-
-
 def default_replica_name() -> str:
     """``CHATBRIDGE_REPLICA`` from the environment, else ``<hostname>-<pid>``."""
     return os.environ.get("CHATBRIDGE_REPLICA") or f"{socket.gethostname()}-{os.getpid()}"
-
-
-class ClaimedTurns(Protocol):
-    """What :class:`Replicas` needs of an engine: run one turn it claimed from a stream."""
-
-    @property
-    def bot(self) -> str: ...
-
-    def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
-
-    async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
-
-    def cancel_here(self, key: ConversationKey) -> bool: ...
-
-
-@runtime_checkable
-class FencedJournal(Protocol):
-    """A journal whose writes for a turn can be fenced by a partition lease (Redis's), and
-    whose write that finishes the turn can acknowledge its work item too."""
-
-    def fenced(
-        self, bot: str, seq: int, lease: str, ack: StreamAck | None = None
-    ) -> contextlib.AbstractContextManager[Fence]: ...
 
 
 @dataclass
@@ -128,6 +102,7 @@ class Replicas:
         self._lease_ms = max(1, int(lease * 1000))
         self._engines: dict[str, ClaimedTurns] = {}
         self._replies: dict[str, StoredReplies] = {}
+        self._fenced: dict[str, FencedJournal | None] = {}  # bot -> its journal, if fenced
         self._owned: dict[int, str] = {}  # partition -> lease value
         self._draining: set[int] = set()  # owned, no longer read: handed back once idle
         self._claiming: set[int] = set()  # owned, its pending entries being claimed
@@ -138,7 +113,6 @@ class Replicas:
         # held from taking a partition's entries (a read, a claim, a record that takes) until
         # they are queued here: local order is the stream's order (see _taking)
         self._take_locks = [asyncio.Lock() for _ in range(partitions)]
-        self._taken_to: dict[int, str] = {}  # partition -> the last entry a record took here
         self._tasks: list[asyncio.Task[None]] = []
         self._leaders: list[Leader] = []
         self._stopping = False
@@ -171,8 +145,6 @@ class Replicas:
                     recorded = await self.redis.record_and_take(
                         inbound, source, partition, lease, self.replica, count=READ_COUNT
                     )
-                    if recorded.items:
-                        self._taken_to[partition] = recorded.items[-1].id
                     self._dispatch_all(partition, lease, recorded.items)
                     return recorded.entry
         return await self.redis.record_and_queue(inbound, source, partition)
@@ -212,6 +184,8 @@ class Replicas:
         """Run ``engine.bot``'s claimed turns on ``engine``, answering through ``replies``."""
         self._engines[engine.bot] = engine
         self._replies[engine.bot] = replies
+        journal = getattr(engine, "journal", None)  # (a protocol check: once, not per turn)
+        self._fenced[engine.bot] = journal if isinstance(journal, FencedJournal) else None
 
     async def check(self) -> None:
         """Refuse a partition count other than the one the replicas on this Redis use."""
@@ -394,7 +368,6 @@ class Replicas:
             return  # already known (and perhaps taken again since)
         log.warning("replica %s lost partition %d", self.replica, partition)
         del self._owned[partition]
-        self._taken_to.pop(partition, None)
         self._draining.discard(partition)
         for conv in self._convs.values():
             kept: deque[WorkItem] = deque()
@@ -433,56 +406,45 @@ class Replicas:
                 lock.release()
 
     async def _read(self) -> None:
-        last_ids: dict[int, str] = {}  # per partition, where its stream was read up to
-        # partitions with something new, each with its first new entry ("": unknown); None:
-        # read them all
-        woke: dict[int, str] | None = None
+        known: dict[int, str] = {}  # partition -> the lease it was read under since readable
+        bell = "0-0"  # where this replica's bell was heard up to
+        due: set[int] | None = None  # partitions with news (None: read them all)
+        everything = 0.0  # when every partition was last read
+        loop = asyncio.get_running_loop()
         while not self._closed:
             readable = {p: v for p in list(self._owned) if (v := self._reading(p)) is not None}
             if not readable:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
-            for partition in set(last_ids) - set(readable):
-                del last_ids[partition]
+            known = {p: v for p, v in known.items() if readable.get(p) == v}
+            if loop.time() - everything >= WAIT_MS / 1000:
+                due = None  # a safety net, whatever rang (a record that rang no bell)
             leases = readable
-            if woke is not None:  # only where something came (and partitions new here)
-                leases = {p: v for p, v in leases.items() if p in woke or p not in last_ids}
+            if due is None:
+                everything = loop.time()
+            else:  # only where something came (and partitions new here)
+                leases = {p: v for p, v in leases.items() if p in due or p not in known}
             try:
                 async with self._taking(leases):
-                    if woke:  # decided under the lock: a record taking it may be on its way
-                        leases = {
-                            p: v for p, v in leases.items() if self._unread(p, woke, last_ids)
-                        }
                     got = await self.redis.read(leases, self.replica, count=READ_COUNT)
                     for partition in got.lost:
                         self._lost(partition, leases[partition])
                     for item in got.items:
                         self._dispatch_all(item.partition, leases[item.partition], [item])
-                last_ids.update(got.last_ids)
+                known.update((p, leases[p]) for p in got.last_ids)
                 counts = Counter(item.partition for item in got.items)
-                full = {p for p, n in counts.items() if n >= READ_COUNT}
-                if full:  # a batch that did not hold them all: read on at once
-                    woke = dict.fromkeys(full, "")
+                due = {p for p, n in counts.items() if n >= READ_COUNT}
+                if due:  # a batch that did not hold them all: read on at once
                     continue
-                waiting = {p: last_ids[p] for p in readable if p in last_ids}
-                # nothing came in WAIT_MS: read every partition once, as a safety net
-                woke = await self.redis.wait(waiting, WAIT_MS) or None
+                rang = await self.redis.wait(self.replica, bell, WAIT_MS)
+                if rang is not None:
+                    bell, due = rang
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("replica %s: reading the streams failed: %s", self.replica, exc)
-                woke = None
+                due = None
                 await asyncio.sleep(0.5)
-
-    def _unread(self, partition: int, woke: dict[int, str], last_ids: dict[int, str]) -> bool:
-        """Whether a wait that woke for ``partition`` calls for a read: not when the entry it
-        woke for was taken by a record here (:meth:`submit`); the wait goes on past it.
-        (The consumer group's cursor has passed that entry: a read would not return it.)"""
-        first, taken = woke.get(partition, ""), self._taken_to.get(partition)
-        if not first or taken is None or _stream_id(first) > _stream_id(taken):
-            return True
-        last_ids[partition] = taken
-        return False
 
     def _dispatch_all(self, partition: int, value: str, items: list[WorkItem] | None) -> None:
         """Queue entries taken under lease ``value``: None (refused) or a lease that changed
@@ -591,12 +553,12 @@ class Replicas:
             lease,
             entry.state,
         )
-        journal = getattr(engine, "journal", None)
+        journal = self._fenced.get(item.bot)
         # the turn's journal writes carry this run's lease: refused once another run took over;
         # the one that finishes the turn acknowledges the item in the same round trip
         fence: contextlib.AbstractContextManager[Fence | None] = (
             journal.fenced(item.bot, item.seq, lease, self.redis.stream_ack(item))
-            if isinstance(journal, FencedJournal)
+            if journal is not None
             else contextlib.nullcontext()
         )
         with fence as run:

@@ -237,17 +237,21 @@ async def test_a_wait_on_its_way_while_the_partition_is_handed_back_takes_nothin
         assert old is not None
         first = await one.read({0: old}, "a")
         assert first.items == [] and first.lost == []
-        waiting = asyncio.create_task(one.wait(first.last_ids, 10_000))
+        waiting = asyncio.create_task(one.wait("a", "0-0", 10_000))
         await asyncio.sleep(0.1)  # a's wait is on its way
-        assert await one.release("p:0", old)  # a hands the partition back
+        await two.record_and_queue(Inbound(key("u1"), "m0"), "m0", 0)  # rings a: the holder
+        rang = await asyncio.wait_for(waiting, 5)
+        assert rang is not None and rang[1] == {0}  # a woke up...
+        assert await one.release("p:0", old)  # ...and hands the partition back before reading
         new = await two.acquire("p:0", "b", 60_000)
         assert new is not None
-        assert await two.claim(0, new, "b") == []  # nothing pending anywhere
-        await two.record_and_queue(Inbound(key("u1"), "m0"), "m0", 0)
-        assert list(await asyncio.wait_for(waiting, 5)) == [0]  # a woke up...
-        assert (await one.read({0: old}, "a")).lost == [0]  # ...but cannot take m0
+        assert await two.claim(0, new, "b") == []  # m0 was handed to nobody yet
+        assert (await one.read({0: old}, "a")).lost == [0]  # a cannot take m0
+        await two.record_and_queue(Inbound(key("u1"), "m1"), "m1", 0)  # rings b now
+        rang = await two.wait("b", "0-0", 5_000)
+        assert rang is not None and rang[1] == {0}
         got = await two.read({0: new}, "b")
-        assert [item.seq for item in got.items] == [1]
+        assert [item.seq for item in got.items] == [1, 2]
     finally:
         await one.close()
         await two.close()
