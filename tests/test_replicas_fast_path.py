@@ -22,7 +22,11 @@ from replica_harness import REDIS_SERVER, redis_server
 from test_engine import ScriptedBackend
 from test_replicas import answered, key, open_node, wait_for
 
-from chatbridge.core.store.redis_coordination import ReadResult, RedisCoordination
+from chatbridge.core.store.redis_coordination import (
+    ReadResult,
+    RedisCoordination,
+    conversation_member,
+)
 from chatbridge.core.types import Inbound
 
 pytest.importorskip("redis")
@@ -130,3 +134,22 @@ async def test_a_record_under_a_lease_gone_queues_for_the_holder_and_takes_nothi
         await wait_for(lambda: len(log) == 1)
         assert answered(log, "u1") == ["m1"]
         assert a.replicas.turns_run == 0 and b.replicas.turns_run == 1
+
+
+async def test_an_entry_queued_without_a_bell_is_read_all_the_same(redis_url: str) -> None:
+    """A replica of an older version queues a message without ringing the holder's bell (it
+    XADDs to the stream alone): the holder's reader reads every partition each ``WAIT_MS``
+    whatever rang, so the message runs all the same."""
+    log: list[str] = []
+    backend = ScriptedBackend()
+    async with AsyncExitStack() as stack:
+        a = await open_node(stack, redis_url, "a", backend, log, partitions=1, lease=30.0)
+        await a.replicas.start()
+        inbound = Inbound(key("u1"), "m1")
+        entry = await a.store.journal.record(inbound, "s1")
+        assert entry is not None
+        coordination = a.replicas.redis
+        fields = {"bot": "shop", "seq": entry.seq, "conv": conversation_member(inbound.key)}
+        await coordination._r.xadd(coordination.stream(0), fields)
+        await wait_for(lambda: len(log) == 1)
+        assert answered(log, "u1") == ["m1"]
