@@ -8,9 +8,13 @@ acknowledged):
 1. ``sqlite``: SQLite store and journal, one process (the default deployment);
 2. ``redis``: Redis store and journal, one process, no replicas;
 3. ``replicas``: Redis with :class:`core.replicas.Replicas` (one replica holding every
-   partition): the message is recorded and queued in one script, read back from its
-   partition's stream, loaded, run, and acknowledged under the partition's lease: the
-   coordination path of every turn when several replicas run.
+   partition): the message is recorded, queued and taken in one script (the holder records
+   it: no read back; a message another replica records rings the holder's bell and is read
+   by a fenced script, 1/N of the turns with N replicas), run, and acknowledged under the
+   partition's lease by the journal's last write: the coordination path of every turn when
+   several replicas run. Round trips per turn: the record, the ``turns_per_minute`` window
+   and the session read (at once: one wait), the journal's three writes (6; the single
+   process on Redis: 5, no window).
 
 Every path has the ``turns_per_minute`` gate on, as deployed: in memory on one process, in
 Redis (:class:`core.budget.SharedFlood`) with replicas.
