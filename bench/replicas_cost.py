@@ -26,9 +26,11 @@ per turn of this process and of redis-server (which a shared CPU inflates far le
 wall-clock percentiles). It also counts the round trips to Redis of one turn on each path, by
 command (client side: every request the client sends; a pipeline is one), so a change that
 cuts one shows here exactly. Redis runs on loopback TCP (``--unix`` for a unix socket), the
-target's setting. Prints, asserts nothing; about 30-60 s with the defaults.
+target's setting. ``--no-hiredis`` parses replies in Python as without the ``hiredis``
+package (installed with the ``redis`` extra), for its before/after. Prints, asserts nothing;
+about 30-60 s with the defaults.
 
-    python bench/replicas_cost.py [--turns 400] [--reps 5] [--unix]
+    python bench/replicas_cost.py [--turns 400] [--reps 5] [--unix] [--no-hiredis]
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+if "--no-hiredis" in sys.argv:  # before redis-py is imported: it looks for hiredis once
+    sys.modules["hiredis"] = None  # type: ignore[assignment]
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -114,6 +119,12 @@ def redis_tcp(workdir: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def redis_parser() -> type:
+    from redis.asyncio.connection import DefaultParser
+
+    return DefaultParser
 
 
 def redis_pid(url: str) -> int:
@@ -438,12 +449,16 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=400, help="turns per block")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of the three blocks")
     parser.add_argument("--unix", action="store_true", help="Redis on a unix socket, not TCP")
+    parser.add_argument(
+        "--no-hiredis", action="store_true", help="parse replies in Python, not with hiredis"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         server = redis_server(tmp) if args.unix else redis_tcp(tmp)
         with server as url:
-            print(f"Redis at {url.split('?')[0]}")
+            parser_name = redis_parser().__name__
+            print(f"Redis at {url.split('?')[0]}, replies parsed by {parser_name}")
             await Bench(tmp, url, args.turns).run(args.reps)
 
 
