@@ -44,9 +44,11 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.reads = 0
         self.fail_reads = False
+        self.reading = asyncio.Event()
 
     async def get(self, key: ConversationKey) -> SessionRecord | None:
         self.reads += 1
+        self.reading.set()
         await asyncio.sleep(0)
         if self.fail_reads:
             raise ConnectionError("Redis went away")
@@ -116,3 +118,19 @@ async def test_a_session_read_that_fails_ends_in_a_plain_error(store: CountingSt
     store.fail_reads = False
     result = await engine.handle(Inbound(KEY, "again"), surface)
     assert result.outcome == "ok" and surface.of("finish") == ["echo again (s1)"]
+
+
+async def test_the_session_is_read_while_the_gate_is_judged(store: CountingStore) -> None:
+    """The gate answers only once the session's read has started: one wait for both (a read
+    after the gate's answer would never start here)."""
+    events: list[str] = []
+
+    class Waiting(Gate):
+        async def check_shared(self, key: ConversationKey) -> float | None:
+            async with asyncio.timeout(5):
+                await store.reading.wait()
+            return await super().check_shared(key)
+
+    engine = engine_with(store, Waiting(events))
+    result = await engine.handle(Inbound(KEY, "hi"), LoggedSurface(events))
+    assert result.outcome == "ok" and store.reads == 1

@@ -3,7 +3,8 @@
 socket on a real redis-server, so a change that adds one back fails here.
 
 The turn's own work, per turn, on the replica holding its partition: the record script,
-which also takes the message from its stream (no read back); the session read; the
+which also takes the message from its stream (no read back); the ``turns_per_minute``
+window and the session read (sent together: one wait); the
 journal's three writes (sent, answered, delivered), the last of which also acknowledges the
 work item; the answer's button ids only the first time a payload is named (here by a first
 turn, which also opens the session and the connections). The reader is not woken: a record
@@ -29,6 +30,7 @@ from redis.commands.core import AsyncScript
 from replica_harness import REDIS_SERVER, redis_server
 
 from chatbridge.core import replicas as replicas_module
+from chatbridge.core.budget import SharedFlood
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import FencedOut
 from chatbridge.core.protocols import Surface
@@ -153,6 +155,7 @@ async def test_a_turn_costs_its_round_trips_and_no_more(
             store=store,
             journal=store.journal,
             work=replicas,
+            flood=SharedFlood(coordination, 1_000),  # turns_per_minute, as deployed
         )
         replicas.serve(engine, replies)
         await replicas.start()
@@ -179,7 +182,8 @@ async def test_a_turn_costs_its_round_trips_and_no_more(
         per_turn = {n: k for n, k in sends.by.items() if n not in {"HELLO", "CLIENT"}}
         assert per_turn == {
             "RedisCoordination.record": TURNS,  # recorded, queued and taken at once
-            "HGETALL": TURNS,  # the session
+            "RedisCoordination.windows": TURNS,  # turns_per_minute as the turn starts...
+            "HGETALL": TURNS,  # ...and the session, read meanwhile
             "RedisJournal.advance": 3 * TURNS,  # sent, answered, delivered + acknowledged
             # the payload named by the first turn: from memory since (renewed off the path)
         }
