@@ -428,7 +428,7 @@ class LoopOSBackend:
         if isinstance(data, dict) and isinstance(data.get("messages"), list):
             data = data["messages"]
         try:
-            raw = msgspec.convert(data, list[_ReplyMessage], strict=False)
+            raw = msgspec.convert(data, list[_ReplyMessage])  # text fields only: strict
         except msgspec.ValidationError as exc:
             raise LoopOSError(
                 Failure(FailureKind.MALFORMED, f"/chat: not an array of messages ({exc})")
