@@ -160,9 +160,7 @@ def test_secrets_never_show() -> None:
     shown = json.dumps(config.redacted()) + repr(config) + str(config)
     for value in ("lk-very-secret", "hook-secret-value", TOKEN):
         assert value not in shown
-    assert sorted(config.secrets()) == sorted(
-        [TOKEN, "hook-secret-value", "Bearer lk-very-secret"]
-    )
+    assert sorted(config.secrets()) == sorted([TOKEN, "hook-secret-value", "Bearer lk-very-secret"])
     redacted = config.redacted()
     assert redacted["backends"]["l"]["headers"] == {"Authorization": MASKED}
     assert redacted["bots"][0]["token"] == redacted["bots"][0]["webhook_secret_token"] == MASKED
