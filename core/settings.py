@@ -6,9 +6,14 @@ Every settings model of the bridge (a backend's table, a platform's options, the
 problem, each with the key it concerns (msgspec itself stops at the first one, and words it
 for programmers: "Expected `int`, got `str` - at `$.limits.turns_per_minute`").
 
-A table's own checks live in its ``__post_init__`` and raise :class:`Invalid` naming the key
-(or "" for the table as a whole). msgspec rather than pydantic: importing it costs about
-1.4 MiB against 7 MiB, in a process that must stay small (issue 15).
+Beyond types and bounds (``Annotated[int, Meta(ge=0)]``), a table checks single keys with
+``key_checks`` (run on every key of the right type, even when another key is wrong) and
+several keys together with ``_problems`` (run once every key is right); both also run when a
+table is built in code, from ``__post_init__``, which raises :class:`Invalid`.
+
+msgspec rather than pydantic: importing it costs about 1.4 MiB against 7 MiB, in a process
+that must stay small (issue 15). Unlike pydantic, building a Struct in code checks no types
+or bounds, only the checks above: tables read from a file go through :func:`convert`.
 """
 
 from __future__ import annotations
@@ -285,7 +290,7 @@ def _translate(error: str, tp: Any, key: str) -> KeyProblem:
     if m := re.fullmatch(r"Expected `str` matching regex (.*)", message):
         return KeyProblem(where, f"must match the pattern {m[1]}")
     if m := re.fullmatch(r"Expected `(\w+)` of length (>=|<=) (\d+)", message):
-        what = "characters" if m[1] == "str" else "items"
+        what = ("character" if m[1] == "str" else "item") + ("" if m[3] == "1" else "s")
         return KeyProblem(where, f"must have {_BOUNDS[m[2]]} {m[3]} {what}")
     if m := re.fullmatch(r"Invalid enum value (.*)", message):
         choices = _literals(tp) if not path else []
