@@ -68,7 +68,10 @@ log = logging.getLogger(__name__)
 CANCEL_WAIT = 1.5  # seconds a /cancel waits for the replicas' answers (Discord answers in 3)
 RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
-WAIT_MS = 200  # longest wait for new entries before the owned partitions are read again
+WAIT_MS = 200  # longest wait on the bell (partitions new here are read after it at the latest)
+# seconds between reads of every owned partition whatever rang (a record by an older version
+# rings no bell): not more often, as such a read holds every partition's take lock
+SWEEP = 1.0
 READ_COUNT = 100  # entries read from one partition at a time
 
 
@@ -417,7 +420,7 @@ class Replicas:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
             known = {p: v for p, v in known.items() if readable.get(p) == v}
-            if loop.time() - everything >= WAIT_MS / 1000:
+            if loop.time() - everything >= SWEEP:
                 due = None  # a safety net, whatever rang (a record that rang no bell)
             leases = readable
             if due is None:

@@ -138,7 +138,7 @@ async def test_a_record_under_a_lease_gone_queues_for_the_holder_and_takes_nothi
 
 async def test_an_entry_queued_without_a_bell_is_read_all_the_same(redis_url: str) -> None:
     """A replica of an older version queues a message without ringing the holder's bell (it
-    XADDs to the stream alone): the holder's reader reads every partition each ``WAIT_MS``
+    XADDs to the stream alone): the holder's reader reads every partition each ``SWEEP`` seconds
     whatever rang, so the message runs all the same."""
     log: list[str] = []
     backend = ScriptedBackend()

@@ -8,7 +8,7 @@ window and the session read (sent together: one wait); the
 journal's three writes (sent, answered, delivered), the last of which also acknowledges the
 work item; the answer's button ids only the first time a payload is named (here by a first
 turn, which also opens the session and the connections). The reader is not woken: a record
-that takes rings no bell. (The reader's read of every partition each ``WAIT_MS`` is timing:
+that takes rings no bell. (The reader's read of every partition each ``SWEEP`` seconds is timing:
 put off here; the lease keeping runs per second, not per turn; opening a connection is once
 per connection.)
 """
@@ -139,7 +139,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 async def test_a_turn_costs_its_round_trips_and_no_more(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(replicas_module, "WAIT_MS", 60_000)  # no timed read of everything
+    monkeypatch.setattr(replicas_module, "SWEEP", 60.0)  # no timed read of everything
     replies = Replies()
     async with AsyncExitStack() as stack:
         store = await RedisStore.open(redis_url)
