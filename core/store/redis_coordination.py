@@ -124,7 +124,8 @@ class Recorded:
 
 @dataclass(frozen=True)
 class ReadResult:
-    """What a fenced read found: new entries, partitions no longer ours, where to wait from."""
+    """What a fenced read found: new entries, partitions no longer ours, and per partition
+    read, its last entry read (or its newest: every newer one is new)."""
 
     items: list[WorkItem]
     lost: list[int]
@@ -285,6 +286,7 @@ class RedisCoordination:
         return out
 
     def bell(self, replica: str) -> str:
+        """The key of ``replica``'s bell (rung in Lua by ``RING``)."""
         return f"{self._p}bell:{replica}"
 
     async def wait(self, replica: str, since: str, block_ms: int) -> tuple[str, set[int]] | None:
