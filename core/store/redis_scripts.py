@@ -123,14 +123,16 @@ return out
 # partition numbers), not on the partitions' streams: an entry it took itself (a record that
 # takes) rings nothing, so it does not wake for it. Whoever queues an entry it does not take
 # rings the holder named in the partition's lease (none: nobody holds it; whoever takes the
-# partition reads it whole first).
+# partition reads it whole first). Capped at about 1,000 rings (the holder reads up to 1,000 at
+# once; a ring trimmed unread under a burst waits for its once-a-second read of everything)
+# and gone an hour after the last ring (a replica that left).
 RING = """
 local function ring(lease_key, prefix, partition)
   local holder = redis.call('GET', lease_key)
   local name = holder and string.match(holder, '^(.*) [^ ]*$')
   if name then
     local bell = prefix .. 'bell:' .. name
-    redis.call('XADD', bell, 'MAXLEN', '~', 100, '*', 'p', partition)
+    redis.call('XADD', bell, 'MAXLEN', '~', 1000, '*', 'p', partition)
     redis.call('PEXPIRE', bell, 3600000)
   end
 end
