@@ -10,13 +10,12 @@ replicas.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 from test_engine import RecordingSurface, ScriptedBackend
 
 from chatbridge.core.budget import SharedFlood, SharedWindows
@@ -42,12 +41,6 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed"),
 ]
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 class Replies:

@@ -12,13 +12,11 @@ lease is gone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 from test_engine import ScriptedBackend
 from test_replicas import answered, key, open_node, wait_for
 
@@ -34,12 +32,6 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed"),
 ]
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 class HeldReads:

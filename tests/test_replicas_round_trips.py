@@ -20,14 +20,13 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
 from engine_doubles import AnswerBackend
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 
 from chatbridge.core import replicas as replicas_module
 from chatbridge.core.budget import SharedFlood
@@ -128,12 +127,6 @@ class Sends:
         if name == "EVALSHA":
             return self.scripts.get(parts[4].decode(), "EVALSHA ?")
         return name
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 async def test_a_turn_costs_its_round_trips_and_no_more(
