@@ -80,6 +80,11 @@ def default_replica_name() -> str:
     return os.environ.get("CHATBRIDGE_REPLICA") or f"{socket.gethostname()}-{os.getpid()}"
 
 
+def partition_of(key: ConversationKey, partitions: int) -> int:
+    """The partition (of ``partitions``) whose holder runs ``key``'s turns."""
+    return zlib.crc32(conversation_member(key).encode()) % partitions
+
+
 @dataclass
 class _Conversation:
     items: deque[WorkItem] = field(default_factory=deque)
@@ -132,7 +137,7 @@ class Replicas:
     # --- wiring ---------------------------------------------------------------------------------
 
     def partition_of(self, key: ConversationKey) -> int:
-        return zlib.crc32(conversation_member(key).encode()) % self.partitions
+        return partition_of(key, self.partitions)
 
     async def submit(self, inbound: Inbound, source: str) -> JournalEntry | None:
         """Journal ``inbound`` and queue it in its partition (None: already recorded).

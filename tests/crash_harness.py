@@ -10,17 +10,30 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 class Bridge:
-    def __init__(self, config: Path, env: dict[str, str], workdir: Path) -> None:
+    """``args``: what follows ``chatbridge`` (default ``run --config <config>``); ``base_env``:
+    the environment under ``env`` (default this process's)."""
+
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str],
+        workdir: Path,
+        *,
+        args: Sequence[str] | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = config
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        base = os.environ if base_env is None else base_env
+        self.env = {**base, **env, "PYTHONPATH": str(REPO)}
         self.workdir = workdir
+        self.args = list(args) if args is not None else ["run", "--config", str(config)]
         self.proc: asyncio.subprocess.Process | None = None
         self.runs = 0
 
@@ -35,9 +48,7 @@ class Bridge:
             sys.executable,
             "-m",
             "chatbridge.bots.cli",
-            "run",
-            "--config",
-            str(self.config),
+            *self.args,
             cwd=self.workdir,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,

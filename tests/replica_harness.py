@@ -6,22 +6,31 @@
   next replica; one that refuses the connection (killed) is skipped, as nginx does with
   ``proxy_next_upstream error``.
 - :func:`replica_config`: one replica's TOML (they differ only in their ports).
+- :func:`ready` / :func:`all_ready`: a replica's ``/readyz`` says it is up and in the cluster;
+  :func:`owned_partitions` / :func:`partition_holders`: who holds which partition;
+  :func:`until`: wait on a condition, failing with the replicas' logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from crash_harness import Bridge
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -167,3 +176,67 @@ lease = {lease}
 """
     )
     return path
+
+
+async def ready(port: int) -> bool:
+    """The replica's ``/readyz`` on ``port`` answers 200 and it is in the cluster."""
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as resp,
+        ):
+            body = await resp.json()
+            return resp.status == 200 and body["checks"].get("replica") is True
+    except aiohttp.ClientError:
+        return False
+
+
+async def all_ready(ports: list[int]) -> bool:
+    return all(await asyncio.gather(*(ready(p) for p in ports)))
+
+
+async def owned_partitions(port: int) -> float:
+    """How many partitions the replica serving ``/metrics`` on ``port`` holds."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    match = re.search(r'^chatbridge_replica_partitions\{replica="[^"]+"\} (\S+)$', text, re.M)
+    return float(match[1]) if match else 0.0
+
+
+async def balanced(ports: list[int]) -> bool:
+    """Every replica holds at least two partitions (the first one started took them all)."""
+    owned = await asyncio.gather(*(owned_partitions(p) for p in ports))
+    return all(n >= 2 for n in owned)
+
+
+async def partition_holders(redis_url: str, partitions: int) -> dict[int, str]:
+    """Partition -> the name of the replica holding its lease (free partitions left out)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        values = await client.mget([f"chatbridge:lease:p:{p}" for p in range(partitions)])
+    finally:
+        await client.aclose()
+    return {p: str(v).split(" ")[0] for p, v in enumerate(values) if v}
+
+
+async def until(
+    check: Callable[[], bool | Awaitable[bool]], what: str, bridges: list[Bridge], timeout: float
+) -> None:
+    """Until ``check()`` holds; on timeout fail with the end of every replica's log."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = check()
+                if not isinstance(result, bool):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        logs = "\n".join(b.logs()[-3000:] for b in bridges)
+        raise AssertionError(f"timed out waiting for {what}\n{logs}") from None

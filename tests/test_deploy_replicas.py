@@ -8,45 +8,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from compose_profile import DEPLOY, NGINX, ROOT, bridges, compose, replica_env
 
 from chatbridge.bots.config import DiscordBotConfig, TelegramBotConfig, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?][^}]*)?\}")
-
-
-def env_example() -> dict[str, str]:
-    out = {}
-    for line in (DEPLOY / "replicas.env.example").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            out[name] = value
-    return out
-
-
-def compose() -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml")
-    data = yaml.safe_load((DEPLOY / "docker-compose.replicas.yml").read_text())
-    assert isinstance(data, dict)
-    return data
-
-
-def bridges() -> dict[str, dict[str, Any]]:
-    services = compose()["services"]
-    return {name: s for name, s in services.items() if name.startswith("bridge")}
-
-
-def replica_env(service: dict[str, Any]) -> dict[str, str]:
-    """What a replica's process sees: replicas.env, then the service's own environment."""
-    return {**env_example(), **{k: str(v) for k, v in service["environment"].items()}}
 
 
 def test_replicas_profile_shape() -> None:
@@ -122,7 +93,7 @@ def test_nginx_spreads_webhooks_over_every_replica_and_retries_a_post(tmp_path: 
     assert "location /telegram" in conf
     retry = re.search(r"proxy_next_upstream ([^;]+);", conf)
     assert retry and {"error", "timeout", "non_idempotent"} <= set(retry[1].split())
-    nginx = shutil.which("nginx")
+    nginx = NGINX
     if nginx is None:
         pytest.skip("nginx not installed: syntax not checked")
     wrapped = f"events {{}}\nhttp {{\n{conf}\n}}\n"

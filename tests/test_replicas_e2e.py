@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from crash_harness import Bridge
-from replica_harness import REDIS_SERVER, free_port, replica_config, round_robin
+from replica_harness import (
+    REDIS_SERVER,
+    all_ready,
+    balanced,
+    free_port,
+    replica_config,
+    round_robin,
+    until,
+)
 
 from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
@@ -70,50 +77,6 @@ file_base_url = "{fake.url}/file/bot"
 use_drafts = false
 {mode}
 """
-
-
-async def until(
-    check: Callable[[], bool | Awaitable[bool]], what: str, bridges: list[Bridge], timeout: float
-) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                result = check()
-                if not isinstance(result, bool):
-                    result = await result
-                if result:
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        logs = "\n".join(b.logs()[-3000:] for b in bridges)
-        raise AssertionError(f"timed out waiting for {what}\n{logs}") from None
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/readyz") as resp,
-        ):
-            body = await resp.json()
-            return resp.status == 200 and body["checks"].get("replica") is True
-    except aiohttp.ClientError:
-        return False
-
-
-async def owned_partitions(port: int) -> float:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{port}/metrics") as resp,
-    ):
-        text = await resp.text()
-    match = re.search(r'^chatbridge_replica_partitions\{replica="[^"]+"\} (\S+)$', text, re.M)
-    return float(match[1]) if match else 0.0
-
-
-async def balanced(ports: list[int]) -> bool:
-    owned = await asyncio.gather(*(owned_partitions(p) for p in ports))
-    return all(n >= 2 for n in owned)
 
 
 async def start_replicas(
@@ -222,10 +185,6 @@ async def test_webhook_three_replicas_order_kept_nothing_lost_after_sigkill(
         assert fake.count_429 == 0, f"{fake.count_429} answers 429 across the replicas"
         assert sum(lb.forwarded[1:]) > 0 and lb.forwarded[0] > 0
         assert not reordered, "out of order after the SIGKILL: " + "; ".join(reordered)
-
-
-async def all_ready(ports: list[int]) -> bool:
-    return all(await asyncio.gather(*(ready(p) for p in ports)))
 
 
 async def leader(redis_url: str) -> str | None:

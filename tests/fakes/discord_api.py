@@ -324,6 +324,11 @@ class FakeDiscord(UserActions, RestRoutes):
             if m["channel_id"] == str(channel_id) and m["author"]["id"] == str(self.bot_user.id)
         ]
 
+    @property
+    def connected_shards(self) -> list[tuple[int, int]]:
+        """``(shard_id, shard_count)`` of every identified gateway connection still open."""
+        return sorted(shard for ws, shard in self._shards.items() if not ws.closed)
+
     async def wait_identified(self, count: int = 1, timeout: float = 5.0) -> None:
         await self.wait_until(lambda: self.identify_count >= count, timeout)
 
