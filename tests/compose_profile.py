@@ -24,8 +24,9 @@ What cannot be honoured locally, each handled on purpose:
 - ``read_only``, ``cap_drop``, ``security_opt``, ``USER``: the processes run as the current
   user without privileges; only the config mount's ``:ro`` is kept (the file is made
   read-only) and ``tmpfs: /tmp`` becomes ``TMPDIR``;
-- ``restart: unless-stopped`` is not emulated (a killed replica stays down: the survivor is
-  what is tested); volumes are folders under tmp (``redis-data`` is Redis's ``--dir``);
+- ``restart: unless-stopped`` is the test's to do (it restarts the replica it killed, once
+  it has checked what the survivor did alone); volumes are folders under tmp (``redis-data``
+  is Redis's ``--dir``);
 - healthchecks run their own command (``redis-cli ping``, the image's ``python -c`` probe of
   ``/healthz``) but polled every 0.1 s rather than at their ``interval``.
 """
@@ -476,6 +477,7 @@ async def wait_listening(port: int, proc: asyncio.subprocess.Process, prefix: Pa
 class Running:
     """The profile's services, running: ``bridges`` in compose order."""
 
+    services: Mapping[str, Mapping[str, Any]]
     ports: Ports
     image: Image
     redis_url: str = ""
@@ -499,7 +501,7 @@ async def run_profile(
     bridge_names = [n for n, s in services.items() if s.get("image") == BRIDGE_IMAGE]
     build = services[bridge_names[0]]["build"]
     image = dockerfile_image(DEPLOY / build["context"] / build["dockerfile"])
-    running = Running(ports, image)
+    running = Running(services, ports, image)
     healthy: set[str] = set()
     async with contextlib.AsyncExitStack() as stack:
         for name in start_order(services):

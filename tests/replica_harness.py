@@ -195,13 +195,18 @@ async def all_ready(ports: list[int]) -> bool:
     return all(await asyncio.gather(*(ready(p) for p in ports)))
 
 
-async def owned_partitions(port: int) -> float:
-    """How many partitions the replica serving ``/metrics`` on ``port`` holds."""
+async def metrics(port: int) -> str:
+    """The Prometheus text a replica serves on ``port``."""
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"http://127.0.0.1:{port}/metrics") as resp,
     ):
-        text = await resp.text()
+        return await resp.text()
+
+
+async def owned_partitions(port: int) -> float:
+    """How many partitions the replica serving ``/metrics`` on ``port`` holds."""
+    text = await metrics(port)
     match = re.search(r'^chatbridge_replica_partitions\{replica="[^"]+"\} (\S+)$', text, re.M)
     return float(match[1]) if match else 0.0
 
