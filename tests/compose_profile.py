@@ -19,8 +19,10 @@ What cannot be honoured locally, each handled on purpose:
 
 - images: the bridges run this checkout (``python -m chatbridge.bots.cli`` is the image's
   ``chatbridge`` script), Redis and nginx the binaries installed here (not redis:7 /
-  nginx:1.27); nginx's image ``nginx.conf`` (which includes ``conf.d/*.conf``) is stood in
+  nginx:1.28); nginx's image ``nginx.conf`` (which includes ``conf.d/*.conf``) is stood in
   for by :func:`nginx_main_conf`, with one worker (round robin then alternates strictly);
+- Docker's DNS: upstream servers become IP literals, so their ``resolve`` (re-resolving a
+  recreated replica's new address) is dropped and the ``resolver`` never asked;
 - ``read_only``, ``cap_drop``, ``security_opt``, ``USER``: the processes run as the current
   user without privileges; only the config mount's ``:ro`` is kept (the file is made
   read-only) and ``tmpfs: /tmp`` becomes ``TMPDIR``;
@@ -416,12 +418,16 @@ http {{
 
 
 def localize_nginx_site(text: str, ports: Ports) -> str:
-    """deploy/nginx-replicas.conf: upstream servers and the listen port local."""
-    servers = re.findall(r"^\s*server ([\w-]+:\d+)", text, re.M)
-    assert servers, "no upstream servers in nginx-replicas.conf"
-    text = re.sub(
-        r"^(\s*server )([\w-]+:\d+)", lambda m: m[1] + ports.rewrite_hosts(m[2]), text, flags=re.M
-    )
+    """deploy/nginx-replicas.conf: upstream servers and the listen port local. A server's
+    ``resolve`` goes with its name: an IP literal has nothing to look up again (and nginx
+    before 1.27.3, as installed here, does not know the parameter)."""
+
+    def server(m: re.Match[str]) -> str:
+        params = [p for p in m[3].split() if p != "resolve"]
+        return f"{m[1]}{ports.rewrite_hosts(m[2])} {' '.join(params)};"
+
+    text, n = re.subn(r"^(\s*server )([\w-]+:\d+)([^;]*);", server, text, flags=re.M)
+    assert n, "no upstream servers in nginx-replicas.conf"
     return _sub_once(
         r"^(\s*)listen 8443;$", lambda m: f"{m[1]}listen {ports.address('nginx', 8443)};", text
     )

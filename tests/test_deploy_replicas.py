@@ -13,7 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from compose_profile import DEPLOY, NGINX, ROOT, bridges, compose, replica_env
+from compose_profile import (
+    DEPLOY,
+    NGINX,
+    ROOT,
+    Ports,
+    bridges,
+    compose,
+    localize_nginx_site,
+    replica_env,
+)
 
 from chatbridge.bots.config import DiscordBotConfig, TelegramBotConfig, load_config
 
@@ -93,12 +102,19 @@ def test_nginx_spreads_webhooks_over_every_replica_and_retries_a_post(tmp_path: 
     assert "location /telegram" in conf
     retry = re.search(r"proxy_next_upstream ([^;]+);", conf)
     assert retry and {"error", "timeout", "non_idempotent"} <= set(retry[1].split())
+    # the replicas' names are looked up again (a recreated container has a new IP): every
+    # server "resolve", the group in shared memory, Docker's DNS as the resolver
+    assert len(re.findall(r"^\s*server [\w-]+:8443 [^;]*\bresolve;", upstream[1], re.M)) == len(
+        servers
+    )
+    assert re.search(r"^\s*zone \w+ \d+k;", upstream[1], re.M)
+    assert re.search(r"^resolver 127\.0\.0\.11\b", conf, re.M)
     nginx = NGINX
     if nginx is None:
         pytest.skip("nginx not installed: syntax not checked")
-    wrapped = f"events {{}}\nhttp {{\n{conf}\n}}\n"
-    for i, server in enumerate(servers):  # no Docker DNS here: loopback addresses instead
-        wrapped = wrapped.replace(f"{server}:8443", f"127.0.0.{i + 1}:8443")
+    # no Docker DNS here: local addresses instead (as tests/test_deploy_profile.py runs it)
+    local = localize_nginx_site(conf, Ports.allocate(compose()["services"]))
+    wrapped = f"events {{}}\nhttp {{\n{local}\n}}\n"
     path = tmp_path / "nginx.conf"
     path.write_text(wrapped)
     result = subprocess.run(
