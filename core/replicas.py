@@ -45,6 +45,7 @@ import logging
 import math
 import os
 import socket
+import time
 import zlib
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -54,10 +55,12 @@ from typing import Literal
 from chatbridge.core.errors import best_effort
 from chatbridge.core.leaders import Leader, LeaderFlag
 from chatbridge.core.protocols import ClaimedTurns, FencedJournal, StoredReplies
+from chatbridge.core.retry import RetryPolicy, RetryState
 from chatbridge.core.store.redis_coordination import (
+    OUT_OF_REACH,
     RedisCoordination,
     WorkItem,
-    conversation_member,
+    partition_of,
 )
 from chatbridge.core.store.redis_journal import Fence
 from chatbridge.core.turns import Turn
@@ -68,6 +71,10 @@ log = logging.getLogger(__name__)
 CANCEL_WAIT = 1.5  # seconds a /cancel waits for the replicas' answers (Discord answers in 3)
 RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
+# seconds a message being accepted waits for an out-of-reach Redis (a restart) before the
+# engine answers it unjournaled; the platform's request (a webhook's 200) waits with it
+SUBMIT_PATIENCE = 10.0
+SUBMIT_RETRY = RetryPolicy(attempts=100, base_delay=0.05, max_delay=1.0)  # bounded by time
 WAIT_MS = 200  # longest wait on the bell (partitions new here are read after it at the latest)
 # seconds between reads of every owned partition whatever rang (a record by an older version
 # rings no bell): not more often, as such a read holds every partition's take lock
@@ -78,11 +85,6 @@ READ_COUNT = 100  # entries read from one partition at a time
 def default_replica_name() -> str:
     """``CHATBRIDGE_REPLICA`` from the environment, else ``<hostname>-<pid>``."""
     return os.environ.get("CHATBRIDGE_REPLICA") or f"{socket.gethostname()}-{os.getpid()}"
-
-
-def partition_of(key: ConversationKey, partitions: int) -> int:
-    """The partition (of ``partitions``) whose holder runs ``key``'s turns."""
-    return zlib.crc32(conversation_member(key).encode()) % partitions
 
 
 @dataclass
@@ -131,6 +133,7 @@ class Replicas:
         self.reclaim_idle = max(lease, 10.0)  # seconds an entry of ours waits before a retry
         self.reclaim_every = RECLAIM_EVERY
         self.command_wait = 120.0  # seconds a session command's caller waits for its result
+        self.submit_patience = SUBMIT_PATIENCE
         self.turns_run = 0
         self.claimed = 0
 
@@ -144,7 +147,25 @@ class Replicas:
 
         When this replica reads that partition, the same step takes the new entries (this
         one, and any older one no read took yet) as a read would, and queues them here: no
-        wait for the reader to wake and read it back (two round trips fewer)."""
+        wait for the reader to wake and read it back (two round trips fewer). Redis out of
+        reach (restarting): tried again for up to ``submit_patience`` s, the platform's
+        request waiting meanwhile, rather than run unjournaled against a store out of reach
+        too. Safe: the journal knows a message it holds; entries a lost reply took are
+        claimed back later."""
+
+        def waiting(state: RetryState) -> None:
+            if state.attempt_number == 1:
+                log.warning("replica %s: Redis out of reach (%s); message %s waits for it",
+                            self.replica, state.error, source)  # fmt: skip
+
+        return await SUBMIT_RETRY.call(
+            lambda: self._submit_once(inbound, source),
+            lambda exc: isinstance(exc, OUT_OF_REACH),
+            waiting,
+            deadline=time.monotonic() + self.submit_patience,
+        )
+
+    async def _submit_once(self, inbound: Inbound, source: str) -> JournalEntry | None:
         partition = self.partition_of(inbound.key)
         if self._reading(partition) is not None:
             async with self._taking([partition]):

@@ -28,6 +28,8 @@ from datetime import timedelta
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from chatbridge.core.store._common import (
@@ -66,9 +68,15 @@ MAX_CONNECTIONS = 1000
 
 def redis_client(url: str, max_connections: int = MAX_CONNECTIONS) -> aioredis.Redis:
     """A client for ``url`` with room for ``max_connections`` commands in flight (the
-    store's, the replicas' coordination's, Discord's shared route buckets')."""
+    store's, the replicas' coordination's, Discord's shared route buckets').
+
+    A command that meets a broken connection is tried again on a new one (three times,
+    0.05-0.2 s apart): after Redis restarts, every pooled connection is dead and would fail
+    its next command (a turn's session lookup: "something went wrong") though Redis is back.
+    The writes are safe to repeat: the journal knows what it holds, leases are fenced."""
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), 3)
     pool = aioredis.ConnectionPool.from_url(
-        url, max_connections=max_connections, decode_responses=True
+        url, max_connections=max_connections, decode_responses=True, retry=retry
     )
     return aioredis.Redis.from_pool(pool)
 

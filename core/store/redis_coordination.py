@@ -51,11 +51,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from chatbridge.core.store._common import to_micros, utcnow
 from chatbridge.core.store._journal_codec import dump_inbound, load_key
@@ -84,8 +86,20 @@ from chatbridge.core.types import ConversationKey, Inbound, JournalEntry
 GROUP = "turns"
 
 
+# Redis is out of reach (down, restarting, still loading its data): worth trying again
+OUT_OF_REACH: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError (still loading the AOF) included
+    redis.exceptions.TimeoutError,
+)
+
+
 def conversation_member(key: ConversationKey) -> str:
     return json.dumps([key.bot, key.platform, key.chat_id, key.user_id, key.thread_id])
+
+
+def partition_of(key: ConversationKey, partitions: int) -> int:
+    """The partition (of ``partitions``) whose holder runs ``key``'s turns."""
+    return zlib.crc32(conversation_member(key).encode()) % partitions
 
 
 @dataclass(frozen=True)
