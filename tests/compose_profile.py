@@ -203,32 +203,43 @@ def healthy_first(service: Mapping[str, Any]) -> list[str]:
 # --- Redis ---------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def redis_service(
-    service: Mapping[str, Any], port: int, root: Path, log: Path
-) -> AsyncIterator[str]:
-    """The compose ``command`` on ``port``; yields the URL once its healthcheck passes."""
-    assert REDIS_SERVER is not None
-    command = list(service["command"])
-    assert command[0] == "redis-server"
-    (volume,) = service["volumes"]  # redis-data:/data: the image's WORKDIR, where the AOF goes
-    data = root / volume.split(":", 1)[0]
-    data.mkdir(parents=True)
-    argv = [REDIS_SERVER, *command[1:], "--bind", "127.0.0.1", "--port", str(port)]
-    argv += ["--dir", str(data)]
-    proc = await spawn(argv, log)
-    try:
+class RedisService:
+    """The compose ``command`` on ``port``, its data in the ``redis-data`` volume's folder;
+    :meth:`start` again after :meth:`stop` is ``docker compose restart redis``."""
+
+    def __init__(self, service: Mapping[str, Any], port: int, root: Path) -> None:
+        assert REDIS_SERVER is not None
+        command = list(service["command"])
+        assert command[0] == "redis-server"
+        (volume,) = service["volumes"]  # redis-data:/data: the image's WORKDIR (the AOF)
+        data = root / volume.split(":", 1)[0]
+        data.mkdir(parents=True)
+        self.argv = [REDIS_SERVER, *command[1:], "--bind", "127.0.0.1", "--port", str(port)]
+        self.argv += ["--dir", str(data)]
         check = list(service["healthcheck"]["test"])
         assert check[:2] == ["CMD", "redis-cli"], check
         if REDIS_CLI is not None:  # inside the container redis-cli's default is 127.0.0.1:6379
-            probe = [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *check[2:]]
+            self.probe = [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *check[2:]]
         else:  # redis-cli not installed: the same PING through redis-py
             ping = f"import redis; redis.Redis(host='127.0.0.1', port={port}).ping()"
-            probe = [sys.executable, "-c", ping]
-        await wait_healthy(probe, {}, what=f"redis-server ({log})", alive=lambda: proc.returncode)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        await stop_process(proc)
+            self.probe = [sys.executable, "-c", ping]
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.root = root
+        self.runs = 0
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> str:
+        """Started, and healthy by its healthcheck; returns its URL."""
+        self.runs += 1
+        log = self.root / f"redis-{self.runs}.log"
+        proc = self.proc = await spawn(self.argv, log)
+        what = f"redis-server ({log})"
+        await wait_healthy(self.probe, {}, what=what, alive=lambda: proc.returncode)
+        return self.url
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await stop_process(self.proc)
 
 
 async def spawn(argv: list[str], log: Path) -> asyncio.subprocess.Process:
@@ -487,6 +498,7 @@ class Running:
     ports: Ports
     image: Image
     redis_url: str = ""
+    redis: RedisService | None = None
     nginx: Path | None = None  # nginx's prefix (access.log, error.log)
     bridges: dict[str, Bridge] = field(default_factory=dict)
 
@@ -516,9 +528,9 @@ async def run_profile(
             assert not missing, f"{name} needs {missing} healthy first"
             kind = str(service.get("image", ""))
             if kind.startswith("redis:"):
-                running.redis_url = await stack.enter_async_context(
-                    redis_service(service, ports.of[name][REDIS_PORT], root, root / "redis.log")
-                )
+                running.redis = RedisService(service, ports.of[name][REDIS_PORT], root)
+                stack.push_async_callback(running.redis.stop)
+                running.redis_url = await running.redis.start()
                 healthy.add(name)
             elif kind == BRIDGE_IMAGE:
                 env = replica_env(service)
