@@ -18,8 +18,11 @@ base URLs, paths) and what of the compose file cannot be honoured here. Then rea
   mid-flight, the plain "send it again" notice of the recovery rules), and the surviving
   shard still answers;
 - ``restart: unless-stopped``: the killed replica is started again; it takes its shard back
-  and answers the message written there while it was down, the partitions are shared out
-  again, and ``docker compose down`` (SIGTERM) stops every replica cleanly.
+  and answers the message written there while it was down, and the partitions are shared
+  out again;
+- ``docker compose restart redis``: the sellers' messages that arrive while Redis is down
+  wait for it (no 200 before they are journaled), then are answered where each workflow was
+  (sessions kept); ``docker compose down`` (SIGTERM) stops every replica cleanly.
 """
 
 from __future__ import annotations
