@@ -35,7 +35,7 @@ from chatbridge.adapters.telegram.commands import (
     menu_languages,
     public_commands,
 )
-from chatbridge.adapters.telegram.gate import AiohttpRequest
+from chatbridge.adapters.telegram.gate import BotApiRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.keyboards import pressed_label, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
@@ -130,7 +130,7 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         opts = self._options
-        request = AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
+        request = BotApiRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
         builder = (
             Application.builder()
             .token(self._token)
@@ -140,11 +140,11 @@ class TelegramAdapter:
         )
         # no PTB Updater: it confirms updates before they are handled (see .polling)
         builder = builder.updater(None)
-        poll_request: AiohttpRequest | None = None
+        poll_request: BotApiRequest | None = None
         if opts.mode == "polling":
-            # the long poll has its own connections, so it never waits behind replies; aiohttp
-            # like every other call (PTB's HTTPX transport cost ~1 ms of CPU per update)
-            poll_request = AiohttpRequest(limit=2, read_timeout=10.0)
+            # the long poll has its own connections, so it never waits behind replies; the
+            # same transport as every other call (PTB's HTTPX one cost ~1 ms of CPU per update)
+            poll_request = BotApiRequest(limit=2, read_timeout=10.0)
             builder = builder.get_updates_request(poll_request)
         app = builder.build()
         self._app = app

@@ -1,0 +1,617 @@
+"""A small HTTP/1.1 keep-alive client on asyncio, for the Bot API (and its file downloads).
+
+Why not aiohttp or httpx: the Bot API needs little of HTTP (GET and POST, a form or a
+multipart upload, one response body), and a polling Telegram bot would otherwise load aiohttp
+and six helper packages (about 10 MiB) for it alone, or httpx, whose httpcore pool costs about
+1.5 ms of CPU a call and collapses under a thousand streams (see :mod:`.gate`). One
+:class:`asyncio.Protocol` per connection parses the response as bytes arrive, so a call is one
+write and one wake-up of the calling task.
+
+What it does: HTTP/1.1 over TCP or TLS (SNI, the certifi bundle when installed), a pool of idle
+connections per (scheme, host, port), bodies by Content-Length, chunked or read to close, a cap
+on the response head, timeouts as :class:`TimedOut` and every other failure as
+:class:`NetworkError`. Messages never contain the URL: a Bot API URL holds the bot token.
+What it does not do: redirects, proxies, cookies, compression (it asks for ``identity``),
+pipelining, HTTP/2. The caller (:class:`.gate.BotApiRequest`) bounds how many requests are in
+flight, so this client never waits for a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from typing import IO
+from urllib.parse import quote, urlencode, urlsplit
+
+from telegram.error import NetworkError, TimedOut
+
+__all__ = ["Http11Client", "encode_form", "encode_multipart"]
+
+MAX_HEAD = 64 * 1024  # status line + headers (and a chunked body's trailers) of one response
+MAX_CHUNK_LINE = 1024
+# aiohttp's default: a connection idle longer than this is closed rather than reused, which
+# keeps clear of the server's own idle timeout (where the keep-alive race below lives)
+IDLE_SECONDS = 15.0
+# what a request target may hold as is; anything else is percent-encoded
+_TARGET_OK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
+# multipart names and filenames, encoded as browsers (HTML5) and httpx do
+_FORM_ESCAPES = {'"': "%22", "\\": "\\\\"} | {chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}
+_FORM_ESCAPE_RE = re.compile("|".join(re.escape(c) for c in _FORM_ESCAPES))
+
+Key = tuple[str, str, int]  # (scheme, host, port)
+FileField = tuple[str, bytes | IO[bytes], str]  # PTB's (filename, content, mimetype)
+
+
+class Malformed(NetworkError):
+    """The server's response is not HTTP/1.1 this client can read."""
+
+
+class _Closed(Exception):
+    """The connection ended before the response did (internal)."""
+
+    def __init__(self, answered: bool) -> None:
+        super().__init__()
+        self.answered = answered  # some response bytes had arrived
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+def encode_form(fields: Mapping[str, str]) -> tuple[bytes, str]:
+    """``application/x-www-form-urlencoded``, as PTB's HTTPX transport sends its parameters."""
+    return urlencode(fields).encode("ascii"), "application/x-www-form-urlencoded"
+
+
+def _form_param(name: str, value: str) -> str:
+    return f'{name}="{_FORM_ESCAPE_RE.sub(lambda m: _FORM_ESCAPES[m.group(0)], value)}"'
+
+
+def encode_multipart(
+    fields: Mapping[str, str], files: Mapping[str, FileField], boundary: str | None = None
+) -> tuple[bytes, str]:
+    """``multipart/form-data``: the fields, then the files, as PTB's HTTPX transport sends them
+    (one part per name, quoted as HTML5 forms quote, a random 32-hex-digit boundary)."""
+    mark = (boundary or os.urandom(16).hex()).encode("ascii")
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        disposition = f"Content-Disposition: form-data; {_form_param('name', name)}\r\n\r\n"
+        parts += [b"--", mark, b"\r\n", disposition.encode(), value.encode(), b"\r\n"]
+    for name, (filename, content, mimetype) in files.items():
+        head = f"Content-Disposition: form-data; {_form_param('name', name)}"
+        if filename:
+            head += f"; {_form_param('filename', filename)}"
+        head += f"\r\nContent-Type: {mimetype}\r\n\r\n"
+        data = content if isinstance(content, bytes) else _read_all(content)
+        parts += [b"--", mark, b"\r\n", head.encode(), data, b"\r\n"]
+    parts += [b"--", mark, b"--\r\n"]
+    return b"".join(parts), f"multipart/form-data; boundary={mark.decode()}"
+
+
+def _read_all(stream: IO[bytes]) -> bytes:
+    if stream.seekable():
+        stream.seek(0)
+    return stream.read()
+
+
+# --- the response parser ----------------------------------------------------------------------
+
+
+class _Response:
+    """Parses one response from bytes as they arrive; :meth:`feed` says when it is complete."""
+
+    __slots__ = (
+        "_buf",
+        "_chunk_left",
+        "_done",
+        "_length",
+        "_mode",
+        "_parts",
+        "_scanned",
+        "_trailer",
+        "body",
+        "keep_alive",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scanned = 0  # how far the head has been searched for its end
+        self._mode = "head"  # head, length, chunked, close
+        self._length = 0
+        self._chunk_left = -1  # -1: a chunk-size line is next; -2: the CRLF after a chunk
+        self._trailer = False
+        self._done = False
+        self._parts: list[bytes] = []
+        self.status = 0
+        self.keep_alive = False
+        self.body = b""
+
+    def feed(self, data: bytes) -> bool:
+        self._buf += data
+        if self._mode == "head" and not self._head():
+            return False
+        if self._mode == "length":
+            if len(self._buf) < self._length:
+                return False
+            if len(self._buf) > self._length:
+                self.keep_alive = False  # bytes nobody asked for: never reuse this connection
+            self.body = bytes(self._buf[: self._length])
+            return True
+        if self._mode == "chunked":
+            return self._chunks()
+        return False  # "close": the body ends with the connection
+
+    def feed_eof(self) -> bool:
+        """The server closed the connection: complete when the body was read-to-close."""
+        if self._mode != "close":
+            return False
+        self.body = bytes(self._buf)
+        return True
+
+    def _head(self) -> bool:
+        end = self._buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end < 0:
+            if len(self._buf) > MAX_HEAD:
+                raise Malformed("Bot API response head too large")
+            self._scanned = len(self._buf)
+            return False
+        if end > MAX_HEAD:
+            raise Malformed("Bot API response head too large")
+        lines = bytes(self._buf[:end]).split(b"\r\n")
+        del self._buf[: end + 4]
+        self._scanned = 0
+        version, status = _status_line(lines[0])
+        if 100 <= status < 200:
+            if status == 101:
+                raise Malformed("Bot API switched protocols")
+            return self._head()  # an interim response (100 Continue...): the real one follows
+        self.status = status
+        self._start_body(version, status, _headers(lines[1:]))
+        return True
+
+    def _start_body(self, version: bytes, status: int, headers: dict[bytes, bytes]) -> None:
+        tokens = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",")}
+        if version == b"HTTP/1.1":
+            self.keep_alive = b"close" not in tokens
+        else:
+            self.keep_alive = b"keep-alive" in tokens
+        coding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if coding not in (b"identity", b""):
+            raise Malformed("Bot API response is compressed though identity was asked for")
+        transfer = headers.get(b"transfer-encoding")
+        length = headers.get(b"content-length")
+        if status in (204, 304):
+            self._mode, self._length = "length", 0
+        elif transfer is not None:
+            codings = [c.strip().lower() for c in transfer.split(b",")]
+            if codings[-1] == b"chunked":
+                self._mode = "chunked"
+            else:
+                self._mode, self.keep_alive = "close", False
+            if length is not None:  # both: a smuggling shape; read it, never reuse
+                self.keep_alive = False
+        elif length is not None:
+            if not length.isdigit():
+                raise Malformed("Bot API response has a bad Content-Length")
+            self._mode, self._length = "length", int(length)
+        else:
+            self._mode, self.keep_alive = "close", False
+
+    def _chunks(self) -> bool:
+        buf, pos = self._buf, 0
+        try:
+            while not self._done:
+                if self._trailer:
+                    step = self._trailer_line(buf, pos)
+                elif self._chunk_left == -1:
+                    step = self._size_line(buf, pos)
+                elif self._chunk_left == -2:
+                    step = self._chunk_end(buf, pos)
+                else:
+                    step = self._chunk_data(buf, pos)
+                if step is None:
+                    return False
+                pos = step
+            return True
+        finally:
+            del buf[:pos]
+
+    # each step reads from ``pos`` and returns where the next starts, or None for more bytes
+    def _size_line(self, buf: bytearray, pos: int) -> int | None:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            if len(buf) - pos > MAX_CHUNK_LINE:
+                raise Malformed("Bot API chunk size line too long")
+            return None
+        size = bytes(buf[pos:end]).split(b";", 1)[0].strip()
+        if not size or size.strip(b"0123456789abcdefABCDEF"):
+            raise Malformed("Bot API response has a bad chunk size")
+        self._chunk_left = int(size, 16)
+        if self._chunk_left == 0:
+            self._trailer = True
+        return end + 2
+
+    def _chunk_data(self, buf: bytearray, pos: int) -> int | None:
+        take = min(self._chunk_left, len(buf) - pos)
+        if take == 0:
+            return None
+        self._parts.append(bytes(buf[pos : pos + take]))
+        self._chunk_left -= take
+        if self._chunk_left == 0:
+            self._chunk_left = -2
+        return pos + take
+
+    def _chunk_end(self, buf: bytearray, pos: int) -> int | None:
+        if len(buf) - pos < 2:
+            return None
+        if buf[pos : pos + 2] != b"\r\n":
+            raise Malformed("Bot API chunk not followed by CRLF")
+        self._chunk_left = -1
+        return pos + 2
+
+    def _trailer_line(self, buf: bytearray, pos: int) -> int | None:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            if len(buf) - pos > MAX_HEAD:
+                raise Malformed("Bot API response trailers too large")
+            return None
+        if end == pos:  # the empty line: the message is complete
+            if end + 2 < len(buf):
+                self.keep_alive = False  # bytes nobody asked for
+            self.body = b"".join(self._parts)
+            self._done = True
+        return end + 2
+
+
+def _status_line(line: bytes) -> tuple[bytes, int]:
+    version, _, rest = line.partition(b" ")
+    code = rest[:3]
+    if (
+        version not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(code) != 3
+        or not code.isdigit()
+        or rest[3:4] not in (b"", b" ")
+        or not 100 <= int(code) <= 599
+    ):
+        raise Malformed("Bot API response has a bad status line")
+    return version, int(code)
+
+
+def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
+    headers: dict[bytes, bytes] = {}
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            raise Malformed("Bot API response has a malformed header line")
+        key = name.lower()
+        value = value.strip()
+        if key == b"content-length" and headers.get(key, value) != value:
+            raise Malformed("Bot API response has two different Content-Lengths")
+        if key in headers and key != b"content-length":
+            headers[key] += b", " + value
+        else:
+            headers[key] = value
+    return headers
+
+
+# --- one connection ---------------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection; carries one request at a time."""
+
+    def __init__(self, key: Key, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False  # has answered a request before: it may have gone stale meanwhile
+        self.idle_since = 0.0
+        self.last_read = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._response: _Response | None = None
+        self._answered = False
+        self._drained: asyncio.Future[None] | None = None
+        self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        waiter, response = self._waiter, self._response
+        if waiter is None or response is None or waiter.done():
+            self.abort()  # bytes while idle or after the caller gave up: out of step
+            return
+        self._answered = True
+        self.last_read = self.loop.time()
+        try:
+            if response.feed(data):
+                waiter.set_result(None)
+        except Malformed as exc:
+            waiter.set_exception(exc)
+            self.abort()
+
+    def eof_received(self) -> bool:
+        waiter, response = self._waiter, self._response
+        if (
+            waiter is not None
+            and not waiter.done()
+            and response is not None
+            and response.feed_eof()
+        ):
+            waiter.set_result(None)
+        return False  # close the transport; connection_lost fails anything still waiting
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(_Closed(self._answered))
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(_Closed(self._answered))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # the client's side
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _read_timed_out(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        """The read timer: the time since the last byte arrived, not since the request (a
+        large download may take longer than ``timeout`` as long as bytes keep coming)."""
+        if waiter.done():
+            return
+        left = self.last_read + timeout - self.loop.time()
+        if left > 0:
+            self._timer = self.loop.call_later(left, self._read_timed_out, waiter, timeout)
+        else:
+            waiter.set_exception(TimedOut("Timed out reading from the Bot API"))
+
+    async def exchange(
+        self, payload: bytes, read_timeout: float | None, write_timeout: float | None
+    ) -> _Response:
+        """Send one request and read its response. Raises ``_Closed`` if the connection ends
+        first, :class:`TimedOut` or :class:`Malformed`; the connection is aborted on any error."""
+        if self.closed or self.transport is None:
+            raise _Closed(answered=False)
+        waiter = self.loop.create_future()
+        response = _Response()
+        self._waiter, self._response, self._answered = waiter, response, False
+        try:
+            self.transport.write(payload)
+            if self._paused:
+                await self._drain(write_timeout)
+            self.last_read = self.loop.time()
+            if read_timeout is not None:
+                self._timer = self.loop.call_later(
+                    read_timeout, self._read_timed_out, waiter, read_timeout
+                )
+            await waiter
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._waiter = self._response = None
+        if not response.keep_alive:
+            self.abort()
+        return response
+
+    async def _drain(self, timeout: float | None) -> None:
+        self._drained = self.loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained
+        except TimeoutError:
+            raise TimedOut("Timed out writing to the Bot API") from None
+        finally:
+            self._drained = None
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+class Http11Client:
+    """HTTP/1.1 requests over a pool of keep-alive connections.
+
+    ``max_idle`` bounds the idle connections kept (all hosts together); the caller bounds the
+    requests in flight. ``ssl_context`` replaces the default (system CAs, or certifi's bundle
+    when installed) for https, e.g. to trust a test CA.
+    """
+
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        max_idle: int = 64,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
+        self._user_agent = user_agent
+        self._max_idle = max_idle
+        self._ssl = ssl_context
+        self._idle_seconds = idle_seconds
+        self._idle: dict[Key, list[_Connection]] = {}
+        self._idle_count = 0
+        self._busy: set[_Connection] = set()
+        self._targets: dict[str, tuple[Key, bytes]] = {}  # url -> (key, "target\r\nHost")
+        self.connections_opened = 0  # for tests and benchmarks
+
+    async def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.abort()
+        self._idle.clear()
+        self._idle_count = 0
+        for conn in list(self._busy):
+            conn.abort()
+        self._busy.clear()
+        await asyncio.sleep(0)  # let the transports' connection_lost run
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+    ) -> tuple[int, bytes]:
+        """One request; returns (status, body)."""
+        key, target = self._target(url)
+        head = [method.encode("ascii"), b" ", target, b"\r\nUser-Agent: ", self._ua()]
+        if body is not None or method != "GET":
+            if content_type is not None:
+                head += [b"\r\nContent-Type: ", content_type.encode("latin-1")]
+            head += [b"\r\nContent-Length: ", str(len(body or b"")).encode()]
+        head.append(b"\r\nAccept-Encoding: identity\r\n\r\n")
+        if body:
+            head.append(body)
+        payload = b"".join(head)
+        conn = self._take_idle(key)
+        if conn is not None:
+            try:
+                return await self._exchange(conn, payload, read_timeout, write_timeout)
+            except _Closed as exc:
+                # The keep-alive race: the server closed this idle connection as we sent on
+                # it, before answering (it answered nothing). Servers close idle connections
+                # only between requests, having read nothing of the next one, so the request
+                # was not handled and is sent again, once, on a new connection; browsers and
+                # aiohttp do the same. Not safe when the server (or a proxy) read the request,
+                # acted on it and then died without a byte of answer: a sendMessage would go
+                # out twice. Connections idle longer than IDLE_SECONDS are never reused,
+                # which keeps clear of the usual server idle timeouts.
+                if exc.answered:
+                    raise _network("the Bot API closed the connection mid-response") from None
+        conn = await self._connect(key, connect_timeout)
+        try:
+            return await self._exchange(conn, payload, read_timeout, write_timeout)
+        except _Closed as exc:
+            what = "mid-response" if exc.answered else "before answering"
+            raise _network(f"the Bot API closed the connection {what}") from None
+
+    def _ua(self) -> bytes:
+        return self._user_agent.encode("latin-1", "replace")
+
+    def _target(self, url: str) -> tuple[Key, bytes]:
+        """The pool key and the request line's target plus the Host header, cached per URL
+        (a bot calls a few dozen methods; file downloads add one URL each, so the cache is
+        bounded)."""
+        known = self._targets.get(url)
+        if known is not None:
+            return known
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        if scheme not in ("http", "https") or not host:
+            raise NetworkError("Bot API URL is not http(s)")  # the URL itself never printed
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise NetworkError("Bot API URL has a bad port") from None
+        path = parts.path or "/"
+        target = f"{path}?{parts.query}" if parts.query else path
+        if not _TARGET_OK.fullmatch(target):
+            target = quote(target, safe="/?&=%:@!$'()*+,;~")
+        host_header = f"[{host}]" if ":" in host else host
+        if port != (443 if scheme == "https" else 80):
+            host_header += f":{port}"
+        if not host_header.isascii():
+            host_header = host_header.encode("idna").decode("ascii")
+        line = f"{target} HTTP/1.1\r\nHost: {host_header}".encode("ascii")
+        if len(self._targets) >= 1024:
+            self._targets.clear()
+        self._targets[url] = known = ((scheme, host, port), line)
+        return known
+
+    def _take_idle(self, key: Key) -> _Connection | None:
+        conns = self._idle.get(key)
+        while conns:
+            conn = conns.pop()  # the most recently used: the least likely to have gone stale
+            self._idle_count -= 1
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            if conn.loop.time() - conn.idle_since > self._idle_seconds:
+                conn.abort()
+                continue
+            return conn
+        return None
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        payload: bytes,
+        read_timeout: float | None,
+        write_timeout: float | None,
+    ) -> tuple[int, bytes]:
+        self._busy.add(conn)
+        try:
+            response = await conn.exchange(payload, read_timeout, write_timeout)
+        finally:
+            self._busy.discard(conn)
+        if not conn.closed:
+            self._put_idle(conn)
+        return response.status, response.body
+
+    def _put_idle(self, conn: _Connection) -> None:
+        if self._idle_count >= self._max_idle:
+            conn.abort()
+            return
+        conn.reused = True
+        conn.idle_since = conn.loop.time()
+        self._idle.setdefault(conn.key, []).append(conn)
+        self._idle_count += 1
+
+    async def _connect(self, key: Key, timeout: float | None) -> _Connection:
+        scheme, host, port = key
+        loop = asyncio.get_running_loop()
+        context = self._context() if scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(key, loop),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
+                    happy_eyeballs_delay=0.25,
+                )
+        except TimeoutError:
+            raise TimedOut("Timed out connecting to the Bot API") from None
+        except ssl.SSLError as exc:
+            raise _network(f"TLS failed ({exc.reason or type(exc).__name__})") from None
+        except OSError as exc:
+            raise _network(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
+        self.connections_opened += 1
+        return conn
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            try:
+                import certifi  # httpx (PTB's dependency) ships it
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            except ImportError:
+                self._ssl = ssl.create_default_context()
+        return self._ssl
+
+
+def _network(what: str) -> NetworkError:
+    return NetworkError(f"Bot API request failed: {what}")
