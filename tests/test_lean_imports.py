@@ -37,8 +37,17 @@ UNUSED = (
     "redis",
     "discord",
     "tenacity",
-    # aiohttp's server side: only webhook mode and the [http] listener need it
-    "aiohttp.web",
+    # aiohttp and its helpers: webhook mode, the [http] listener, Discord and ShopAI need it;
+    # the Bot API goes through adapters/telegram/http11.py
+    "aiohttp",
+    "attr",
+    "attrs",
+    "yarl",
+    "multidict",
+    "propcache",
+    "frozenlist",
+    "aiosignal",
+    "aiohappyeyeballs",
     "chatbridge.adapters.telegram.webhook",
     "chatbridge.bots.http",
     # grapheme clusters: only a text longer than one message is cut with them
