@@ -2,7 +2,9 @@
 
 A LoopOS-only Telegram bot must not load the ShopAI backend (websockets, python-socketio,
 engine.io, requests, redis), the Discord adapter, the Redis store or tenacity: about
-35 MiB of a process that needs none of it. Checked in a fresh interpreter that starts the real
+35 MiB of a process that needs none of it. Nor aiohttp (the Bot API goes through
+adapters/telegram/http11.py; about 10 MiB with its helpers) or prometheus_client (no [http]
+listener, nothing shows the metrics). Checked in a fresh interpreter that starts the real
 app against the fake Bot API and the LoopOS emulator, answers one message, and then lists
 what it has imported.
 """
@@ -50,6 +52,9 @@ UNUSED = (
     "aiohappyeyeballs",
     "chatbridge.adapters.telegram.webhook",
     "chatbridge.bots.http",
+    # the metrics' text format: only the [http] listener shows it (core/metrics.py)
+    "prometheus_client",
+    "wsgiref",
     # grapheme clusters: only a text longer than one message is cut with them
     "regex",
     # optional features of python-telegram-bot and httpx (bots/extras.py), when installed
