@@ -6,7 +6,7 @@ calls through PTB's request seam (``BaseRequest.post``: the form encoding, the H
 and PTB's JSON decoding of the answer, as a bot's every call) with 1 and ``--concurrency``
 calls in flight, through:
 
-- ``http11``: chatbridge's transport (adapters/telegram/gate.py on adapters/telegram/http11.py);
+- ``http11``: chatbridge's transport (adapters/telegram/gate.py on core/http11.py);
 - ``aiohttp``: the aiohttp transport it replaced (a copy of the old gate.AiohttpRequest);
 - ``httpx``: PTB's own default, HTTPXRequest with a pool as large as the others' limit.
 

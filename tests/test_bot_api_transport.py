@@ -1,4 +1,4 @@
-"""The Bot API transport (adapters/telegram/http11.py behind gate.BotApiRequest) against real
+"""The Bot API transport (core/http11.py behind adapters/telegram/gate.BotApiRequest) against real
 servers on 127.0.0.1: a scripted HTTP/1.1 server on asyncio streams (to count connections and
 misbehave on purpose), aiohttp servers (multipart parsing, TLS with a test CA from trustme)
 and the fake Bot API through python-telegram-bot itself."""
@@ -6,6 +6,7 @@ and the fake Bot API through python-telegram-bot itself."""
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ from telegram.request import RequestData
 from telegram.request._requestparameter import RequestParameter
 
 from chatbridge.adapters.telegram.gate import BotApiRequest
-from chatbridge.adapters.telegram.http11 import Http11Client, encode_multipart
+from chatbridge.core.http11 import Http11Client, encode_multipart
 from chatbridge.core.secrets import register_secret
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -416,8 +417,13 @@ def test_multipart_encoding_matches_httpx_byte_for_byte() -> None:
 
     files = {"photo": ('a "b".jpg', b"\xff\xd8data", "image/jpeg")}
     fields = {"chat_id": "1", "caption": "x\ny"}
-    ours, content_type = encode_multipart(fields, files, boundary="b0undary")
     theirs = httpx.Request("POST", "http://x/", data=fields, files=files)
+    # PTB may hand over an open file instead of bytes (read from its start)
+    handle = io.BytesIO(b"\xff\xd8data")
+    handle.read()
+    ours, content_type = encode_multipart(
+        fields, {"photo": ('a "b".jpg', handle, "image/jpeg")}, boundary="b0undary"
+    )
     theirs_type = theirs.headers["content-type"]
     boundary = theirs_type.split("boundary=")[1]
     assert ours == theirs.read().replace(boundary.encode(), b"b0undary")

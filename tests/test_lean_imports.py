@@ -3,7 +3,7 @@
 A LoopOS-only Telegram bot must not load the ShopAI backend (websockets, python-socketio,
 engine.io, requests, redis), the Discord adapter, the Redis store or tenacity: about
 35 MiB of a process that needs none of it. Nor aiohttp (the Bot API goes through
-adapters/telegram/http11.py; about 10 MiB with its helpers) or prometheus_client (no [http]
+core/http11.py; about 10 MiB with its helpers) or prometheus_client (no [http]
 listener, nothing shows the metrics). Checked in a fresh interpreter that starts the real
 app against the fake Bot API and the LoopOS emulator, answers one message, and then lists
 what it has imported.
@@ -40,7 +40,7 @@ UNUSED = (
     "discord",
     "tenacity",
     # aiohttp and its helpers: webhook mode, the [http] listener, Discord and ShopAI need it;
-    # the Bot API goes through adapters/telegram/http11.py
+    # the Bot API goes through core/http11.py
     "aiohttp",
     "attr",
     "attrs",

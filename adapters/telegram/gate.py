@@ -6,8 +6,8 @@ chats streaming at once cost seconds of CPU there and then time out. Requests wa
 :class:`PriorityGate` instead, where waiting is free and counts against no timeout. When
 the process is saturated, a chat's *first* visible text goes before edits of answers that are
 already showing: users notice a silent chat, not an edit that lands a little later.
-Requests past the gate go out on :mod:`.http11`, a small keep-alive HTTP/1.1 client (aiohttp
-did this before: it cost a polling bot 10 MiB of imports for little it used).
+Requests past the gate go out on :mod:`chatbridge.core.http11`, a small keep-alive HTTP/1.1
+client (aiohttp did this before: it cost a polling bot 10 MiB of imports for little it used).
 """
 
 from __future__ import annotations
@@ -22,9 +22,16 @@ from collections.abc import Iterator
 
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
+from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
-from chatbridge.adapters.telegram.http11 import Http11Client, encode_form, encode_multipart
+from chatbridge.core.http11 import (
+    Http11Client,
+    HttpError,
+    HttpTimeout,
+    encode_form,
+    encode_multipart,
+)
 
 URGENT, NORMAL = 0, 1
 _priority: contextvars.ContextVar[int] = contextvars.ContextVar("telegram_priority", default=NORMAL)
@@ -69,7 +76,8 @@ class PriorityGate:
 
 
 class BotApiRequest(BaseRequest):
-    """PTB's request seam on :class:`.http11.Http11Client`, bounded by a :class:`PriorityGate`.
+    """PTB's request seam on :class:`~chatbridge.core.http11.Http11Client`, bounded by a
+    :class:`PriorityGate`.
 
     Every Bot API call and file download goes through here. At most ``limit`` requests are in
     flight, so at most ``limit`` connections are open; the others wait in the gate, where
@@ -158,5 +166,9 @@ class BotApiRequest(BaseRequest):
                 read_timeout=read,
                 write_timeout=write,
             )
+        except HttpTimeout as exc:
+            raise TimedOut(f"Bot API request: {exc}") from None
+        except HttpError as exc:  # never the URL: it holds the token
+            raise NetworkError(f"Bot API request failed: {exc}") from None
         finally:
             self._gate.release()

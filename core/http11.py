@@ -1,52 +1,54 @@
-"""A small HTTP/1.1 keep-alive client on asyncio, for the Bot API (and its file downloads).
+"""A small HTTP/1.1 keep-alive client on asyncio (the Telegram Bot API transport's).
 
 Why not aiohttp or httpx: the Bot API needs little of HTTP (GET and POST, a form or a
 multipart upload, one response body), and a polling Telegram bot would otherwise load aiohttp
 and six helper packages (about 10 MiB) for it alone, or httpx, whose httpcore pool costs about
-1.5 ms of CPU a call and collapses under a thousand streams (see :mod:`.gate`). One
+1.5 ms of CPU a call and collapses under a thousand streams (adapters/telegram/gate.py). One
 :class:`asyncio.Protocol` per connection parses the response as bytes arrive, so a call is one
-write and one wake-up of the calling task.
+write and one wake-up of the calling task (the bytes themselves: :mod:`.http11_wire`). It
+lives in core/ (and knows no platform) so that other plain HTTP clients can share it.
 
 What it does: HTTP/1.1 over TCP or TLS (SNI, the certifi bundle when installed), a pool of idle
 connections per (scheme, host, port), bodies by Content-Length, chunked or read to close, a cap
-on the response head, timeouts as :class:`TimedOut` and every other failure as
-:class:`NetworkError`. Messages never contain the URL: a Bot API URL holds the bot token.
+on the response head, timeouts as :class:`HttpTimeout` and every other failure as
+:class:`HttpError`. Messages never contain the URL (a Bot API URL holds the bot token).
 What it does not do: redirects, proxies, cookies, compression (it asks for ``identity``),
-pipelining, HTTP/2. The caller (:class:`.gate.BotApiRequest`) bounds how many requests are in
-flight, so this client never waits for a connection.
+pipelining, HTTP/2. The caller bounds how many requests are in flight (the Bot API transport
+with its priority gate), so this client never waits for a connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import ssl
-from collections.abc import Mapping
-from typing import IO
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
-from telegram.error import NetworkError, TimedOut
+from chatbridge.core.http11_wire import (
+    HttpError,
+    HttpTimeout,
+    Malformed,
+    ResponseParser,
+    encode_form,
+    encode_multipart,
+)
 
-__all__ = ["Http11Client", "encode_form", "encode_multipart"]
+__all__ = [
+    "Http11Client",
+    "HttpError",
+    "HttpTimeout",
+    "Malformed",
+    "encode_form",
+    "encode_multipart",
+]
 
-MAX_HEAD = 64 * 1024  # status line + headers (and a chunked body's trailers) of one response
-MAX_CHUNK_LINE = 1024
 # aiohttp's default: a connection idle longer than this is closed rather than reused, which
 # keeps clear of the server's own idle timeout (where the keep-alive race below lives)
 IDLE_SECONDS = 15.0
 # what a request target may hold as is; anything else is percent-encoded
 _TARGET_OK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
-# multipart names and filenames, encoded as browsers (HTML5) and httpx do
-_FORM_ESCAPES = {'"': "%22", "\\": "\\\\"} | {chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}
-_FORM_ESCAPE_RE = re.compile("|".join(re.escape(c) for c in _FORM_ESCAPES))
 
 Key = tuple[str, str, int]  # (scheme, host, port)
-FileField = tuple[str, bytes | IO[bytes], str]  # PTB's (filename, content, mimetype)
-
-
-class Malformed(NetworkError):
-    """The server's response is not HTTP/1.1 this client can read."""
 
 
 class _Closed(Exception):
@@ -55,246 +57,6 @@ class _Closed(Exception):
     def __init__(self, answered: bool) -> None:
         super().__init__()
         self.answered = answered  # some response bytes had arrived
-
-
-# --- request bodies ---------------------------------------------------------------------------
-
-
-def encode_form(fields: Mapping[str, str]) -> tuple[bytes, str]:
-    """``application/x-www-form-urlencoded``, as PTB's HTTPX transport sends its parameters."""
-    return urlencode(fields).encode("ascii"), "application/x-www-form-urlencoded"
-
-
-def _form_param(name: str, value: str) -> str:
-    return f'{name}="{_FORM_ESCAPE_RE.sub(lambda m: _FORM_ESCAPES[m.group(0)], value)}"'
-
-
-def encode_multipart(
-    fields: Mapping[str, str], files: Mapping[str, FileField], boundary: str | None = None
-) -> tuple[bytes, str]:
-    """``multipart/form-data``: the fields, then the files, as PTB's HTTPX transport sends them
-    (one part per name, quoted as HTML5 forms quote, a random 32-hex-digit boundary)."""
-    mark = (boundary or os.urandom(16).hex()).encode("ascii")
-    parts: list[bytes] = []
-    for name, value in fields.items():
-        disposition = f"Content-Disposition: form-data; {_form_param('name', name)}\r\n\r\n"
-        parts += [b"--", mark, b"\r\n", disposition.encode(), value.encode(), b"\r\n"]
-    for name, (filename, content, mimetype) in files.items():
-        head = f"Content-Disposition: form-data; {_form_param('name', name)}"
-        if filename:
-            head += f"; {_form_param('filename', filename)}"
-        head += f"\r\nContent-Type: {mimetype}\r\n\r\n"
-        data = content if isinstance(content, bytes) else _read_all(content)
-        parts += [b"--", mark, b"\r\n", head.encode(), data, b"\r\n"]
-    parts += [b"--", mark, b"--\r\n"]
-    return b"".join(parts), f"multipart/form-data; boundary={mark.decode()}"
-
-
-def _read_all(stream: IO[bytes]) -> bytes:
-    if stream.seekable():
-        stream.seek(0)
-    return stream.read()
-
-
-# --- the response parser ----------------------------------------------------------------------
-
-
-class _Response:
-    """Parses one response from bytes as they arrive; :meth:`feed` says when it is complete."""
-
-    __slots__ = (
-        "_buf",
-        "_chunk_left",
-        "_done",
-        "_length",
-        "_mode",
-        "_parts",
-        "_scanned",
-        "_trailer",
-        "body",
-        "keep_alive",
-        "status",
-    )
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._scanned = 0  # how far the head has been searched for its end
-        self._mode = "head"  # head, length, chunked, close
-        self._length = 0
-        self._chunk_left = -1  # -1: a chunk-size line is next; -2: the CRLF after a chunk
-        self._trailer = False
-        self._done = False
-        self._parts: list[bytes] = []
-        self.status = 0
-        self.keep_alive = False
-        self.body = b""
-
-    def feed(self, data: bytes) -> bool:
-        self._buf += data
-        if self._mode == "head" and not self._head():
-            return False
-        if self._mode == "length":
-            if len(self._buf) < self._length:
-                return False
-            if len(self._buf) > self._length:
-                self.keep_alive = False  # bytes nobody asked for: never reuse this connection
-            self.body = bytes(self._buf[: self._length])
-            return True
-        if self._mode == "chunked":
-            return self._chunks()
-        return False  # "close": the body ends with the connection
-
-    def feed_eof(self) -> bool:
-        """The server closed the connection: complete when the body was read-to-close."""
-        if self._mode != "close":
-            return False
-        self.body = bytes(self._buf)
-        return True
-
-    def _head(self) -> bool:
-        end = self._buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
-        if end < 0:
-            if len(self._buf) > MAX_HEAD:
-                raise Malformed("Bot API response head too large")
-            self._scanned = len(self._buf)
-            return False
-        if end > MAX_HEAD:
-            raise Malformed("Bot API response head too large")
-        lines = bytes(self._buf[:end]).split(b"\r\n")
-        del self._buf[: end + 4]
-        self._scanned = 0
-        version, status = _status_line(lines[0])
-        if 100 <= status < 200:
-            if status == 101:
-                raise Malformed("Bot API switched protocols")
-            return self._head()  # an interim response (100 Continue...): the real one follows
-        self.status = status
-        self._start_body(version, status, _headers(lines[1:]))
-        return True
-
-    def _start_body(self, version: bytes, status: int, headers: dict[bytes, bytes]) -> None:
-        tokens = {t.strip().lower() for t in headers.get(b"connection", b"").split(b",")}
-        if version == b"HTTP/1.1":
-            self.keep_alive = b"close" not in tokens
-        else:
-            self.keep_alive = b"keep-alive" in tokens
-        coding = headers.get(b"content-encoding", b"identity").strip().lower()
-        if coding not in (b"identity", b""):
-            raise Malformed("Bot API response is compressed though identity was asked for")
-        transfer = headers.get(b"transfer-encoding")
-        length = headers.get(b"content-length")
-        if status in (204, 304):
-            self._mode, self._length = "length", 0
-        elif transfer is not None:
-            codings = [c.strip().lower() for c in transfer.split(b",")]
-            if codings[-1] == b"chunked":
-                self._mode = "chunked"
-            else:
-                self._mode, self.keep_alive = "close", False
-            if length is not None:  # both: a smuggling shape; read it, never reuse
-                self.keep_alive = False
-        elif length is not None:
-            if not length.isdigit():
-                raise Malformed("Bot API response has a bad Content-Length")
-            self._mode, self._length = "length", int(length)
-        else:
-            self._mode, self.keep_alive = "close", False
-
-    def _chunks(self) -> bool:
-        buf, pos = self._buf, 0
-        try:
-            while not self._done:
-                if self._trailer:
-                    step = self._trailer_line(buf, pos)
-                elif self._chunk_left == -1:
-                    step = self._size_line(buf, pos)
-                elif self._chunk_left == -2:
-                    step = self._chunk_end(buf, pos)
-                else:
-                    step = self._chunk_data(buf, pos)
-                if step is None:
-                    return False
-                pos = step
-            return True
-        finally:
-            del buf[:pos]
-
-    # each step reads from ``pos`` and returns where the next starts, or None for more bytes
-    def _size_line(self, buf: bytearray, pos: int) -> int | None:
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            if len(buf) - pos > MAX_CHUNK_LINE:
-                raise Malformed("Bot API chunk size line too long")
-            return None
-        size = bytes(buf[pos:end]).split(b";", 1)[0].strip()
-        if not size or size.strip(b"0123456789abcdefABCDEF"):
-            raise Malformed("Bot API response has a bad chunk size")
-        self._chunk_left = int(size, 16)
-        if self._chunk_left == 0:
-            self._trailer = True
-        return end + 2
-
-    def _chunk_data(self, buf: bytearray, pos: int) -> int | None:
-        take = min(self._chunk_left, len(buf) - pos)
-        if take == 0:
-            return None
-        self._parts.append(bytes(buf[pos : pos + take]))
-        self._chunk_left -= take
-        if self._chunk_left == 0:
-            self._chunk_left = -2
-        return pos + take
-
-    def _chunk_end(self, buf: bytearray, pos: int) -> int | None:
-        if len(buf) - pos < 2:
-            return None
-        if buf[pos : pos + 2] != b"\r\n":
-            raise Malformed("Bot API chunk not followed by CRLF")
-        self._chunk_left = -1
-        return pos + 2
-
-    def _trailer_line(self, buf: bytearray, pos: int) -> int | None:
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            if len(buf) - pos > MAX_HEAD:
-                raise Malformed("Bot API response trailers too large")
-            return None
-        if end == pos:  # the empty line: the message is complete
-            if end + 2 < len(buf):
-                self.keep_alive = False  # bytes nobody asked for
-            self.body = b"".join(self._parts)
-            self._done = True
-        return end + 2
-
-
-def _status_line(line: bytes) -> tuple[bytes, int]:
-    version, _, rest = line.partition(b" ")
-    code = rest[:3]
-    if (
-        version not in (b"HTTP/1.1", b"HTTP/1.0")
-        or len(code) != 3
-        or not code.isdigit()
-        or rest[3:4] not in (b"", b" ")
-        or not 100 <= int(code) <= 599
-    ):
-        raise Malformed("Bot API response has a bad status line")
-    return version, int(code)
-
-
-def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
-    headers: dict[bytes, bytes] = {}
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-            raise Malformed("Bot API response has a malformed header line")
-        key = name.lower()
-        value = value.strip()
-        if key == b"content-length" and headers.get(key, value) != value:
-            raise Malformed("Bot API response has two different Content-Lengths")
-        if key in headers and key != b"content-length":
-            headers[key] += b", " + value
-        else:
-            headers[key] = value
-    return headers
 
 
 # --- one connection ---------------------------------------------------------------------------
@@ -312,7 +74,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_read = 0.0
         self._waiter: asyncio.Future[None] | None = None
-        self._response: _Response | None = None
+        self._response: ResponseParser | None = None
         self._answered = False
         self._drained: asyncio.Future[None] | None = None
         self._paused = False
@@ -378,17 +140,17 @@ class _Connection(asyncio.Protocol):
         if left > 0:
             self._timer = self.loop.call_later(left, self._read_timed_out, waiter, timeout)
         else:
-            waiter.set_exception(TimedOut("Timed out reading from the Bot API"))
+            waiter.set_exception(HttpTimeout("timed out reading the response"))
 
     async def exchange(
         self, payload: bytes, read_timeout: float | None, write_timeout: float | None
-    ) -> _Response:
+    ) -> ResponseParser:
         """Send one request and read its response. Raises ``_Closed`` if the connection ends
-        first, :class:`TimedOut` or :class:`Malformed`; the connection is aborted on any error."""
+        first, :class:`HttpTimeout` or :class:`Malformed`; any error aborts the connection."""
         if self.closed or self.transport is None:
             raise _Closed(answered=False)
         waiter = self.loop.create_future()
-        response = _Response()
+        response = ResponseParser()
         self._waiter, self._response, self._answered = waiter, response, False
         try:
             self.transport.write(payload)
@@ -418,7 +180,7 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 await self._drained
         except TimeoutError:
-            raise TimedOut("Timed out writing to the Bot API") from None
+            raise HttpTimeout("timed out sending the request") from None
         finally:
             self._drained = None
 
@@ -499,13 +261,13 @@ class Http11Client:
                 # out twice. Connections idle longer than IDLE_SECONDS are never reused,
                 # which keeps clear of the usual server idle timeouts.
                 if exc.answered:
-                    raise _network("the Bot API closed the connection mid-response") from None
+                    raise _network("the server closed the connection mid-response") from None
         conn = await self._connect(key, connect_timeout)
         try:
             return await self._exchange(conn, payload, read_timeout, write_timeout)
         except _Closed as exc:
             what = "mid-response" if exc.answered else "before answering"
-            raise _network(f"the Bot API closed the connection {what}") from None
+            raise _network(f"the server closed the connection {what}") from None
 
     def _ua(self) -> bytes:
         return self._user_agent.encode("latin-1", "replace")
@@ -521,11 +283,11 @@ class Http11Client:
         scheme = parts.scheme.lower()
         host = parts.hostname
         if scheme not in ("http", "https") or not host:
-            raise NetworkError("Bot API URL is not http(s)")  # the URL itself never printed
+            raise HttpError("the URL is not http(s)")  # the URL itself never printed
         try:
             port = parts.port or (443 if scheme == "https" else 80)
         except ValueError:
-            raise NetworkError("Bot API URL has a bad port") from None
+            raise HttpError("the URL has a bad port") from None
         path = parts.path or "/"
         target = f"{path}?{parts.query}" if parts.query else path
         if not _TARGET_OK.fullmatch(target):
@@ -594,7 +356,7 @@ class Http11Client:
                     happy_eyeballs_delay=0.25,
                 )
         except TimeoutError:
-            raise TimedOut("Timed out connecting to the Bot API") from None
+            raise HttpTimeout("timed out connecting") from None
         except ssl.SSLError as exc:
             raise _network(f"TLS failed ({exc.reason or type(exc).__name__})") from None
         except OSError as exc:
@@ -613,5 +375,5 @@ class Http11Client:
         return self._ssl
 
 
-def _network(what: str) -> NetworkError:
-    return NetworkError(f"Bot API request failed: {what}")
+def _network(what: str) -> HttpError:
+    return HttpError(what)
