@@ -114,8 +114,12 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(_Closed(self._answered))
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_exception(_Closed(self._answered))
+        drained = self._drained
+        if drained is not None and not drained.done():
+            if self._waiter is not None and self._waiter.done():
+                drained.set_result(None)  # answered (say, 413) before taking the whole body
+            else:
+                drained.set_exception(_Closed(self._answered))
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -170,6 +174,8 @@ class _Connection(asyncio.Protocol):
                 self._timer.cancel()
                 self._timer = None
             self._waiter = self._response = None
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # failed while still sending: mark it seen (no asyncio warning)
         if not response.keep_alive:
             self.abort()
         return response
@@ -213,8 +219,11 @@ class Http11Client:
         self._busy: set[_Connection] = set()
         self._targets: dict[str, tuple[Key, bytes]] = {}  # url -> (key, "target\r\nHost")
         self.connections_opened = 0  # for tests and benchmarks
+        self._closed = False
 
     async def close(self) -> None:
+        """Close every connection; requests in flight fail, later ones too."""
+        self._closed = True
         for conns in self._idle.values():
             for conn in conns:
                 conn.abort()
@@ -237,6 +246,8 @@ class Http11Client:
         write_timeout: float | None = None,
     ) -> tuple[int, bytes]:
         """One request; returns (status, body)."""
+        if self._closed:
+            raise HttpError("the client is closed")
         key, target = self._target(url)
         head = [method.encode("ascii"), b" ", target, b"\r\nUser-Agent: ", self._ua()]
         if body is not None or method != "GET":
@@ -262,6 +273,8 @@ class Http11Client:
                 # which keeps clear of the usual server idle timeouts.
                 if exc.answered:
                     raise _network("the server closed the connection mid-response") from None
+        if self._closed:  # closed while the request was on its way: no new connection
+            raise HttpError("the client is closed")
         conn = await self._connect(key, connect_timeout)
         try:
             return await self._exchange(conn, payload, read_timeout, write_timeout)

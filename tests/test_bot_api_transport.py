@@ -290,6 +290,28 @@ async def test_an_idle_connection_the_server_closed_is_not_used(request_: BotApi
     assert [s.connection for s in server.seen] == [1, 2]
 
 
+async def test_shutdown_fails_a_request_in_flight_without_a_new_connection() -> None:
+    async def second_never(seen: Seen) -> Reply:
+        if len(server.seen) == 2:
+            await asyncio.sleep(60)
+        return Reply(length_answer())
+
+    req = BotApiRequest(limit=2)
+    await req.initialize()
+    server = await serve(second_never)
+    try:
+        assert await req.do_request(server.url("getMe"), "POST") == (200, OK)
+        call = asyncio.create_task(req.do_request(server.url("getUpdates"), "POST"))
+        while len(server.seen) < 2:
+            await asyncio.sleep(0.01)
+        await req.shutdown()  # the reused connection ends unanswered: no retry after shutdown
+        with pytest.raises(NetworkError):
+            await call
+    finally:
+        await server.stop()
+    assert server.connections == 1 and len(server.seen) == 2
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 
