@@ -210,7 +210,7 @@ class Http11Client:
         ssl_context: ssl.SSLContext | None = None,
         idle_seconds: float = IDLE_SECONDS,
     ) -> None:
-        self._user_agent = user_agent
+        self._user_agent = user_agent.encode("latin-1", "replace")
         self._max_idle = max_idle
         self._ssl = ssl_context
         self._idle_seconds = idle_seconds
@@ -220,6 +220,11 @@ class Http11Client:
         self._targets: dict[str, tuple[Key, bytes]] = {}  # url -> (key, "target\r\nHost")
         self.connections_opened = 0  # for tests and benchmarks
         self._closed = False
+
+    @property
+    def idle_connections(self) -> int:
+        """Idle connections kept for reuse (tests and benchmarks)."""
+        return self._idle_count
 
     async def close(self) -> None:
         """Close every connection; requests in flight fail, later ones too."""
@@ -249,7 +254,7 @@ class Http11Client:
         if self._closed:
             raise HttpError("the client is closed")
         key, target = self._target(url)
-        head = [method.encode("ascii"), b" ", target, b"\r\nUser-Agent: ", self._ua()]
+        head = [method.encode("ascii"), b" ", target, b"\r\nUser-Agent: ", self._user_agent]
         if body is not None or method != "GET":
             if content_type is not None:
                 head += [b"\r\nContent-Type: ", content_type.encode("latin-1")]
@@ -272,7 +277,7 @@ class Http11Client:
                 # out twice. Connections idle longer than IDLE_SECONDS are never reused,
                 # which keeps clear of the usual server idle timeouts.
                 if exc.answered:
-                    raise _network("the server closed the connection mid-response") from None
+                    raise HttpError("the server closed the connection mid-response") from None
         if self._closed:  # closed while the request was on its way: no new connection
             raise HttpError("the client is closed")
         conn = await self._connect(key, connect_timeout)
@@ -280,10 +285,7 @@ class Http11Client:
             return await self._exchange(conn, payload, read_timeout, write_timeout)
         except _Closed as exc:
             what = "mid-response" if exc.answered else "before answering"
-            raise _network(f"the server closed the connection {what}") from None
-
-    def _ua(self) -> bytes:
-        return self._user_agent.encode("latin-1", "replace")
+            raise HttpError(f"the server closed the connection {what}") from None
 
     def _target(self, url: str) -> tuple[Key, bytes]:
         """The pool key and the request line's target plus the Host header, cached per URL
@@ -347,12 +349,20 @@ class Http11Client:
 
     def _put_idle(self, conn: _Connection) -> None:
         if self._idle_count >= self._max_idle:
+            self._forget_closed()
+        if self._closed or self._idle_count >= self._max_idle:
             conn.abort()
             return
         conn.reused = True
         conn.idle_since = conn.loop.time()
         self._idle.setdefault(conn.key, []).append(conn)
         self._idle_count += 1
+
+    def _forget_closed(self) -> None:
+        """Drop idle connections the servers have closed meanwhile (they count until then)."""
+        for key, conns in self._idle.items():
+            self._idle[key] = [conn for conn in conns if not conn.closed]
+        self._idle_count = sum(len(conns) for conns in self._idle.values())
 
     async def _connect(self, key: Key, timeout: float | None) -> _Connection:
         scheme, host, port = key
@@ -371,10 +381,13 @@ class Http11Client:
         except TimeoutError:
             raise HttpTimeout("timed out connecting") from None
         except ssl.SSLError as exc:
-            raise _network(f"TLS failed ({exc.reason or type(exc).__name__})") from None
+            raise HttpError(f"TLS failed ({exc.reason or type(exc).__name__})") from None
         except OSError as exc:
-            raise _network(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
+            raise HttpError(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
         self.connections_opened += 1
+        if self._closed:  # closed while connecting
+            conn.abort()
+            raise HttpError("the client is closed")
         return conn
 
     def _context(self) -> ssl.SSLContext:
@@ -386,7 +399,3 @@ class Http11Client:
             except ImportError:
                 self._ssl = ssl.create_default_context()
         return self._ssl
-
-
-def _network(what: str) -> HttpError:
-    return HttpError(what)

@@ -290,6 +290,29 @@ async def test_an_idle_connection_the_server_closed_is_not_used(request_: BotApi
     assert [s.connection for s in server.seen] == [1, 2]
 
 
+async def test_idle_connections_kept_are_bounded() -> None:
+    four = asyncio.Event()
+
+    async def after_four(seen: Seen) -> Reply:
+        if len(server.seen) == 4:
+            four.set()
+        await four.wait()  # four requests in flight at once: four connections
+        return Reply(length_answer())
+
+    client = Http11Client(user_agent="test", max_idle=2)
+    server = await serve(after_four)
+    try:
+        url = server.url("getMe")
+        answers = await asyncio.gather(*(client.request("POST", url) for _ in range(4)))
+        assert answers == [(200, OK)] * 4
+        assert client.connections_opened == 4 and client.idle_connections == 2
+        await client.request("POST", url)  # one of the two kept
+        assert client.connections_opened == 4
+    finally:
+        await client.close()
+        await server.stop()
+
+
 async def test_shutdown_fails_a_request_in_flight_without_a_new_connection() -> None:
     async def second_never(seen: Seen) -> Reply:
         if len(server.seen) == 2:
