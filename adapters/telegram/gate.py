@@ -7,7 +7,7 @@ chats streaming at once cost seconds of CPU there and then time out. Requests wa
 the process is saturated, a chat's *first* visible text goes before edits of answers that are
 already showing: users notice a silent chat, not an edit that lands a little later.
 Requests past the gate go out on :mod:`chatbridge.core.http11`, a small keep-alive HTTP/1.1
-client (aiohttp did this before: it cost a polling bot 10 MiB of imports for little it used).
+client (aiohttp did this before: it cost a polling bot 8-10 MiB of imports for little it used).
 """
 
 from __future__ import annotations
