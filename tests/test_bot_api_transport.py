@@ -371,6 +371,33 @@ async def test_a_silent_server_is_a_read_timeout() -> None:
     assert server.connections == 2  # the timed-out connection was not reused
 
 
+async def test_the_read_timeout_is_between_bytes_not_for_the_whole_download() -> None:
+    body = bytes(range(256)) * 1024
+    pieces = [body[i : i + 32768] for i in range(0, len(body), 32768)]
+
+    async def steady(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for piece in pieces:  # 8 pieces 0.25 s apart: 2 s in all, each gap well under 1 s
+            await asyncio.sleep(0.25)
+            writer.write(piece)
+            await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(steady, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    req = BotApiRequest(limit=1, read_timeout=1.0)
+    await req.initialize()
+    try:
+        got = await req.do_request(f"http://127.0.0.1:{port}/file/bot{TOKEN}/a.jpg", "GET")
+    finally:
+        await req.shutdown()
+        server.close()
+        await server.wait_closed()
+    assert got == (200, body)
+
+
 @pytest.mark.parametrize(
     "answer",
     [
