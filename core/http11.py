@@ -25,6 +25,7 @@ import ssl
 from urllib.parse import quote, urlsplit
 
 from chatbridge.core.http11_wire import (
+    ConnectFailed,
     HttpError,
     HttpTimeout,
     Malformed,
@@ -34,6 +35,7 @@ from chatbridge.core.http11_wire import (
 )
 
 __all__ = [
+    "ConnectFailed",
     "Http11Client",
     "HttpError",
     "HttpTimeout",
@@ -144,17 +146,21 @@ class _Connection(asyncio.Protocol):
         if left > 0:
             self._timer = self.loop.call_later(left, self._read_timed_out, waiter, timeout)
         else:
-            waiter.set_exception(HttpTimeout("timed out reading the response"))
+            waiter.set_exception(HttpTimeout("timed out reading the response", "read"))
 
     async def exchange(
-        self, payload: bytes, read_timeout: float | None, write_timeout: float | None
+        self,
+        payload: bytes,
+        read_timeout: float | None,
+        write_timeout: float | None,
+        decoded_only: bool = True,
     ) -> ResponseParser:
         """Send one request and read its response. Raises ``_Closed`` if the connection ends
         first, :class:`HttpTimeout` or :class:`Malformed`; any error aborts the connection."""
         if self.closed or self.transport is None:
             raise _Closed(answered=False)
         waiter = self.loop.create_future()
-        response = ResponseParser()
+        response = ResponseParser(decoded_only=decoded_only)
         self._waiter, self._response, self._answered = waiter, response, False
         try:
             self.transport.write(payload)
@@ -186,7 +192,7 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 await self._drained
         except TimeoutError:
-            raise HttpTimeout("timed out sending the request") from None
+            raise HttpTimeout("timed out sending the request", "write") from None
         finally:
             self._drained = None
 
@@ -250,23 +256,54 @@ class Http11Client:
         read_timeout: float | None = None,
         write_timeout: float | None = None,
     ) -> tuple[int, bytes]:
-        """One request; returns (status, body)."""
+        """One request with this client's headers; returns (status, body)."""
+        headers = [(b"User-Agent", self._user_agent), (b"Accept-Encoding", b"identity")]
+        if content_type is not None:
+            headers.append((b"Content-Type", content_type.encode("latin-1")))
+        response = await self.send(
+            method,
+            url,
+            body,
+            headers,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+        )
+        return response.status, response.body
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+        decoded_only: bool = True,
+    ) -> ResponseParser:
+        """One request with exactly ``headers`` (Host and Content-Length are the client's:
+        any given are dropped); returns the parsed response (``status``, ``headers``,
+        ``body``). ``decoded_only=False`` lets a body in a content coding through."""
         if self._closed:
             raise HttpError("the client is closed")
         key, target = self._target(url)
-        head = [method.encode("ascii"), b" ", target, b"\r\nUser-Agent: ", self._user_agent]
+        head = [method.encode("ascii"), b" ", target]
+        for name, value in headers:
+            if name.lower() not in (b"host", b"content-length"):
+                head += [b"\r\n", name, b": ", value]
         if body is not None or method != "GET":
-            if content_type is not None:
-                head += [b"\r\nContent-Type: ", content_type.encode("latin-1")]
             head += [b"\r\nContent-Length: ", str(len(body or b"")).encode()]
-        head.append(b"\r\nAccept-Encoding: identity\r\n\r\n")
+        head.append(b"\r\n\r\n")
         if body:
             head.append(body)
         payload = b"".join(head)
+        exchange = (payload, read_timeout, write_timeout, decoded_only)
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await self._exchange(conn, payload, read_timeout, write_timeout)
+                return await self._exchange(conn, *exchange)
             except _Closed as exc:
                 # The keep-alive race: the server closed this idle connection as we sent on
                 # it, before answering (it answered nothing). Servers close idle connections
@@ -282,7 +319,7 @@ class Http11Client:
             raise HttpError("the client is closed")
         conn = await self._connect(key, connect_timeout)
         try:
-            return await self._exchange(conn, payload, read_timeout, write_timeout)
+            return await self._exchange(conn, *exchange)
         except _Closed as exc:
             what = "mid-response" if exc.answered else "before answering"
             raise HttpError(f"the server closed the connection {what}") from None
@@ -337,15 +374,16 @@ class Http11Client:
         payload: bytes,
         read_timeout: float | None,
         write_timeout: float | None,
-    ) -> tuple[int, bytes]:
+        decoded_only: bool,
+    ) -> ResponseParser:
         self._busy.add(conn)
         try:
-            response = await conn.exchange(payload, read_timeout, write_timeout)
+            response = await conn.exchange(payload, read_timeout, write_timeout, decoded_only)
         finally:
             self._busy.discard(conn)
         if not conn.closed:
             self._put_idle(conn)
-        return response.status, response.body
+        return response
 
     def _put_idle(self, conn: _Connection) -> None:
         if self._idle_count >= self._max_idle:
@@ -379,11 +417,11 @@ class Http11Client:
                     happy_eyeballs_delay=0.25,
                 )
         except TimeoutError:
-            raise HttpTimeout("timed out connecting") from None
+            raise HttpTimeout("timed out connecting", "connect") from None
         except ssl.SSLError as exc:
-            raise HttpError(f"TLS failed ({exc.reason or type(exc).__name__})") from None
+            raise ConnectFailed(f"TLS failed ({exc.reason or type(exc).__name__})") from None
         except OSError as exc:
-            raise HttpError(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
+            raise ConnectFailed(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
         self.connections_opened += 1
         if self._closed:  # closed while connecting
             conn.abort()

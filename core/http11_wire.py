@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 __all__ = [
     "MAX_HEAD",
+    "ConnectFailed",
     "HttpError",
     "HttpTimeout",
     "Malformed",
@@ -35,7 +36,16 @@ class HttpError(Exception):
 
 
 class HttpTimeout(HttpError):
-    """Connecting, sending or reading took longer than its timeout."""
+    """Connecting, sending or reading took longer than its timeout; ``phase`` says which
+    (``connect``, ``write``, ``read``)."""
+
+    def __init__(self, message: str, phase: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+class ConnectFailed(HttpError):
+    """No connection: refused, unreachable, a name that does not resolve, TLS refused."""
 
 
 class Malformed(HttpError):
@@ -97,11 +107,16 @@ class ResponseParser:
         "_scanned",
         "_trailer",
         "body",
+        "decoded_only",
+        "headers",
         "keep_alive",
         "status",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, decoded_only: bool = True) -> None:
+        # decoded_only: a body in a content coding (gzip...) is an error, the client having
+        # asked for identity; otherwise the caller decodes it
+        self.decoded_only = decoded_only
         self._buf = bytearray()
         self._scanned = 0  # how far the head has been searched for its end
         self._mode = "head"  # head, length, chunked, close
@@ -113,6 +128,7 @@ class ResponseParser:
         self.status = 0
         self.keep_alive = False
         self.body = b""
+        self.headers: list[tuple[bytes, bytes]] = []  # as received (names in their case)
 
     def feed(self, data: bytes) -> bool:
         self._buf += data
@@ -154,7 +170,8 @@ class ResponseParser:
                 raise Malformed("the server switched protocols")
             return self._head()  # an interim response (100 Continue...): the real one follows
         self.status = status
-        self._start_body(version, status, _headers(lines[1:]))
+        merged, self.headers = _headers(lines[1:])
+        self._start_body(version, status, merged)
         return True
 
     def _start_body(self, version: bytes, status: int, headers: dict[bytes, bytes]) -> None:
@@ -164,7 +181,7 @@ class ResponseParser:
         else:
             self.keep_alive = b"keep-alive" in tokens
         coding = headers.get(b"content-encoding", b"identity").strip().lower()
-        if coding not in (b"identity", b""):
+        if self.decoded_only and coding not in (b"identity", b""):
             raise Malformed("the response is compressed though identity was asked for")
         transfer = headers.get(b"transfer-encoding")
         length = headers.get(b"content-length")
@@ -265,18 +282,21 @@ def _status_line(line: bytes) -> tuple[bytes, int]:
     return version, int(code)
 
 
-def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
+def _headers(lines: list[bytes]) -> tuple[dict[bytes, bytes], list[tuple[bytes, bytes]]]:
+    """(values by lower-case name, repeated names joined; the lines as received)"""
     headers: dict[bytes, bytes] = {}
+    raw: list[tuple[bytes, bytes]] = []
     for line in lines:
         name, colon, value = line.partition(b":")
         if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
             raise Malformed("the response has a malformed header line")
         key = name.lower()
         value = value.strip()
+        raw.append((name, value))
         if key == b"content-length" and headers.get(key, value) != value:
             raise Malformed("the response has two different Content-Lengths")
         if key in headers and key != b"content-length":
             headers[key] += b", " + value
         else:
             headers[key] = value
-    return headers
+    return headers, raw

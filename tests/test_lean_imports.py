@@ -52,6 +52,11 @@ UNUSED = (
     "aiohappyeyeballs",
     "chatbridge.adapters.telegram.webhook",
     "chatbridge.bots.http",
+    # httpx's own connection machinery: the LoopOS backend's httpx client runs on
+    # core/http11.py (core/http11_httpx.py), the Bot API too
+    "httpcore",
+    "anyio",
+    "h11",
     # the metrics' text format: only the [http] listener shows it (core/metrics.py)
     "prometheus_client",
     "wsgiref",
