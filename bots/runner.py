@@ -39,7 +39,7 @@ from chatbridge.core.protocols import (
     StoredReplies,
 )
 from chatbridge.core.secrets import safe_error
-from chatbridge.core.store import journal_of, open_store
+from chatbridge.core.store import journal_of, open_store, resolved_store
 from chatbridge.core.texts import Catalogue, UserTexts
 
 if TYPE_CHECKING:
@@ -110,8 +110,6 @@ class App:
 
     async def start(self) -> None:
         cfg = self.config
-        from chatbridge.bots.admin_cli import resolved_store
-
         url, path = resolved_store(cfg.store.url)
         if path is not None:
             log.info("session store: %s", path)

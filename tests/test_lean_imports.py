@@ -57,6 +57,9 @@ UNUSED = (
     "httpcore",
     "anyio",
     "h11",
+    # the admin commands (and argparse): `chatbridge sessions ...`, not a running bot
+    "chatbridge.bots.admin_cli",
+    "argparse",
     # the metrics' text format: only the [http] listener shows it (core/metrics.py)
     "prometheus_client",
     "wsgiref",
