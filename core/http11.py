@@ -20,6 +20,7 @@ with its priority gate), so this client never waits for a connection.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import ssl
 from urllib.parse import quote, urlsplit
@@ -51,6 +52,17 @@ IDLE_SECONDS = 15.0
 _TARGET_OK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
 
 Key = tuple[str, str, int]  # (scheme, host, port)
+
+
+def _is_ip(host: str) -> bool:
+    """An address literal: one address, so no Happy Eyeballs race. The race (a task and a
+    timer per attempt) made a thousand streams' first texts ~60 ms later on loopback, where
+    128 connections open at once; a host name (two address families) keeps it, as aiohttp."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _Closed(Exception):
@@ -414,7 +426,7 @@ class Http11Client:
                     port,
                     ssl=context,
                     server_hostname=host if context is not None else None,
-                    happy_eyeballs_delay=0.25,
+                    happy_eyeballs_delay=None if _is_ip(host) else 0.25,
                 )
         except TimeoutError:
             raise HttpTimeout("timed out connecting", "connect") from None
