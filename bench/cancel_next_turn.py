@@ -74,7 +74,7 @@ class _KeepingBackend(ShopAIBackend):
 
 async def one_run(version: Version, behaviour: str, token_delay: float) -> tuple[float, int]:
     emulator = await start_shopai_emulator(version=version, token_delay=token_delay)
-    settings = ShopAISettings.model_validate(
+    settings = ShopAISettings.from_dict(
         {"base_url": emulator.url, "license_key": "test-license", "answer_timeout": 30.0}
     )
     backend_type = ShopAIBackend if behaviour == "close" else _KeepingBackend

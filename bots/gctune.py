@@ -9,7 +9,7 @@ longer the more conversations are open: with 10,000 open ShopAI v0.1 sessions a 
 collection took about 1.5 s, and over a third of the CPU went to the collector.
 
 Two changes, made once the process has started: everything allocated while starting
-(modules, pydantic schemas, the Bot API objects) is moved out of the collector's sight
+(modules, the configuration, the Bot API objects) is moved out of the collector's sight
 (:func:`gc.freeze`, always), and, in a process that keeps a connection open per conversation
 (a ShopAI backend), the youngest generation is collected every 50,000 allocations instead of
 every 700, so the objects of a token in flight die before they are ever promoted. Reference

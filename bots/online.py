@@ -96,7 +96,7 @@ async def _loopos(
 ) -> Problem | None:
     key = f"backends.{name}.base_url"
     try:
-        response = await http.get(backend.base_url, headers=backend.headers)
+        response = await http.get(backend.base_url, headers=backend.header_values())
     except httpx.HTTPError as exc:
         return Problem(key, f"LoopOS not reachable at {_origin(backend.base_url)}: {_kind(exc)}")
     if response.status_code >= 500:

@@ -15,7 +15,9 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar, cast
+
+import msgspec
 
 from chatbridge.bots.config import (
     Config,
@@ -83,10 +85,12 @@ def build_backend(name: str, cfg: LoopOSBackendConfig | ShopAIBackendConfig) -> 
     return ShopAIBackend(cfg, name=name)
 
 
-def _options(model: type[Any], bot: Any) -> Any:
-    return model.model_validate(
-        {k: getattr(bot, k) for k in model.model_fields if k in type(bot).model_fields}
-    )
+_Options = TypeVar("_Options", bound=msgspec.Struct)
+
+
+def _options(model: type[_Options], bot: _Options) -> _Options:
+    """The platform's options of a bot's table (which adds name, token...): already checked."""
+    return model(**{name: getattr(bot, name) for name in model.__struct_fields__})
 
 
 @dataclass
@@ -292,7 +296,7 @@ class App:
                 name=bot.name,
                 token=bot.token.get_secret_value(),
                 engine=engine,
-                options=options.model_copy(update={"group_reply": group_reply}),
+                options=msgspec.structs.replace(options, group_reply=group_reply),
                 admins=admins,
                 metrics=self.metrics,
                 access=access,

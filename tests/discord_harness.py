@@ -92,7 +92,7 @@ def options(fake: FakeDiscord, **overrides: object) -> DiscordOptions:
         "stream_interval": 0.05,
     }
     values.update(overrides)
-    return DiscordOptions.model_validate(values)
+    return DiscordOptions.from_dict(values)
 
 
 async def start_bot(

@@ -85,7 +85,7 @@ async def shop_engine(url: str, **overrides: Any) -> tuple[Engine, ShopAIBackend
         "reconnect_backoff": 0.02,
     }
     values.update(overrides)
-    backend = ShopAIBackend(ShopAISettings.model_validate(values), name="shop")
+    backend = ShopAIBackend(ShopAISettings.from_dict(values), name="shop")
     store = await MemoryStore.open()
     engine = Engine(bot="shop", backend=backend, backend_name="shop", store=store)
     return engine, backend, store
@@ -164,7 +164,7 @@ async def test_shopai_cancel_right_after_sending(emu: ShopAIEmulator) -> None:
 
 
 async def test_loopos_cancel_then_the_next_message_starts_normally(loopos: LoopOSEmulator) -> None:
-    settings = LoopOSSettings.model_validate(
+    settings = LoopOSSettings.from_dict(
         {
             "base_url": loopos.url,
             "core_base_url": "https://core.example/",

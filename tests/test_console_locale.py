@@ -81,7 +81,7 @@ def test_demo_without_locale_keeps_its_english_chrome() -> None:
 
 @pytest.fixture
 async def engine(loopos: LoopOSEmulator) -> AsyncIterator[Engine]:
-    settings = LoopOSSettings.model_validate(
+    settings = LoopOSSettings.from_dict(
         {
             "base_url": loopos.url,
             "core_base_url": "https://core.example/",

@@ -53,7 +53,7 @@ async def shopai(request: pytest.FixtureRequest) -> AsyncIterator[ShopAIEmulator
 
 
 def shop_backend(emu: ShopAIEmulator) -> ShopAIBackend:
-    settings = ShopAISettings.model_validate(
+    settings = ShopAISettings.from_dict(
         {
             "base_url": emu.url,
             "license_key": "test-license",
@@ -117,7 +117,7 @@ async def test_a_shopai_answer_in_several_entries_is_several_messages(
 async def test_loopos_bot_on_discord(
     fake: FakeDiscord, store: MemoryStore, loopos: LoopOSEmulator
 ) -> None:
-    settings = LoopOSSettings.model_validate(
+    settings = LoopOSSettings.from_dict(
         {
             "base_url": loopos.url,
             "core_base_url": "https://core.example/",
@@ -156,7 +156,7 @@ async def test_condition_and_listing_slash_commands_with_loopos(
     fake: FakeDiscord, store: MemoryStore, loopos: LoopOSEmulator
 ) -> None:
     """The decision and listing services on Discord, as on Telegram (issue 11, item 10)."""
-    settings = LoopOSSettings.model_validate(
+    settings = LoopOSSettings.from_dict(
         {
             "base_url": loopos.url,
             "core_base_url": "https://core.example/",
@@ -194,7 +194,7 @@ async def test_condition_and_listing_slash_commands_with_loopos(
 @contextlib.asynccontextmanager
 async def _console_engine(loopos: LoopOSEmulator) -> AsyncIterator[Engine]:
     """An engine on the real LoopOS client against the emulator, for a console bot."""
-    settings = LoopOSSettings.model_validate(
+    settings = LoopOSSettings.from_dict(
         {
             "base_url": loopos.url,
             "core_base_url": "https://core.example/",

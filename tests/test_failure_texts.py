@@ -75,7 +75,7 @@ def loopos_settings(url: str, **overrides: Any) -> LoopOSSettings:
         "deadline_reserve": 0.0,
     }
     values.update(overrides)
-    return LoopOSSettings.model_validate(values)
+    return LoopOSSettings.from_dict(values)
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def shop_settings(url: str, **overrides: Any) -> ShopAISettings:
         "reconnect_attempts": 2,
     }
     values.update(overrides)
-    return ShopAISettings.model_validate(values)
+    return ShopAISettings.from_dict(values)
 
 
 async def shop_engine(

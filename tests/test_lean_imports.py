@@ -35,6 +35,11 @@ UNUSED = (
     "websockets",
     "socketio",
     "engineio",
+    # the configuration is read with msgspec (core/settings.py); pydantic costs ~7 MiB
+    "pydantic",
+    "pydantic_core",
+    "typing_inspection",
+    "annotated_types",
     "requests",
     "redis",
     "discord",

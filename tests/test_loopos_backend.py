@@ -49,7 +49,7 @@ def settings(url: str, **overrides: Any) -> LoopOSSettings:
         "retry": {"attempts": 3, "base_delay": 0.01},
     }
     values.update(overrides)
-    return LoopOSSettings.model_validate(values)
+    return LoopOSSettings.from_dict(values)
 
 
 @pytest.fixture

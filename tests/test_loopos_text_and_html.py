@@ -20,7 +20,7 @@ SCRIPT = ["Quero vender um iPhone 12", "128 GB", "Bom", "Não"]
 
 
 def client(url: str) -> LoopOSBackend:
-    settings = LoopOSSettings.model_validate(
+    settings = LoopOSSettings.from_dict(
         {
             "base_url": url,
             "core_base_url": "https://core.example/",

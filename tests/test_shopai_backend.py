@@ -46,7 +46,7 @@ def settings(url: str, **overrides: Any) -> ShopAISettings:
         "idle_timeout": 30.0,
     }
     values.update(overrides)
-    return ShopAISettings.model_validate(values)
+    return ShopAISettings.from_dict(values)
 
 
 async def start(version: str, **kw: Any) -> ShopAIEmulator:

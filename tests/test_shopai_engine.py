@@ -29,7 +29,7 @@ def settings(url: str, **kw: Any) -> ShopAISettings:
         "reconnect_backoff": 0.02,
     }
     values.update(kw)
-    return ShopAISettings.model_validate(values)
+    return ShopAISettings.from_dict(values)
 
 
 @pytest.fixture(params=["v0.1", "v0.2"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from chatbridge.core.backends.shopai import (
     ShopAISettings,
@@ -12,6 +11,7 @@ from chatbridge.core.backends.shopai import (
     pick_language,
 )
 from chatbridge.core.backends.shopai.backend import find_answer, reply_from, visible_text
+from chatbridge.core.settings import MASKED, Invalid, Secret, dump
 
 
 @pytest.mark.parametrize(
@@ -38,13 +38,17 @@ def test_pick_language() -> None:
 
 
 def test_settings_hide_the_license_key() -> None:
-    s = ShopAISettings(base_url="https://shop.example/", license_key="s3cret")  # type: ignore[arg-type]
+    s = ShopAISettings.from_dict({"base_url": "https://shop.example/", "license_key": "s3cret"})
     assert s.base_url == "https://shop.example"
-    assert "s3cret" not in repr(s) and "s3cret" not in str(s.model_dump())
-    with pytest.raises(ValidationError):
-        ShopAISettings(base_url="ftp://x", license_key="k")  # type: ignore[arg-type]
-    with pytest.raises(ValidationError):
-        ShopAISettings(base_url="http://x", license_key="k", protocol="grpc")  # type: ignore[arg-type]
+    assert s.license_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s) and "s3cret" not in str(dump(s))
+    assert dump(s)["license_key"] == MASKED
+    with pytest.raises(Invalid, match="base_url: must start with http"):
+        ShopAISettings.from_dict({"base_url": "ftp://x", "license_key": "k"})
+    with pytest.raises(Invalid, match="base_url: must start with http"):  # built in code too
+        ShopAISettings(base_url="ftp://x", license_key=Secret("k"))
+    with pytest.raises(Invalid, match="protocol: must be one of 'auto', 'websocket', 'socketio'"):
+        ShopAISettings.from_dict({"base_url": "http://x", "license_key": "k", "protocol": "grpc"})
 
 
 def test_find_answer_by_position() -> None:

@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import msgspec
+
 from chatbridge.bots.config import parse_config
 from chatbridge.bots.runner import App, run_app
 from tests.fakes.telegram_api import FakeTelegram
@@ -281,8 +283,8 @@ async def test_discord_login_failures_say_whether_a_retry_can_help() -> None:
                 assert "discord-secret-token" not in str(exc)
             else:
                 raise AssertionError("a refused token must fail the start")
-            options = discord_options(fake).model_copy(
-                update={"api_base_url": f"http://127.0.0.1:{_closed_port()}/api/v10"}
+            options = msgspec.structs.replace(
+                discord_options(fake), api_base_url=f"http://127.0.0.1:{_closed_port()}/api/v10"
             )
         unreachable = DiscordAdapter(
             name="shop",

@@ -22,7 +22,7 @@ SUBMISSION = "https://submission.example/"
 
 def loopos_backend(url: str) -> LoopOSBackend:
     return LoopOSBackend(
-        LoopOSSettings.model_validate(
+        LoopOSSettings.from_dict(
             {
                 "base_url": url,
                 "core_base_url": "https://core.example/",
@@ -149,7 +149,7 @@ async def test_shopper_gets_streamed_answers_by_drafts_and_by_edits(
     shopai: ShopAIEmulator,
 ) -> None:
     backend = ShopAIBackend(
-        ShopAISettings.model_validate(
+        ShopAISettings.from_dict(
             {
                 "base_url": shopai.url,
                 "license_key": "test-license",

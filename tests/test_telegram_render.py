@@ -113,10 +113,10 @@ def test_render_escapes_plain_text_and_draws_the_markup() -> None:
 def test_file_url_derived_from_api_url() -> None:
     opts = TelegramOptions(api_base_url="http://bot-api.local:8081/bot")
     assert opts.resolved_file_base_url == "http://bot-api.local:8081/file/bot"
-    with pytest.raises(ValueError):
-        TelegramOptions(stream_interval=0.5)
-    with pytest.raises(ValueError):
-        TelegramOptions.model_validate({"webhook_secret_token": "has spaces"})
+    with pytest.raises(ValueError, match="stream_interval: must be at least 1"):
+        TelegramOptions.from_dict({"stream_interval": 0.5})
+    with pytest.raises(ValueError, match="webhook_secret_token: 1-256 characters"):
+        TelegramOptions.from_dict({"webhook_secret_token": "has spaces"})
 
 
 def test_redact_hides_the_secret_half_of_a_token() -> None:

@@ -87,9 +87,7 @@ def test_every_reason_a_backend_may_give_has_a_text() -> None:
 
 async def test_shopai_reports_reasons_the_engine_puts_in_portuguese() -> None:
     backend = ShopAIBackend(
-        ShopAISettings.model_validate(
-            {"base_url": "http://127.0.0.1:9", "license_key": "test-license"}
-        ),
+        ShopAISettings.from_dict({"base_url": "http://127.0.0.1:9", "license_key": "test-license"}),
         name="shop",
     )
     try:

@@ -26,11 +26,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+import msgspec
+from msgspec import Meta
+from msgspec.structs import force_setattr
 
 from chatbridge.core.backends.loopos_refusals import refusal, refuses_language
 from chatbridge.core.deadline import deadline
@@ -39,6 +41,7 @@ from chatbridge.core.html import parse_reply_html
 from chatbridge.core.images import human_size
 from chatbridge.core.retry import RetryPolicy
 from chatbridge.core.secrets import register_secret
+from chatbridge.core.settings import FrozenTable, Secret
 from chatbridge.core.types import (
     ConversationKey,
     Decision,
@@ -73,21 +76,23 @@ SHARD_SIZE = 16  # connections per httpx client, see LoopOSBackend.__init__
 # --- configuration ----------------------------------------------------------------------------
 
 
-class LoopOSRetrySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    attempts: int = Field(default=3, ge=1, le=10)
-    base_delay: float = Field(default=1.0, ge=0.0)
-    max_delay: float = Field(default=8.0, ge=0.0)
+class LoopOSRetrySettings(FrozenTable, frozen=True, kw_only=True):
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    base_delay: Annotated[float, Meta(ge=0.0)] = 1.0
+    max_delay: Annotated[float, Meta(ge=0.0)] = 8.0
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(self.attempts, self.base_delay, self.max_delay)
 
 
-class LoopOSSettings(BaseModel):
-    """The ``[backends.<name>]`` table of a ``type = "loopos"`` backend."""
+def _http_url(value: str) -> str | None:
+    if value.strip().startswith(("http://", "https://")):
+        return None
+    return "must be an http:// or https:// URL"
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class LoopOSSettings(FrozenTable, frozen=True, kw_only=True):
+    """The ``[backends.<name>]`` table of a ``type = "loopos"`` backend."""
 
     type: Literal["loopos"] = "loopos"
     base_url: str
@@ -95,25 +100,29 @@ class LoopOSSettings(BaseModel):
     submission_base_url: str
     language: str = "PT-PT"
     context: str | None = None  # sent as loopos_core_context
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: Annotated[float, Meta(gt=0)] = 120.0
     retry: LoopOSRetrySettings = LoopOSRetrySettings()
-    # A place for future auth headers: kept out of repr so a key never reaches a log.
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    # A place for future auth headers: secrets, so a key never reaches a log or a dump.
+    headers: dict[str, Secret] = {}
     session_extra_data: dict[str, Any] | None = None
     agent_specific: dict[str, Any] | None = None
-    max_concurrency: int = Field(default=64, ge=1, le=10_000)  # simultaneous requests to the server
+    # simultaneous requests to the server
+    max_concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 64
     # kept back from the turn's deadline, to tell the user rather than be cut off
-    deadline_reserve: float = Field(default=2.0, ge=0)
+    deadline_reserve: Annotated[float, Meta(ge=0)] = 2.0
     # all photos of one request together, before base64 (which adds a third)
-    max_request_image_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    max_request_image_bytes: Annotated[int, Meta(ge=1)] = 25 * 1024 * 1024
 
-    @field_validator("base_url", "core_base_url", "submission_base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        value = value.strip()
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+    key_checks = dict.fromkeys(("base_url", "core_base_url", "submission_base_url"), _http_url)
+
+    def __post_init__(self) -> None:
+        for key in ("base_url", "core_base_url", "submission_base_url"):
+            force_setattr(self, key, getattr(self, key).strip())
+        super().__post_init__()
+
+    def header_values(self) -> dict[str, str]:
+        """The ``headers`` table, secrets revealed (for the HTTP client only)."""
+        return {name: value.get_secret_value() for name, value in self.headers.items()}
 
 
 # --- results and errors -------------------------------------------------------------------------
@@ -142,27 +151,18 @@ class _ServerError(Exception):
 # --- reply models (validate before use, as the guide asks) --------------------------------------
 
 
-class _ReplyMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class _ReplyMessage(msgspec.Struct):  # other keys are ignored
     text: str | None = None
     role: str = "assistant"
     html: str | None = None
 
 
-_REPLY = TypeAdapter(list[_ReplyMessage])
-
-
-class _DecisionReply(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class _DecisionReply(msgspec.Struct):  # other keys are kept: Decision.extra
     decision: str
     reasoning: str = ""
 
 
-class _DescriptorReply(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class _DescriptorReply(msgspec.Struct):
     marketplace_posting_title: str
     value_out_average: float | None = None
     value_out_min: float | None = None
@@ -219,7 +219,7 @@ class LoopOSBackend:
     ) -> None:
         self.name = name
         self.settings = settings
-        register_secret(*settings.headers.values())  # a future auth header is a secret
+        register_secret(*settings.header_values().values())  # a future auth header is a secret
         self._policy = settings.retry.policy()
         self._transport = transport
         self._limit = asyncio.Semaphore(settings.max_concurrency)
@@ -259,7 +259,7 @@ class LoopOSBackend:
             max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0
         )
         timeout = httpx.Timeout(s.timeout, connect=min(s.timeout, 10.0))
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **s.headers}
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **s.header_values()}
         return httpx.AsyncClient(
             base_url=s.base_url,
             limits=limits,
@@ -428,13 +428,10 @@ class LoopOSBackend:
         if isinstance(data, dict) and isinstance(data.get("messages"), list):
             data = data["messages"]
         try:
-            raw = _REPLY.validate_python(data)
-        except ValidationError as exc:
+            raw = msgspec.convert(data, list[_ReplyMessage])  # text fields only: strict
+        except msgspec.ValidationError as exc:
             raise LoopOSError(
-                Failure(
-                    FailureKind.MALFORMED,
-                    f"/chat: not an array of messages ({exc.error_count()} errors)",
-                )
+                Failure(FailureKind.MALFORMED, f"/chat: not an array of messages ({exc})")
             ) from exc
         messages = tuple(
             parse_reply_html(m.html, m.text or "")
@@ -473,7 +470,8 @@ class LoopOSBackend:
             "item_context": item_context,
         }
         endpoint = "/loopos_ai_decision"
-        reply = _validated(_DecisionReply, endpoint, await self._post(endpoint, payload))
+        data = await self._post(endpoint, payload)
+        reply = _validated(_DecisionReply, endpoint, data)
         # "Validate responses": a decision is one of the options offered (as offered)
         offered = {option.strip().casefold(): option for option in options}
         chosen = offered.get(reply.decision.strip().casefold())
@@ -481,7 +479,8 @@ class LoopOSBackend:
             raise LoopOSError(
                 Failure(FailureKind.MALFORMED, f"{endpoint}: the decision is not an offered option")
             )
-        return Decision(chosen, reply.reasoning, dict(reply.model_extra or {}))
+        extra = {k: v for k, v in data.items() if k not in _DecisionReply.__struct_fields__}
+        return Decision(chosen, reply.reasoning, extra)
 
     async def describe_listing(
         self, images: Sequence[Image], request: ListingRequest, language: str | None
@@ -524,14 +523,15 @@ class LoopOSBackend:
         )
 
 
-_Reply = TypeVar("_Reply", bound=BaseModel)
+_Reply = TypeVar("_Reply", bound=msgspec.Struct)
 
 
 def _validated(model: type[_Reply], endpoint: str, data: Any) -> _Reply:
     """A typed service's reply, or :class:`LoopOSError` (MALFORMED) when its shape is wrong."""
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
+        # strict=False: a number sent as a string ("12.50") is read, as before
+        return msgspec.convert(data, model, strict=False)
+    except msgspec.ValidationError as exc:
         raise LoopOSError(
-            Failure(FailureKind.MALFORMED, f"{endpoint}: unexpected reply shape")
+            Failure(FailureKind.MALFORMED, f"{endpoint}: unexpected reply shape ({exc})")
         ) from exc

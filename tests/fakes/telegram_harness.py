@@ -8,6 +8,8 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from chatbridge.adapters.telegram import TelegramAdapter, TelegramOptions
 from chatbridge.core.access import AccessGate
 from chatbridge.core.engine import Engine
@@ -145,13 +147,13 @@ class Harness:
             "album_wait": 0.3,
             **self.options_kw,
         }
-        options = TelegramOptions.model_validate(values)
+        options = TelegramOptions.from_dict(values)
         if self.interval < 1.0:  # tests only: the model insists on >= 1 s for real chats
             # the bot paces each chat as the fake limits it: one message per ``interval``
             update: dict[str, Any] = {"stream_interval": self.interval}
             if "chat_rate" not in self.options_kw:
                 update["chat_rate"] = 1 / self.interval
-            options = options.model_copy(update=update)
+            options = msgspec.structs.replace(options, **update)
         self.adapter = TelegramAdapter(
             name="sellers",
             token=TOKEN,
