@@ -7,7 +7,7 @@ import asyncio
 import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from chatbridge.core.texts import UserTexts
 from chatbridge.core.types import (
@@ -25,6 +25,12 @@ from chatbridge.core.types import (
     TurnResult,
     TurnState,
 )
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from chatbridge.core.store.redis_journal import Fence, StreamAck
+    from chatbridge.core.turns import Turn
 
 
 @runtime_checkable
@@ -388,3 +394,27 @@ class ItemServices(Protocol):
 
 class Conversations(TurnSubmitter, SessionAdmin, ButtonRegistry, ItemServices, Protocol):
     """Everything an adapter may ask of the engine."""
+
+
+class ClaimedTurns(Protocol):
+    """What :class:`core.replicas.Replicas` needs of an engine: run one turn it claimed from
+    a stream."""
+
+    @property
+    def bot(self) -> str: ...
+
+    def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
+
+    async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
+
+    def cancel_here(self, key: ConversationKey) -> bool: ...
+
+
+@runtime_checkable
+class FencedJournal(Protocol):
+    """A journal whose writes for a turn can be fenced by a partition lease (Redis's), and
+    whose write that finishes the turn can acknowledge its work item too."""
+
+    def fenced(
+        self, bot: str, seq: int, lease: str, ack: StreamAck | None = None
+    ) -> contextlib.AbstractContextManager[Fence]: ...

@@ -6,7 +6,9 @@ message (a webhook hit, a poll, a gateway event): :meth:`Replicas.submit` writes
 journal and to its partition's stream in one step, and the adapter may then tell the platform
 it was read. The replica holding the partition's lease *runs* it: it reads the stream in
 order and hands each conversation's turns to its engine one at a time, so one conversation's
-turns run in arrival order whichever replica received them.
+turns run in arrival order whichever replica received them. The holder takes the messages
+it accepts itself in the same step as it records them (no read back), and is woken (its
+bell) only by the entries others queue.
 
 - Every replica takes free partitions up to its fair share (partitions / live replicas) and,
   when replicas join, hands back idle ones above it; leases are renewed every third of
@@ -45,57 +47,37 @@ import os
 import socket
 import zlib
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from chatbridge.core.errors import best_effort
 from chatbridge.core.leaders import Leader, LeaderFlag
-from chatbridge.core.protocols import StoredReplies
+from chatbridge.core.protocols import ClaimedTurns, FencedJournal, StoredReplies
 from chatbridge.core.store.redis_coordination import (
     RedisCoordination,
     WorkItem,
     conversation_member,
 )
-from chatbridge.core.store.redis_journal import Fence, StreamAck
+from chatbridge.core.store.redis_journal import Fence
 from chatbridge.core.turns import Turn
-from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnResult, TurnState
+from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnState
 
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT = 1.5  # seconds a /cancel waits for the replicas' answers (Discord answers in 3)
 RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
-WAIT_MS = 200  # longest wait for new entries before the owned partitions are read again
+WAIT_MS = 200  # longest wait on the bell (partitions new here are read after it at the latest)
+# seconds between reads of every owned partition whatever rang (a record by an older version
+# rings no bell): not more often, as such a read holds every partition's take lock
+SWEEP = 1.0
 READ_COUNT = 100  # entries read from one partition at a time
 
 
 def default_replica_name() -> str:
     """``CHATBRIDGE_REPLICA`` from the environment, else ``<hostname>-<pid>``."""
     return os.environ.get("CHATBRIDGE_REPLICA") or f"{socket.gethostname()}-{os.getpid()}"
-
-
-class ClaimedTurns(Protocol):
-    """What :class:`Replicas` needs of an engine: run one turn it claimed from a stream."""
-
-    @property
-    def bot(self) -> str: ...
-
-    def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
-
-    async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
-
-    def cancel_here(self, key: ConversationKey) -> bool: ...
-
-
-@runtime_checkable
-class FencedJournal(Protocol):
-    """A journal whose writes for a turn can be fenced by a partition lease (Redis's), and
-    whose write that finishes the turn can acknowledge its work item too."""
-
-    def fenced(
-        self, bot: str, seq: int, lease: str, ack: StreamAck | None = None
-    ) -> contextlib.AbstractContextManager[Fence]: ...
 
 
 @dataclass
@@ -123,6 +105,7 @@ class Replicas:
         self._lease_ms = max(1, int(lease * 1000))
         self._engines: dict[str, ClaimedTurns] = {}
         self._replies: dict[str, StoredReplies] = {}
+        self._fenced: dict[str, FencedJournal | None] = {}  # bot -> its journal, if fenced
         self._owned: dict[int, str] = {}  # partition -> lease value
         self._draining: set[int] = set()  # owned, no longer read: handed back once idle
         self._claiming: set[int] = set()  # owned, its pending entries being claimed
@@ -130,6 +113,9 @@ class Replicas:
         self._convs: dict[str, _Conversation] = {}
         self._seen: set[tuple[int, str]] = set()
         self._busy: Counter[int] = Counter()  # partition -> entries queued or running here
+        # held from taking a partition's entries (a read, a claim, a record that takes) until
+        # they are queued here: local order is the stream's order (see _taking)
+        self._take_locks = [asyncio.Lock() for _ in range(partitions)]
         self._tasks: list[asyncio.Task[None]] = []
         self._leaders: list[Leader] = []
         self._stopping = False
@@ -149,8 +135,22 @@ class Replicas:
         return zlib.crc32(conversation_member(key).encode()) % self.partitions
 
     async def submit(self, inbound: Inbound, source: str) -> JournalEntry | None:
-        """Journal ``inbound`` and queue it in its partition (None: already recorded)."""
-        return await self.redis.record_and_queue(inbound, source, self.partition_of(inbound.key))
+        """Journal ``inbound`` and queue it in its partition (None: already recorded).
+
+        When this replica reads that partition, the same step takes the new entries (this
+        one, and any older one no read took yet) as a read would, and queues them here: no
+        wait for the reader to wake and read it back (two round trips fewer)."""
+        partition = self.partition_of(inbound.key)
+        if self._reading(partition) is not None:
+            async with self._taking([partition]):
+                lease = self._reading(partition)  # again: it may have moved meanwhile
+                if lease is not None:
+                    recorded = await self.redis.record_and_take(
+                        inbound, source, partition, lease, self.replica, count=READ_COUNT
+                    )
+                    self._dispatch_all(partition, lease, recorded.items)
+                    return recorded.entry
+        return await self.redis.record_and_queue(inbound, source, partition)
 
     async def command(self, key: ConversationKey, command: str, arg: str = "") -> str | None:
         """Queue a session command behind ``key``'s messages and wait for the replica that
@@ -187,6 +187,8 @@ class Replicas:
         """Run ``engine.bot``'s claimed turns on ``engine``, answering through ``replies``."""
         self._engines[engine.bot] = engine
         self._replies[engine.bot] = replies
+        journal = getattr(engine, "journal", None)  # (a protocol check: once, not per turn)
+        self._fenced[engine.bot] = journal if isinstance(journal, FencedJournal) else None
 
     async def check(self) -> None:
         """Refuse a partition count other than the one the replicas on this Redis use."""
@@ -315,17 +317,18 @@ class Replicas:
             log.debug("replica %s holds partition %d (lease %s)", self.replica, partition, value)
             # not read until its pending entries are queued: they go before any newer one
             self._claiming.add(partition)
-            try:
-                claimed = await self.redis.claim(partition, value, self.replica)
-            except Exception:
-                # never read a partition whose older entries were not claimed: hand it back
-                self._owned.pop(partition, None)
-                with best_effort(log, f"handing back partition {partition}"):
-                    await self.redis.release(f"p:{partition}", value)
-                raise
-            finally:
-                self._claiming.discard(partition)
-            self._dispatch_all(partition, value, claimed)
+            async with self._taking([partition]):
+                try:
+                    claimed = await self.redis.claim(partition, value, self.replica)
+                except Exception:
+                    # never read a partition whose older entries were not claimed: hand it back
+                    self._owned.pop(partition, None)
+                    with best_effort(log, f"handing back partition {partition}"):
+                        await self.redis.release(f"p:{partition}", value)
+                    raise
+                finally:
+                    self._claiming.discard(partition)
+                self._dispatch_all(partition, value, claimed)
             if claimed:
                 self.claimed += len(claimed)
                 log.info(
@@ -340,8 +343,9 @@ class Replicas:
         reach mid-turn, say) run again; those still queued or running here are skipped."""
         idle_ms = int(self.reclaim_idle * 1000)
         for partition, value in list(self._owned.items()):
-            claimed = await self.redis.claim(partition, value, self.replica, idle_ms)
-            self._dispatch_all(partition, value, claimed)
+            async with self._taking([partition]):
+                claimed = await self.redis.claim(partition, value, self.replica, idle_ms)
+                self._dispatch_all(partition, value, claimed)
 
     async def _give_back(self, excess: int) -> None:
         """Hand back ``excess`` partitions (replicas joined): stop reading the least busy
@@ -379,38 +383,65 @@ class Replicas:
 
     # --- reading and running ----------------------------------------------------------------------
 
+    def _reading(self, partition: int) -> str | None:
+        """The lease under which this replica takes ``partition``'s new entries now (None:
+        not ours, handed back once idle, its pending entries being claimed, or stopping)."""
+        if self._stopping or partition in self._draining or partition in self._claiming:
+            return None
+        return self._owned.get(partition)
+
+    @contextlib.asynccontextmanager
+    async def _taking(self, partitions: Iterable[int]) -> AsyncIterator[None]:
+        """Held while entries of ``partitions`` are taken from Redis and queued here. The
+        reader, a claim and a record that takes (:meth:`submit`) take from the same
+        consumer-group cursor, so Redis hands each entry out once and in order, but their
+        replies come back on different connections in any order: one at a time per
+        partition, from the call to the queueing, the order queued here is the stream's."""
+        held: list[asyncio.Lock] = []
+        try:
+            for partition in sorted(partitions):  # one order: no deadlock between readers
+                lock = self._take_locks[partition]
+                await lock.acquire()
+                held.append(lock)
+            yield
+        finally:
+            for lock in held:
+                lock.release()
+
     async def _read(self) -> None:
-        last_ids: dict[int, str] = {}  # per partition, where its stream was read up to
-        due: set[int] | None = None  # partitions with something new (None: read them all)
+        known: dict[int, str] = {}  # partition -> the lease it was read under since readable
+        bell = "0-0"  # where this replica's bell was heard up to
+        due: set[int] | None = None  # partitions with news (None: read them all)
+        everything = 0.0  # when every partition was last read
+        loop = asyncio.get_running_loop()
         while not self._closed:
-            readable = {
-                p: v
-                for p, v in self._owned.items()
-                if p not in self._draining and p not in self._claiming
-            }
-            if not readable or self._stopping:
+            readable = {p: v for p in list(self._owned) if (v := self._reading(p)) is not None}
+            if not readable:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
-            for partition in set(last_ids) - set(readable):
-                del last_ids[partition]
+            known = {p: v for p, v in known.items() if readable.get(p) == v}
+            if loop.time() - everything >= SWEEP:
+                due = None  # a safety net, whatever rang (a record that rang no bell)
             leases = readable
-            if due is not None:  # only where something came (and partitions new here)
-                leases = {p: v for p, v in leases.items() if p in due or p not in last_ids}
+            if due is None:
+                everything = loop.time()
+            else:  # only where something came (and partitions new here)
+                leases = {p: v for p, v in leases.items() if p in due or p not in known}
             try:
-                got = await self.redis.read(leases, self.replica, count=READ_COUNT)
-                for partition in got.lost:
-                    self._lost(partition, leases[partition])
-                last_ids.update(got.last_ids)
-                for item in got.items:
-                    self._dispatch_all(item.partition, leases[item.partition], [item])
+                async with self._taking(leases):
+                    got = await self.redis.read(leases, self.replica, count=READ_COUNT)
+                    for partition in got.lost:
+                        self._lost(partition, leases[partition])
+                    for item in got.items:
+                        self._dispatch_all(item.partition, leases[item.partition], [item])
+                known.update((p, leases[p]) for p in got.last_ids)
                 counts = Counter(item.partition for item in got.items)
-                full = {p for p, n in counts.items() if n >= READ_COUNT}
-                if full:  # a batch that did not hold them all: read on at once
-                    due = full
+                due = {p for p, n in counts.items() if n >= READ_COUNT}
+                if due:  # a batch that did not hold them all: read on at once
                     continue
-                waiting = {p: last_ids[p] for p in readable if p in last_ids}
-                # nothing came in WAIT_MS: read every partition once, as a safety net
-                due = await self.redis.wait(waiting, WAIT_MS) or None
+                rang = await self.redis.wait(self.replica, bell, WAIT_MS)
+                if rang is not None:
+                    bell, due = rang
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -525,12 +556,12 @@ class Replicas:
             lease,
             entry.state,
         )
-        journal = getattr(engine, "journal", None)
+        journal = self._fenced.get(item.bot)
         # the turn's journal writes carry this run's lease: refused once another run took over;
         # the one that finishes the turn acknowledges the item in the same round trip
         fence: contextlib.AbstractContextManager[Fence | None] = (
             journal.fenced(item.bot, item.seq, lease, self.redis.stream_ack(item))
-            if isinstance(journal, FencedJournal)
+            if journal is not None
             else contextlib.nullcontext()
         )
         with fence as run:

@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -65,6 +65,9 @@ class Turn:
     surface: Surface
     entry: JournalEntry | None = None  # None: not journaled (console, tests, journal down)
     resume: TurnState | None = None  # set when recovered after a restart: the state it had
+    # the stored session, read ahead while the turn passed a shared flood gate (several
+    # replicas: one round trip's wait for both); None: read when the turn needs it
+    stored: asyncio.Future[SessionRecord | None] | None = None
 
 
 class TurnRunner:
@@ -221,7 +224,8 @@ class TurnRunner:
             log.info("recovery: delivering an answer written down before the restart")
             return TurnResult("ok", messages=turn.entry.answer)
         inbound = turn.inbound
-        record, failure = await self.session_for(inbound.key, inbound.language)
+        ahead, turn.stored = turn.stored, None  # read ahead once: not for the retry below
+        record, failure = await self.session_for(inbound.key, inbound.language, read_ahead=ahead)
         if failure is not None or record is None:
             return TurnResult("failed", failure=failure)
         if record.language and record.language != inbound.language:
@@ -319,10 +323,16 @@ class TurnRunner:
     # --- sessions -----------------------------------------------------------------------------
 
     async def session_for(
-        self, key: ConversationKey, language: str | None, replace_ref: str | None = None
+        self,
+        key: ConversationKey,
+        language: str | None,
+        replace_ref: str | None = None,
+        *,
+        read_ahead: Awaitable[SessionRecord | None] | None = None,
     ) -> tuple[SessionRecord | None, Failure | None]:
-        """The stored session for ``key``, opening (and persisting) one when there is none."""
-        record = await self.store.get(key)
+        """The stored session for ``key`` (``read_ahead``: its read, already on its way),
+        opening (and persisting) one when there is none."""
+        record = await (read_ahead if read_ahead is not None else self.store.get(key))
         if record is not None and record.backend == self.backend_name and replace_ref is None:
             return record, None
         if record is not None and record.backend != self.backend_name:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from replica_harness import redis_server
 
 from chatbridge.emulators.loopos import LoopOSEmulator, start_loopos_emulator
 
@@ -96,3 +97,17 @@ async def loopos() -> AsyncIterator[LoopOSEmulator]:
         yield emulator
     finally:
         await emulator.stop()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh redis-server of this test's own (its ``unix://`` URL)."""
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One redis-server shared by the tests of a module (each clears or prefixes what it uses)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

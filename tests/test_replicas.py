@@ -10,13 +10,12 @@ replicas.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 from test_engine import RecordingSurface, ScriptedBackend
 
 from chatbridge.core.budget import SharedFlood, SharedWindows
@@ -42,12 +41,6 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed"),
 ]
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 class Replies:
@@ -237,17 +230,21 @@ async def test_a_wait_on_its_way_while_the_partition_is_handed_back_takes_nothin
         assert old is not None
         first = await one.read({0: old}, "a")
         assert first.items == [] and first.lost == []
-        waiting = asyncio.create_task(one.wait(first.last_ids, 10_000))
+        waiting = asyncio.create_task(one.wait("a", "0-0", 10_000))
         await asyncio.sleep(0.1)  # a's wait is on its way
-        assert await one.release("p:0", old)  # a hands the partition back
+        await two.record_and_queue(Inbound(key("u1"), "m0"), "m0", 0)  # rings a: the holder
+        rang = await asyncio.wait_for(waiting, 5)
+        assert rang is not None and rang[1] == {0}  # a woke up...
+        assert await one.release("p:0", old)  # ...and hands the partition back before reading
         new = await two.acquire("p:0", "b", 60_000)
         assert new is not None
-        assert await two.claim(0, new, "b") == []  # nothing pending anywhere
-        await two.record_and_queue(Inbound(key("u1"), "m0"), "m0", 0)
-        assert await asyncio.wait_for(waiting, 5) == {0}  # a woke up...
-        assert (await one.read({0: old}, "a")).lost == [0]  # ...but cannot take m0
+        assert await two.claim(0, new, "b") == []  # m0 was handed to nobody yet
+        assert (await one.read({0: old}, "a")).lost == [0]  # a cannot take m0
+        await two.record_and_queue(Inbound(key("u1"), "m1"), "m1", 0)  # rings b now
+        rang = await two.wait("b", "0-0", 5_000)
+        assert rang is not None and rang[1] == {0}
         got = await two.read({0: new}, "b")
-        assert [item.seq for item in got.items] == [1]
+        assert [item.seq for item in got.items] == [1, 2]
     finally:
         await one.close()
         await two.close()

@@ -6,12 +6,10 @@ them again before it sends, instead of sending what the budget allowed seconds e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 
 from chatbridge.core.budget import SharedWindows
 from chatbridge.core.pacer import Pacer, Window
@@ -24,12 +22,6 @@ pytestmark = [
 ]
 
 PERIOD = 0.2  # the bot-wide window: 1 call per 0.2 s (shared: counted 0.27 s)
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 def replica_pacer(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import cast
 
 from test_engine import ScriptedBackend
-from test_replicas import Node, key, nodes, pytestmark, redis_url, wait_for  # noqa: F401
+from test_replicas import Node, key, nodes, pytestmark, wait_for  # noqa: F401
 
 from chatbridge.core.types import Inbound
 

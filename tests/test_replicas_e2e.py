@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from crash_harness import Bridge
-from replica_harness import REDIS_SERVER, free_port, redis_server, replica_config, round_robin
+from replica_harness import REDIS_SERVER, free_port, replica_config, round_robin
 
 from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator
@@ -40,12 +40,6 @@ TOPICS = ["headphones for music", "a laptop for work", "a phone for travel"]
 END = "The most affordable choice"  # the last sentence of every full answer
 EXTRA = ""
 TAG = re.compile(r"^u(\d+) m(\d+) ")
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 @pytest.fixture

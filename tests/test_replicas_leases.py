@@ -4,12 +4,10 @@ the last ones lapse under load), and the coordination client has the store's lar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 
 from chatbridge.core.replicas import Replicas
 from chatbridge.core.store.redis import MAX_CONNECTIONS
@@ -20,12 +18,6 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed"),
 ]
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 async def test_one_call_renews_every_lease_and_names_the_lost_ones(redis_url: str) -> None:

@@ -2,12 +2,15 @@
 <= 2 ms p99 per turn"; each round trip costs ~0.2-0.3 ms of CPU), counted at the client's
 socket on a real redis-server, so a change that adds one back fails here.
 
-The turn's own work, per turn: the record-and-queue script; the fenced read that takes it;
-the session read; the journal's three writes (sent, answered, delivered), the last of which
-also acknowledges the work item; the answer's button ids only the first time a payload is
-named (here by a first turn, which also opens the session and the connections). (The
-reader's waits, ``XREAD`` and the read script again after an empty wait, depend on timing
-and are left out; the lease keeping runs per second, not per turn.)
+The turn's own work, per turn, on the replica holding its partition: the record script,
+which also takes the message from its stream (no read back); the ``turns_per_minute``
+window and the session read (sent together: one wait); the
+journal's three writes (sent, answered, delivered), the last of which also acknowledges the
+work item; the answer's button ids only the first time a payload is named (here by a first
+turn, which also opens the session and the connections). The reader is not woken: a record
+that takes rings no bell. (The reader's read of every partition each ``SWEEP`` seconds is timing:
+put off here; the lease keeping runs per second, not per turn; opening a connection is once
+per connection.)
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
 from engine_doubles import AnswerBackend
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 
+from chatbridge.core import replicas as replicas_module
+from chatbridge.core.budget import SharedFlood
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import FencedOut
 from chatbridge.core.protocols import Surface
@@ -125,13 +129,10 @@ class Sends:
         return name
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
-
-
-async def test_a_turn_costs_its_round_trips_and_no_more(redis_url: str) -> None:
+async def test_a_turn_costs_its_round_trips_and_no_more(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas_module, "SWEEP", 60.0)  # no timed read of everything
     replies = Replies()
     async with AsyncExitStack() as stack:
         store = await RedisStore.open(redis_url)
@@ -147,6 +148,7 @@ async def test_a_turn_costs_its_round_trips_and_no_more(redis_url: str) -> None:
             store=store,
             journal=store.journal,
             work=replicas,
+            flood=SharedFlood(coordination, 1_000),  # turns_per_minute, as deployed
         )
         replicas.serve(engine, replies)
         await replicas.start()
@@ -169,12 +171,12 @@ async def test_a_turn_costs_its_round_trips_and_no_more(redis_url: str) -> None:
         with sends.counting():
             for i in range(1, TURNS + 1):
                 await turn(i)
-        per_turn = {name: n for name, n in sends.by.items() if name != "XREAD"}
-        reads = per_turn.pop("RedisCoordination.read")
-        assert reads >= TURNS  # each turn taken by a fenced read (empty ones depend on timing)
+        # opening a connection (HELLO, CLIENT SETINFO): once per connection, not per turn
+        per_turn = {n: k for n, k in sends.by.items() if n not in {"HELLO", "CLIENT"}}
         assert per_turn == {
-            "RedisCoordination.record": TURNS,  # recorded and queued at once
-            "HGETALL": TURNS,  # the session
+            "RedisCoordination.record": TURNS,  # recorded, queued and taken at once
+            "RedisCoordination.windows": TURNS,  # turns_per_minute as the turn starts...
+            "HGETALL": TURNS,  # ...and the session, read meanwhile
             "RedisJournal.advance": 3 * TURNS,  # sent, answered, delivered + acknowledged
             # the payload named by the first turn: from memory since (renewed off the path)
         }

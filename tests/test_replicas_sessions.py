@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from test_engine import ScriptedBackend
-from test_replicas import Node, key, nodes, pytestmark, redis_url  # noqa: F401
+from test_replicas import Node, key, nodes, pytestmark  # noqa: F401
 
 from chatbridge.core.types import SessionRecord
 

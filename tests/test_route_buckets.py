@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -42,15 +42,9 @@ BUCKET = (5, 0.5)  # Discord's 5 per 5 s per channel, ten times faster
 END = "The most affordable choice"  # the last sentence of every full ShopAI answer
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[list[aioredis.Redis]]:
-    made = [aioredis.Redis.from_url(redis_url, decode_responses=True) for _ in range(2)]
+async def clients(shared_redis_url: str) -> AsyncIterator[list[aioredis.Redis]]:
+    made = [aioredis.Redis.from_url(shared_redis_url, decode_responses=True) for _ in range(2)]
     await made[0].flushdb()
     yield made
     for client in made:

@@ -7,13 +7,13 @@ persistence off; each test starts from an empty database.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from journal_contract import JournalContract, inbound
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 from store_contract import SessionStoreContract, key, record, refs
 
 pytest.importorskip("redis")
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 async def _fresh(url: str) -> RedisStore:
     store = await RedisStore.open(url)
     await store._r.flushdb()
@@ -41,19 +35,19 @@ async def _fresh(url: str) -> RedisStore:
 
 class TestRedisStoreContract(SessionStoreContract):
     @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[RedisStore]:
-        s = await _fresh(redis_url)
+    async def store(self, shared_redis_url: str) -> AsyncIterator[RedisStore]:
+        s = await _fresh(shared_redis_url)
         yield s
         await s.close()
 
 
-async def test_open_store_redis_url_and_reconnect_keeps_sessions(redis_url: str) -> None:
-    first = await _fresh(redis_url)
+async def test_open_store_redis_url_and_reconnect_keeps_sessions(shared_redis_url: str) -> None:
+    first = await _fresh(shared_redis_url)
     await first.put(record(key(), ref="shared-session"))
     short = await first.short_id("Sim")
     await first.close()
 
-    second = await open_store(redis_url)
+    second = await open_store(shared_redis_url)
     try:
         assert isinstance(second, RedisStore)
         got = await second.get(key())
@@ -63,9 +57,9 @@ async def test_open_store_redis_url_and_reconnect_keeps_sessions(redis_url: str)
         await second.close()
 
 
-async def test_two_replicas_share_state(redis_url: str) -> None:
-    a = await _fresh(redis_url)
-    b = await RedisStore.open(redis_url)
+async def test_two_replicas_share_state(shared_redis_url: str) -> None:
+    a = await _fresh(shared_redis_url)
+    b = await RedisStore.open(shared_redis_url)
     try:
         await a.put(record(key()))
         await b.touch(key())
@@ -81,10 +75,10 @@ async def test_two_replicas_share_state(redis_url: str) -> None:
         await b.close()
 
 
-async def test_button_ids_expire_by_ttl(redis_url: str) -> None:
+async def test_button_ids_expire_by_ttl(shared_redis_url: str) -> None:
     from datetime import timedelta
 
-    store = await _fresh(redis_url)
+    store = await _fresh(shared_redis_url)
     store.button_ttl = timedelta(milliseconds=150)
     try:
         short = await store.short_id("ephemeral")
@@ -104,8 +98,8 @@ async def test_open_fails_when_server_unreachable(tmp_path: Path) -> None:
         await RedisStore.open(f"unix://{tmp_path / 'missing.sock'}")
 
 
-async def test_delete_all_in_batches(redis_url: str) -> None:
-    store = await _fresh(redis_url)
+async def test_delete_all_in_batches(shared_redis_url: str) -> None:
+    store = await _fresh(shared_redis_url)
     try:
         for i in range(1203):
             await store.put(record(key(user=f"u{i}", bot="sellers" if i % 3 else "shoppers")))
@@ -119,15 +113,15 @@ async def test_delete_all_in_batches(redis_url: str) -> None:
 
 class TestRedisJournal(JournalContract):
     @pytest.fixture
-    async def journal(self, redis_url: str) -> AsyncIterator[Journal]:
-        s = await _fresh(redis_url)
+    async def journal(self, shared_redis_url: str) -> AsyncIterator[Journal]:
+        s = await _fresh(shared_redis_url)
         yield s.journal
         await s.close()
 
 
-async def test_redis_journal_is_shared_by_replicas(redis_url: str) -> None:
-    a = await _fresh(redis_url)
-    b = await RedisStore.open(redis_url)
+async def test_redis_journal_is_shared_by_replicas(shared_redis_url: str) -> None:
+    a = await _fresh(shared_redis_url)
+    b = await RedisStore.open(shared_redis_url)
     try:
         entry = await a.journal.record(inbound("from replica a"), "u:1")
         assert entry is not None
@@ -139,13 +133,13 @@ async def test_redis_journal_is_shared_by_replicas(redis_url: str) -> None:
         await b.close()
 
 
-async def test_touches_are_written_off_the_turn_in_one_call(redis_url: str) -> None:
+async def test_touches_are_written_off_the_turn_in_one_call(shared_redis_url: str) -> None:
     """A turn's touch costs no round trip: this replica reads it at once, the others once
     the timer (or a flush) writes every pending touch in one script call."""
     import asyncio
 
-    a = await _fresh(redis_url)
-    b = await RedisStore.open(redis_url)
+    a = await _fresh(shared_redis_url)
+    b = await RedisStore.open(shared_redis_url)
     a.touch_flush_delay = 3600.0  # the timer out of the way: written by flush_touches below
     try:
         await a.put(record(key(user="x")))
@@ -179,13 +173,13 @@ async def test_touches_are_written_off_the_turn_in_one_call(redis_url: str) -> N
         await a.close()
         await b.close()
     # and without a flush, the timer writes them
-    c = await RedisStore.open(redis_url)
+    c = await RedisStore.open(shared_redis_url)
     c.touch_flush_delay = 0.05
     try:
         await c.touch(key(user="x"))
         async with asyncio.timeout(30):
             while True:
-                got = await b_get(redis_url, key(user="x"))
+                got = await b_get(shared_redis_url, key(user="x"))
                 if got is not None and got.turn_count == 4:
                     break
                 await asyncio.sleep(0.02)
@@ -201,9 +195,9 @@ async def b_get(url: str, k: Any) -> Any:
         await other.close()
 
 
-async def test_a_touch_never_brings_back_a_deleted_session(redis_url: str) -> None:
-    a = await _fresh(redis_url)
-    b = await RedisStore.open(redis_url)
+async def test_a_touch_never_brings_back_a_deleted_session(shared_redis_url: str) -> None:
+    a = await _fresh(shared_redis_url)
+    b = await RedisStore.open(shared_redis_url)
     try:
         await a.put(record(key()))
         await a.touch(key())
@@ -218,10 +212,10 @@ async def test_a_touch_never_brings_back_a_deleted_session(redis_url: str) -> No
         await b.close()
 
 
-async def test_button_ids_of_an_answer_are_one_round_trip(redis_url: str) -> None:
+async def test_button_ids_of_an_answer_are_one_round_trip(shared_redis_url: str) -> None:
     from redis.asyncio.connection import AbstractConnection
 
-    store = await _fresh(redis_url)
+    store = await _fresh(shared_redis_url)
     sent: list[bytes] = []
     original = AbstractConnection.send_packed_command
 
@@ -245,14 +239,14 @@ async def test_button_ids_of_an_answer_are_one_round_trip(redis_url: str) -> Non
         await store.close()
 
 
-async def test_a_burst_of_commands_does_not_run_out_of_connections(redis_url: str) -> None:
+async def test_a_burst_of_commands_does_not_run_out_of_connections(shared_redis_url: str) -> None:
     """redis-py's default pool raises MaxConnectionsError past 100 commands in flight; a
     burst of turns (each with a command in flight) must not fail."""
     import asyncio
 
     from chatbridge.core.store.redis import redis_client
 
-    client = redis_client(redis_url)
+    client = redis_client(shared_redis_url)
     try:
         script = client.register_script("redis.call('INCR', KEYS[1]) return 1")
         await asyncio.gather(*(script(keys=["burst"]) for _ in range(300)))

@@ -5,12 +5,12 @@ named, and the memory never outlives what the TTL guarantees."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from replica_harness import REDIS_SERVER, redis_server
+from replica_harness import REDIS_SERVER
 
 pytest.importorskip("redis")
 
@@ -19,18 +19,12 @@ from chatbridge.core.store.redis import NAMED_RECENTLY, RedisStore
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed")
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.fixture
-async def stores(redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+async def stores(shared_redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
     """Two replicas' stores on one Redis."""
-    a = await RedisStore.open(redis_url)
+    a = await RedisStore.open(shared_redis_url)
     await a._r.flushdb()
-    b = await RedisStore.open(redis_url)
+    b = await RedisStore.open(shared_redis_url)
     yield a, b
     await a.close()
     await b.close()

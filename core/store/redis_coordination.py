@@ -7,7 +7,12 @@ script where two steps must happen together.
   (``turns``). A journaled message is recorded *and* queued in one script (the journal's
   own record script with an ``XADD`` appended), so a crash cannot leave one without the
   other. The partition's owner reads with ``XREADGROUP``; a new owner takes the pending
-  entries of a dead or departed one with ``XAUTOCLAIM``.
+  entries of a dead or departed one with ``XAUTOCLAIM``. When the owner itself records a
+  message, the same script also reads the partition (:meth:`record_and_take`): the message
+  is taken without a read back.
+- **Bells**: whoever queues an entry it does not take rings the partition's holder (named in
+  its lease) on ``bell:<replica>``, a capped stream of partition numbers; the holder waits on
+  its bell alone, so what it took itself never wakes it.
 - **Leases with fencing**: ``lease:<name>`` holds ``"<replica> <token>"``, set only when
   absent (``SET NX PX`` semantics) with a token from an ever-growing counter, renewed and
   released only by its holder. Every step on a partition's stream checks its lease in the
@@ -17,7 +22,7 @@ script where two steps must happen together.
   partition back) can neither take a newer message away from the holder nor run one: the
   stream hands each message to the lease holder, in order. Reads are never blocking
   ``XREADGROUP`` calls (a blocked read outlives the lease it was issued under); a plain
-  ``XREAD BLOCK`` only waits for something new, then a fenced script reads it.
+  ``XREAD BLOCK`` on the bell only waits for something new, then a fenced script reads it.
 - **Fenced journal writes**: taking a message (reading or claiming it) stamps its journal
   entry with the partition's lease (``fence_key``, ``fence``) and returns the entry, in the
   same script; a turn run again under another lease is stamped again (:meth:`start_turn`).
@@ -66,6 +71,7 @@ from chatbridge.core.store.redis_scripts import (
     BEAT_AND_RENEW,
     CLAIM,
     HEARTBEAT,
+    QUEUE,
     READ,
     RECORD_AND_QUEUE,
     RELEASE,
@@ -106,8 +112,20 @@ class WorkItem:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What :meth:`RedisCoordination.record_and_take` did: the message's journal entry (None:
+    recorded before, nothing queued or taken), and the entries taken under the caller's lease
+    (None: the lease is not the caller's any more; the message waits in its stream for the
+    holder)."""
+
+    entry: JournalEntry | None
+    items: list[WorkItem] | None
+
+
+@dataclass(frozen=True)
 class ReadResult:
-    """What a fenced read found: new entries, partitions no longer ours, where to wait from."""
+    """What a fenced read found: new entries, partitions no longer ours, and per partition
+    read, its last entry read (or its newest: every newer one is new)."""
 
     items: list[WorkItem]
     lost: list[int]
@@ -121,6 +139,7 @@ class RedisCoordination:
         self._r = client
         self._p = prefix
         self._record = client.register_script(RECORD_AND_QUEUE)
+        self._queue = client.register_script(QUEUE)
         self._acquire = client.register_script(ACQUIRE)
         self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
@@ -161,31 +180,64 @@ class RedisCoordination:
     async def record_and_queue(
         self, inbound: Inbound, source: str, partition: int
     ) -> JournalEntry | None:
-        """The journal's ``record`` (same keys, same result) plus the XADD, atomically."""
+        """The journal's ``record`` (same keys, same result) plus the XADD, atomically; the
+        partition's holder is told (its bell)."""
+        return (await self._record_and(inbound, source, partition, "", "", 0)).entry
+
+    async def record_and_take(
+        self,
+        inbound: Inbound,
+        source: str,
+        partition: int,
+        lease: str,
+        consumer: str,
+        *,
+        count: int = 100,
+    ) -> Recorded:
+        """:meth:`record_and_queue`, then, in the same step, what :meth:`read` does for
+        ``partition`` under ``lease``: the partition's holder records a message and takes it
+        (with any older entry no read took yet) without waiting to read it back."""
+        return await self._record_and(inbound, source, partition, lease, consumer, count)
+
+    async def _record_and(
+        self, inbound: Inbound, source: str, partition: int, lease: str, consumer: str, count: int
+    ) -> Recorded:
         bot = inbound.key.bot
         now = to_micros(utcnow())
-        seq = await self._record(
-            keys=[
-                f"{self._p}j:seq:{bot}",
-                f"{self._p}j:src:{bot}",
-                f"{self._p}j:open:{bot}",
-                f"{self._p}j:chat:{bot}",
-                self.stream(partition),
-            ],
-            args=[
-                f"{self._p}j:e:{bot}:",
-                source,
-                dump_inbound(inbound),
-                now,
-                inbound.key.chat_id,
-                inbound.message_id or "",
-                bot,
-                conversation_member(inbound.key),
-            ],
-        )
-        if not seq:
-            return None
-        return received_entry(int(seq), source, inbound, now)
+        keys = [
+            f"{self._p}j:seq:{bot}",
+            f"{self._p}j:src:{bot}",
+            f"{self._p}j:open:{bot}",
+            f"{self._p}j:chat:{bot}",
+            self.stream(partition),
+            self._partition_lease(partition),
+        ]
+        args: list[Any] = [
+            f"{self._p}j:e:{bot}:",
+            source,
+            dump_inbound(inbound),
+            now,
+            inbound.key.chat_id,
+            inbound.message_id or "",
+            bot,
+            conversation_member(inbound.key),
+            self._p,
+            partition,
+            lease,
+            GROUP,
+            consumer,
+            count,
+        ]
+        reply = await self._record(keys=keys, args=args)
+        if not reply:
+            return Recorded(None, [])
+        seq, got = cast(list[Any], reply)
+        entry = received_entry(int(seq), source, inbound, now)
+        if got == -1:  # not asked to take
+            return Recorded(entry, [])
+        if got == 0:  # the lease is not the caller's
+            return Recorded(entry, None)
+        return Recorded(entry, self._items(partition, got, lease))
 
     async def queue_command(
         self, key: ConversationKey, partition: int, command: str, arg: str = ""
@@ -201,7 +253,9 @@ class RedisCoordination:
             "arg": arg,
             "reply": reply,
         }
-        await self._r.xadd(self.stream(partition), fields)
+        pairs = [x for field_value in fields.items() for x in field_value]
+        keys = [self.stream(partition), self._partition_lease(partition)]
+        await self._queue(keys=keys, args=[self._p, partition, *pairs])
         return reply
 
     async def wait_reply(self, reply: str, timeout: float) -> str | None:
@@ -231,16 +285,21 @@ class RedisCoordination:
             out.items.extend(self._items(p, got[1], leases[p]))
         return out
 
-    async def wait(self, last_ids: Mapping[int, str], block_ms: int) -> set[int]:
-        """Until an entry newer than ``last_ids`` comes to one of those streams (or
-        ``block_ms``): the partitions that have one (none: the time ran out). A plain XREAD:
-        it changes nothing, so a wait that outlives its lease takes no entry from anyone."""
-        if not last_ids:
-            return set()
-        streams: dict[Any, Any] = {self.stream(p): i for p, i in last_ids.items()}
-        by_name = {self.stream(p): p for p in last_ids}
-        reply = await self._r.xread(streams, count=1, block=max(1, block_ms))
-        return {by_name[name] for name, _ in cast(list[Any], reply or [])}
+    def bell(self, replica: str) -> str:
+        """The key of ``replica``'s bell (rung in Lua by ``RING``)."""
+        return f"{self._p}bell:{replica}"
+
+    async def wait(self, replica: str, since: str, block_ms: int) -> tuple[str, set[int]] | None:
+        """Until ``replica``'s bell rings after ``since`` (an id of its bell stream; "0-0" at
+        first), or ``block_ms``: where it rang up to and the partitions it rang for (None: the
+        time ran out). Rung by whoever queues an entry in a partition ``replica`` holds and
+        does not take it at once. A plain XREAD: a wait that outlives a lease takes nothing."""
+        bell = self.bell(replica)
+        reply = await self._r.xread({bell: since}, count=1000, block=max(1, block_ms))
+        if not reply:
+            return None
+        entries = cast(list[Any], reply)[0][1]
+        return str(entries[-1][0]), {int(fields["p"]) for _, fields in entries}
 
     async def claim(
         self, partition: int, lease: str, consumer: str, min_idle_ms: int = 0

@@ -8,17 +8,6 @@ from __future__ import annotations
 
 from chatbridge.core.store.redis_journal import _RECORD
 
-# The journal's record script, then the XADD of the same message into its partition's
-# stream (KEYS[5]; ARGV[7] bot, ARGV[8] conversation member). One script: both or neither.
-_RECORD_TAIL = "return seq"
-if not _RECORD.rstrip().endswith(_RECORD_TAIL):  # pragma: no cover - guards the composition
-    raise ImportError("the journal's record script no longer ends with 'return seq'")
-RECORD_AND_QUEUE = (
-    _RECORD.rstrip()[: -len(_RECORD_TAIL)]
-    + "redis.call('XADD', KEYS[5], '*', 'bot', ARGV[7], 'seq', seq, 'conv', ARGV[8])\n"
-    + "return seq\n"
-)
-
 # KEYS: lease, fencing counter. ARGV: replica, period (ms). The lease value, or false.
 ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -127,6 +116,68 @@ for i = 1, #KEYS / 2 do
   end
 end
 return out
+"""
+)
+
+# A partition's holder waits for news on its bell (``bell:<replica>``, a capped stream of
+# partition numbers), not on the partitions' streams: an entry it took itself (a record that
+# takes) rings nothing, so it does not wake for it. Whoever queues an entry it does not take
+# rings the holder named in the partition's lease (none: nobody holds it; whoever takes the
+# partition reads it whole first). Capped at about 1,000 rings (the holder reads up to 1,000 at
+# once; a ring trimmed unread under a burst waits for its once-a-second read of everything)
+# and gone an hour after the last ring (a replica that left).
+RING = """
+local function ring(lease_key, prefix, partition)
+  local holder = redis.call('GET', lease_key)
+  local name = holder and string.match(holder, '^(.*) [^ ]*$')
+  if name then
+    local bell = prefix .. 'bell:' .. name
+    redis.call('XADD', bell, 'MAXLEN', '~', 1000, '*', 'p', partition)
+    redis.call('PEXPIRE', bell, 3600000)
+  end
+end
+"""
+
+# The journal's record script, then the XADD of the same message into its partition's stream
+# (KEYS[5]; ARGV[7] bot, ARGV[8] conversation member), in one script: both or neither. KEYS[6]
+# the partition's lease; ARGV[9] key prefix, ARGV[10] partition, ARGV[11] the lease value the
+# caller holds ('' = none), ARGV[12] group, ARGV[13] consumer, ARGV[14] count. The caller that
+# holds the lease also reads the partition in the same step, as READ does (the entries come
+# from the same consumer-group cursor, so each is handed out once, in stream order, whichever
+# of the two takes it); else the holder's bell is rung. Returns 0 when the message was recorded
+# already (nothing queued), else {seq, the entries taken as in TAKEN (the new one, and any
+# recorded before it that no read took yet) | 0 when the caller's lease is not (or no longer)
+# the holder's | -1 when no lease was given}.
+_RECORD_TAIL = "return seq"
+if not _RECORD.rstrip().endswith(_RECORD_TAIL):  # pragma: no cover - guards the composition
+    raise ImportError("the journal's record script no longer ends with 'return seq'")
+RECORD_AND_QUEUE = (
+    GROUPED_PRELUDE
+    + TAKEN
+    + RING
+    + _RECORD.rstrip()[: -len(_RECORD_TAIL)]
+    + """
+redis.call('XADD', KEYS[5], '*', 'bot', ARGV[7], 'seq', seq, 'conv', ARGV[8])
+if ARGV[11] ~= '' and redis.call('GET', KEYS[6]) == ARGV[11] then
+  local got = grouped(KEYS[5], ARGV[12], 'XREADGROUP', 'GROUP', ARGV[12], ARGV[13],
+    'COUNT', ARGV[14], 'STREAMS', KEYS[5], '>')
+  return {seq, taken(ARGV[9], KEYS[6], ARGV[11], got and got[1][2] or {}, {})}
+end
+ring(KEYS[6], ARGV[9], ARGV[10])
+if ARGV[11] == '' then return {seq, -1} end
+return {seq, 0}
+"""
+)
+
+# KEYS: stream, the partition's lease. ARGV: key prefix, partition, then the entry's field and
+# value pairs. A session command queued behind the conversation's messages; the holder's bell
+# is rung.
+QUEUE = (
+    RING
+    + """
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+ring(KEYS[2], ARGV[1], ARGV[2])
+return 1
 """
 )
 
