@@ -525,7 +525,7 @@ async def test_photo_upload_and_download_through_python_telegram_bot() -> None:
 
 
 @pytest.fixture(scope="module")
-def test_ca() -> trustme.CA:
+def local_ca() -> trustme.CA:
     return trustme.CA()
 
 
@@ -544,10 +544,10 @@ async def https_server(ca: trustme.CA) -> tuple[web.AppRunner, int]:
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
-async def test_tls_to_a_local_https_server_trusting_a_test_ca(test_ca: trustme.CA) -> None:
-    runner, port = await https_server(test_ca)
+async def test_tls_to_a_local_https_server_trusting_a_test_ca(local_ca: trustme.CA) -> None:
+    runner, port = await https_server(local_ca)
     trusting = ssl.create_default_context()
-    test_ca.configure_trust(trusting)
+    local_ca.configure_trust(trusting)
     req = BotApiRequest(limit=2, ssl_context=trusting)
     await req.initialize()
     try:
@@ -560,8 +560,8 @@ async def test_tls_to_a_local_https_server_trusting_a_test_ca(test_ca: trustme.C
         await runner.cleanup()
 
 
-async def test_tls_refuses_a_certificate_it_does_not_trust(test_ca: trustme.CA) -> None:
-    runner, port = await https_server(test_ca)
+async def test_tls_refuses_a_certificate_it_does_not_trust(local_ca: trustme.CA) -> None:
+    runner, port = await https_server(local_ca)
     req = BotApiRequest(limit=2)  # the default trust store: the test CA is not in it
     await req.initialize()
     try:
