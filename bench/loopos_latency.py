@@ -3,9 +3,12 @@
 The emulator runs in a subprocess (its own event loop and CPU), so the figures are the client
 side's: queueing behind the concurrency bound, HTTP on loopback, reply parsing. Each session
 walks the whole submission workflow (product, two options, a yes/no answer, a photo).
-Prints figures; asserts nothing.
+``--transport`` picks the backend's HTTP client: ``http11`` (chatbridge's, as `chatbridge run`
+builds the backend: httpx's API on core/http11.py) or ``httpx`` (httpx's own pool). Prints
+figures, this process's CPU per turn among them; asserts nothing.
 
     python bench/loopos_latency.py --sessions 200 --max-concurrency 64 --server-delay 0.05
+                                   [--transport http11|httpx]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from percentiles import pct  # noqa: E402
 
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings  # noqa: E402
+from chatbridge.core.http11_httpx import Http11Transport  # noqa: E402
 from chatbridge.core.types import ConversationKey, Final, Image, Inbound  # noqa: E402
 
 STEPS: list[tuple[str, bool]] = [
@@ -81,7 +85,10 @@ async def run(args: argparse.Namespace) -> None:
                 submission_base_url="https://submission.example/",
                 timeout=args.timeout,
                 max_concurrency=args.max_concurrency,
-            )
+            ),
+            transport=Http11Transport(max_idle=args.max_concurrency)
+            if args.transport == "http11"
+            else None,
         )
         photo = Image(tiny_png(), "image/png")
         latencies: list[float] = []
@@ -101,9 +108,9 @@ async def run(args: argparse.Namespace) -> None:
                 latencies.append(time.perf_counter() - started)
                 outcomes[outcome] += 1
 
-        wall = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(session(i) for i in range(args.sessions)))
-        wall = time.perf_counter() - wall
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         await backend.aclose()
     finally:
         proc.terminate()
@@ -112,13 +119,14 @@ async def run(args: argparse.Namespace) -> None:
     ms = [v * 1000 for v in latencies]
     print(
         f"sessions={args.sessions} turns={len(ms)} max_concurrency={args.max_concurrency} "
-        f"server_delay={args.server_delay:.3f}s"
+        f"server_delay={args.server_delay:.3f}s transport={args.transport}"
     )
     print(
         f"turn latency ms: p50={pct(ms, 0.50):.1f} p95={pct(ms, 0.95):.1f} "
         f"p99={pct(ms, 0.99):.1f} max={max(ms):.1f} mean={statistics.fmean(ms):.1f}"
     )
     print(f"wall={wall:.2f}s throughput={len(ms) / wall:.0f} turns/s outcomes={dict(outcomes)}")
+    print(f"client CPU per turn: {cpu / len(ms) * 1000:.2f} ms")
 
 
 def main() -> None:
@@ -127,6 +135,7 @@ def main() -> None:
     parser.add_argument("--max-concurrency", type=int, default=64)
     parser.add_argument("--server-delay", type=float, default=0.0, help="emulated LLM time (s)")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--transport", choices=("http11", "httpx"), default="http11")
     asyncio.run(run(parser.parse_args()))
 
 

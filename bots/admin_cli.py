@@ -15,7 +15,7 @@ from typing import TextIO
 from chatbridge.bots.config import Config, mask_url_password
 from chatbridge.core.protocols import SessionStore
 from chatbridge.core.secrets import safe_error
-from chatbridge.core.store import open_store, sqlite_path
+from chatbridge.core.store import open_store, resolved_store
 from chatbridge.core.types import SessionRecord
 
 
@@ -25,19 +25,6 @@ class SessionsError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
-
-
-def resolved_store(url: str) -> tuple[str, Path | None]:
-    """The store URL with a SQLite path made absolute (the path it really reads), and that
-    path (None for other stores). A relative path is relative to the working directory."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in ("", "sqlite"):
-        return url, None
-    path = sqlite_path(url)
-    if path == ":memory:":
-        return url, None
-    absolute = Path(path).absolute()
-    return f"sqlite:///{absolute}", absolute
 
 
 async def _open(config: Config) -> SessionStore:

@@ -2,7 +2,9 @@
 
 A LoopOS-only Telegram bot must not load the ShopAI backend (websockets, python-socketio,
 engine.io, requests, redis), the Discord adapter, the Redis store or tenacity: about
-35 MiB of a process that needs none of it. Checked in a fresh interpreter that starts the real
+35 MiB of a process that needs none of it. Nor aiohttp (the Bot API goes through
+core/http11.py; about 10 MiB with its helpers) or prometheus_client (no [http]
+listener, nothing shows the metrics). Checked in a fresh interpreter that starts the real
 app against the fake Bot API and the LoopOS emulator, answers one message, and then lists
 what it has imported.
 """
@@ -42,10 +44,30 @@ UNUSED = (
     "redis",
     "discord",
     "tenacity",
-    # aiohttp's server side: only webhook mode and the [http] listener need it
-    "aiohttp.web",
+    # aiohttp and its helpers: webhook mode, the [http] listener, Discord and ShopAI need it;
+    # the Bot API goes through core/http11.py
+    "aiohttp",
+    "attr",
+    "attrs",
+    "yarl",
+    "multidict",
+    "propcache",
+    "frozenlist",
+    "aiosignal",
+    "aiohappyeyeballs",
     "chatbridge.adapters.telegram.webhook",
     "chatbridge.bots.http",
+    # httpx's own connection machinery: the LoopOS backend's httpx client runs on
+    # core/http11.py (core/http11_httpx.py), the Bot API too
+    "httpcore",
+    "anyio",
+    "h11",
+    # the admin commands (and argparse): `chatbridge sessions ...`, not a running bot
+    "chatbridge.bots.admin_cli",
+    "argparse",
+    # the metrics' text format: only the [http] listener shows it (core/metrics.py)
+    "prometheus_client",
+    "wsgiref",
     # grapheme clusters: only a text longer than one message is cut with them
     "regex",
     # optional features of python-telegram-bot and httpx (bots/extras.py), when installed

@@ -17,10 +17,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from telegram import Bot, CallbackQuery, Message, Update
-from telegram.constants import ChatType, MessageEntityType
+from telegram.constants import ChatType
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
+from chatbridge.adapters.telegram.addressing import (
+    addressed,
+    command_of,
+    conversation_key,
+    reply_target,
+    stored_target,
+    strip_mention,
+)
 from chatbridge.adapters.telegram.albums import Albums
 from chatbridge.adapters.telegram.api import (
     MAX_TEXT,
@@ -35,7 +43,7 @@ from chatbridge.adapters.telegram.commands import (
     menu_languages,
     public_commands,
 )
-from chatbridge.adapters.telegram.gate import AiohttpRequest
+from chatbridge.adapters.telegram.gate import BotApiRequest
 from chatbridge.adapters.telegram.html import escape, visible_length
 from chatbridge.adapters.telegram.keyboards import pressed_label, short_id_of
 from chatbridge.adapters.telegram.options import TelegramOptions
@@ -130,7 +138,7 @@ class TelegramAdapter:
 
     async def start(self) -> None:
         opts = self._options
-        request = AiohttpRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
+        request = BotApiRequest(limit=opts.connection_pool_size, pool_timeout=opts.pool_timeout)
         builder = (
             Application.builder()
             .token(self._token)
@@ -140,11 +148,11 @@ class TelegramAdapter:
         )
         # no PTB Updater: it confirms updates before they are handled (see .polling)
         builder = builder.updater(None)
-        poll_request: AiohttpRequest | None = None
+        poll_request: BotApiRequest | None = None
         if opts.mode == "polling":
-            # the long poll has its own connections, so it never waits behind replies; aiohttp
-            # like every other call (PTB's HTTPX transport cost ~1 ms of CPU per update)
-            poll_request = AiohttpRequest(limit=2, read_timeout=10.0)
+            # the long poll has its own connections, so it never waits behind replies; the
+            # same transport as every other call (PTB's HTTPX one cost ~1 ms of CPU per update)
+            poll_request = BotApiRequest(limit=2, read_timeout=10.0)
             builder = builder.get_updates_request(poll_request)
         app = builder.build()
         self._app = app
@@ -344,7 +352,7 @@ class TelegramAdapter:
         source: str,
     ) -> None:
         assert first.from_user is not None
-        key = self._key(first, first.from_user.id)
+        key = conversation_key(self.name, first, first.from_user.id)
 
         async def prepare() -> Prepared:
             messages = list(msgs) if isinstance(msgs, Sequence) else await msgs()
@@ -359,7 +367,7 @@ class TelegramAdapter:
                 )
                 assert self._ops is not None
                 with best_effort(log, "telling the user their message failed"):
-                    target = self._target(messages[0], quote=True)
+                    target = reply_target(messages[0], quote=True)
                     sender = messages[0].from_user
                     language = sender.language_code if sender is not None else None
                     text = self._texts.text("internal", language)
@@ -370,41 +378,6 @@ class TelegramAdapter:
         if future is not None:
             self._track(future)
 
-    def _key(self, msg: Message, user_id: int) -> ConversationKey:
-        thread = str(msg.message_thread_id) if msg.is_topic_message else None
-        return ConversationKey(self.name, "telegram", str(msg.chat.id), str(user_id), thread)
-
-    def _target(self, msg: Message, quote: bool) -> Target:
-        private = msg.chat.type == ChatType.PRIVATE
-        return Target(
-            chat_id=msg.chat.id,
-            thread_id=msg.message_thread_id if msg.is_topic_message else None,
-            reply_to=msg.message_id if quote and not private else None,
-            private=private,
-        )
-
-    def _command(self, text: str, msg: Message) -> tuple[str, str] | None:
-        """(command, args) when ``text`` starts with a command for this bot."""
-        entities = msg.entities if msg.text else msg.caption_entities
-        if not entities or entities[0].type != MessageEntityType.BOT_COMMAND:
-            return None
-        if entities[0].offset != 0:
-            return None
-        word = text[1 : entities[0].length]
-        name, _, target = word.partition("@")
-        if target and target.lower() != self._username.lower():
-            return ("", "")  # addressed to another bot
-        return name.lower(), text[entities[0].length :].strip()
-
-    def _addressed(self, msg: Message, text: str) -> bool:
-        """In groups: a mention of the bot or a reply to it."""
-        if self._options.group_reply == "all":
-            return True
-        reply = msg.reply_to_message
-        if reply is not None and reply.from_user is not None and reply.from_user.id == self._bot_id:
-            return True
-        return bool(self._username) and f"@{self._username.lower()}" in text.lower()
-
     async def _prepare(self, msgs: Sequence[Message], key: ConversationKey) -> Prepared:
         """The turn these messages make, or None (a command, not for us, or refused)."""
         first = msgs[0]
@@ -413,24 +386,31 @@ class TelegramAdapter:
         lead = next((m for m in msgs if m.text or m.caption), first)
         text = lead.text or lead.caption or ""
         group = first.chat.type != ChatType.PRIVATE
-        command = self._command(text, lead)
+        command = command_of(text, lead, self._username)
         if command is not None and not command[0]:
             return None
+        mentioned = command is not None or addressed(
+            lead,
+            text,
+            every_message=self._options.group_reply == "all",
+            bot_id=self._bot_id,
+            username=self._username,
+        )
         facts = Facts(
             user=str(user.id),
             chat=str(first.chat.id),
             group=group,
-            mentioned=command is not None or self._addressed(lead, text),
+            mentioned=mentioned,
             language=user.language_code,
         )
         verdict, refusal = self._access.check(facts)
         if verdict is not Verdict.ALLOW:
             if refusal is not None and self._ops is not None:
-                await self._ops.say(self._target(lead, quote=True), escape(refusal))
+                await self._ops.say(reply_target(lead, quote=True), escape(refusal))
             return None
         if group and self._username:
-            text = _strip_mention(text, self._username)
-        target = self._target(lead, quote=True)
+            text = strip_mention(text, self._username)
+        target = reply_target(lead, quote=True)
         language = user.language_code
         assert self._ops is not None and self._commands is not None
         if command is not None and self._commands.handles(command[0]):
@@ -478,17 +458,8 @@ class TelegramAdapter:
 
     def surface_for(self, inbound: Inbound) -> Surface:
         """:class:`core.protocols.StoredReplies`: where to answer a journaled message after a
-        restart (a private chat's id is its user's id; in groups the answer quotes it)."""
-        key = inbound.key
-        private = key.chat_id == key.user_id
-        quote = not private and inbound.button_payload is None and inbound.message_id
-        target = Target(
-            chat_id=int(key.chat_id),
-            thread_id=int(key.thread_id) if key.thread_id else None,
-            reply_to=int(inbound.message_id) if quote and inbound.message_id else None,
-            private=private,
-        )
-        return self._reply(target, inbound.language)
+        restart."""
+        return self._reply(stored_target(inbound), inbound.language)
 
     def _track(self, future: asyncio.Future[TurnResult]) -> None:
         self.turns_started += 1
@@ -512,13 +483,7 @@ class TelegramAdapter:
                     self._texts.text("button_expired", query.from_user.language_code)
                 )
             return
-        key = ConversationKey(
-            self.name,
-            "telegram",
-            str(msg.chat.id),
-            str(query.from_user.id),
-            str(msg.message_thread_id) if msg.is_topic_message else None,
-        )
+        key = conversation_key(self.name, msg, query.from_user.id)
 
         async def prepare() -> Prepared:
             data = query.data or ""
@@ -543,7 +508,7 @@ class TelegramAdapter:
             if payload is None:
                 return None
             label = pressed_label(msg.reply_markup, data) or payload
-            target = self._target(msg, quote=False)
+            target = reply_target(msg, quote=False)
             await self._show_choice(msg, target, label)
             inbound = Inbound(
                 key=key,
@@ -591,12 +556,3 @@ def _startup_failure(name: str, exc: TelegramError) -> StartupFailed:
             hint="check the network and the bot's api_base_url (is the Bot API reachable?)",
         )
     return StartupFailed(message, retryable=False, hint="see the Bot API's answer above")
-
-
-def _strip_mention(text: str, username: str) -> str:
-    lowered = text.lower()
-    mention = f"@{username.lower()}"
-    i = lowered.find(mention)
-    if i < 0:
-        return text
-    return (text[:i] + text[i + len(mention) :]).strip()

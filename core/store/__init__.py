@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from chatbridge.core.protocols import Journal, SessionStore
 from chatbridge.core.store._common import DEFAULT_BUTTON_TTL
@@ -26,6 +27,7 @@ __all__ = [
     "StoreURLError",
     "journal_of",
     "open_store",
+    "resolved_store",
     "sqlite_path",
 ]
 
@@ -53,6 +55,19 @@ def sqlite_path(url: str) -> str:
     if not path:
         raise StoreURLError("sqlite url has no path (use sqlite:///chatbridge.db)")
     return path
+
+
+def resolved_store(url: str) -> tuple[str, Path | None]:
+    """The store URL with a SQLite path made absolute (the path it really reads), and that
+    path (None for other stores). A relative path is relative to the working directory."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("", "sqlite"):
+        return url, None
+    path = sqlite_path(url)
+    if path == ":memory:":
+        return url, None
+    absolute = Path(path).absolute()
+    return f"sqlite:///{absolute}", absolute
 
 
 async def open_store(url: str, *, button_ttl: timedelta = DEFAULT_BUTTON_TTL) -> SessionStore:
