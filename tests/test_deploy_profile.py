@@ -384,14 +384,15 @@ async def restart_redis(running: Running, w: World, sellers: Sellers, resend: st
 
     await until(lambda: waiting() >= SELLERS, "every message waiting for Redis", everyone, 20)
     assert not any(s.done() for s in sends)  # no 200 for a message not journaled
-    await running.redis.start()
-    await asyncio.wait_for(asyncio.gather(*sends), 30)
+    # what LoopOS got before (m3 cut off by the kill, maybe): read while nothing can run
     seen = {texts[0]: texts for texts in sessions_seen(w.loopos).values()}
     expected = []
     for k, sent in enumerate(sellers.texts):
-        before = seen[sent[0]]  # what LoopOS got before the restart (m3 cut off, maybe)
-        expected.append(expected_answers([*before, sent[4]])[-1])
+        before = seen[sent[0]]
         assert before in (sent[:3], sent[:4]), k
+        expected.append(expected_answers([*before, sent[4]])[-1])
+    await running.redis.start()
+    await asyncio.wait_for(asyncio.gather(*sends), 30)
 
     def answered(k: int) -> bool:
         return sellers.seen_once(k)[len(sellers.first_three(k)) + 1 :] == expected[k]
