@@ -55,6 +55,7 @@ from typing import Literal
 from chatbridge.core.errors import best_effort
 from chatbridge.core.leaders import Leader, LeaderFlag
 from chatbridge.core.protocols import ClaimedTurns, FencedJournal, StoredReplies
+from chatbridge.core.replica_cancels import answer_cancels, cancel_everywhere
 from chatbridge.core.retry import RetryPolicy, RetryState
 from chatbridge.core.store.redis_coordination import (
     OUT_OF_REACH,
@@ -188,26 +189,7 @@ class Replicas:
     async def cancel(self, key: ConversationKey) -> bool:
         """Stop ``key``'s running turn on whichever replica runs it (``engine.cancel_here``
         there); False when none does (or none said so within ``CANCEL_WAIT`` seconds)."""
-        try:
-            reply, listening = await self.redis.publish_cancel(key)
-            return await self.redis.cancel_answered(reply, listening, CANCEL_WAIT)
-        except Exception as exc:  # Redis out of reach: only this replica's turns can stop
-            log.warning("replica %s: a cancel could not reach the others: %s", self.replica, exc)
-            return False
-
-    async def _listen_cancels(self) -> None:
-        while not self._closed:
-            try:
-                cancels = self.redis.cancels(sorted(self._engines), lambda: not self._closed)
-                async for key, reply in cancels:
-                    engine = self._engines.get(key.bot)
-                    cancelled = engine is not None and engine.cancel_here(key)
-                    await self.redis.answer_cancel(reply, cancelled)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("replica %s: listening for cancels failed: %s", self.replica, exc)
-                await asyncio.sleep(0.5)
+        return await cancel_everywhere(self.redis, key, self.replica, CANCEL_WAIT)
 
     def serve(self, engine: ClaimedTurns, replies: StoredReplies) -> None:
         """Run ``engine.bot``'s claimed turns on ``engine``, answering through ``replies``."""
@@ -234,7 +216,12 @@ class Replicas:
             asyncio.create_task(self._read(), name="replicas:read"),
         ]
         if self._engines:
-            self._tasks.append(asyncio.create_task(self._listen_cancels(), name="replicas:cancels"))
+            self._tasks.append(
+                asyncio.create_task(
+                    answer_cancels(self.redis, self.replica, self._engines, lambda: self._closed),
+                    name="replicas:cancels",
+                )
+            )
         log.info(
             "replica %s joined (%d live, owns %d of %d partitions)",
             self.replica,
