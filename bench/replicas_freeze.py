@@ -38,10 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from crash_harness import Bridge  # noqa: E402
-from replica_harness import free_port, redis_server, replica_config, round_robin  # noqa: E402
+from replica_harness import (  # noqa: E402
+    all_ready,
+    free_port,
+    redis_server,
+    replica_config,
+    round_robin,
+)
 
 from chatbridge.emulators.shopai import ShopAIEmulator, start_shopai_emulator  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
@@ -88,18 +93,6 @@ webhook_secret_token = "{SECRET}"
         http_port=http_port,
         lease=lease,
     )
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/readyz") as resp,
-        ):
-            body = await resp.json()
-            return resp.status == 200 and body["checks"].get("replica") is True
-    except aiohttp.ClientError:
-        return False
 
 
 async def busiest(redis_url: str, partitions: int = 8) -> str | None:
@@ -157,7 +150,7 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, int]:
                     await bridges[-1].start()
                 try:
                     async with asyncio.timeout(40):
-                        while not all(await asyncio.gather(*(ready(p) for p in http_ports))):
+                        while not await all_ready(http_ports):
                             await asyncio.sleep(0.1)
                 except TimeoutError:
                     print("replicas not ready:\n" + bridges[0].logs()[-2000:], file=sys.stderr)
