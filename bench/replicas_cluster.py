@@ -32,10 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from crash_harness import Bridge  # noqa: E402
-from replica_harness import free_port, redis_server, replica_config, round_robin  # noqa: E402
+from replica_harness import (  # noqa: E402
+    all_ready,
+    free_port,
+    redis_server,
+    replica_config,
+    round_robin,
+)
 
 from chatbridge.emulators.shopai import start_shopai_emulator  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
@@ -44,17 +49,6 @@ TOKEN = "777001:AAH-bench-token-0123456789abcdef"
 SECRET = "bench-webhook-secret"
 END = "The most affordable choice"
 TOPICS = ["headphones for music", "a laptop for work", "a phone for travel"]
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/readyz") as resp,
-        ):
-            return resp.status == 200
-    except aiohttp.ClientError:
-        return False
 
 
 async def leases(url: str) -> dict[int, str]:
@@ -119,7 +113,7 @@ license_key = "test-license"
             self.bridges.append(bridge)
             self.http_ports.append(http_port)
         async with asyncio.timeout(60):
-            while not all(await asyncio.gather(*(ready(p) for p in self.http_ports))):
+            while not await all_ready(self.http_ports):
                 await asyncio.sleep(0.1)
         await asyncio.sleep(3 * self.lease)  # partitions spread out
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from crash_harness import Bridge
-from replica_harness import REDIS_SERVER, free_port, redis_server, replica_config
+from replica_harness import (
+    REDIS_SERVER,
+    all_ready,
+    free_port,
+    redis_server,
+    replica_config,
+    until,
+)
 
 pytest.importorskip("redis")
 pytest.importorskip("discord")
@@ -154,27 +160,6 @@ def test_routes_are_keyed_as_discord_keys_buckets() -> None:
 # --- two real replicas ------------------------------------------------------------------------
 
 
-async def _ready(port: int) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/readyz") as resp,
-        ):
-            return resp.status == 200
-    except aiohttp.ClientError:
-        return False
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str, bridges: list[Bridge]) -> None:
-    try:
-        async with asyncio.timeout(60):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        logs = "\n".join(b.logs()[-3000:] for b in bridges)
-        raise AssertionError(f"timed out waiting for {what}\n{logs}") from None
-
-
 @pytest.mark.timeout(150)
 async def test_two_real_replicas_answering_in_one_channel_get_no_429(tmp_path: Path) -> None:
     """Two replicas of ``chatbridge run``, one Discord shard each; every user writes in one
@@ -226,13 +211,13 @@ shard_count = 2
                 await fake.wait_identified(2, timeout=40)
 
                 async def balanced() -> bool:
-                    if not all(await asyncio.gather(*(_ready(p) for p in ports))):
+                    if not await all_ready(ports):
                         return False
                     holders = [await client.get(f"chatbridge:lease:p:{p}") for p in range(8)]
                     names = [str(h).split(" ")[0] for h in holders if h]
                     return len(names) == 8 and names.count("r0") == names.count("r1") == 4
 
-                await _until(balanced, "two replicas holding four partitions each", bridges)
+                await until(balanced, "two replicas holding four partitions each", bridges, 60)
                 # three users whose conversations run on each replica
                 mine: dict[str, list[FakeUser]] = {"r0": [], "r1": []}
                 while min(len(users) for users in mine.values()) < 3:
@@ -249,7 +234,7 @@ shard_count = 2
                     done = [m for m in fake.bot_messages(channel) if END in m.get("content", "")]
                     return len(done) >= len(users)
 
-                await _until(answered, "every user's answer", bridges)
+                await until(answered, "every user's answer", bridges, 60)
             finally:
                 for bridge in bridges:
                     await bridge.stop()
