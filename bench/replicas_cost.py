@@ -46,11 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 if "--no-hiredis" in sys.argv:  # before redis-py is imported: it looks for hiredis once
     sys.modules["hiredis"] = None  # type: ignore[assignment]
@@ -63,9 +61,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from engine_doubles import AnswerBackend  # noqa: E402
 from journal_cost import ANSWER, Quiet, inbound  # noqa: E402
 from percentiles import pct  # noqa: E402
-from redis.asyncio.connection import AbstractConnection  # noqa: E402
-from redis.commands.core import AsyncScript  # noqa: E402
-from replica_harness import redis_server  # noqa: E402
+from replica_harness import RoundTrips, redis_server  # noqa: E402
 
 from chatbridge.bots.gctune import tune_gc  # noqa: E402
 from chatbridge.core.budget import SharedFlood  # noqa: E402
@@ -138,65 +134,6 @@ def cpu_of(pid: int) -> float:
     """user + system CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-# --- counting round trips ----------------------------------------------------------------
-
-
-@dataclass
-class RoundTrips:
-    """Every request the redis client sends, by command (EVALSHA by script), outside the
-    replicas' lease-keeping task (heartbeats and renewals are per second, not per turn)."""
-
-    scripts: dict[str, str] = field(default_factory=dict)  # sha -> name
-    sends: Counter[str] = field(default_factory=Counter)
-    commands: int = 0
-    on: bool = False
-
-    def name_scripts(self, *owners: object) -> None:
-        for owner in owners:
-            for attr, value in vars(owner).items():
-                if isinstance(value, AsyncScript):
-                    self.scripts[value.sha] = f"{type(owner).__name__}.{attr.lstrip('_')}"
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[None]:
-        original = AbstractConnection.send_packed_command
-        trips = self
-
-        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            task = asyncio.current_task()
-            if trips.on and not (task and task.get_name().startswith("replicas:leases")):
-                names = trips._names(command)
-                trips.commands += len(names)
-                label = names[0] if len(names) == 1 else f"pipeline[{'+'.join(names)}]"
-                trips.sends[label] += 1
-            await original(conn, command, check_health)
-
-        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign,assignment]
-        try:
-            yield
-        finally:
-            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
-
-    def _names(self, command: Any) -> list[str]:
-        raw = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)
-        names, i = [], 0
-        while i < len(raw) and raw[i : i + 1] == b"*":
-            end = raw.index(b"\r\n", i)
-            count = int(raw[i + 1 : end])
-            i = end + 2
-            args = []
-            for _ in range(count):
-                end = raw.index(b"\r\n", i)
-                size = int(raw[i + 1 : end])
-                args.append(raw[end + 2 : end + 2 + size])
-                i = end + 2 + size + 2
-            name = args[0].decode().upper()
-            if name == "EVALSHA":
-                name = self.scripts.get(args[1].decode(), "EVALSHA ?")
-            names.append(name)
-        return names or ["?"]
 
 
 # --- the three paths --------------------------------------------------------------------

@@ -22,9 +22,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -245,3 +247,65 @@ async def until(
     except TimeoutError:
         logs = "\n".join(b.logs()[-3000:] for b in bridges)
         raise AssertionError(f"timed out waiting for {what}\n{logs}") from None
+
+
+@dataclass
+class RoundTrips:
+    """Every request the redis clients send while ``on`` and :meth:`counting`, by command
+    (EVALSHA by script name, a pipeline as ``pipeline[A+B]``), outside the replicas'
+    lease-keeping task (heartbeats and renewals are per second, not per turn). Counted at the
+    socket, so whatever path a command takes, it shows."""
+
+    scripts: dict[str, str] = field(default_factory=dict)  # sha -> name
+    sends: Counter[str] = field(default_factory=Counter)
+    commands: int = 0
+    on: bool = False
+
+    def name_scripts(self, *owners: object) -> None:
+        from redis.commands.core import AsyncScript
+
+        for owner in owners:
+            for attr, value in vars(owner).items():
+                if isinstance(value, AsyncScript):
+                    self.scripts[value.sha] = f"{type(owner).__name__}.{attr.lstrip('_')}"
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        from redis.asyncio.connection import AbstractConnection
+
+        original = AbstractConnection.send_packed_command
+        trips = self
+
+        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            task = asyncio.current_task()
+            if trips.on and not (task and task.get_name().startswith("replicas:leases")):
+                names = trips._names(command)
+                trips.commands += len(names)
+                label = names[0] if len(names) == 1 else f"pipeline[{'+'.join(names)}]"
+                trips.sends[label] += 1
+            await original(conn, command, check_health)
+
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+    def _names(self, command: Any) -> list[str]:
+        raw = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)
+        names, i = [], 0
+        while i < len(raw) and raw[i : i + 1] == b"*":
+            end = raw.index(b"\r\n", i)
+            count = int(raw[i + 1 : end])
+            i = end + 2
+            args = []
+            for _ in range(count):
+                end = raw.index(b"\r\n", i)
+                size = int(raw[i + 1 : end])
+                args.append(raw[end + 2 : end + 2 + size])
+                i = end + 2 + size + 2
+            name = args[0].decode().upper()
+            if name == "EVALSHA":
+                name = self.scripts.get(args[1].decode(), "EVALSHA ?")
+            names.append(name)
+        return names or ["?"]

@@ -16,17 +16,12 @@ per connection.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
 import pytest
 from engine_doubles import AnswerBackend
-from redis.asyncio.connection import AbstractConnection
-from redis.commands.core import AsyncScript
-from replica_harness import REDIS_SERVER
+from replica_harness import REDIS_SERVER, RoundTrips
 
 from chatbridge.core import replicas as replicas_module
 from chatbridge.core.budget import SharedFlood
@@ -91,44 +86,6 @@ class Finishing(Replicas):
             self.finished += 1
 
 
-class Sends:
-    """Every request the redis clients send, by command (scripts by name), except the
-    replicas' lease keeping."""
-
-    def __init__(self, *owners: object) -> None:
-        self.scripts: dict[str, str] = {}
-        for owner in owners:
-            for attr, value in vars(owner).items():
-                if isinstance(value, AsyncScript):
-                    self.scripts[value.sha] = f"{type(owner).__name__}.{attr.lstrip('_')}"
-        self.by: Counter[str] = Counter()
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[None]:
-        original = AbstractConnection.send_packed_command
-        sends = self
-
-        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            task = asyncio.current_task()
-            if not (task and task.get_name() == "replicas:leases"):
-                sends.by[sends.name(command)] += 1
-            await original(conn, command, check_health)
-
-        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign,assignment]
-        try:
-            yield
-        finally:
-            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
-
-    def name(self, command: Any) -> str:
-        raw = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)
-        parts = raw.split(b"\r\n")  # *N, $len, name, $len, sha, ...
-        name = parts[2].decode().upper()
-        if name == "EVALSHA":
-            return self.scripts.get(parts[4].decode(), "EVALSHA ?")
-        return name
-
-
 async def test_a_turn_costs_its_round_trips_and_no_more(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,7 +109,8 @@ async def test_a_turn_costs_its_round_trips_and_no_more(
         )
         replicas.serve(engine, replies)
         await replicas.start()
-        sends = Sends(coordination, store, store.journal)
+        trips = RoundTrips(on=True)
+        trips.name_scripts(coordination, store, store.journal)
         conversation = ConversationKey("shop", "telegram", "c1", "u1")
 
         async def turn(i: int) -> None:
@@ -168,11 +126,11 @@ async def test_a_turn_costs_its_round_trips_and_no_more(
 
         # the first turn opens the session, the connections and loads the scripts
         await turn(0)
-        with sends.counting():
+        with trips.counting():
             for i in range(1, TURNS + 1):
                 await turn(i)
         # opening a connection (HELLO, CLIENT SETINFO): once per connection, not per turn
-        per_turn = {n: k for n, k in sends.by.items() if n not in {"HELLO", "CLIENT"}}
+        per_turn = {n: k for n, k in trips.sends.items() if n not in {"HELLO", "CLIENT"}}
         assert per_turn == {
             "RedisCoordination.record": TURNS,  # recorded, queued and taken at once
             "RedisCoordination.windows": TURNS,  # turns_per_minute as the turn starts...
