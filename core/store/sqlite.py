@@ -172,6 +172,29 @@ def _key_params(key: ConversationKey) -> tuple[str, str, str, str, str]:
     return (key.bot, key.platform, key.chat_id, key.user_id, key.thread_id or "")
 
 
+def _row(record: SessionRecord) -> tuple[Any, ...]:
+    """``record`` as the values of a sessions row, in ``_COLUMNS`` order."""
+    return (
+        *_key_params(record.key),
+        record.backend,
+        record.session_ref,
+        record.language,
+        to_micros(record.created_at),
+        to_micros(record.last_active),
+        record.turn_count,
+    )
+
+
+# a session row written over the one stored for its conversation
+_UPSERT = f"""INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (bot, platform, chat_id, user_id, thread_id) DO UPDATE SET
+        backend = excluded.backend, session_ref = excluded.session_ref,
+        language = excluded.language, created_at = excluded.created_at,
+        last_active = excluded.last_active, turn_count = excluded.turn_count"""
+# the same, only where the stored row is absent or its ref is still the one given last
+_UPSERT_IF_REF = _UPSERT + "\n    WHERE sessions.session_ref IS ?"
+
+
 def _record(row: Sequence[Any]) -> SessionRecord:
     key = ConversationKey(
         bot=row[0], platform=row[1], chat_id=row[2], user_id=row[3], thread_id=row[4] or None
@@ -282,44 +305,15 @@ class SQLiteStore:
     async def put(self, record: SessionRecord) -> None:
         # the record replaces the stored one, touches included (the engine puts what it got)
         self._touches.pop(_key_params(record.key), None)
-        await self._write(
-            f"""INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (bot, platform, chat_id, user_id, thread_id) DO UPDATE SET
-                backend = excluded.backend, session_ref = excluded.session_ref,
-                language = excluded.language, created_at = excluded.created_at,
-                last_active = excluded.last_active, turn_count = excluded.turn_count""",
-            (
-                *_key_params(record.key),
-                record.backend,
-                record.session_ref,
-                record.language,
-                to_micros(record.created_at),
-                to_micros(record.last_active),
-                record.turn_count,
-            ),
-        )
+        await self._write(_UPSERT, _row(record))
 
     async def put_new(self, record: SessionRecord, replacing: str | None = None) -> SessionRecord:
         params = _key_params(record.key)
-        values = (
-            *params,
-            record.backend,
-            record.session_ref,
-            record.language,
-            to_micros(record.created_at),
-            to_micros(record.last_active),
-            record.turn_count,
-        )
-        # written only when absent, or when the stored ref is still ``replacing``
-        sql = f"""INSERT INTO sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (bot, platform, chat_id, user_id, thread_id) DO UPDATE SET
-                backend = excluded.backend, session_ref = excluded.session_ref,
-                language = excluded.language, created_at = excluded.created_at,
-                last_active = excluded.last_active, turn_count = excluded.turn_count
-            WHERE sessions.session_ref IS ?"""
+        values = (*_row(record), replacing)
 
         def work(c: sqlite3.Connection) -> bool:
-            return bool(c.execute(sql, (*values, replacing)).rowcount)
+            # written only when absent, or when the stored ref is still ``replacing``
+            return bool(c.execute(_UPSERT_IF_REF, values).rowcount)
 
         if await self._db.run(work):
             self._touches.pop(params, None)
