@@ -19,6 +19,13 @@ MAX_TEXT = 4096
 MAX_FILE_DOWNLOAD = 20 * 1024 * 1024
 
 
+# Telegram's words for an edit that changes nothing (text, entities and keyboard alike)
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are "
+    "exactly the same as a current content and reply markup of the message"
+)
+
+
 def _check_migrated(bot: FakeBot, chat_id: Any) -> None:
     """A group upgraded to a supergroup answers every call with the supergroup's new id."""
     new_id = bot.migrated.get(chat_id) if isinstance(chat_id, int) else None
@@ -290,12 +297,7 @@ class BotMethods:
             and entities == msg.get("entities", [])
             and markup == msg.get("reply_markup")
         ):
-            raise ApiError(
-                400,
-                "Bad Request: message is not modified: specified new message "
-                "content and reply markup are exactly the same as a current "
-                "content and reply markup of the message",
-            )
+            raise ApiError(400, NOT_MODIFIED)
         self._pace(bot, msg["chat"], call.time, "msg")
         msg.update(text=text, edit_date=int(time.time()))
         msg.pop("entities", None)
@@ -312,12 +314,7 @@ class BotMethods:
         msg = self._own_message(bot, params)
         markup = self._check_markup(params.get("reply_markup"))
         if markup == msg.get("reply_markup"):
-            raise ApiError(
-                400,
-                "Bad Request: message is not modified: specified new message "
-                "content and reply markup are exactly the same as a current "
-                "content and reply markup of the message",
-            )
+            raise ApiError(400, NOT_MODIFIED)
         self._pace(bot, msg["chat"], call.time, "msg")
         msg.pop("reply_markup", None)
         if markup:
