@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 from percentiles import pct  # noqa: E402
 
 from chatbridge.core.backends.loopos import LoopOSBackend, LoopOSSettings  # noqa: E402
-from chatbridge.core.http11_httpx import Http11Transport  # noqa: E402
 from chatbridge.core.types import ConversationKey, Final, Image, Inbound  # noqa: E402
 
 STEPS: list[tuple[str, bool]] = [
@@ -86,10 +85,11 @@ async def run(args: argparse.Namespace) -> None:
                 timeout=args.timeout,
                 max_concurrency=args.max_concurrency,
             ),
-            transport=Http11Transport(max_idle=args.max_concurrency)
-            if args.transport == "http11"
-            else None,
         )
+        if args.transport == "httpx":
+            # httpx's own transport, an httpcore pool per shard client (what the backend used
+            # before its default became chatbridge's client)
+            backend._transport = None  # type: ignore[assignment]
         photo = Image(tiny_png(), "image/png")
         latencies: list[float] = []
         outcomes: Counter[str] = Counter()

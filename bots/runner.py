@@ -74,12 +74,8 @@ class Adapter(Protocol):
 def build_backend(name: str, cfg: LoopOSBackendConfig | ShopAIBackendConfig) -> Backend:
     if isinstance(cfg, LoopOSBackendConfig):
         from chatbridge.core.backends.loopos import LoopOSBackend
-        from chatbridge.core.http11_httpx import Http11Transport
 
-        # httpx's API on chatbridge's HTTP/1.1 client: no httpcore, anyio or h11 in the
-        # process (-5.9 MiB), no pool rescanning its queue (core/http11_httpx.py)
-        transport = Http11Transport(max_idle=cfg.max_concurrency)
-        return LoopOSBackend(cfg, name=name, transport=transport)
+        return LoopOSBackend(cfg, name=name)
     from chatbridge.core.backends.shopai import ShopAIBackend
 
     return ShopAIBackend(cfg, name=name)
