@@ -38,6 +38,9 @@ class Gate:
         self.allow -= 1
         return None
 
+    def window_of(self, key: ConversationKey) -> tuple[str, int, float] | None:
+        return None  # judged by check_shared only (no Redis to read it with a record)
+
 
 class CountingStore(MemoryStore):
     def __init__(self) -> None:
