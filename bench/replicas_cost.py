@@ -46,10 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,7 +65,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from engine_doubles import AnswerBackend  # noqa: E402
 from journal_cost import ANSWER, Quiet, inbound  # noqa: E402
 from percentiles import pct  # noqa: E402
-from replica_harness import RoundTrips, redis_server  # noqa: E402
+from replica_harness import REDIS_SERVER, RoundTrips, TcpRedis, redis_server  # noqa: E402
 
 from chatbridge.bots.gctune import tune_gc  # noqa: E402
 from chatbridge.core.budget import SharedFlood  # noqa: E402
@@ -89,41 +86,13 @@ FLOOD_LIMIT = 1_000_000
 # --- redis-server on loopback TCP ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def redis_tcp(workdir: Path) -> Iterator[str]:
     """A fresh redis-server on 127.0.0.1 (an ephemeral port), persistence off."""
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if REDIS_SERVER is None:
         raise SystemExit("redis-server is not installed")
-    port = _free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(
-        [*argv, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if redis.Redis.from_url(url).ping():
-                    break
-            except redis.exceptions.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with TcpRedis(workdir) as server:
+        yield server.url
 
 
 def redis_parser() -> type:

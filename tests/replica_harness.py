@@ -1,7 +1,8 @@
 """Several replicas of the real ``chatbridge run`` on one real redis-server.
 
 - :func:`redis_server`: a redis-server on a unix socket in a temporary folder (no TCP port),
-  persistence off, stopped at the end.
+  persistence off, stopped at the end. :class:`TcpRedis`: one on 127.0.0.1 that can be
+  stopped and started again on the same port (a restart, as clients see it).
 - :class:`RoundRobin`: the load balancer in front of webhook replicas: each POST goes to the
   next replica; one that refuses the connection (killed) is skipped, as nginx does with
   ``proxy_next_upstream error``.
@@ -85,6 +86,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class TcpRedis:
+    """A redis-server on 127.0.0.1 (loopback TCP, persistence off) that can be stopped
+    (SIGKILL) and started again on the same port; a context manager starts and stops it."""
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30  # a loaded machine starts slowly
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def __enter__(self) -> TcpRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class RoundRobin:

@@ -9,12 +9,12 @@ until it answers 200, and Discord's missed messages are read back from channel h
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from crash_harness import Bridge, eventually
+from replica_harness import free_port
 
 from chatbridge.core.backends.shopai.backend import visible_text
 from chatbridge.core.texts import UserTexts
@@ -62,12 +62,6 @@ async def strict_shopai() -> AsyncIterator[ShopAIEmulator]:
         yield emulator
     finally:
         await emulator.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def telegram_config(

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,7 +15,7 @@ pytest.importorskip("hiredis")
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
-from replica_harness import REDIS_SERVER
+from replica_harness import REDIS_SERVER, TcpRedis
 
 from chatbridge.core.store.redis_pipelined import PipelinedRedis
 
@@ -51,56 +48,10 @@ async def opened(url: str) -> AsyncIterator[PipelinedRedis]:
         await fast.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class TcpRedis:
-    """A redis-server on 127.0.0.1 that the test stops and starts again on the same port."""
-
-    def __init__(self, workdir: Path, *extra: str) -> None:
-        self.port = _free_port()
-        self.workdir = workdir
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def tcp_redis(tmp_path: Path) -> Iterator[TcpRedis]:
-    server = TcpRedis(tmp_path)
-    server.start()
-    try:
+    with TcpRedis(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_commands_scripts_and_hashes(redis_url: str) -> None:

@@ -209,7 +209,7 @@ class RedisCoordination:
     ) -> JournalEntry | None:
         """The journal's ``record`` (same keys, same result) plus the XADD, atomically; the
         partition's holder is told (its bell)."""
-        return (await self._record_and(inbound, source, partition, "", "", 0)).entry
+        return (await self.record_and_take(inbound, source, partition, "", "", count=0)).entry
 
     async def record_and_take(
         self,
@@ -227,19 +227,8 @@ class RedisCoordination:
         (with any older entry no read took yet) without waiting to read it back. With
         ``prelude``, when the new message is all it took (its turn starts now), the same step
         also takes its place in the turn's window and reads its session (the taken item's
-        ``read``): the turn needs no other round trip to start."""
-        return await self._record_and(inbound, source, partition, lease, consumer, count, prelude)
-
-    async def _record_and(
-        self,
-        inbound: Inbound,
-        source: str,
-        partition: int,
-        lease: str,
-        consumer: str,
-        count: int,
-        prelude: Prelude | None = None,
-    ) -> Recorded:
+        ``read``): the turn needs no other round trip to start. (``lease`` "": only record
+        and queue, ringing the holder's bell.)"""
         bot = inbound.key.bot
         now = to_micros(utcnow())
         keys = [
