@@ -26,11 +26,18 @@ per turn of this process and of redis-server (which a shared CPU inflates far le
 wall-clock percentiles). It also counts the round trips to Redis of one turn on each path, by
 command (client side: every request the client sends; a pipeline is one), so a change that
 cuts one shows here exactly. Redis runs on loopback TCP (``--unix`` for a unix socket), the
-target's setting. ``--no-hiredis`` parses replies in Python as without the ``hiredis``
-package (installed with the ``redis`` extra), for its before/after. Prints, asserts nothing;
-about 30-60 s with the defaults.
+target's setting. ``--no-hiredis`` runs every command through redis-py with replies parsed
+in Python, as without the ``hiredis`` package (installed with the ``redis`` extra): no
+pipelined connection (:mod:`core.store.redis_pipelined` needs hiredis), for the before/after.
 
-    python bench/replicas_cost.py [--turns 400] [--reps 5] [--unix] [--no-hiredis]
+``--same-core`` runs this process and redis-server on one CPU. On a virtual machine whose idle
+vCPUs halt at once (this one: ``cpuidle_haltpoll.force=1 haltpoll.guest_halt_poll_ns=0``),
+every wait on Redis across two vCPUs is two halted vCPUs woken by the host, whose latency
+(and steal) lands in the tail; on one vCPU, waiting hands the CPU straight to the other
+process. Comparing the two separates what the coordination costs from what the machine's
+wake-ups cost. Prints, asserts nothing; about 10-60 s with the defaults.
+
+    python bench/replicas_cost.py [--turns 400] [--reps 5] [--unix] [--no-hiredis] [--same-core]
 """
 
 from __future__ import annotations
@@ -70,8 +77,9 @@ from chatbridge.core.flood import FloodControl  # noqa: E402
 from chatbridge.core.protocols import Surface  # noqa: E402
 from chatbridge.core.replicas import Replicas  # noqa: E402
 from chatbridge.core.store import SQLiteStore  # noqa: E402
-from chatbridge.core.store.redis import RedisStore, redis_client  # noqa: E402
+from chatbridge.core.store.redis import RedisStore  # noqa: E402
 from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem  # noqa: E402
+from chatbridge.core.store.redis_pipelined import PipelinedRedis  # noqa: E402
 from chatbridge.core.types import Inbound, ReplyMessage  # noqa: E402
 
 PATHS = ("sqlite", "redis", "replicas")
@@ -270,7 +278,7 @@ class Bench:
             yield local_path(self._engine(self.redis))
         else:
             # a replica of its own per block: its lease ticks never run beside the others
-            coordination = RedisCoordination(redis_client(self.url))  # as the runner makes it
+            coordination = RedisCoordination.from_url(self.url)  # as the runner makes it
             self.trips.name_scripts(coordination)
             replicas = DoneSignalling(coordination, replica="bench", partitions=16, lease=3.0)
             engine = self._engine(self.redis, replicas)
@@ -393,13 +401,23 @@ async def main() -> None:
     parser.add_argument(
         "--no-hiredis", action="store_true", help="parse replies in Python, not with hiredis"
     )
+    parser.add_argument(
+        "--same-core",
+        action="store_true",
+        help="run this process and redis-server (started from it) on one CPU",
+    )
     args = parser.parse_args()
+    if args.same_core:  # redis-server, a child, inherits it
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         server = redis_server(tmp) if args.unix else redis_tcp(tmp)
         with server as url:
             parser_name = redis_parser().__name__
-            print(f"Redis at {url.split('?')[0]}, replies parsed by {parser_name}")
+            cpus = sorted(os.sched_getaffinity(0))
+            hot = "one pipelined connection" if PipelinedRedis.for_url(url) else "redis-py"
+            print(f"Redis at {url.split('?')[0]}, turns' commands on {hot} (redis-py's replies "
+                  f"parsed by {parser_name}), CPUs {cpus}")  # fmt: skip
             await Bench(tmp, url, args.turns).run(args.reps)
 
 

@@ -124,13 +124,12 @@ class App:
             # several replicas may share this Redis: it orders and distributes the turns
             # (imported here: redis is an optional extra)
             from chatbridge.core.replicas import Replicas, default_replica_name
-            from chatbridge.core.store.redis import redis_client
             from chatbridge.core.store.redis_coordination import RedisCoordination
 
             self._redis_url = url
             self.replicas = Replicas(
                 # room for a burst of turns' commands (redis-py's default: 100, then errors)
-                RedisCoordination(redis_client(url)),
+                RedisCoordination.from_url(url),
                 replica=cfg.replicas.name or default_replica_name(),
                 partitions=cfg.replicas.partitions,
                 lease=cfg.replicas.lease,

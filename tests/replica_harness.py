@@ -264,32 +264,46 @@ class RoundTrips:
     def name_scripts(self, *owners: object) -> None:
         from redis.commands.core import AsyncScript
 
+        from chatbridge.core.store.redis_pipelined import PipelinedScript
+
         for owner in owners:
             for attr, value in vars(owner).items():
-                if isinstance(value, AsyncScript):
+                if isinstance(value, AsyncScript | PipelinedScript):
                     self.scripts[value.sha] = f"{type(owner).__name__}.{attr.lstrip('_')}"
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
         from redis.asyncio.connection import AbstractConnection
 
+        from chatbridge.core.store.redis_pipelined import _Wire
+
         original = AbstractConnection.send_packed_command
+        original_wire = _Wire.send
         trips = self
 
-        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        def count(command: Any) -> None:
             task = asyncio.current_task()
             if trips.on and not (task and task.get_name().startswith("replicas:leases")):
                 names = trips._names(command)
                 trips.commands += len(names)
                 label = names[0] if len(names) == 1 else f"pipeline[{'+'.join(names)}]"
                 trips.sends[label] += 1
+
+        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            count(command)
             await original(conn, command, check_health)
 
+        def counted_wire(wire: _Wire, packed: bytes) -> asyncio.Future[Any]:
+            count(packed)  # the pipelined connection's commands (core.store.redis_pipelined)
+            return original_wire(wire, packed)
+
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign,assignment]
+        _Wire.send = counted_wire  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
             AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+            _Wire.send = original_wire  # type: ignore[method-assign]
 
     def _names(self, command: Any) -> list[str]:
         raw = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)

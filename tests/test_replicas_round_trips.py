@@ -29,7 +29,7 @@ from chatbridge.core.engine import Engine
 from chatbridge.core.errors import FencedOut
 from chatbridge.core.protocols import Surface
 from chatbridge.core.replicas import Replicas
-from chatbridge.core.store.redis import RedisStore, redis_client
+from chatbridge.core.store.redis import RedisStore
 from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem
 from chatbridge.core.types import (
     Button,
@@ -94,7 +94,7 @@ async def test_a_turn_costs_its_round_trips_and_no_more(
     async with AsyncExitStack() as stack:
         store = await RedisStore.open(redis_url)
         stack.push_async_callback(store.close)
-        coordination = RedisCoordination(redis_client(redis_url))
+        coordination = RedisCoordination.from_url(redis_url)
         stack.push_async_callback(coordination.close)
         replicas = Finishing(coordination, replica="a", partitions=4, lease=5.0)
         stack.push_async_callback(replicas.stop)
@@ -156,7 +156,7 @@ async def test_the_finishing_write_acknowledges_only_under_the_partitions_lease(
     async with AsyncExitStack() as stack:
         store = await RedisStore.open(redis_url)
         stack.push_async_callback(store.close)
-        coordination = RedisCoordination(redis_client(redis_url))
+        coordination = RedisCoordination.from_url(redis_url)
         stack.push_async_callback(coordination.close)
         journal, r = store.journal, coordination._r
         conversation = ConversationKey("shop", "telegram", "c1", "u1")

@@ -40,6 +40,7 @@ from chatbridge.core.store._common import (
     utcnow,
 )
 from chatbridge.core.store.redis_journal import RedisJournal
+from chatbridge.core.store.redis_pipelined import PipelinedRedis
 from chatbridge.core.types import ConversationKey, SessionRecord
 
 # touch() is called at the end of every turn; its write waits this long so that touches of
@@ -188,8 +189,11 @@ class RedisStore:
         *,
         prefix: str = "chatbridge:",
         button_ttl: timedelta = DEFAULT_BUTTON_TTL,
+        fast: PipelinedRedis | None = None,
     ) -> None:
         self._r = client
+        # the turn's session read and journal writes (see core.store.redis_pipelined)
+        self._fast = fast
         self._p = prefix
         self.button_ttl = button_ttl
         self._closed = False
@@ -197,7 +201,7 @@ class RedisStore:
         self._short_ids = client.register_script(_SHORT_IDS)
         self._prune = client.register_script(_PRUNE)
         self._put_new = client.register_script(_PUT_NEW)
-        self.journal = RedisJournal(client, prefix)
+        self.journal = RedisJournal(client, prefix, fast)
         # touches not written yet: session -> (last turn's time in micros, turns to add)
         self._touches: dict[ConversationKey, tuple[int, int]] = {}
         self._touch_timer: asyncio.TimerHandle | None = None
@@ -218,12 +222,15 @@ class RedisStore:
     ) -> RedisStore:
         """Connect and check the server answers (raises ``redis.exceptions.RedisError``)."""
         client = redis_client(url)
-        store = cls(client, prefix=prefix, button_ttl=button_ttl)
+        fast = PipelinedRedis.for_url(url)
+        store = cls(client, prefix=prefix, button_ttl=button_ttl, fast=fast)
         try:
             await client.ping()
             await store.prune()
         except BaseException:
             await client.aclose()
+            if fast is not None:
+                await fast.aclose()
             raise
         return store
 
@@ -246,7 +253,10 @@ class RedisStore:
 
     async def get(self, key: ConversationKey) -> SessionRecord | None:
         self._check()
-        fields = cast(dict[str, str], await self._r.hgetall(self._hash(key)))
+        if self._fast is not None:
+            fields = await self._fast.hgetall(self._hash(key))
+        else:
+            fields = cast(dict[str, str], await self._r.hgetall(self._hash(key)))
         if not fields:
             return None
         # no await since the read: a touch flushed meanwhile is in the hash, not in _touches
@@ -556,3 +566,5 @@ class RedisStore:
         finally:
             self._closed = True
             await self._r.aclose()
+            if self._fast is not None:
+                await self._fast.aclose()

@@ -67,6 +67,7 @@ from chatbridge.core.store.redis_journal import (
     entry_from_fields,
     received_entry,
 )
+from chatbridge.core.store.redis_pipelined import PipelinedRedis, hot_script
 from chatbridge.core.store.redis_scripts import (
     ACK,
     ACQUIRE,
@@ -149,30 +150,40 @@ class ReadResult:
 class RedisCoordination:
     """The Redis side of :class:`core.replicas.Replicas` (its own client, same server)."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "chatbridge:") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "chatbridge:",
+        fast: PipelinedRedis | None = None,
+    ) -> None:
         self._r = client
+        self._fast = fast
         self._p = prefix
-        self._record = client.register_script(RECORD_AND_QUEUE)
+        # a turn's steps on the pipelined connection (core.store.redis_pipelined), when given
+        self._record = hot_script(client, fast, RECORD_AND_QUEUE)
         self._queue = client.register_script(QUEUE)
         self._acquire = client.register_script(ACQUIRE)
         self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
-        self._ack = client.register_script(ACK)
+        self._ack = hot_script(client, fast, ACK)
         self._read = client.register_script(READ)
         self._claim = client.register_script(CLAIM)
-        self._start = client.register_script(TAKE)
+        self._start = hot_script(client, fast, TAKE)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._beat_and_renew = client.register_script(BEAT_AND_RENEW)
-        self._windows = client.register_script(WINDOWS)
+        self._windows = hot_script(client, fast, WINDOWS)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "chatbridge:") -> RedisCoordination:
         # the store's pool: room for as many commands in flight as the store (redis-py's
         # default pool holds 100, and raises past it)
-        return cls(redis_client(url), prefix=prefix)
+        return cls(redis_client(url), prefix=prefix, fast=PipelinedRedis.for_url(url))
 
     async def close(self) -> None:
         await self._r.aclose()
+        if self._fast is not None:
+            await self._fast.aclose()
 
     async def ping(self) -> bool:
         try:

@@ -33,6 +33,7 @@ from chatbridge.core.store._journal_codec import (
     load_answer,
     load_inbound,
 )
+from chatbridge.core.store.redis_pipelined import PipelinedRedis, hot_script
 from chatbridge.core.types import Inbound, JournalEntry, ReplyMessage, TurnState
 
 if TYPE_CHECKING:
@@ -125,11 +126,14 @@ class Fence:
 class RedisJournal:
     """``core.protocols.Journal`` on Redis (shares the store's client)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, fast: PipelinedRedis | None = None
+    ) -> None:
         self._r = client
         self._p = prefix
-        self._record = client.register_script(_RECORD)
-        self._advance = client.register_script(_ADVANCE)
+        # a turn's record and writes: on the pipelined connection (the store's, when it has one)
+        self._record = hot_script(client, fast, _RECORD)
+        self._advance = hot_script(client, fast, _ADVANCE)
         self._prune = client.register_script(_PRUNE)
         self._fences: dict[tuple[str, int], Fence] = {}  # (bot, seq) -> its run, see fenced()
 
