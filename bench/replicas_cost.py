@@ -325,6 +325,7 @@ class Bench:
         self.trips.name_scripts(self.redis, self.redis.journal)
         for name in PATHS[:2]:  # every user's session exists before anything is measured
             await self.block(name, 500)
+        await bare_round_trips(self.url)
         blocks: dict[str, list[Block]] = {p: [] for p in PATHS}
         pooled: dict[str, list[float]] = {p: [] for p in PATHS}
         try:
@@ -347,6 +348,29 @@ class Bench:
             await self.redis.close()
             await self.sqlite.close()
         report(blocks, pooled, self.n)
+
+
+async def bare_round_trips(url: str, n: int = 4000) -> None:
+    """What one wait on Redis costs on this machine, whatever the command: PINGs one after
+    another (the floor under each of a turn's waits; across two vCPUs that halt when idle,
+    its tail is the host waking them)."""
+    fast = PipelinedRedis.for_url(url)
+    if fast is None:
+        return
+    try:
+        for _ in range(200):
+            await fast.execute("PING")
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            await fast.execute("PING")
+            times.append(time.perf_counter() - started)
+    finally:
+        await fast.aclose()
+    print(
+        f"one bare round trip (PING), {n} in a row: p50 {ms(pct(times, 0.5))}, "
+        f"p99 {ms(pct(times, 0.99))}, p99.9 {ms(pct(times, 0.999))} ms"
+    )
 
 
 def ms(x: float) -> str:

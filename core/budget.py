@@ -81,10 +81,16 @@ class SharedFlood:
         self.window = window
 
     async def check_shared(self, key: ConversationKey) -> float | None:
+        window = self.window_of(key)
+        if window is None:
+            return None
+        wait = await self._redis.take([window])
+        return None if wait <= 0 else wait
+
+    def window_of(self, key: ConversationKey) -> tuple[str, int, float] | None:
         if self.limit <= 0:
             return None
-        wait = await self._redis.take([(f"flood:{key.bot}:{key.user_id}", self.limit, self.window)])
-        return None if wait <= 0 else wait
+        return (f"flood:{key.bot}:{key.user_id}", self.limit, self.window)
 
 
 # Discord-style buckets, announced by the platform in every answer: ``limit`` calls until the

@@ -36,6 +36,7 @@ from chatbridge.core.protocols import (
     Journal,
     ListingDescriber,
     Prepared,
+    SessionFields,
     SessionStore,
     SharedFloodGate,
     StoredReplies,
@@ -53,6 +54,8 @@ from chatbridge.core.types import (
     Image,
     Inbound,
     ListingDraft,
+    Prelude,
+    PreludeRead,
     SessionRecord,
     TurnOutcome,
     TurnResult,
@@ -240,13 +243,33 @@ class Engine:
         log.warning("replicas: unknown session command %r ignored", command)
         return "unknown"
 
-    def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]:
+    def run_claimed(
+        self, turn: Turn, *, fresh: bool, read: PreludeRead | None = None
+    ) -> asyncio.Future[TurnResult]:
         """Several replicas: run a journaled turn this replica claimed from the work queue;
-        ``fresh`` (never started anywhere) passes the flood gate like a new message."""
+        ``fresh`` (never started anywhere) passes the flood gate like a new message, or, with
+        ``read``, by the window's verdict and with the session read with its record."""
         slot = self._reserve(turn.inbound.key)
         slot.turn = turn
-        slot.job.set_result(self._job_for(turn) if fresh else lambda: self.turns.run(turn))
+        if not fresh:
+            slot.job.set_result(lambda: self.turns.run(turn))
+        elif read is not None and not self._closing:
+            slot.job.set_result(lambda: self._after_prelude(turn, read))
+        else:
+            slot.job.set_result(self._job_for(turn))
         return slot.result
+
+    def prelude(self, key: ConversationKey) -> Prelude | None:
+        """What a fresh turn of ``key`` reads first, for the replicas to read it with the
+        message's record: its shared ``turns_per_minute`` window and its session (None:
+        the store cannot name it, or a gate other than a shared one judges the turn)."""
+        store = self.store
+        if not isinstance(store, SessionFields):
+            return None
+        gate = self._shared_flood
+        if gate is None and self._flood is not None:
+            return None  # judged in this process's memory: nothing to read
+        return Prelude(gate.window_of(key) if gate is not None else None, store.session_name(key))
 
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
         """Queue a turn that is not journaled (the console, tests); returns at once."""
@@ -286,9 +309,7 @@ class Engine:
         if self._flood is not None and turn.resume is None:
             wait = self._flood.check(turn.inbound.key)
             if wait is not None:
-                texts = self.texts.in_language(turn.inbound.language)
-                text = texts.flood.format(seconds=max(1, round(wait)))
-                return lambda: self._refuse(turn, text, "flood")
+                return lambda: self._flooded(turn, wait)
         return lambda: self.turns.run(turn)
 
     async def _unless_flooded(self, turn: Turn, gate: SharedFloodGate) -> TurnResult:
@@ -303,8 +324,18 @@ class Engine:
             wait = None
         if wait is not None:
             turn.stored = None
-            text = self.texts.flood.format(seconds=max(1, round(wait)))
-            return await self._refuse(turn, text, "flood")
+            return await self._flooded(turn, wait)
+        return await self.turns.run(turn)
+
+    async def _after_prelude(self, turn: Turn, read: PreludeRead) -> TurnResult:
+        """As :meth:`_unless_flooded`, with the window judged and the session read in the
+        step that recorded the message (:meth:`prelude`)."""
+        if read.wait is not None:
+            return await self._flooded(turn, read.wait)
+        assert isinstance(self.store, SessionFields)  # prelude() named it
+        stored = asyncio.get_running_loop().create_future()
+        stored.set_result(self.store.session_from(turn.inbound.key, read.session))
+        turn.stored = stored
         return await self.turns.run(turn)
 
     def queue_recovered(self, turn: Turn) -> asyncio.Future[TurnResult]:
@@ -404,6 +435,11 @@ class Engine:
         """A message taken while shutting down that nothing will resume (not journaled; a
         journaled one never gets here, :meth:`_drain` leaves it in the journal)."""
         return await self._interrupted(turn)
+
+    async def _flooded(self, turn: Turn, wait: float) -> TurnResult:
+        """Refused by ``turns_per_minute``: in the user's language, when to try again."""
+        texts = self.texts.in_language(turn.inbound.language)
+        return await self._refuse(turn, texts.flood.format(seconds=max(1, round(wait))), "flood")
 
     async def _refuse(self, turn: Turn, text: str, why: str) -> TurnResult:
         log.info("refused a turn (%s) for %s", why, turn.inbound.key.short())

@@ -20,6 +20,8 @@ from chatbridge.core.types import (
     JournalEntry,
     ListingDraft,
     ListingRequest,
+    Prelude,
+    PreludeRead,
     ReplyMessage,
     SessionRecord,
     TurnResult,
@@ -271,6 +273,25 @@ class SharedFloodGate(Protocol):
         """None when the turn may run (and it is counted), else seconds to wait."""
         ...
 
+    def window_of(self, key: ConversationKey) -> tuple[str, int, float] | None:
+        """The window ``check_shared`` takes a place in: (name, limit, period in s); None
+        when there is none (no limit)."""
+        ...
+
+
+@runtime_checkable
+class SessionFields(Protocol):
+    """A store whose sessions another step may read for it (the replicas' record of a
+    message reads the session its turn needs, :class:`core.types.Prelude`)."""
+
+    def session_name(self, key: ConversationKey) -> str:
+        """Where ``key``'s session is kept (a Redis hash)."""
+        ...
+
+    def session_from(self, key: ConversationKey, fields: dict[str, str]) -> SessionRecord | None:
+        """The session as ``get`` returns it, from the fields read at ``session_name``."""
+        ...
+
 
 class WorkQueue(Protocol):
     """Several replicas: journal a message and queue it for whichever replica runs its
@@ -403,7 +424,11 @@ class ClaimedTurns(Protocol):
     @property
     def bot(self) -> str: ...
 
-    def run_claimed(self, turn: Turn, *, fresh: bool) -> asyncio.Future[TurnResult]: ...
+    def run_claimed(
+        self, turn: Turn, *, fresh: bool, read: PreludeRead | None = None
+    ) -> asyncio.Future[TurnResult]: ...
+
+    def prelude(self, key: ConversationKey) -> Prelude | None: ...
 
     async def run_command(self, key: ConversationKey, command: str, arg: str) -> str: ...
 

@@ -60,11 +60,12 @@ from chatbridge.core.store.redis_coordination import (
     OUT_OF_REACH,
     RedisCoordination,
     WorkItem,
+    conversation_member,
     partition_of,
 )
 from chatbridge.core.store.redis_journal import Fence
 from chatbridge.core.turns import Turn
-from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, TurnState
+from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, Prelude, TurnState
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,26 @@ class Replicas:
                 lease = self._reading(partition)  # again: it may have moved meanwhile
                 if lease is not None:
                     recorded = await self.redis.record_and_take(
-                        inbound, source, partition, lease, self.replica, count=READ_COUNT
+                        inbound,
+                        source,
+                        partition,
+                        lease,
+                        self.replica,
+                        count=READ_COUNT,
+                        prelude=self._prelude(inbound.key),
                     )
                     self._dispatch_all(partition, lease, recorded.items)
                     return recorded.entry
         return await self.redis.record_and_queue(inbound, source, partition)
+
+    def _prelude(self, key: ConversationKey) -> Prelude | None:
+        """What the turn of a message of ``key`` reads first, to read with its record when its
+        turn starts at once: nothing of the conversation is queued or running here (else the
+        window is judged, and the session read, when the turn's time comes)."""
+        engine = self._engines.get(key.bot)
+        if engine is None or conversation_member(key) in self._convs:
+            return None
+        return engine.prelude(key)
 
     async def command(self, key: ConversationKey, command: str, arg: str = "") -> str | None:
         """Queue a session command behind ``key``'s messages and wait for the replica that
@@ -480,9 +496,11 @@ class Replicas:
             if journal is not None
             else contextlib.nullcontext()
         )
+        # the prelude read with the record holds for the turn's first start here only
+        read = item.read if first and item.taken_under == lease else None
         with fence as run:
             turn = Turn(entry.inbound, surface, entry, resume=resume)
-            await engine.run_claimed(turn, fresh=fresh)
+            await engine.run_claimed(turn, fresh=fresh, read=read)
         if run is not None and run.acked:
             return True
         return await self._ack(item, lease)

@@ -206,6 +206,24 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Prelude:
+    """What a fresh turn reads before anything else, named where it is kept, so several
+    replicas read it in the same step as they record the message (one round trip, not three:
+    :mod:`core.replicas`): the conversation's ``turns_per_minute`` window and its session."""
+
+    window: tuple[str, int, float] | None  # (name, limit, period in s); None: no shared gate
+    session: str  # the store's name for the conversation's session
+
+
+@dataclass(frozen=True, slots=True)
+class PreludeRead:
+    """A :class:`Prelude` as read with the message's record (its turn starts at once)."""
+
+    wait: float | None  # None: the turn may run (its place in the window is taken); else s
+    session: dict[str, str]  # the stored session's fields, as the store keeps them ({}: none)
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """One option picked by the backend among given ones, with its reasoning."""
 

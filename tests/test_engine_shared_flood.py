@@ -38,6 +38,9 @@ class Gate:
         self.allow -= 1
         return None
 
+    def window_of(self, key: ConversationKey) -> tuple[str, int, float] | None:
+        return None  # judged by check_shared only (no Redis to read it with a record)
+
 
 class CountingStore(MemoryStore):
     def __init__(self) -> None:
@@ -134,3 +137,15 @@ async def test_the_session_is_read_while_the_gate_is_judged(store: CountingStore
     engine = engine_with(store, Waiting(events))
     result = await engine.handle(Inbound(KEY, "hi"), LoggedSurface(events))
     assert result.outcome == "ok" and store.reads == 1
+
+
+async def test_a_refusal_is_in_the_users_language(store: CountingStore) -> None:
+    """As the in-process gate's: a Portuguese user is told in Portuguese (the shared gate's
+    refusal was always in English)."""
+    events: list[str] = []
+    engine = engine_with(store, Gate(events, allow=0))
+    surface = LoggedSurface(events)
+    result = await engine.handle(Inbound(KEY, "olá", language="pt-PT"), surface)
+    assert result.outcome == "refused"
+    [told] = surface.of("fail")
+    assert "demasiado depressa" in told and "30" in told

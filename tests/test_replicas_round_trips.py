@@ -3,9 +3,9 @@
 socket on a real redis-server, so a change that adds one back fails here.
 
 The turn's own work, per turn, on the replica holding its partition: the record script,
-which also takes the message from its stream (no read back); the ``turns_per_minute``
-window and the session read (sent together: one wait); the
-journal's three writes (sent, answered, delivered), the last of which also acknowledges the
+which also takes the message from its stream (no read back) and, its turn starting at once,
+judges the ``turns_per_minute`` window and reads the session; the journal's three writes
+(sent, answered, delivered), the last of which also acknowledges the
 work item; the answer's button ids only the first time a payload is named (here by a first
 turn, which also opens the session and the connections). The reader is not woken: a record
 that takes rings no bell. (The reader's read of every partition each ``SWEEP`` seconds is timing:
@@ -16,8 +16,9 @@ per connection.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 from engine_doubles import AnswerBackend
@@ -34,6 +35,7 @@ from chatbridge.core.store.redis_coordination import RedisCoordination, WorkItem
 from chatbridge.core.types import (
     Button,
     ConversationKey,
+    Event,
     Inbound,
     ReplyMessage,
     TurnState,
@@ -52,6 +54,7 @@ TURNS = 6
 class Quiet:
     def __init__(self) -> None:
         self.finished: list[Sequence[ReplyMessage]] = []
+        self.failed: list[str] = []
 
     async def begin(self) -> None: ...
     async def append(self, text: str) -> None: ...
@@ -61,7 +64,8 @@ class Quiet:
     async def finish(self, messages: Sequence[ReplyMessage]) -> None:
         self.finished.append(messages)
 
-    async def fail(self, text: str) -> None: ...
+    async def fail(self, text: str) -> None:
+        self.failed.append(text)
 
 
 class Replies:
@@ -86,11 +90,56 @@ class Finishing(Replicas):
             self.finished += 1
 
 
-async def test_a_turn_costs_its_round_trips_and_no_more(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(replicas_module, "SWEEP", 60.0)  # no timed read of everything
-    replies = Replies()
+class Held(AnswerBackend):
+    """Answers at once, except a message saying "hold", which waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__(ANSWER, name="buttons")
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def turn(self, session_ref: str, inbound: Inbound) -> AsyncIterator[Event]:
+        if inbound.text == "hold":
+            self.holding.set()
+            await self.release.wait()
+        async for event in super().turn(session_ref, inbound):
+            yield event
+
+
+@dataclass
+class OneReplica:
+    engine: Engine
+    replicas: Finishing
+    coordination: RedisCoordination
+    store: RedisStore
+    trips: RoundTrips
+    replies: Replies
+
+    async def send(self, text: str, source: str) -> None:
+        inbound = Inbound(CONVERSATION, text, message_id=source)
+
+        async def prepare() -> tuple[Inbound, Surface]:
+            return inbound, Quiet()
+
+        await self.engine.accept(CONVERSATION, prepare, source=source)
+
+    async def until_finished(self, n: int) -> None:
+        async with asyncio.timeout(20):
+            while self.replicas.finished < n:
+                await asyncio.sleep(0.005)
+
+    def per_turn(self) -> dict[str, int]:
+        # opening a connection (HELLO, CLIENT SETINFO): once per connection, not per turn
+        return {n: k for n, k in self.trips.sends.items() if n not in {"HELLO", "CLIENT"}}
+
+
+CONVERSATION = ConversationKey("shop", "telegram", "c1", "u1")
+
+
+@asynccontextmanager
+async def one_replica(
+    redis_url: str, backend: AnswerBackend, turns_per_minute: int = 1_000
+) -> AsyncIterator[OneReplica]:
     async with AsyncExitStack() as stack:
         store = await RedisStore.open(redis_url)
         stack.push_async_callback(store.close)
@@ -100,51 +149,102 @@ async def test_a_turn_costs_its_round_trips_and_no_more(
         stack.push_async_callback(replicas.stop)
         engine = Engine(
             bot="shop",
-            backend=AnswerBackend(ANSWER, name="buttons"),
+            backend=backend,
             backend_name="buttons",
             store=store,
             journal=store.journal,
             work=replicas,
-            flood=SharedFlood(coordination, 1_000),  # turns_per_minute, as deployed
+            # turns_per_minute, as deployed
+            flood=SharedFlood(coordination, turns_per_minute),
         )
+        replies = Replies()
         replicas.serve(engine, replies)
         await replicas.start()
         trips = RoundTrips(on=True)
         trips.name_scripts(coordination, store, store.journal)
-        conversation = ConversationKey("shop", "telegram", "c1", "u1")
+        yield OneReplica(engine, replicas, coordination, store, trips, replies)
 
-        async def turn(i: int) -> None:
-            inbound = Inbound(conversation, f"question {i}", message_id=f"m{i}")
 
-            async def prepare() -> tuple[Inbound, Surface]:
-                return inbound, Quiet()
-
-            await engine.accept(conversation, prepare, source=f"m{i}")
-            async with asyncio.timeout(20):
-                while replicas.finished < i + 1:
-                    await asyncio.sleep(0.005)
-
+async def test_a_turn_costs_its_round_trips_and_no_more(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas_module, "SWEEP", 60.0)  # no timed read of everything
+    async with one_replica(redis_url, AnswerBackend(ANSWER, name="buttons")) as one:
         # the first turn opens the session, the connections and loads the scripts
-        await turn(0)
-        with trips.counting():
+        await one.send("question 0", "m0")
+        await one.until_finished(1)
+        with one.trips.counting():
             for i in range(1, TURNS + 1):
-                await turn(i)
-        # opening a connection (HELLO, CLIENT SETINFO): once per connection, not per turn
-        per_turn = {n: k for n, k in trips.sends.items() if n not in {"HELLO", "CLIENT"}}
-        assert per_turn == {
-            "RedisCoordination.record": TURNS,  # recorded, queued and taken at once
-            "RedisCoordination.windows": TURNS,  # turns_per_minute as the turn starts...
-            "HGETALL": TURNS,  # ...and the session, read meanwhile
+                await one.send(f"question {i}", f"m{i}")
+                await one.until_finished(i + 1)
+        assert one.per_turn() == {
+            # recorded, queued and taken at once; its turn starting now (nothing of the
+            # conversation queued here), the same step judges the turns_per_minute window
+            # and reads the session (a new session each turn would show as put_new here)
+            "RedisCoordination.record": TURNS,
             "RedisJournal.advance": 3 * TURNS,  # sent, answered, delivered + acknowledged
             # the payload named by the first turn: from memory since (renewed off the path)
         }
-        assert len(replies.surfaces) == TURNS + 1
-        assert all(s.finished and s.finished[0][0].buttons[0].id for s in replies.surfaces)
-        assert await store.journal.unfinished("shop") == []
+        assert len(one.replies.surfaces) == TURNS + 1
+        assert all(s.finished and s.finished[0][0].buttons[0].id for s in one.replies.surfaces)
+        assert await one.store.journal.unfinished("shop") == []
         # every work item acknowledged and deleted, by the journal's delivered writes
         for partition in range(4):
-            assert await coordination._r.xlen(coordination.stream(partition)) == 0
+            assert await one.coordination._r.xlen(one.coordination.stream(partition)) == 0
         assert TurnState.DELIVERED.finished
+
+
+async def test_a_turn_queued_behind_another_reads_its_window_and_session_when_it_starts(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judged at arrival, a message waiting behind a running turn of its conversation would
+    take its window's place before its turn: it is judged, and its session read, when its
+    turn starts (the session may change meanwhile, by the turn ahead of it)."""
+    monkeypatch.setattr(replicas_module, "SWEEP", 60.0)
+    backend = Held()
+    async with one_replica(redis_url, backend) as one:
+
+        async def behind_a_held_one(n: int) -> None:
+            backend.release.clear()
+            backend.holding.clear()
+            await one.send("hold", f"h{n}")
+            async with asyncio.timeout(20):
+                await backend.holding.wait()
+            await one.send(f"question {n}", f"q{n}")  # queued here behind "hold"
+            backend.release.set()
+            await one.until_finished(2 * n + 2)
+
+        await behind_a_held_one(0)  # opens the session, loads the scripts
+        with one.trips.counting():
+            await behind_a_held_one(1)
+        assert one.per_turn() == {
+            "RedisCoordination.record": 2,  # the first with its prelude, the second without
+            "RedisCoordination.windows": 1,  # ...so it is judged as its turn starts
+            "HGETALL": 1,  # ...and reads its session then
+            "RedisJournal.advance": 6,
+        }
+        assert [s.finished[0][0].text for s in one.replies.surfaces] == ["found it"] * 4
+
+
+async def test_a_flooded_turn_is_refused_by_the_window_read_with_its_record(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """turns_per_minute = 2: the third message's record reads a full window; it is refused
+    in plain words, and not counted (the window holds the two that ran)."""
+    monkeypatch.setattr(replicas_module, "SWEEP", 60.0)
+    async with one_replica(redis_url, AnswerBackend(ANSWER), turns_per_minute=2) as one:
+        with one.trips.counting():
+            for i in range(3):
+                await one.send(f"question {i}", f"m{i}")
+                await one.until_finished(i + 1)
+        assert "RedisCoordination.windows" not in one.trips.sends  # judged with the record
+        ran, ran_too, refused = one.replies.surfaces
+        assert ran.finished and ran_too.finished and not refused.finished
+        assert len(refused.failed) == 1 and "too quickly" in refused.failed[0]
+        window = f"chatbridge:w:flood:shop:{CONVERSATION.user_id}"
+        assert await one.coordination._r.zcard(window) == 2
+        # the refused one is finished too (told, not left open)
+        assert await one.store.journal.unfinished("shop") == []
 
 
 async def test_the_finishing_write_acknowledges_only_under_the_partitions_lease(

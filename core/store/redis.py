@@ -257,9 +257,19 @@ class RedisStore:
             fields = await self._fast.hgetall(self._hash(key))
         else:
             fields = cast(dict[str, str], await self._r.hgetall(self._hash(key)))
+        return self.session_from(key, fields)
+
+    def session_name(self, key: ConversationKey) -> str:
+        return self._hash(key)
+
+    def session_from(self, key: ConversationKey, fields: dict[str, str]) -> SessionRecord | None:
+        """The session as :meth:`get` returns it from its hash's ``fields`` (read by
+        :meth:`get`, or with a message's record: :class:`core.types.Prelude`). Pending
+        touches are added: in :meth:`get` nothing runs between the read and this, so a touch
+        flushed meanwhile is in the hash, not in _touches (with a record, a flush in between
+        leaves this copy's ``turn_count`` short by it; the hash has it)."""
         if not fields:
             return None
-        # no await since the read: a touch flushed meanwhile is in the hash, not in _touches
         return self._with_touches(self._record(key, fields))
 
     def _with_touches(self, record: SessionRecord) -> SessionRecord:

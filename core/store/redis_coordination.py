@@ -53,7 +53,7 @@ import json
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
@@ -82,7 +82,7 @@ from chatbridge.core.store.redis_scripts import (
     TAKE,
     WINDOWS,
 )
-from chatbridge.core.types import ConversationKey, Inbound, JournalEntry
+from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, Prelude, PreludeRead
 
 GROUP = "turns"
 
@@ -120,6 +120,8 @@ class WorkItem:
     # a command, or the entry is gone)
     entry: JournalEntry | None = field(default=None, compare=False, repr=False)
     taken_under: str = ""
+    # the turn's prelude, read with the message's record (see RedisCoordination.record_and_take)
+    read: PreludeRead | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> ConversationKey:
@@ -218,14 +220,25 @@ class RedisCoordination:
         consumer: str,
         *,
         count: int = 100,
+        prelude: Prelude | None = None,
     ) -> Recorded:
         """:meth:`record_and_queue`, then, in the same step, what :meth:`read` does for
         ``partition`` under ``lease``: the partition's holder records a message and takes it
-        (with any older entry no read took yet) without waiting to read it back."""
-        return await self._record_and(inbound, source, partition, lease, consumer, count)
+        (with any older entry no read took yet) without waiting to read it back. With
+        ``prelude``, when the new message is all it took (its turn starts now), the same step
+        also takes its place in the turn's window and reads its session (the taken item's
+        ``read``): the turn needs no other round trip to start."""
+        return await self._record_and(inbound, source, partition, lease, consumer, count, prelude)
 
     async def _record_and(
-        self, inbound: Inbound, source: str, partition: int, lease: str, consumer: str, count: int
+        self,
+        inbound: Inbound,
+        source: str,
+        partition: int,
+        lease: str,
+        consumer: str,
+        count: int,
+        prelude: Prelude | None = None,
     ) -> Recorded:
         bot = inbound.key.bot
         now = to_micros(utcnow())
@@ -253,16 +266,26 @@ class RedisCoordination:
             consumer,
             count,
         ]
+        if prelude is not None:
+            window = prelude.window
+            keys += [f"{self._p}w:{window[0]}" if window else "", prelude.session]
+            args += [_window_member(), window[1], window[2] * 1000.0] if window else ["", 0, 0]
         reply = await self._record(keys=keys, args=args)
         if not reply:
             return Recorded(None, [])
-        seq, got = cast(list[Any], reply)
+        seq, got, *read = cast(list[Any], reply)
         entry = received_entry(int(seq), source, inbound, now)
         if got == -1:  # not asked to take
             return Recorded(entry, [])
         if got == 0:  # the lease is not the caller's
             return Recorded(entry, None)
-        return Recorded(entry, self._items(partition, got, lease))
+        items = self._items(partition, got, lease)
+        if read:  # the prelude, read for the one item taken: the new message
+            wait_ms, fields = float(read[0]), read[1]
+            session = dict(zip(fields[::2], fields[1::2], strict=True))
+            verdict = PreludeRead(wait_ms / 1000.0 if wait_ms > 0 else None, session)
+            items = [replace(items[0], read=verdict)]
+        return Recorded(entry, items)
 
     async def queue_command(
         self, key: ConversationKey, partition: int, command: str, arg: str = ""
@@ -505,8 +528,13 @@ class RedisCoordination:
         """A place in every ``(name, limit, period seconds)`` window at once: 0.0, or the
         seconds until asking again may succeed (nothing taken then)."""
         keys = [f"{self._p}w:{name}" for name, _, _ in windows]
-        args: list[Any] = [uuid.uuid4().hex[:12] + ":"]
+        args: list[Any] = [_window_member()]
         for _, limit, period in windows:
             args += [limit, period * 1000.0]
         wait_ms = float(await self._windows(keys=keys, args=args))
         return wait_ms / 1000.0
+
+
+def _window_member() -> str:
+    """A prefix for the places one step takes in windows (the time is added to it)."""
+    return uuid.uuid4().hex[:12] + ":"

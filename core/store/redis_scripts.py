@@ -138,6 +138,32 @@ local function ring(lease_key, prefix, partition)
 end
 """
 
+# Places in several windows (sorted sets of the times of what each let through): in every one
+# of them at once, or in none. ``limits`` holds each key's limit and period (ms) in turn.
+# Returns '0', or the milliseconds until one frees (as a string: Lua would truncate a number).
+TAKE_WINDOWS = """
+local function take_windows(keys, member, limits)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  local wait = 0
+  for i = 1, #keys do
+    local limit = tonumber(limits[2 * i - 1])
+    local period = tonumber(limits[2 * i])
+    redis.call('ZREMRANGEBYSCORE', keys[i], '-inf', now - period)
+    if redis.call('ZCARD', keys[i]) >= limit then
+      local oldest = redis.call('ZRANGE', keys[i], 0, 0, 'WITHSCORES')
+      wait = math.max(wait, tonumber(oldest[2]) + period - now)
+    end
+  end
+  if wait > 0 then return tostring(math.max(wait, 1)) end
+  for i = 1, #keys do
+    redis.call('ZADD', keys[i], now, member .. now)
+    redis.call('PEXPIRE', keys[i], math.ceil(tonumber(limits[2 * i])))
+  end
+  return '0'
+end
+"""
+
 # The journal's record script, then the XADD of the same message into its partition's stream
 # (KEYS[5]; ARGV[7] bot, ARGV[8] conversation member), in one script: both or neither. KEYS[6]
 # the partition's lease; ARGV[9] key prefix, ARGV[10] partition, ARGV[11] the lease value the
@@ -147,7 +173,11 @@ end
 # of the two takes it); else the holder's bell is rung. Returns 0 when the message was recorded
 # already (nothing queued), else {seq, the entries taken as in TAKEN (the new one, and any
 # recorded before it that no read took yet) | 0 when the caller's lease is not (or no longer)
-# the holder's | -1 when no lease was given}.
+# the holder's | -1 when no lease was given}. With the prelude (KEYS[7] the conversation's
+# turns_per_minute window, KEYS[8] its session hash; ARGV[15] a unique member, '' = no
+# window, ARGV[16] limit, ARGV[17] period ms), when the new message is the only entry taken
+# (its turn starts at once): also {.., the window's verdict as WINDOWS returns it, the
+# session hash's fields}, one round trip instead of three.
 _RECORD_TAIL = "return seq"
 if not _RECORD.rstrip().endswith(_RECORD_TAIL):  # pragma: no cover - guards the composition
     raise ImportError("the journal's record script no longer ends with 'return seq'")
@@ -155,13 +185,24 @@ RECORD_AND_QUEUE = (
     GROUPED_PRELUDE
     + TAKEN
     + RING
+    + TAKE_WINDOWS
     + _RECORD.rstrip()[: -len(_RECORD_TAIL)]
     + """
 redis.call('XADD', KEYS[5], '*', 'bot', ARGV[7], 'seq', seq, 'conv', ARGV[8])
 if ARGV[11] ~= '' and redis.call('GET', KEYS[6]) == ARGV[11] then
   local got = grouped(KEYS[5], ARGV[12], 'XREADGROUP', 'GROUP', ARGV[12], ARGV[13],
     'COUNT', ARGV[14], 'STREAMS', KEYS[5], '>')
-  return {seq, taken(ARGV[9], KEYS[6], ARGV[11], got and got[1][2] or {}, {})}
+  local entries = got and got[1][2] or {}
+  local out = taken(ARGV[9], KEYS[6], ARGV[11], entries, {})
+  if KEYS[8] and #entries == 1 then
+    -- the turn's prelude: the new message is all it took, so its turn starts now
+    local wait = '0'
+    if ARGV[15] ~= '' then
+      wait = take_windows({KEYS[7]}, ARGV[15], {ARGV[16], ARGV[17]})
+    end
+    return {seq, out, wait, redis.call('HGETALL', KEYS[8])}
+  end
+  return {seq, out}
 end
 ring(KEYS[6], ARGV[9], ARGV[10])
 if ARGV[11] == '' then return {seq, -1} end
@@ -246,24 +287,12 @@ return {redis.call('ZRANGE', KEYS[1], 0, -1), lost}
 """
 
 # KEYS: one sorted set per window. ARGV: a unique member, then limit and period (ms) per key.
-# Takes a place in every window, or in none: returns 0, or the milliseconds until one frees.
-WINDOWS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local wait = 0
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i])
-  local period = tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - period)
-  if redis.call('ZCARD', KEYS[i]) >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    wait = math.max(wait, tonumber(oldest[2]) + period - now)
-  end
-end
-if wait > 0 then return tostring(math.max(wait, 1)) end
-for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], now, ARGV[1] .. now)
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i + 1])))
-end
-return '0'
+# Takes a place in every window, or in none: returns '0', or the milliseconds until one frees.
+WINDOWS = (
+    TAKE_WINDOWS
+    + """
+local limits = {}
+for i = 2, #ARGV do limits[#limits + 1] = ARGV[i] end
+return take_windows(KEYS, ARGV[1], limits)
 """
+)
