@@ -262,13 +262,11 @@ class Engine:
     def prelude(self, key: ConversationKey) -> Prelude | None:
         """What a fresh turn of ``key`` reads first, for the replicas to read it with the
         message's record: its shared ``turns_per_minute`` window and its session (None:
-        the store cannot name it, or a gate other than a shared one judges the turn)."""
+        the store cannot name it)."""
         store = self.store
         if not isinstance(store, SessionFields):
             return None
         gate = self._shared_flood
-        if gate is None and self._flood is not None:
-            return None  # judged in this process's memory: nothing to read
         return Prelude(gate.window_of(key) if gate is not None else None, store.session_name(key))
 
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
@@ -330,8 +328,11 @@ class Engine:
     async def _after_prelude(self, turn: Turn, read: PreludeRead) -> TurnResult:
         """As :meth:`_unless_flooded`, with the window judged and the session read in the
         step that recorded the message (:meth:`prelude`)."""
-        if read.wait is not None:
-            return await self._flooded(turn, read.wait)
+        wait = read.wait
+        if wait is None and self._flood is not None:  # a gate in this process's memory
+            wait = self._flood.check(turn.inbound.key)
+        if wait is not None:
+            return await self._flooded(turn, wait)
         assert isinstance(self.store, SessionFields)  # prelude() named it
         stored = asyncio.get_running_loop().create_future()
         stored.set_result(self.store.session_from(turn.inbound.key, read.session))

@@ -28,6 +28,7 @@ from chatbridge.core import replicas as replicas_module
 from chatbridge.core.budget import SharedFlood
 from chatbridge.core.engine import Engine
 from chatbridge.core.errors import FencedOut
+from chatbridge.core.flood import FloodControl
 from chatbridge.core.protocols import Surface
 from chatbridge.core.replicas import Replicas
 from chatbridge.core.store.redis import RedisStore
@@ -138,7 +139,11 @@ CONVERSATION = ConversationKey("shop", "telegram", "c1", "u1")
 
 @asynccontextmanager
 async def one_replica(
-    redis_url: str, backend: AnswerBackend, turns_per_minute: int = 1_000
+    redis_url: str,
+    backend: AnswerBackend,
+    turns_per_minute: int = 1_000,
+    *,
+    shared_budgets: bool = True,
 ) -> AsyncIterator[OneReplica]:
     async with AsyncExitStack() as stack:
         store = await RedisStore.open(redis_url)
@@ -155,7 +160,9 @@ async def one_replica(
             journal=store.journal,
             work=replicas,
             # turns_per_minute, as deployed
-            flood=SharedFlood(coordination, turns_per_minute),
+            flood=SharedFlood(coordination, turns_per_minute)
+            if shared_budgets
+            else FloodControl(turns_per_minute),
         )
         replies = Replies()
         replicas.serve(engine, replies)
@@ -245,6 +252,26 @@ async def test_a_flooded_turn_is_refused_by_the_window_read_with_its_record(
         assert await one.coordination._r.zcard(window) == 2
         # the refused one is finished too (told, not left open)
         assert await one.store.journal.unfinished("shop") == []
+
+
+async def test_with_budgets_per_process_the_session_is_still_read_with_the_record(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``shared_budgets = false``: turns_per_minute is this process's to count, and the
+    record still reads the session for a turn starting at once."""
+    monkeypatch.setattr(replicas_module, "SWEEP", 60.0)
+    backend = AnswerBackend(ANSWER)
+    async with one_replica(redis_url, backend, 2, shared_budgets=False) as one:
+        with one.trips.counting():
+            for i in range(3):
+                await one.send(f"question {i}", f"m{i}")
+                await one.until_finished(i + 1)
+        assert "HGETALL" not in one.trips.sends and "RedisCoordination.windows" not in (
+            one.trips.sends
+        )
+        ran, ran_too, refused = one.replies.surfaces
+        assert ran.finished and ran_too.finished and not refused.finished
+        assert len(refused.failed) == 1 and "too quickly" in refused.failed[0]
 
 
 async def test_the_finishing_write_acknowledges_only_under_the_partitions_lease(
