@@ -67,11 +67,11 @@ class Leader(LeaderFlag):
         while not self._stopped:
             try:
                 if self._value is None:
-                    self._value = await r.redis.acquire(self._name, r.replica, r._lease_ms)
+                    self._value = await r.redis.acquire(self._name, r.replica, r.leases.lease_ms)
                     if self._value is not None:
                         log.info("replica %s leads %s", r.replica, self._name)
                         await self._on_gain()
-                elif not await r.redis.renew(self._name, self._value, r._lease_ms):
+                elif not await r.redis.renew(self._name, self._value, r.leases.lease_ms):
                     log.warning("replica %s no longer leads %s", r.replica, self._name)
                     self._value = None
                     await self._on_lose()

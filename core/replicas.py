@@ -12,7 +12,7 @@ bell) only by the entries others queue.
 
 - Every replica takes free partitions up to its fair share (partitions / live replicas) and,
   when replicas join, hands back idle ones above it; leases are renewed every third of
-  ``lease`` seconds.
+  ``lease`` seconds (:mod:`core.partition_leases` keeps them).
 - A replica that dies stops renewing: its leases and heartbeat expire after ``lease`` seconds,
   the survivors' share grows, they take its partitions and claim its pending stream entries
   (``XAUTOCLAIM``). Each claimed turn resumes by its journal state, with the recovery rules of
@@ -42,11 +42,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
-import zlib
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,6 +52,7 @@ from typing import Literal
 
 from chatbridge.core.errors import best_effort
 from chatbridge.core.leaders import Leader, LeaderFlag
+from chatbridge.core.partition_leases import Claim, PartitionLeases
 from chatbridge.core.protocols import ClaimedTurns, FencedJournal, StoredReplies
 from chatbridge.core.replica_cancels import answer_cancels, cancel_everywhere
 from chatbridge.core.retry import RetryPolicy, RetryState
@@ -71,7 +70,6 @@ from chatbridge.core.types import ConversationKey, Inbound, JournalEntry, Prelud
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT = 1.5  # seconds a /cancel waits for the replicas' answers (Discord answers in 3)
-RECLAIM_EVERY = 30  # lease ticks (three a lease) between sweeps for stuck pending entries
 ATTEMPTS = 5  # tries of one entry whose step failed (Redis out of reach) before leaving it
 # seconds a message being accepted waits for an out-of-reach Redis (a restart) before the
 # engine answers it unjournaled; the platform's request (a webhook's 200) waits with it
@@ -111,14 +109,9 @@ class Replicas:
         self.replica = replica
         self.partitions = partitions
         self.lease = lease
-        self._lease_ms = max(1, int(lease * 1000))
         self._engines: dict[str, ClaimedTurns] = {}
         self._replies: dict[str, StoredReplies] = {}
         self._fenced: dict[str, FencedJournal | None] = {}  # bot -> its journal, if fenced
-        self._owned: dict[int, str] = {}  # partition -> lease value
-        self._draining: set[int] = set()  # owned, no longer read: handed back once idle
-        self._claiming: set[int] = set()  # owned, its pending entries being claimed
-        self._live: list[str] = []
         self._convs: dict[str, _Conversation] = {}
         self._seen: set[tuple[int, str]] = set()
         self._busy: Counter[int] = Counter()  # partition -> entries queued or running here
@@ -130,14 +123,19 @@ class Replicas:
         self._stopping = False
         # loops end on this flag too: redis-py (8.x) may swallow a cancellation mid-command
         self._closed = False
-        self._beat_ok = False
-        self._ticks = 0
-        self.reclaim_idle = max(lease, 10.0)  # seconds an entry of ours waits before a retry
-        self.reclaim_every = RECLAIM_EVERY
+        self.leases = PartitionLeases(
+            coordination,
+            replica=replica,
+            partitions=partitions,
+            lease=lease,
+            take=self._take,
+            dropped=self._drop_queued,
+            busy=lambda partition: self._busy[partition],
+            stopping=lambda: self._stopping,
+        )
         self.command_wait = 120.0  # seconds a session command's caller waits for its result
         self.submit_patience = SUBMIT_PATIENCE
         self.turns_run = 0
-        self.claimed = 0
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -226,9 +224,9 @@ class Replicas:
 
     async def start(self) -> None:
         await self.check()
-        await self._tick()
+        await self.leases.tick()
         self._tasks = [
-            asyncio.create_task(self._keep_leases(), name="replicas:leases"),
+            asyncio.create_task(self.leases.keep(lambda: self._closed), name="replicas:leases"),
             asyncio.create_task(self._read(), name="replicas:read"),
         ]
         if self._engines:
@@ -241,8 +239,8 @@ class Replicas:
         log.info(
             "replica %s joined (%d live, owns %d of %d partitions)",
             self.replica,
-            len(self._live),
-            len(self._owned),
+            len(self.leases.live),
+            len(self.leases.owned),
             self.partitions,
         )
 
@@ -271,10 +269,7 @@ class Replicas:
         await asyncio.gather(*convs, return_exceptions=True)
         await asyncio.gather(*(leader.close() for leader in self._leaders), return_exceptions=True)
         with best_effort(log, "handing partitions back at shutdown"):
-            for partition, value in list(self._owned.items()):
-                await self.redis.release(f"p:{partition}", value)
-            self._owned.clear()
-            await self.redis.heartbeat(self.replica, self._lease_ms, leave=True)
+            await self.leases.leave()
         log.info("replica %s left; its partitions are free for the others", self.replica)
 
     # --- state for /readyz and /metrics -----------------------------------------------------------
@@ -282,125 +277,35 @@ class Replicas:
     @property
     def healthy(self) -> bool:
         """Redis answered the last heartbeat (so this replica's leases are current)."""
-        return self._beat_ok and not self._stopping
+        return self.leases.beat_ok and not self._stopping
 
     @property
     def owned(self) -> list[int]:
-        return sorted(self._owned)
+        return self.leases.owned
 
     @property
     def live(self) -> list[str]:
-        return list(self._live)
+        return self.leases.live
 
-    # --- leases -----------------------------------------------------------------------------------
+    @property
+    def claimed(self) -> int:
+        """Pending entries claimed with the partitions taken (a dead holder's, say)."""
+        return self.leases.claimed
 
-    async def _keep_leases(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.lease / 3)
-            try:
-                await self._tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._beat_ok = False
-                log.warning("replica %s: Redis unreachable: %s", self.replica, exc)
+    # --- what the lease keeper asks of the reader -------------------------------------------------
 
-    async def _tick(self) -> None:
-        # the heartbeat and every renewal in one round trip: renewed one by one, each behind
-        # a busy event loop, the last ones lapsed before their turn came (lease lost under load)
-        held = dict(self._owned)
-        self._live, lost = await self.redis.beat_and_renew(
-            self.replica, self._lease_ms, {f"p:{p}": v for p, v in held.items()}
-        )
-        self._beat_ok = True
-        for name in lost:
-            partition = int(name.removeprefix("p:"))
-            self._lost(partition, held[partition])
-        self._ticks += 1
-        if self._ticks % self.reclaim_every == 0:
-            await self._reclaim()
-        if self._stopping:
-            return
-        share = math.ceil(self.partitions / max(1, len(self._live)))
-        if len(self._owned) < share:
-            self._draining.clear()
-            await self._take_free(share)
-        elif len(self._owned) > share:
-            await self._give_back(len(self._owned) - share)
-        else:
-            self._draining.clear()
+    async def _take(self, partition: int, lease: str, claim: Claim) -> list[WorkItem] | None:
+        """Claim entries of ``partition`` under ``lease`` (``claim()``) and queue them here, in
+        one hold of its take lock (see :meth:`_taking`): what was claimed (None: refused)."""
+        async with self._taking([partition]):
+            claimed = await claim()
+            self._dispatch_all(partition, lease, claimed)
+            return claimed
 
-    async def _take_free(self, share: int) -> None:
-        # start at a place of our own, so replicas starting together try different partitions
-        start = zlib.crc32(self.replica.encode()) % self.partitions
-        for i in range(self.partitions):
-            if len(self._owned) >= share:
-                return
-            partition = (start + i) % self.partitions
-            if partition in self._owned:
-                continue
-            value = await self.redis.acquire(f"p:{partition}", self.replica, self._lease_ms)
-            if value is None:
-                continue
-            self._owned[partition] = value
-            log.debug("replica %s holds partition %d (lease %s)", self.replica, partition, value)
-            # not read until its pending entries are queued: they go before any newer one
-            self._claiming.add(partition)
-            async with self._taking([partition]):
-                try:
-                    claimed = await self.redis.claim(partition, value, self.replica)
-                except Exception:
-                    # never read a partition whose older entries were not claimed: hand it back
-                    self._owned.pop(partition, None)
-                    with best_effort(log, f"handing back partition {partition}"):
-                        await self.redis.release(f"p:{partition}", value)
-                    raise
-                finally:
-                    self._claiming.discard(partition)
-                self._dispatch_all(partition, value, claimed)
-            if claimed:
-                self.claimed += len(claimed)
-                log.info(
-                    "replica %s took partition %d with %d pending turns",
-                    self.replica,
-                    partition,
-                    len(claimed),
-                )
-
-    async def _reclaim(self) -> None:
-        """Entries of our partitions left pending here by a step that failed (Redis out of
-        reach mid-turn, say) run again; those still queued or running here are skipped."""
-        idle_ms = int(self.reclaim_idle * 1000)
-        for partition, value in list(self._owned.items()):
-            async with self._taking([partition]):
-                claimed = await self.redis.claim(partition, value, self.replica, idle_ms)
-                self._dispatch_all(partition, value, claimed)
-
-    async def _give_back(self, excess: int) -> None:
-        """Hand back ``excess`` partitions (replicas joined): stop reading the least busy
-        ones, and release each once the turns already read from it have finished."""
-        while len(self._draining) > excess:
-            self._draining.pop()
-        if len(self._draining) < excess:
-            candidates = sorted(set(self._owned) - self._draining, key=lambda p: self._busy[p])
-            self._draining.update(candidates[: excess - len(self._draining)])
-        for partition in sorted(self._draining):
-            if self._busy[partition]:
-                continue
-            self._draining.discard(partition)
-            value = self._owned.pop(partition, None)
-            if value is not None:
-                await self.redis.release(f"p:{partition}", value)
-
-    def _lost(self, partition: int, value: str) -> None:
-        """The lease ``value`` no longer holds ``partition``: stop running its entries. Those
-        queued here are dropped (still pending in Redis: the next holder claims them, in
-        order); a running one is stopped by the fenced journal."""
-        if self._owned.get(partition) != value:
-            return  # already known (and perhaps taken again since)
-        log.warning("replica %s lost partition %d", self.replica, partition)
-        del self._owned[partition]
-        self._draining.discard(partition)
+    def _drop_queued(self, partition: int) -> None:
+        """``partition`` was lost: the entries queued here from it are dropped (still pending
+        in Redis: the next holder claims them, in order); a running one is stopped by the
+        fenced journal."""
         for conv in self._convs.values():
             kept: deque[WorkItem] = deque()
             for item in conv.items:
@@ -415,9 +320,7 @@ class Replicas:
     def _reading(self, partition: int) -> str | None:
         """The lease under which this replica takes ``partition``'s new entries now (None:
         not ours, handed back once idle, its pending entries being claimed, or stopping)."""
-        if self._stopping or partition in self._draining or partition in self._claiming:
-            return None
-        return self._owned.get(partition)
+        return None if self._stopping else self.leases.readable(partition)
 
     @contextlib.asynccontextmanager
     async def _taking(self, partitions: Iterable[int]) -> AsyncIterator[None]:
@@ -444,7 +347,7 @@ class Replicas:
         everything = 0.0  # when every partition was last read
         loop = asyncio.get_running_loop()
         while not self._closed:
-            readable = {p: v for p in list(self._owned) if (v := self._reading(p)) is not None}
+            readable = {p: v for p in self.leases.owned if (v := self._reading(p)) is not None}
             if not readable:
                 await asyncio.sleep(min(0.2, self.lease / 3))
                 continue
@@ -460,7 +363,7 @@ class Replicas:
                 async with self._taking(leases):
                     got = await self.redis.read(leases, self.replica, count=READ_COUNT)
                     for partition in got.lost:
-                        self._lost(partition, leases[partition])
+                        self.leases.lost(partition, leases[partition])
                     for item in got.items:
                         self._dispatch_all(item.partition, leases[item.partition], [item])
                 known.update((p, leases[p]) for p in got.last_ids)
@@ -483,9 +386,9 @@ class Replicas:
         while they were on their way means they are not ours to run (they stay pending for
         the holder, who claims them, oldest first)."""
         if items is None:
-            self._lost(partition, value)
+            self.leases.lost(partition, value)
             return
-        if self._owned.get(partition) != value:
+        if self.leases.lease_of(partition) != value:
             return
         for item in items:
             self._dispatch(item)
@@ -522,7 +425,7 @@ class Replicas:
         """Run ``item`` while its partition is ours; a step that failed (Redis out of reach,
         say) is tried again here, in its place, before anything behind it."""
         for attempt in range(1, ATTEMPTS + 1):
-            lease = self._owned.get(item.partition)
+            lease = self.leases.lease_of(item.partition)
             if lease is None or self._stopping:
                 return  # not ours: left pending for the partition's holder
             try:
@@ -537,7 +440,7 @@ class Replicas:
                 continue
             # fenced out: the lease it ran under is gone. The partition back here under a new
             # lease (it lapsed and was taken again) means it runs again now, still first.
-            if self._owned.get(item.partition) in (None, lease):
+            if self.leases.lease_of(item.partition) in (None, lease):
                 return
         # left pending: the periodic reclaim runs it again later
         log.error("replica %s: entry %s left after %d attempts", self.replica, item.id, ATTEMPTS)
@@ -558,7 +461,7 @@ class Replicas:
         if item.command:
             # a session command writes only the session map, which has no fence: ask first
             if not await self.redis.holds(item.partition, lease):
-                self._lost(item.partition, lease)
+                self.leases.lost(item.partition, lease)
                 return False
             result = await engine.run_command(item.key, item.command, item.arg)
             return await self._ack(item, lease, result)
@@ -567,7 +470,7 @@ class Replicas:
         else:  # a retry, or under another lease: as it stands now, stamped with this lease
             entry = await self.redis.start_turn(item, lease)
         if entry is False:
-            self._lost(item.partition, lease)
+            self.leases.lost(item.partition, lease)
             return False
         if entry is None or entry.state.finished:
             return await self._ack(item, lease)
@@ -606,7 +509,7 @@ class Replicas:
         if await self.redis.ack(item, lease, result):
             return True
         log.warning("replica %s: partition %d moved on mid-turn", self.replica, item.partition)
-        self._lost(item.partition, lease)
+        self.leases.lost(item.partition, lease)
         return False
 
     # --- leaders ----------------------------------------------------------------------------------

@@ -297,8 +297,8 @@ class FlakyReplies(Replies):
 async def test_a_turn_whose_step_failed_runs_again_later(nodes: list[Node]) -> None:
     a, _ = nodes
     a.replicas.serve(a.engine, FlakyReplies(a.log))
-    a.replicas.reclaim_idle = 0.2
-    a.replicas.reclaim_every = 1
+    a.replicas.leases.reclaim_idle = 0.2
+    a.replicas.leases.reclaim_every = 1
     await a.replicas.start()
     await a.accept(Inbound(key("u1"), "hello"), source="f1")
     await wait_for(lambda: len(a.log) == 1)
@@ -546,9 +546,9 @@ async def test_a_lapsed_lease_taken_again_reruns_the_running_turn_before_the_nex
     await a.accept(Inbound(key("u1"), "m0"), source="l0")
     await a.accept(Inbound(key("u1"), "m1"), source="l1")
     await wait_for(lambda: sum(backend.running.values()) == 1)  # m0 at the backend
-    before = a.replicas._owned[partition]
+    before = a.replicas.leases.lease_of(partition)
     await a.store._r.delete(a.replicas.redis.lease_key(f"p:{partition}"))  # lapsed
-    await wait_for(lambda: a.replicas._owned.get(partition) not in (None, before))
+    await wait_for(lambda: a.replicas.leases.lease_of(partition) not in (None, before))
     backend.delay = 0.02
     await wait_for(lambda: len(a.log) == 2)
     # m0 was sent before the lapse: its rerun cannot ask this backend again (not idempotent)

@@ -54,7 +54,7 @@ async def test_a_tick_renews_the_heartbeat_and_all_leases_in_one_round_trip(
     replicas = Replicas(coordination, replica="a", partitions=16, lease=30.0)
     try:
         await replicas.check()
-        await replicas._tick()  # takes its share: all 16 partitions
+        await replicas.leases.tick()  # takes its share: all 16 partitions
         assert replicas.owned == list(range(16))
         client: Any = coordination._r
         sent: list[str] = []
@@ -65,15 +65,17 @@ async def test_a_tick_renews_the_heartbeat_and_all_leases_in_one_round_trip(
             return await execute(*args, **options)
 
         client.execute_command = counting
-        await replicas._tick()
+        await replicas.leases.tick()
         assert len(sent) == 1, sent
         assert replicas.owned == list(range(16))
         # a lease lost meanwhile is noticed by that same call
-        assert await coordination.release("p:5", replicas._owned[5])
+        held = replicas.leases.lease_of(5)
+        assert held is not None
+        assert await coordination.release("p:5", held)
         await coordination.acquire("p:5", "b", 60_000)
         sent.clear()
-        replicas._live = ["a"]
-        await replicas._tick()
+        replicas.leases._live = ["a"]
+        await replicas.leases.tick()
         assert 5 not in replicas.owned
         assert sent[0] == "EVALSHA"
     finally:
