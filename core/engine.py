@@ -6,7 +6,8 @@ message is written down, so the adapter may then tell the platform it was read) 
 message's place in its conversation is taken when ``accept`` is called, before the adapter's
 ``prepare`` step (downloading photos, say) runs, so slow preparation cannot reorder turns,
 and the turn runs only after every earlier message of its conversation. Different
-conversations run concurrently. What happens inside a turn is :class:`core.turns.TurnRunner`;
+conversations run concurrently. What a fresh turn passes first (``turns_per_minute``) is
+:class:`core.turn_gate.TurnGate`; what happens inside a turn is :class:`core.turns.TurnRunner`;
 what a restart resumes is :mod:`core.recovery`.
 """
 
@@ -18,7 +19,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from chatbridge.core import recovery
 from chatbridge.core.errors import (
@@ -36,7 +36,6 @@ from chatbridge.core.protocols import (
     Journal,
     ListingDescriber,
     Prepared,
-    SessionFields,
     SessionStore,
     SharedFloodGate,
     StoredReplies,
@@ -45,6 +44,7 @@ from chatbridge.core.protocols import (
     WorkQueue,
 )
 from chatbridge.core.texts import UserTexts
+from chatbridge.core.turn_gate import Job, TurnGate
 from chatbridge.core.turns import Turn, TurnRunner
 from chatbridge.core.types import (
     ConversationKey,
@@ -63,8 +63,6 @@ from chatbridge.core.types import (
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[], Awaitable[TurnResult]]
-
 
 @dataclass(eq=False)
 class _Slot:
@@ -81,13 +79,6 @@ class _Lane:
 
     slots: deque[_Slot] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """A read ahead's error is raised where the turn awaits it; a refused turn never does,
-    and asyncio must not log it as never retrieved."""
-    if not future.cancelled():
-        future.exception()
 
 
 class Engine:
@@ -111,9 +102,6 @@ class Engine:
         self.store = store
         self.journal = journal
         self.texts = texts or UserTexts()
-        # which gate, decided once (a protocol check costs a turn ~10 us each time)
-        self._shared_flood = flood if isinstance(flood, SharedFloodGate) else None
-        self._flood = None if isinstance(flood, SharedFloodGate) else flood
         self._observer = observer
         self.turns = TurnRunner(
             bot=bot,
@@ -124,6 +112,9 @@ class Engine:
             texts=self.texts,
             observer=observer,
             turn_timeout=turn_timeout,
+        )
+        self._gate = TurnGate(
+            bot=bot, flood=flood, store=store, turns=self.turns, texts=self.texts, observer=observer
         )
         self._lanes: dict[ConversationKey, _Lane] = {}
         # several replicas: journaled messages go to the work queue, in arrival order per
@@ -254,20 +245,14 @@ class Engine:
         if not fresh:
             slot.job.set_result(lambda: self.turns.run(turn))
         elif read is not None and not self._closing:
-            slot.job.set_result(lambda: self._after_prelude(turn, read))
+            slot.job.set_result(self._gate.job_after_prelude(turn, read))
         else:
             slot.job.set_result(self._job_for(turn))
         return slot.result
 
     def prelude(self, key: ConversationKey) -> Prelude | None:
-        """What a fresh turn of ``key`` reads first, for the replicas to read it with the
-        message's record: its shared ``turns_per_minute`` window and its session (None:
-        the store cannot name it)."""
-        store = self.store
-        if not isinstance(store, SessionFields):
-            return None
-        gate = self._shared_flood
-        return Prelude(gate.window_of(key) if gate is not None else None, store.session_name(key))
+        """What a fresh turn of ``key`` reads first (:meth:`TurnGate.prelude`)."""
+        return self._gate.prelude(key)
 
     def submit(self, inbound: Inbound, surface: Surface) -> asyncio.Future[TurnResult]:
         """Queue a turn that is not journaled (the console, tests); returns at once."""
@@ -301,43 +286,7 @@ class Engine:
     def _job_for(self, turn: Turn) -> Job:
         if self._closing:
             return lambda: self._not_now(turn)
-        shared = self._shared_flood
-        if shared is not None and turn.resume is None:
-            return lambda: self._unless_flooded(turn, shared)
-        if self._flood is not None and turn.resume is None:
-            wait = self._flood.check(turn.inbound.key)
-            if wait is not None:
-                return lambda: self._flooded(turn, wait)
-        return lambda: self.turns.run(turn)
-
-    async def _unless_flooded(self, turn: Turn, gate: SharedFloodGate) -> TurnResult:
-        # the gate is judged as the turn starts; the session it needs next is read meanwhile
-        # (two round trips to Redis, one wait)
-        turn.stored = asyncio.ensure_future(self.store.get(turn.inbound.key))
-        turn.stored.add_done_callback(_retrieved)  # a refused turn never awaits it
-        try:
-            wait = await gate.check_shared(turn.inbound.key)
-        except Exception as exc:  # a flood gate out of reach lets the turn through
-            log.warning("flood gate unavailable: %s", exc)
-            wait = None
-        if wait is not None:
-            turn.stored = None
-            return await self._flooded(turn, wait)
-        return await self.turns.run(turn)
-
-    async def _after_prelude(self, turn: Turn, read: PreludeRead) -> TurnResult:
-        """As :meth:`_unless_flooded`, with the window judged and the session read in the
-        step that recorded the message (:meth:`prelude`)."""
-        wait = read.wait
-        if wait is None and self._flood is not None:  # a gate in this process's memory
-            wait = self._flood.check(turn.inbound.key)
-        if wait is not None:
-            return await self._flooded(turn, wait)
-        assert isinstance(self.store, SessionFields)  # prelude() named it
-        stored = asyncio.get_running_loop().create_future()
-        stored.set_result(self.store.session_from(turn.inbound.key, read.session))
-        turn.stored = stored
-        return await self.turns.run(turn)
+        return self._gate.job(turn)
 
     def queue_recovered(self, turn: Turn) -> asyncio.Future[TurnResult]:
         slot = self._reserve(turn.inbound.key)
@@ -436,18 +385,6 @@ class Engine:
         """A message taken while shutting down that nothing will resume (not journaled; a
         journaled one never gets here, :meth:`_drain` leaves it in the journal)."""
         return await self._interrupted(turn)
-
-    async def _flooded(self, turn: Turn, wait: float) -> TurnResult:
-        """Refused by ``turns_per_minute``: in the user's language, when to try again."""
-        texts = self.texts.in_language(turn.inbound.language)
-        return await self._refuse(turn, texts.flood.format(seconds=max(1, round(wait))), "flood")
-
-    async def _refuse(self, turn: Turn, text: str, why: str) -> TurnResult:
-        log.info("refused a turn (%s) for %s", why, turn.inbound.key.short())
-        await self.turns.tell(turn, text)
-        if self._observer:
-            self._observer.turn_finished(self.bot, "refused", 0.0)
-        return TurnResult("refused", failure=Failure(FailureKind.BAD_INPUT, why))
 
     async def _interrupted(self, turn: Turn) -> TurnResult:
         await self._tell_interrupted(turn)
