@@ -12,9 +12,11 @@ acknowledged):
    it: no read back; a message another replica records rings the holder's bell and is read
    by a fenced script, 1/N of the turns with N replicas), run, and acknowledged under the
    partition's lease by the journal's last write: the coordination path of every turn when
-   several replicas run. Round trips per turn: the record, the ``turns_per_minute`` window
-   and the session read (at once: one wait), the journal's three writes (6; the single
-   process on Redis: 5, no window).
+   several replicas run. Round trips per turn: the record, which (the turn starting at once)
+   also judges the ``turns_per_minute`` window and reads the session, and the journal's
+   three writes (4; the single process on Redis: 5, the record, the session read and the
+   three writes). Both Redis paths send a turn's commands on one pipelined connection
+   (:mod:`core.store.redis_pipelined`).
 
 Every path has the ``turns_per_minute`` gate on, as deployed: in memory on one process, in
 Redis (:class:`core.budget.SharedFlood`) with replicas.
