@@ -7,8 +7,10 @@ journal and to its partition's stream in one step, and the adapter may then tell
 it was read. The replica holding the partition's lease *runs* it: it reads the stream in
 order and hands each conversation's turns to its engine one at a time, so one conversation's
 turns run in arrival order whichever replica received them. The holder takes the messages
-it accepts itself in the same step as it records them (no read back), and is woken (its
-bell) only by the entries others queue.
+it accepts itself in the same step as it records them (no read back; when the turn starts at
+once, that step also judges its ``turns_per_minute`` window and reads its session: the
+turn's :class:`core.types.Prelude`), and is woken (its bell) only by the entries others
+queue.
 
 - Every replica takes free partitions up to its fair share (partitions / live replicas) and,
   when replicas join, hands back idle ones above it; leases are renewed every third of
