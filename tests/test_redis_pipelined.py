@@ -178,3 +178,16 @@ def test_tls_urls_stay_on_redis_py() -> None:
     assert PipelinedRedis.for_url("rediss://127.0.0.1:6379/0") is None
     assert PipelinedRedis.for_url("redis://127.0.0.1:6379/0") is not None
     assert PipelinedRedis.for_url("unix:///tmp/redis.sock?db=1") is not None
+
+
+async def test_a_reply_that_is_not_text_breaks_the_connection_cleanly(redis_url: str) -> None:
+    """The store keeps text only; bytes that are not UTF-8 (written by something else) fail
+    the command as Redis out of reach would, and the next command works on a new
+    connection."""
+    raw = aioredis.Redis.from_url(redis_url)
+    await raw.set("binary", b"\xff\xfe")
+    await raw.aclose()
+    async with opened(redis_url) as fast:
+        with pytest.raises(rex.ConnectionError, match="UTF-8"):
+            await fast.execute("GET", "binary")
+        assert await fast.execute("PING") == "PONG"

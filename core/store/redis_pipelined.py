@@ -96,6 +96,9 @@ class _Wire(asyncio.Protocol):
             except hiredis.ProtocolError as exc:
                 self._break(rex.ConnectionError(f"Redis protocol error: {exc}"))
                 return
+            except UnicodeDecodeError as exc:  # not text: the reader is out of step now
+                self._break(rex.ConnectionError(f"Redis reply is not UTF-8: {exc}"))
+                return
             if reply is False:
                 return
             if not self._waiting:  # a reply nobody asked for: out of step
