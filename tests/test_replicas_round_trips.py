@@ -1,6 +1,7 @@
 """Round trips to Redis of one turn with several replicas (issue 13: "Redis coordination adds
-<= 2 ms p99 per turn"; each round trip costs ~0.2-0.3 ms of CPU), counted at the client's
-socket on a real redis-server, so a change that adds one back fails here.
+<= 2 ms p99 per turn"; each round trip costs this process ~0.06-0.13 ms of CPU and a wait),
+counted at the client's sockets on a real redis-server, so a change that adds one back fails
+here.
 
 The turn's own work, per turn, on the replica holding its partition: the record script,
 which also takes the message from its stream (no read back) and, its turn starting at once,

@@ -1,17 +1,19 @@
 """One connection to Redis with every command pipelined on it: the turn's hot path.
 
-A turn on Redis waits on about six commands (the journal's record and three writes, the
-session read, the ``turns_per_minute`` window). Through redis-py each costs about 130 µs of
-this process's CPU (a pooled connection taken and given back, the command encoded in
-Python, a timeout scope, its observability hooks), against about 55 µs here
-(``bench/replicas_cost.py``); on a busy machine that is most of what Redis adds to a turn.
+A turn on Redis sends four to six commands (the journal's record and three writes, the
+session read, the ``turns_per_minute`` window, the last two read with the record when
+several replicas run). Through redis-py each costs about 130 µs of this process's CPU (a
+pooled connection taken and given back, the command encoded in Python, a timeout scope, its
+observability hooks), against about 55 µs here (a script call one after another on
+loopback; ``bench/README.md``): on a small machine that was most of what Redis added to a
+turn (``bench/replicas_cost.py``).
 
 What it does, and why that is enough:
 
 - One connection per client, commands written as they come and their replies matched in
   order: Redis answers a connection's commands in the order it received them, so a FIFO of
-  futures is the whole multiplexing, and concurrent commands of one event loop tick leave
-  in one write. No pool to exhaust.
+  futures is the whole multiplexing, and concurrent commands go out back to back without
+  waiting for each other's replies. No pool to exhaust.
 - A caller cancelled mid-command leaves its reply to be read and dropped in its place: the
   connection stays in step (redis-py must drop the connection instead).
 - Encoding and parsing in C (hiredis's ``pack_command`` and ``Reader``), replies decoded as
