@@ -40,7 +40,7 @@ from chatbridge.core.store._common import (
     utcnow,
 )
 from chatbridge.core.store.redis_journal import RedisJournal
-from chatbridge.core.store.redis_pipelined import PipelinedRedis
+from chatbridge.core.store.redis_pipelined import PipelinedRedis, hash_fields
 from chatbridge.core.types import ConversationKey, SessionRecord
 
 # touch() is called at the end of every turn; its write waits this long so that touches of
@@ -349,8 +349,7 @@ class RedisStore:
         if not stored:
             self._touches.pop(record.key, None)
             return record
-        fields_read = dict(zip(stored[::2], stored[1::2], strict=True))
-        return self._with_touches(self._record(record.key, fields_read))
+        return self._with_touches(self._record(record.key, hash_fields(stored)))
 
     async def touch(self, key: ConversationKey) -> None:
         """Counts a turn. Written within TOUCH_FLUSH_DELAY, with every other touch of that

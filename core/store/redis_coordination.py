@@ -67,7 +67,7 @@ from chatbridge.core.store.redis_journal import (
     entry_from_fields,
     received_entry,
 )
-from chatbridge.core.store.redis_pipelined import PipelinedRedis, hot_script
+from chatbridge.core.store.redis_pipelined import PipelinedRedis, hash_fields, hot_script
 from chatbridge.core.store.redis_scripts import (
     ACK,
     ACQUIRE,
@@ -270,8 +270,7 @@ class RedisCoordination:
             return Recorded(entry, None)
         items = self._items(partition, got, lease)
         if read:  # the prelude, read for the one item taken: the new message
-            wait_ms, fields = float(read[0]), read[1]
-            session = dict(zip(fields[::2], fields[1::2], strict=True))
+            wait_ms, session = float(read[0]), hash_fields(read[1])
             verdict = PreludeRead(wait_ms / 1000.0 if wait_ms > 0 else None, session)
             items = [replace(items[0], read=verdict)]
         return Recorded(entry, items)
@@ -354,9 +353,9 @@ class RedisCoordination:
         """Entries as ``taken`` returns them: id, stream fields, journal fields."""
         out = []
         for entry_id, raw, data in entries:
-            fields = dict(zip(raw[::2], raw[1::2], strict=True))
+            fields = hash_fields(raw)
             seq = int(fields["seq"])
-            journal = dict(zip(data[::2], data[1::2], strict=True)) if data else None
+            journal = hash_fields(data) if data else None
             out.append(
                 WorkItem(
                     partition,
@@ -400,7 +399,7 @@ class RedisCoordination:
         raw = cast(list[str], reply)
         if not raw:
             return None
-        return entry_from_fields(item.seq, dict(zip(raw[::2], raw[1::2], strict=True)))
+        return entry_from_fields(item.seq, hash_fields(raw))
 
     async def entry(self, bot: str, seq: int) -> JournalEntry | None:
         """The journal entry (the journal's own layout), or None once pruned."""

@@ -56,6 +56,11 @@ def _pack(args: tuple[Any, ...]) -> bytes:
     return hiredis.pack_command(args)
 
 
+def hash_fields(flat: Sequence[str]) -> dict[str, str]:
+    """A hash's fields as ``HGETALL`` (RESP2) and Lua scripts reply them: field, value, ..."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def _error(reply: Exception) -> rex.RedisError:
     """redis-py's exception for an error reply (the ones the store's callers tell apart)."""
     text = str(reply)
@@ -215,8 +220,7 @@ class PipelinedRedis:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def hgetall(self, name: str) -> dict[str, str]:
-        flat = await self.execute("HGETALL", name)
-        return dict(zip(flat[::2], flat[1::2], strict=True))
+        return hash_fields(await self.execute("HGETALL", name))
 
     def register_script(self, script: str) -> PipelinedScript:
         return PipelinedScript(self, script)
